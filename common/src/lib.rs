@@ -1,0 +1,134 @@
+//! Types shared by the kernel programs (`faultline-ebpf`) and the agent.
+//!
+//! Every struct is `#[repr(C)]`, contains no `bool` and no implicit padding, so
+//! the same bytes mean the same thing on both sides of the map.
+#![no_std]
+
+/// Number of fault slots. One active fault occupies one slot.
+pub const MAX_FAULTS: u32 = 128;
+/// Pids a target may list explicitly (include and exclude each).
+pub const MAX_TARGET_PIDS: usize = 8;
+/// Length of a task's `comm`, including the trailing NUL.
+pub const COMM_LEN: usize = 16;
+/// Highest syscall number the signal program can watch (x86_64 uses < 512).
+pub const MAX_SYSCALL_NR: u32 = 512;
+
+/// Which kernel program evaluates a slot.
+pub mod kind {
+    pub const NONE: u32 = 0;
+    /// `syscall_error` through cgroup sock_addr hooks.
+    pub const SOCK_ERROR: u32 = 1;
+    /// `syscall_signal` through the `sys_enter` raw tracepoint.
+    pub const SYSCALL_SIGNAL: u32 = 2;
+}
+
+/// Socket operations the sock_addr programs can fail (bit flags in `FaultSlot::op`).
+pub mod sock_op {
+    pub const CONNECT: u32 = 1 << 0;
+    pub const BIND: u32 = 1 << 1;
+    pub const SENDMSG: u32 = 1 << 2;
+}
+
+/// Bit flags in `FaultSlot::flags`.
+pub mod flags {
+    /// Count what would be injected, inject nothing.
+    pub const DRY_RUN: u32 = 1 << 0;
+    /// Match IPv4 destinations.
+    pub const FAMILY_V4: u32 = 1 << 1;
+    /// Match IPv6 destinations.
+    pub const FAMILY_V6: u32 = 1 << 2;
+}
+
+/// Who a fault applies to. Zero / empty fields mean "no constraint", but the
+/// agent never writes a slot whose target has no constraint at all.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TargetSel {
+    /// cgroup v2 id (inode) of the target cgroup; 0 = any cgroup.
+    pub cgroup_id: u64,
+    /// Depth of that cgroup below the cgroup2 root (root = 0).
+    pub cgroup_level: u32,
+    /// Number of valid entries in `pids`.
+    pub npids: u32,
+    pub pids: [u32; MAX_TARGET_PIDS],
+    pub nexclude_pids: u32,
+    /// Non-zero when `comm` must match.
+    pub has_comm: u32,
+    pub exclude_pids: [u32; MAX_TARGET_PIDS],
+    pub comm: [u8; COMM_LEN],
+    /// Non-zero when tasks whose comm equals `exclude_comm` are spared.
+    pub has_exclude_comm: u32,
+    pub _pad: u32,
+    pub exclude_comm: [u8; COMM_LEN],
+}
+
+/// One fault's parameters, written by the agent and read by the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultSlot {
+    /// `kind::*`; `kind::NONE` means the slot is free.
+    pub kind: u32,
+    /// `flags::*`.
+    pub flags: u32,
+    /// `CLOCK_BOOTTIME` nanoseconds after which the program stops injecting.
+    pub deadline_ns: u64,
+    /// Inject when `bpf_get_prandom_u32() < threshold` (0..=2^32).
+    pub threshold: u64,
+    /// Positive errno for `SOCK_ERROR`.
+    pub errno: u32,
+    /// Signal number for `SYSCALL_SIGNAL`.
+    pub signal: u32,
+    /// `sock_op::*` for `SOCK_ERROR`, syscall number for `SYSCALL_SIGNAL`.
+    pub op: u32,
+    /// Destination (or bound) port in host byte order; 0 = any.
+    pub port: u32,
+    /// Signal at the Nth matching call of a process (1-based); 0 = use `threshold`.
+    pub nth_call: u64,
+    /// IPv4 network in network byte order, as `bpf_sock_addr::user_ip4` holds it.
+    pub v4_addr: u32,
+    /// IPv4 prefix length; 0 = any address.
+    pub v4_prefix: u32,
+    /// IPv6 network, four big-endian words as in `bpf_sock_addr::user_ip6`.
+    pub v6_addr: [u32; 4],
+    /// IPv6 prefix length; 0 = any address.
+    pub v6_prefix: u32,
+    pub _pad: u32,
+    pub target: TargetSel,
+}
+
+/// Per-CPU counters of one slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounters {
+    /// Calls that matched the fault's target and filters while it was live.
+    pub matched: u64,
+    /// Calls that were failed (or, in dry-run, would have been).
+    pub injected: u64,
+}
+
+/// Global settings, index 0 of the `CONFIG` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The agent's own tgid: never injected into.
+    pub agent_tgid: u32,
+    /// One past the highest slot in use, so programs scan only that far.
+    pub slot_limit: u32,
+}
+
+/// Key of the per-process call counter used by `nth_call`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NthKey {
+    pub slot: u32,
+    pub tgid: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all are repr(C), made only of integers, with explicit padding fields.
+    unsafe impl aya::Pod for super::FaultSlot {}
+    unsafe impl aya::Pod for super::FaultCounters {}
+    unsafe impl aya::Pod for super::AgentConfig {}
+    unsafe impl aya::Pod for super::NthKey {}
+}

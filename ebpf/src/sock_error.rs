@@ -1,0 +1,122 @@
+//! `syscall_error` on socket calls through cgroup sock_addr hooks.
+//!
+//! Attached at the cgroup2 root while such a fault is active; the slot's
+//! target decides who is hit. Returning 0 after `bpf_set_retval(-errno)`
+//! makes the syscall fail with that errno.
+
+use aya_ebpf::{
+    helpers::generated::bpf_set_retval,
+    macros::cgroup_sock_addr,
+    programs::SockAddrContext,
+};
+use faultline_common::{MAX_FAULTS, flags, kind, sock_op};
+
+use crate::slots::{Caller, SLOTS, coin, count, dry_run, live, protected, target_matches};
+
+const ALLOW: i32 = 1;
+const REJECT: i32 = 0;
+
+#[cgroup_sock_addr(connect4)]
+pub fn fl_connect4(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, sock_op::CONNECT, false)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn fl_connect6(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, sock_op::CONNECT, true)
+}
+
+#[cgroup_sock_addr(bind4)]
+pub fn fl_bind4(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, sock_op::BIND, false)
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn fl_bind6(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, sock_op::BIND, true)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn fl_sendmsg4(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, sock_op::SENDMSG, false)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn fl_sendmsg6(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, sock_op::SENDMSG, true)
+}
+
+#[inline(always)]
+fn prefix_mask(bits: u32) -> u32 {
+    if bits == 0 { 0 } else if bits >= 32 { u32::MAX } else { u32::MAX << (32 - bits) }
+}
+
+/// `addr` and `net` are big-endian words as the context stores them.
+#[inline(always)]
+fn v4_in(addr_be: u32, net_be: u32, prefix: u32) -> bool {
+    let mask = prefix_mask(prefix);
+    (u32::from_be(addr_be) & mask) == (u32::from_be(net_be) & mask)
+}
+
+#[inline(always)]
+fn v6_in(addr: &[u32; 4], net: &[u32; 4], prefix: u32) -> bool {
+    let mut i = 0;
+    while i < 4 {
+        let bits = if prefix >= 32 * (i as u32 + 1) {
+            32
+        } else if prefix > 32 * i as u32 {
+            prefix - 32 * i as u32
+        } else {
+            0
+        };
+        if !v4_in(addr[i], net[i], bits) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[inline(always)]
+fn decide(ctx: &SockAddrContext, op: u32, v6: bool) -> i32 {
+    let mut caller = Caller::current();
+    let Some(limit) = protected(&caller) else {
+        return ALLOW;
+    };
+    // SAFETY: the context pointer is valid for the program's run.
+    let sa = unsafe { &*ctx.sock_addr };
+    let port = u32::from(u16::from_be(sa.user_port as u16));
+    let family = if v6 { flags::FAMILY_V6 } else { flags::FAMILY_V4 };
+
+    let mut i = 0;
+    while i < MAX_FAULTS {
+        if i >= limit {
+            break;
+        }
+        if let Some(slot) = SLOTS.get(i) {
+            if slot.kind == kind::SOCK_ERROR
+                && slot.op & op != 0
+                && slot.flags & family != 0
+                && (slot.port == 0 || slot.port == port)
+                && live(slot)
+            {
+                let addr_ok = if v6 {
+                    slot.v6_prefix == 0 || v6_in(&sa.user_ip6, &slot.v6_addr, slot.v6_prefix)
+                } else {
+                    slot.v4_prefix == 0 || v4_in(sa.user_ip4, slot.v4_addr, slot.v4_prefix)
+                };
+                if addr_ok && target_matches(&slot.target, &mut caller) {
+                    let hit = coin(slot);
+                    count(i, hit);
+                    if hit && !dry_run(slot) {
+                        // SAFETY: plain helper call.
+                        unsafe { bpf_set_retval(-(slot.errno as i32)) };
+                        return REJECT;
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    ALLOW
+}

@@ -1,0 +1,82 @@
+//! `syscall_signal`: deliver a signal when a target enters a chosen syscall.
+//!
+//! A raw tracepoint on `sys_enter` runs on every syscall of every process,
+//! so the agent attaches it only while such a fault is active, and the
+//! program leaves through one array lookup for syscalls nobody watches.
+
+use aya_ebpf::{
+    helpers::generated::bpf_send_signal,
+    macros::{map, raw_tracepoint},
+    maps::Array,
+    programs::RawTracePointContext,
+};
+use faultline_common::{MAX_FAULTS, MAX_SYSCALL_NR, NthKey, kind};
+
+use crate::slots::{Caller, NTH, SLOTS, coin, count, dry_run, live, protected, target_matches};
+
+/// Number of active signal faults per syscall number.
+#[map(name = "FL_WATCHED")]
+pub static WATCHED: Array<u32> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn fl_sys_enter(ctx: RawTracePointContext) -> i32 {
+    let nr: u64 = ctx.arg(1);
+    if nr >= u64::from(MAX_SYSCALL_NR) {
+        return 0;
+    }
+    let nr = nr as u32;
+    match WATCHED.get(nr) {
+        Some(n) if *n != 0 => {}
+        _ => return 0,
+    }
+    let mut caller = Caller::current();
+    let Some(limit) = protected(&caller) else {
+        return 0;
+    };
+    let mut i = 0;
+    while i < MAX_FAULTS {
+        if i >= limit {
+            break;
+        }
+        if let Some(slot) = SLOTS.get(i) {
+            if slot.kind == kind::SYSCALL_SIGNAL
+                && slot.op == nr
+                && live(slot)
+                && target_matches(&slot.target, &mut caller)
+            {
+                let hit = if slot.nth_call != 0 {
+                    nth_reached(i, caller.tgid, slot.nth_call)
+                } else {
+                    coin(slot)
+                };
+                count(i, hit);
+                if hit && !dry_run(slot) {
+                    // SAFETY: plain helper call; signals the current process.
+                    unsafe { bpf_send_signal(slot.signal) };
+                    return 0;
+                }
+            }
+        }
+        i += 1;
+    }
+    0
+}
+
+/// Counts this process's calls for the slot; true exactly at the Nth.
+/// Not atomic: two threads racing on two CPUs may share a count.
+#[inline(always)]
+fn nth_reached(slot: u32, tgid: u32, nth: u64) -> bool {
+    let key = NthKey { slot, tgid };
+    let n = match NTH.get_ptr_mut(&key) {
+        // SAFETY: the pointer is valid for the program's run.
+        Some(p) => unsafe {
+            *p += 1;
+            *p
+        },
+        None => {
+            let _ = NTH.insert(&key, &1, 0);
+            1
+        }
+    };
+    n == nth
+}
