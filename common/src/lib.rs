@@ -7,7 +7,7 @@
 /// Number of fault slots. One active fault occupies one slot.
 pub const MAX_FAULTS: u32 = 128;
 /// Pids a target may list explicitly (include and exclude each).
-pub const MAX_TARGET_PIDS: usize = 8;
+pub const MAX_TARGET_PIDS: usize = 64;
 /// Length of a task's `comm`, including the trailing NUL.
 pub const COMM_LEN: usize = 16;
 /// Highest syscall number the signal program can watch (x86_64 uses < 512).
@@ -48,13 +48,13 @@ pub struct TargetSel {
     pub cgroup_id: u64,
     /// Depth of that cgroup below the cgroup2 root (root = 0).
     pub cgroup_level: u32,
-    /// Number of valid entries in `pids`.
+    /// Number of included pids; they are keys in the `FL_PIDS` map
+    /// (`PidKey` -> `pid_role::INCLUDE`), so matching is one lookup.
     pub npids: u32,
-    pub pids: [u32; MAX_TARGET_PIDS],
+    /// Number of excluded pids (`pid_role::EXCLUDE` in `FL_PIDS`).
     pub nexclude_pids: u32,
     /// Non-zero when `comm` must match.
     pub has_comm: u32,
-    pub exclude_pids: [u32; MAX_TARGET_PIDS],
     pub comm: [u8; COMM_LEN],
     /// Non-zero when tasks whose comm equals `exclude_comm` are spared.
     pub has_exclude_comm: u32,
@@ -116,10 +116,16 @@ pub struct AgentConfig {
     pub slot_limit: u32,
 }
 
-/// Key of the per-process call counter used by `nth_call`.
+/// Role of a pid in a slot's target (value in the `FL_PIDS` map).
+pub mod pid_role {
+    pub const INCLUDE: u32 = 1;
+    pub const EXCLUDE: u32 = 2;
+}
+
+/// Key of the per-process call counter used by `nth_call`, and of `FL_PIDS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct NthKey {
+pub struct SlotPid {
     pub slot: u32,
     pub tgid: u32,
 }
@@ -130,5 +136,5 @@ mod pod {
     unsafe impl aya::Pod for super::FaultSlot {}
     unsafe impl aya::Pod for super::FaultCounters {}
     unsafe impl aya::Pod for super::AgentConfig {}
-    unsafe impl aya::Pod for super::NthKey {}
+    unsafe impl aya::Pod for super::SlotPid {}
 }

@@ -9,8 +9,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use faultline_common::{
-    AgentConfig, COMM_LEN, FaultCounters, FaultSlot, MAX_FAULTS, MAX_TARGET_PIDS, NthKey, TargetSel,
-    flags,
+    AgentConfig, COMM_LEN, FaultCounters, FaultSlot, MAX_FAULTS, SlotPid, TargetSel, flags,
+    pid_role,
 };
 
 #[map(name = "FL_SLOTS")]
@@ -24,12 +24,22 @@ pub static CONFIG: Array<AgentConfig> = Array::with_max_entries(1, 0);
 
 /// Per-process call counts for `nth_call` faults.
 #[map(name = "FL_NTH")]
-pub static NTH: HashMap<NthKey, u64> = HashMap::with_max_entries(8192, 0);
+pub static NTH: HashMap<SlotPid, u64> = HashMap::with_max_entries(8192, 0);
 
-/// The calling task, read lazily: `comm` costs a helper call.
+/// Pids a slot's target includes or excludes (`pid_role::*`).
+#[map(name = "FL_PIDS")]
+pub static PIDS: HashMap<SlotPid, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Processes that are never faulted (besides the agent and PID 1): the
+/// configured protected pids and processes with a protected name.
+#[map(name = "FL_PROTECTED")]
+pub static PROTECTED: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+
+/// The calling task. Read once per event: a lazily read comm doubles the
+/// states the verifier must walk in every slot iteration.
 pub struct Caller {
     pub tgid: u32,
-    comm: Option<[u8; COMM_LEN]>,
+    comm: [u8; COMM_LEN],
 }
 
 impl Caller {
@@ -37,19 +47,7 @@ impl Caller {
     pub fn current() -> Self {
         Self {
             tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-            comm: None,
-        }
-    }
-
-    #[inline(always)]
-    fn comm(&mut self) -> [u8; COMM_LEN] {
-        match self.comm {
-            Some(c) => c,
-            None => {
-                let c = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
-                self.comm = Some(c);
-                c
-            }
+            comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
         }
     }
 }
@@ -61,26 +59,15 @@ pub fn protected(caller: &Caller) -> Option<u32> {
     if caller.tgid <= 1 || caller.tgid == cfg.agent_tgid {
         return None;
     }
+    // SAFETY: the value is only tested for presence.
+    if unsafe { PROTECTED.get(&caller.tgid) }.is_some() {
+        return None;
+    }
     Some(if cfg.slot_limit > MAX_FAULTS { MAX_FAULTS } else { cfg.slot_limit })
 }
 
 #[inline(always)]
-fn pid_in(list: &[u32; MAX_TARGET_PIDS], n: u32, pid: u32) -> bool {
-    let mut i = 0;
-    while i < MAX_TARGET_PIDS {
-        if i as u32 >= n {
-            return false;
-        }
-        if list[i] == pid {
-            return true;
-        }
-        i += 1;
-    }
-    false
-}
-
-#[inline(always)]
-pub fn target_matches(t: &TargetSel, caller: &mut Caller) -> bool {
+pub fn target_matches(index: u32, t: &TargetSel, caller: &Caller) -> bool {
     if t.cgroup_id != 0 {
         // SAFETY: plain helper call.
         let id = unsafe { bpf_get_current_ancestor_cgroup_id(t.cgroup_level as i32) };
@@ -88,16 +75,21 @@ pub fn target_matches(t: &TargetSel, caller: &mut Caller) -> bool {
             return false;
         }
     }
-    if t.npids != 0 && !pid_in(&t.pids, t.npids, caller.tgid) {
+    if t.npids != 0 || t.nexclude_pids != 0 {
+        let key = SlotPid { slot: index, tgid: caller.tgid };
+        // SAFETY: the value is copied out at once.
+        let role = unsafe { PIDS.get(&key) }.copied().unwrap_or(0);
+        if t.npids != 0 && role & pid_role::INCLUDE == 0 {
+            return false;
+        }
+        if role & pid_role::EXCLUDE != 0 {
+            return false;
+        }
+    }
+    if t.has_comm != 0 && caller.comm != t.comm {
         return false;
     }
-    if t.nexclude_pids != 0 && pid_in(&t.exclude_pids, t.nexclude_pids, caller.tgid) {
-        return false;
-    }
-    if t.has_comm != 0 && caller.comm() != t.comm {
-        return false;
-    }
-    if t.has_exclude_comm != 0 && caller.comm() == t.exclude_comm {
+    if t.has_exclude_comm != 0 && caller.comm == t.exclude_comm {
         return false;
     }
     true

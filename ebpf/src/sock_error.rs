@@ -79,7 +79,7 @@ fn v6_in(addr: &[u32; 4], net: &[u32; 4], prefix: u32) -> bool {
 
 #[inline(always)]
 fn decide(ctx: &SockAddrContext, op: u32, v6: bool) -> i32 {
-    let mut caller = Caller::current();
+    let caller = Caller::current();
     let Some(limit) = protected(&caller) else {
         return ALLOW;
     };
@@ -105,7 +105,7 @@ fn decide(ctx: &SockAddrContext, op: u32, v6: bool) -> i32 {
                 } else {
                     slot.v4_prefix == 0 || v4_in(sa.user_ip4, slot.v4_addr, slot.v4_prefix)
                 };
-                if addr_ok && target_matches(&slot.target, &mut caller) {
+                if addr_ok && target_matches(i, &slot.target, &caller) {
                     let hit = coin(slot);
                     count(i, hit);
                     if hit && !dry_run(slot) {

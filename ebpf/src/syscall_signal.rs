@@ -10,7 +10,7 @@ use aya_ebpf::{
     maps::Array,
     programs::RawTracePointContext,
 };
-use faultline_common::{MAX_FAULTS, MAX_SYSCALL_NR, NthKey, kind};
+use faultline_common::{MAX_FAULTS, MAX_SYSCALL_NR, SlotPid, kind};
 
 use crate::slots::{Caller, NTH, SLOTS, coin, count, dry_run, live, protected, target_matches};
 
@@ -29,7 +29,7 @@ pub fn fl_sys_enter(ctx: RawTracePointContext) -> i32 {
         Some(n) if *n != 0 => {}
         _ => return 0,
     }
-    let mut caller = Caller::current();
+    let caller = Caller::current();
     let Some(limit) = protected(&caller) else {
         return 0;
     };
@@ -42,7 +42,7 @@ pub fn fl_sys_enter(ctx: RawTracePointContext) -> i32 {
             if slot.kind == kind::SYSCALL_SIGNAL
                 && slot.op == nr
                 && live(slot)
-                && target_matches(&slot.target, &mut caller)
+                && target_matches(i, &slot.target, &caller)
             {
                 let hit = if slot.nth_call != 0 {
                     nth_reached(i, caller.tgid, slot.nth_call)
@@ -66,7 +66,7 @@ pub fn fl_sys_enter(ctx: RawTracePointContext) -> i32 {
 /// Not atomic: two threads racing on two CPUs may share a count.
 #[inline(always)]
 fn nth_reached(slot: u32, tgid: u32, nth: u64) -> bool {
-    let key = NthKey { slot, tgid };
+    let key = SlotPid { slot, tgid };
     let n = match NTH.get_ptr_mut(&key) {
         // SAFETY: the pointer is valid for the program's run.
         Some(p) => unsafe {

@@ -1,0 +1,234 @@
+//! Agent configuration: the embedded defaults, then a TOML file, then
+//! environment variables and flags. Validated once; a bad value is reported
+//! with its key and the agent exits with status 64 (EX_USAGE).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG: &str = include_str!("../default-config.toml");
+/// Exit status for configuration errors (sysexits' EX_USAGE).
+pub const EXIT_CONFIG: i32 = 64;
+/// Experiments can never be longer than this, whatever the config says.
+const HARD_MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("config file {0}: {1}")]
+    Parse(String, String),
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    socket: Option<PathBuf>,
+    listen: Option<String>,
+    state_dir: Option<PathBuf>,
+    max_duration: Option<String>,
+    protected_pids: Option<Vec<u32>>,
+    protected_comms: Option<Vec<String>>,
+    log: Option<String>,
+}
+
+/// Command line; every flag also reads an environment variable.
+#[derive(Debug, Default, clap::Parser)]
+#[command(name = "faultline-agent", version, about = "Faultline host fault-injection agent")]
+pub struct Cli {
+    /// TOML config file (overrides the embedded defaults).
+    #[arg(long, env = "FAULTLINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Unix socket to serve gRPC on.
+    #[arg(long, env = "FAULTLINE_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Also serve plain gRPC on this loopback TCP address, e.g. 127.0.0.1:50051.
+    #[arg(long, env = "FAULTLINE_LISTEN")]
+    pub listen: Option<String>,
+    /// Directory for runtime state (lock file).
+    #[arg(long, env = "FAULTLINE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Longest experiment accepted, e.g. 1h, 30m.
+    #[arg(long, env = "FAULTLINE_MAX_DURATION")]
+    pub max_duration: Option<String>,
+    /// A pid that can never be targeted (repeatable); adds to the config's list.
+    #[arg(long = "protected-pid")]
+    pub protected_pids: Vec<u32>,
+    /// A process name that can never be targeted (repeatable); adds to the list.
+    #[arg(long = "protected-comm")]
+    pub protected_comms: Vec<String>,
+    /// tracing filter, e.g. info or faultline_agent=debug.
+    #[arg(long, env = "FAULTLINE_LOG")]
+    pub log: Option<String>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub state_dir: PathBuf,
+    pub max_duration: Duration,
+    pub protected_pids: Vec<u32>,
+    pub protected_comms: Vec<String>,
+    pub log: String,
+}
+
+fn parse_toml(name: &str, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse(name.to_owned(), e.to_string()))
+}
+
+fn overlay(base: &mut FileConfig, top: FileConfig) {
+    macro_rules! take {
+        ($($f:ident),*) => { $( if top.$f.is_some() { base.$f = top.$f; } )* };
+    }
+    take!(socket, listen, state_dir, max_duration, protected_pids, protected_comms, log);
+}
+
+impl Config {
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let mut merged = parse_toml("(embedded default)", DEFAULT_CONFIG)?;
+        if let Some(path) = &cli.config {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.clone(), e))?;
+            overlay(&mut merged, parse_toml(&path.display().to_string(), &text)?);
+        }
+        overlay(
+            &mut merged,
+            FileConfig {
+                socket: cli.socket.clone(),
+                listen: cli.listen.clone(),
+                state_dir: cli.state_dir.clone(),
+                max_duration: cli.max_duration.clone(),
+                protected_pids: None,
+                protected_comms: None,
+                log: cli.log.clone(),
+            },
+        );
+        let mut cfg = Self::validate(merged)?;
+        cfg.protected_pids.extend(&cli.protected_pids);
+        for c in &cli.protected_comms {
+            check_comm(c)?;
+            cfg.protected_comms.push(c.clone());
+        }
+        Ok(cfg)
+    }
+
+    fn validate(f: FileConfig) -> Result<Self, ConfigError> {
+        let socket = f.socket.unwrap_or_else(|| "/run/faultline/agent.sock".into());
+        if !socket.is_absolute() {
+            return Err(ConfigError::Invalid { key: "socket", reason: "must be an absolute path".into() });
+        }
+        let listen = match f.listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(s) => {
+                let addr: SocketAddr = s.parse().map_err(|_| ConfigError::Invalid {
+                    key: "listen",
+                    reason: format!("{s:?} is not an address:port"),
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(ConfigError::Invalid {
+                        key: "listen",
+                        reason: format!("{addr} is not a loopback address; plain TCP is loopback-only until TLS is configured"),
+                    });
+                }
+                Some(addr)
+            }
+        };
+        let max = f.max_duration.unwrap_or_else(|| "1h".into());
+        let max_duration = humantime::parse_duration(&max)
+            .map_err(|e| ConfigError::Invalid { key: "max_duration", reason: format!("{max:?}: {e}") })?;
+        if max_duration.is_zero() || max_duration > HARD_MAX_DURATION {
+            return Err(ConfigError::Invalid {
+                key: "max_duration",
+                reason: format!("must be between 1s and 7d, got {max}"),
+            });
+        }
+        let protected_comms = f.protected_comms.unwrap_or_default();
+        for c in &protected_comms {
+            check_comm(c)?;
+        }
+        let log = f.log.unwrap_or_else(|| "info".into());
+        tracing_subscriber::EnvFilter::try_new(&log)
+            .map_err(|e| ConfigError::Invalid { key: "log", reason: e.to_string() })?;
+        Ok(Self {
+            socket,
+            listen,
+            state_dir: f.state_dir.unwrap_or_else(|| "/run/faultline".into()),
+            max_duration,
+            protected_pids: f.protected_pids.unwrap_or_default(),
+            protected_comms,
+            log,
+        })
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.state_dir.join("agent.lock")
+    }
+
+    pub fn socket_dir(&self) -> Option<&Path> {
+        self.socket.parent()
+    }
+}
+
+fn check_comm(c: &str) -> Result<(), ConfigError> {
+    if c.is_empty() || c.len() > 15 {
+        return Err(ConfigError::Invalid {
+            key: "protected_comms",
+            reason: format!("{c:?}: a process name has 1 to 15 bytes"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli() -> Cli {
+        Cli::default()
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let cfg = Config::load(&cli()).unwrap();
+        assert_eq!(cfg.socket, PathBuf::from("/run/faultline/agent.sock"));
+        assert_eq!(cfg.max_duration, Duration::from_secs(3600));
+        assert!(cfg.protected_comms.iter().any(|c| c == "sshd"));
+        assert_eq!(cfg.listen, None);
+    }
+
+    #[test]
+    fn flags_override_file_and_bad_values_name_the_key() {
+        let dir = std::env::temp_dir().join(format!("fl-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.toml");
+        std::fs::write(&file, "max_duration = \"10m\"\nsocket = \"/tmp/x.sock\"\n").unwrap();
+        let mut c = cli();
+        c.config = Some(file.clone());
+        c.socket = Some("/tmp/y.sock".into());
+        let cfg = Config::load(&c).unwrap();
+        assert_eq!(cfg.max_duration, Duration::from_secs(600));
+        assert_eq!(cfg.socket, PathBuf::from("/tmp/y.sock"));
+
+        std::fs::write(&file, "listen = \"0.0.0.0:1\"\n").unwrap();
+        let err = Config::load(&c).unwrap_err().to_string();
+        assert!(err.contains("`listen`") && err.contains("loopback"), "{err}");
+
+        std::fs::write(&file, "max_duraton = \"1h\"\n").unwrap();
+        let err = Config::load(&c).unwrap_err().to_string();
+        assert!(err.contains("max_duraton"), "{err}");
+
+        std::fs::write(&file, "max_duration = \"soon\"\n").unwrap();
+        let err = Config::load(&c).unwrap_err().to_string();
+        assert!(err.contains("max_duration"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

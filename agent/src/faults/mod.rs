@@ -1,0 +1,95 @@
+//! One module per fault kind. Each turns a validated spec into the kernel
+//! slot its program reads, and names the mechanism that must be attached.
+
+pub mod syscall_error;
+pub mod syscall_signal;
+
+use faultline_common::{COMM_LEN, FaultSlot, TargetSel, flags, pid_role};
+
+use crate::domain::{FaultSpec, Target};
+
+/// A kernel attachment that faults share; attached while any fault needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mechanism {
+    /// cgroup sock_addr programs (connect/bind/sendmsg, v4 and v6) on the cgroup2 root.
+    CgroupSockAddr,
+    /// raw tracepoint `sys_enter`.
+    SysEnter,
+}
+
+impl Mechanism {
+    pub const ALL: [Self; 2] = [Self::CgroupSockAddr, Self::SysEnter];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CgroupSockAddr => "cgroup_sock_addr",
+            Self::SysEnter => "raw_tracepoint",
+        }
+    }
+}
+
+/// What arming one fault writes into the kernel.
+#[derive(Clone, Debug)]
+pub struct KernelFault {
+    pub slot: FaultSlot,
+    pub mechanism: Mechanism,
+    /// Syscall number to mark as watched (signal faults).
+    pub watched_syscall: Option<u32>,
+    /// (pid, `pid_role::*`) entries for the `FL_PIDS` map.
+    pub pid_roles: Vec<(u32, u32)>,
+}
+
+pub fn mechanism_of(spec: &FaultSpec) -> Mechanism {
+    match spec {
+        FaultSpec::SyscallError(_) => Mechanism::CgroupSockAddr,
+        FaultSpec::SyscallSignal(_) => Mechanism::SysEnter,
+    }
+}
+
+pub fn to_kernel(spec: &FaultSpec, target: &Target, deadline_ns: u64, dry_run: bool) -> KernelFault {
+    let mut slot = FaultSlot {
+        deadline_ns,
+        flags: if dry_run { flags::DRY_RUN } else { 0 },
+        target: target_sel(target),
+        ..FaultSlot::default()
+    };
+    let watched_syscall = match spec {
+        FaultSpec::SyscallError(s) => {
+            syscall_error::fill(s, &mut slot);
+            None
+        }
+        FaultSpec::SyscallSignal(s) => {
+            syscall_signal::fill(s, &mut slot);
+            Some(s.syscall.number())
+        }
+    };
+    let pid_roles = target
+        .pids
+        .iter()
+        .map(|p| (*p, pid_role::INCLUDE))
+        .chain(target.exclude_pids.iter().map(|p| (*p, pid_role::EXCLUDE)))
+        .collect();
+    KernelFault { slot, mechanism: mechanism_of(spec), watched_syscall, pid_roles }
+}
+
+fn comm_bytes(s: &str) -> [u8; COMM_LEN] {
+    let mut out = [0u8; COMM_LEN];
+    let b = s.as_bytes();
+    let n = b.len().min(COMM_LEN - 1);
+    out[..n].copy_from_slice(&b[..n]);
+    out
+}
+
+pub fn target_sel(t: &Target) -> TargetSel {
+    TargetSel {
+        cgroup_id: t.cgroup.as_ref().map_or(0, |c| c.id),
+        cgroup_level: t.cgroup.as_ref().map_or(0, |c| c.level),
+        npids: t.pids.len() as u32,
+        nexclude_pids: t.exclude_pids.len() as u32,
+        has_comm: u32::from(t.comm.is_some()),
+        comm: comm_bytes(t.comm.as_deref().unwrap_or("")),
+        has_exclude_comm: u32::from(t.exclude_comm.is_some()),
+        exclude_comm: comm_bytes(t.exclude_comm.as_deref().unwrap_or("")),
+        _pad: 0,
+    }
+}

@@ -1,0 +1,319 @@
+//! proto <-> domain conversions. Validation of request syntax happens here,
+//! once; every error names the field at fault.
+
+use std::{collections::BTreeMap, time::{Duration, UNIX_EPOCH, SystemTime}};
+
+use faultline_common::MAX_TARGET_PIDS;
+use faultline_proto::v1 as pb;
+
+use crate::{
+    cgroup::Cgroup,
+    domain::{
+        Cidr, ExperimentSpec, FaultSpec, Probability, SockCall, SpecError, SyscallErrorSpec,
+        SyscallSignalSpec, Target,
+    },
+    engine::{Event, EventKind, ExperimentView, State},
+    names::{ErrnoName, SignalName, SyscallName},
+};
+
+const MAX_FAULTS_PER_EXPERIMENT: usize = 16;
+
+fn inv(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
+    SpecError::invalid(field, reason)
+}
+
+fn probability(field: String, p: f64) -> Result<Probability, SpecError> {
+    Probability::new(p).map_err(|r| inv(field, r))
+}
+
+fn comm(field: &str, s: &str) -> Result<Option<String>, SpecError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.len() > 15 {
+        return Err(inv(field, format!("{s:?} is longer than the kernel's 15-byte process name")));
+    }
+    Ok(Some(s.to_owned()))
+}
+
+fn pids(field: &str, list: &[u32], must_exist: bool) -> Result<Vec<u32>, SpecError> {
+    if list.len() > MAX_TARGET_PIDS {
+        return Err(inv(field, format!("at most {MAX_TARGET_PIDS} pids, got {}", list.len())));
+    }
+    for (i, pid) in list.iter().enumerate() {
+        if *pid == 0 {
+            return Err(inv(format!("{field}[{i}]"), "pid 0 is not a process"));
+        }
+        if must_exist && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(inv(format!("{field}[{i}]"), format!("no process with pid {pid}")));
+        }
+    }
+    Ok(list.to_vec())
+}
+
+fn target(t: Option<&pb::Target>) -> Result<Target, SpecError> {
+    let t = t.ok_or_else(|| inv("spec.target", "required: give pids, a cgroup or a comm"))?;
+    let cgroup = match t.cgroup.trim() {
+        "" => None,
+        path => Some(Cgroup::resolve(path).map_err(|e| inv("spec.target.cgroup", e.to_string()))?),
+    };
+    let out = Target {
+        pids: pids("spec.target.pids", &t.pids, true)?,
+        cgroup,
+        comm: comm("spec.target.comm", &t.comm)?,
+        exclude_pids: pids("spec.target.exclude_pids", &t.exclude_pids, false)?,
+        exclude_comm: comm("spec.target.exclude_comm", &t.exclude_comm)?,
+    };
+    if let Some(pid) = out.pids.iter().find(|p| out.exclude_pids.contains(p)) {
+        return Err(inv("spec.target.exclude_pids", format!("pid {pid} is both included and excluded")));
+    }
+    if out.pids.is_empty() && out.cgroup.is_none() && out.comm.is_none() {
+        return Err(inv(
+            "spec.target",
+            "no selector: give pids, a cgroup or a comm (a fault never applies to the whole host implicitly)",
+        ));
+    }
+    Ok(out)
+}
+
+fn fault(i: usize, f: &pb::FaultSpec) -> Result<FaultSpec, SpecError> {
+    use pb::fault_spec::Kind;
+    match &f.kind {
+        None => Err(inv(format!("spec.faults[{i}]"), "no fault kind set (syscall_error or syscall_signal)")),
+        Some(Kind::SyscallError(e)) => {
+            let p = format!("spec.faults[{i}].syscall_error");
+            let call = SockCall::parse(&e.syscall).ok_or_else(|| {
+                inv(
+                    format!("{p}.syscall"),
+                    format!(
+                        "{:?} is not supported for syscall_error on this agent (supported: connect, bind, sendmsg)",
+                        e.syscall
+                    ),
+                )
+            })?;
+            let errno = ErrnoName::parse(&e.errno).map_err(|r| inv(format!("{p}.errno"), r))?;
+            let port = u16::try_from(e.port)
+                .map_err(|_| inv(format!("{p}.port"), format!("{} is not a port (0..=65535)", e.port)))?;
+            let cidr = match e.cidr.trim() {
+                "" => None,
+                c => Some(Cidr::parse(c).map_err(|r| inv(format!("{p}.cidr"), r))?),
+            };
+            Ok(FaultSpec::SyscallError(SyscallErrorSpec {
+                call,
+                errno,
+                probability: probability(format!("{p}.probability"), e.probability)?,
+                port,
+                cidr,
+            }))
+        }
+        Some(Kind::SyscallSignal(s)) => {
+            let p = format!("spec.faults[{i}].syscall_signal");
+            let syscall = SyscallName::parse(&s.syscall).map_err(|r| inv(format!("{p}.syscall"), r))?;
+            let signal = SignalName::parse(&s.signal).map_err(|r| inv(format!("{p}.signal"), r))?;
+            Ok(FaultSpec::SyscallSignal(SyscallSignalSpec {
+                syscall,
+                signal,
+                probability: probability(format!("{p}.probability"), s.probability)?,
+                nth_call: s.nth_call,
+            }))
+        }
+    }
+}
+
+/// Validates a request's spec. Policy (protected targets, the duration cap,
+/// kernel support) is the engine's to check.
+pub fn spec_from_proto(spec: Option<&pb::ExperimentSpec>) -> Result<ExperimentSpec, SpecError> {
+    let s = spec.ok_or_else(|| inv("spec", "required"))?;
+    if s.faults.is_empty() {
+        return Err(inv("spec.faults", "at least one fault is required"));
+    }
+    if s.faults.len() > MAX_FAULTS_PER_EXPERIMENT {
+        return Err(inv("spec.faults", format!("at most {MAX_FAULTS_PER_EXPERIMENT} faults per experiment")));
+    }
+    if s.duration_ms == 0 {
+        return Err(inv("spec.duration_ms", "required: every experiment must be time-boxed"));
+    }
+    if s.name.len() > 128 {
+        return Err(inv("spec.name", "at most 128 bytes"));
+    }
+    if s.labels.len() > 32 {
+        return Err(inv("spec.labels", "at most 32 labels"));
+    }
+    for k in s.labels.keys() {
+        if k.is_empty() || k.len() > 63 {
+            return Err(inv(format!("spec.labels[{k:?}]"), "a label key has 1 to 63 bytes"));
+        }
+    }
+    let faults = s.faults.iter().enumerate().map(|(i, f)| fault(i, f)).collect::<Result<_, _>>()?;
+    Ok(ExperimentSpec {
+        name: s.name.clone(),
+        faults,
+        target: target(s.target.as_ref())?,
+        duration: Duration::from_millis(s.duration_ms),
+        dry_run: s.dry_run,
+        labels: s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>(),
+    })
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
+    use pb::fault_spec::Kind;
+    let faults = s
+        .faults
+        .iter()
+        .map(|f| pb::FaultSpec {
+            kind: Some(match f {
+                FaultSpec::SyscallError(e) => Kind::SyscallError(pb::SyscallError {
+                    syscall: e.call.name().into(),
+                    errno: e.errno.name(),
+                    probability: e.probability.value(),
+                    port: u32::from(e.port),
+                    cidr: e.cidr.map(|c| c.to_string()).unwrap_or_default(),
+                }),
+                FaultSpec::SyscallSignal(g) => Kind::SyscallSignal(pb::SyscallSignal {
+                    syscall: g.syscall.name().into(),
+                    signal: g.signal.name().into(),
+                    probability: g.probability.value(),
+                    nth_call: g.nth_call,
+                }),
+            }),
+        })
+        .collect();
+    let t = &s.target;
+    pb::ExperimentSpec {
+        name: s.name.clone(),
+        faults,
+        target: Some(pb::Target {
+            pids: t.pids.clone(),
+            cgroup: t.cgroup.as_ref().map(|c| c.path.display().to_string()).unwrap_or_default(),
+            comm: t.comm.clone().unwrap_or_default(),
+            exclude_pids: t.exclude_pids.clone(),
+            exclude_comm: t.exclude_comm.clone().unwrap_or_default(),
+        }),
+        duration_ms: s.duration.as_millis() as u64,
+        dry_run: s.dry_run,
+        labels: s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
+
+pub fn experiment_to_proto(v: &ExperimentView) -> pb::Experiment {
+    let state = match v.state {
+        State::Running => pb::ExperimentState::Running,
+        State::Expired => pb::ExperimentState::Expired,
+        State::Stopped => pb::ExperimentState::Stopped,
+        State::Failed => pb::ExperimentState::Failed,
+    };
+    pb::Experiment {
+        id: v.id.clone(),
+        spec: Some(spec_to_proto(&v.spec)),
+        state: state.into(),
+        started_at_ms: ms(v.started_at),
+        deadline_ms: ms(v.deadline),
+        ended_at_ms: v.ended_at.map_or(0, ms),
+        message: v.message.clone(),
+        matched: v.faults.iter().map(|f| f.matched).sum(),
+        injected: v.faults.iter().map(|f| f.injected).sum(),
+        faults: v
+            .faults
+            .iter()
+            .map(|f| pb::FaultStatus {
+                index: f.index,
+                kind: f.kind.into(),
+                mechanism: f.mechanism.into(),
+                matched: f.matched,
+                injected: f.injected,
+                summary: f.summary.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub fn event_to_proto(e: &Event) -> pb::Event {
+    let t = match e.kind {
+        EventKind::Started => pb::EventType::Started,
+        EventKind::Counters => pb::EventType::Counters,
+        EventKind::Expired => pb::EventType::Expired,
+        EventKind::Stopped => pb::EventType::Stopped,
+        EventKind::Failed => pb::EventType::Failed,
+    };
+    pb::Event {
+        r#type: t.into(),
+        at_ms: ms(e.at),
+        experiment: Some(experiment_to_proto(&e.experiment)),
+        message: e.message.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> pb::ExperimentSpec {
+        pb::ExperimentSpec {
+            name: "t".into(),
+            faults: vec![pb::FaultSpec {
+                kind: Some(pb::fault_spec::Kind::SyscallError(pb::SyscallError {
+                    syscall: "connect".into(),
+                    errno: "ECONNREFUSED".into(),
+                    probability: 0.5,
+                    port: 8080,
+                    cidr: "127.0.0.0/8".into(),
+                })),
+            }],
+            target: Some(pb::Target { pids: vec![std::process::id()], ..Default::default() }),
+            duration_ms: 1000,
+            ..Default::default()
+        }
+    }
+
+    fn field_of(spec: pb::ExperimentSpec) -> String {
+        spec_from_proto(Some(&spec)).unwrap_err().field
+    }
+
+    #[test]
+    fn valid_spec_converts() {
+        let s = spec_from_proto(Some(&base())).unwrap();
+        assert_eq!(s.duration, Duration::from_secs(1));
+        assert_eq!(s.faults[0].summary(), "connect -> ECONNREFUSED p=0.5 port=8080 cidr=127.0.0.0/8");
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let with_err = |f: &dyn Fn(&mut pb::SyscallError)| {
+            let mut s = base();
+            if let Some(pb::fault_spec::Kind::SyscallError(e)) = &mut s.faults[0].kind {
+                f(e);
+            }
+            field_of(s)
+        };
+        assert_eq!(with_err(&|e| e.errno = "EFOO".into()), "spec.faults[0].syscall_error.errno");
+        assert_eq!(with_err(&|e| e.syscall = "frob".into()), "spec.faults[0].syscall_error.syscall");
+        assert_eq!(with_err(&|e| e.probability = 1.5), "spec.faults[0].syscall_error.probability");
+        assert_eq!(with_err(&|e| e.port = 70000), "spec.faults[0].syscall_error.port");
+        assert_eq!(with_err(&|e| e.cidr = "10.0.0.0/40".into()), "spec.faults[0].syscall_error.cidr");
+
+        let mut s = base();
+        s.duration_ms = 0;
+        assert_eq!(field_of(s), "spec.duration_ms");
+        let mut s = base();
+        s.target = Some(pb::Target::default());
+        assert_eq!(field_of(s), "spec.target");
+        let mut s = base();
+        s.target = Some(pb::Target { cgroup: "/definitely/not/a/cgroup".into(), ..Default::default() });
+        assert_eq!(field_of(s), "spec.target.cgroup");
+        let mut s = base();
+        s.target = Some(pb::Target { pids: vec![u32::MAX - 1], ..Default::default() });
+        assert_eq!(field_of(s), "spec.target.pids[0]");
+        let mut s = base();
+        s.faults[0].kind = Some(pb::fault_spec::Kind::SyscallSignal(pb::SyscallSignal {
+            syscall: "getpid".into(),
+            signal: "NOTASIG".into(),
+            ..Default::default()
+        }));
+        assert_eq!(field_of(s), "spec.faults[0].syscall_signal.signal");
+    }
+}

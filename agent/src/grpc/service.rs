@@ -1,0 +1,174 @@
+//! `faultline.v1.FaultService` on top of the engine.
+
+use std::{pin::Pin, time::{Duration, SystemTime}};
+
+use faultline_proto::v1::{self as pb, fault_service_server::FaultService};
+use futures::Stream;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::convert::{event_to_proto, experiment_to_proto, spec_from_proto};
+use crate::{
+    caps,
+    domain::{SpecError, SpecErrorKind},
+    engine::{EngineError, EngineHandle, Event, EventKind},
+};
+
+pub struct FaultServiceImpl {
+    engine: EngineHandle,
+}
+
+impl FaultServiceImpl {
+    pub fn new(engine: EngineHandle) -> Self {
+        Self { engine }
+    }
+}
+
+fn spec_status(e: &SpecError) -> Status {
+    let msg = e.to_string();
+    match e.kind {
+        SpecErrorKind::Invalid => Status::invalid_argument(msg),
+        SpecErrorKind::Protected => Status::permission_denied(msg),
+        SpecErrorKind::Unsupported => Status::failed_precondition(msg),
+    }
+}
+
+fn status(e: EngineError) -> Status {
+    match &e {
+        EngineError::Spec(s) => spec_status(s),
+        EngineError::NotFound(_) => Status::not_found(e.to_string()),
+        EngineError::Exhausted(_) => Status::resource_exhausted(e.to_string()),
+        EngineError::Kernel(_) => Status::internal(e.to_string()),
+    }
+}
+
+fn id_arg(id: &str) -> Result<&str, Status> {
+    let id = id.trim();
+    if id.is_empty() {
+        return Err(Status::invalid_argument("id: required"));
+    }
+    Ok(id)
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl FaultService for FaultServiceImpl {
+    async fn get_capabilities(
+        &self,
+        _req: Request<pb::GetCapabilitiesRequest>,
+    ) -> Result<Response<pb::GetCapabilitiesResponse>, Status> {
+        let engine = self.engine.lock();
+        let capabilities = caps::probe(engine.kernel())
+            .into_iter()
+            .map(|c| pb::Capability {
+                fault_kind: c.fault_kind.into(),
+                mechanism: c.mechanism.into(),
+                covers: c.covers,
+                supported: c.supported,
+                reason: c.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::GetCapabilitiesResponse {
+            kernel_release: nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            capabilities,
+            max_duration_ms: engine.policy().max_duration.as_millis() as u64,
+        }))
+    }
+
+    async fn start_experiment(
+        &self,
+        req: Request<pb::StartExperimentRequest>,
+    ) -> Result<Response<pb::StartExperimentResponse>, Status> {
+        let spec = spec_from_proto(req.get_ref().spec.as_ref()).map_err(|e| spec_status(&e))?;
+        let view = self.engine.start(spec).map_err(status)?;
+        Ok(Response::new(pb::StartExperimentResponse { experiment: Some(experiment_to_proto(&view)) }))
+    }
+
+    async fn get_experiment(
+        &self,
+        req: Request<pb::GetExperimentRequest>,
+    ) -> Result<Response<pb::Experiment>, Status> {
+        let id = id_arg(&req.get_ref().id)?;
+        let view = self.engine.lock().view(id).ok_or_else(|| status(EngineError::NotFound(id.into())))?;
+        Ok(Response::new(experiment_to_proto(&view)))
+    }
+
+    async fn list_experiments(
+        &self,
+        req: Request<pb::ListExperimentsRequest>,
+    ) -> Result<Response<pb::ListExperimentsResponse>, Status> {
+        let list = self.engine.lock().list(req.get_ref().running_only);
+        Ok(Response::new(pb::ListExperimentsResponse {
+            experiments: list.iter().map(experiment_to_proto).collect(),
+        }))
+    }
+
+    async fn stop_experiment(
+        &self,
+        req: Request<pb::StopExperimentRequest>,
+    ) -> Result<Response<pb::Experiment>, Status> {
+        let id = id_arg(&req.get_ref().id)?;
+        let view = self.engine.stop(id).map_err(status)?;
+        Ok(Response::new(experiment_to_proto(&view)))
+    }
+
+    async fn stop_all(&self, _req: Request<pb::StopAllRequest>) -> Result<Response<pb::StopAllResponse>, Status> {
+        let stopped_ids = self.engine.stop_all("stopped by StopAll");
+        Ok(Response::new(pb::StopAllResponse { stopped_ids }))
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let req = req.into_inner();
+        let filter = req.experiment_id.trim().to_owned();
+        let period = Duration::from_millis(match req.counters_interval_ms {
+            0 => 1000,
+            n => u64::from(n.max(100)),
+        });
+        if !filter.is_empty() && self.engine.lock().view(&filter).is_none() {
+            return Err(status(EngineError::NotFound(filter)));
+        }
+        let mut events = self.engine.subscribe();
+        let engine = self.engine.clone();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let wanted = |id: &str| filter.is_empty() || filter == id;
+            loop {
+                let out: Vec<Event> = tokio::select! {
+                    () = tx.closed() => break,
+                    ev = events.recv() => match ev {
+                        Ok(ev) if wanted(&ev.experiment.id) => vec![ev],
+                        Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                        Err(RecvError::Closed) => break,
+                    },
+                    _ = tick.tick() => {
+                        let e = engine.lock();
+                        e.running_ids()
+                            .iter()
+                            .filter(|id| wanted(id))
+                            .filter_map(|id| e.view(id))
+                            .map(|v| Event { kind: EventKind::Counters, at: SystemTime::now(), experiment: v, message: String::new() })
+                            .collect()
+                    }
+                };
+                for ev in out {
+                    if tx.send(Ok(event_to_proto(&ev))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

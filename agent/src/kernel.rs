@@ -1,0 +1,338 @@
+//! The loaded eBPF object: its maps, and attachments that live only while a
+//! fault needs them. Every attachment is an unpinned bpf_link, so the kernel
+//! removes it when the agent's process dies, SIGKILL included.
+
+use std::{collections::BTreeMap, fs::File};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, RawTracePoint, cgroup_sock_addr::CgroupSockAddrLinkId,
+        raw_trace_point::RawTracePointLinkId,
+    },
+    util::nr_cpus,
+};
+use faultline_common::{AgentConfig, FaultCounters, FaultSlot, MAX_FAULTS, MAX_SYSCALL_NR, SlotPid};
+
+use crate::{cgroup, faults::Mechanism};
+
+/// The kernel object, built by agent/build.rs from the `faultline-ebpf` crate.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/faultline"));
+
+const SOCK_PROGRAMS: [&str; 6] =
+    ["fl_connect4", "fl_connect6", "fl_bind4", "fl_bind6", "fl_sendmsg4", "fl_sendmsg6"];
+const SYS_ENTER_PROGRAM: &str = "fl_sys_enter";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("eBPF map {name}: {source}")]
+    Map { name: &'static str, source: aya::maps::MapError },
+    #[error("{mechanism} is unavailable on this kernel: {reason}")]
+    Unavailable { mechanism: &'static str, reason: String },
+    #[error("attaching {program} failed: {source}")]
+    Attach { program: &'static str, source: aya::programs::ProgramError },
+    #[error("detaching {program} failed: {source}")]
+    Detach { program: &'static str, source: aya::programs::ProgramError },
+}
+
+#[derive(Default)]
+struct Attachment {
+    users: usize,
+    sock_links: Vec<(&'static str, CgroupSockAddrLinkId)>,
+    sys_enter_link: Option<RawTracePointLinkId>,
+}
+
+pub struct Kernel {
+    ebpf: Ebpf,
+    slots: Array<MapData, FaultSlot>,
+    counters: PerCpuArray<MapData, FaultCounters>,
+    config: Array<MapData, AgentConfig>,
+    watched: Array<MapData, u32>,
+    nth: HashMap<MapData, SlotPid, u64>,
+    pids: HashMap<MapData, SlotPid, u32>,
+    protected: HashMap<MapData, u32, u8>,
+    attachments: BTreeMap<Mechanism, Attachment>,
+    /// Why a mechanism cannot be used here, found while loading.
+    unavailable: BTreeMap<Mechanism, String>,
+    cgroup_root: Option<File>,
+    ncpus: usize,
+    agent_tgid: u32,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(KernelError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| KernelError::Map { name, source })
+}
+
+impl Kernel {
+    /// Loads the object and every program (nothing is attached yet). A
+    /// program the kernel refuses makes its mechanism unavailable, with the
+    /// reason kept for `GetCapabilities`.
+    pub fn load() -> Result<Self, KernelError> {
+        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+        let mut unavailable = BTreeMap::new();
+
+        let cgroup_root = match cgroup::cgroup2_mount() {
+            Ok(path) => match File::open(&path) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    unavailable.insert(
+                        Mechanism::CgroupSockAddr,
+                        format!("cannot open the cgroup2 root {}: {e}", path.display()),
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                unavailable.insert(Mechanism::CgroupSockAddr, e.to_string());
+                None
+            }
+        };
+        for name in SOCK_PROGRAMS {
+            if unavailable.contains_key(&Mechanism::CgroupSockAddr) {
+                break;
+            }
+            let res = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("program {name} missing from the object"))
+                .and_then(|p| {
+                    let p: &mut CgroupSockAddr = p.try_into().map_err(|e| format!("{e}"))?;
+                    p.load().map_err(|e| format!("the kernel refused {name}: {e}"))
+                });
+            if let Err(reason) = res {
+                unavailable.insert(Mechanism::CgroupSockAddr, reason);
+            }
+        }
+        let res = ebpf
+            .program_mut(SYS_ENTER_PROGRAM)
+            .ok_or_else(|| format!("program {SYS_ENTER_PROGRAM} missing from the object"))
+            .and_then(|p| {
+                let p: &mut RawTracePoint = p.try_into().map_err(|e| format!("{e}"))?;
+                p.load().map_err(|e| format!("the kernel refused the sys_enter raw tracepoint: {e}"))
+            });
+        if let Err(reason) = res {
+            unavailable.insert(Mechanism::SysEnter, reason);
+        }
+
+        let slots = take(&mut ebpf, "FL_SLOTS")?;
+        let counters = take(&mut ebpf, "FL_COUNTERS")?;
+        let config = take(&mut ebpf, "FL_CONFIG")?;
+        let watched = take(&mut ebpf, "FL_WATCHED")?;
+        let nth = take(&mut ebpf, "FL_NTH")?;
+        let pids = take(&mut ebpf, "FL_PIDS")?;
+        let protected = take(&mut ebpf, "FL_PROTECTED")?;
+        let ncpus = nr_cpus().map_err(|(_, e)| KernelError::Map {
+            name: "FL_COUNTERS",
+            source: aya::maps::MapError::IoError(e),
+        })?;
+        let mut kernel = Self {
+            ebpf,
+            slots,
+            counters,
+            config,
+            watched,
+            nth,
+            pids,
+            protected,
+            attachments: BTreeMap::new(),
+            unavailable,
+            cgroup_root,
+            ncpus,
+            agent_tgid: std::process::id(),
+        };
+        kernel.set_slot_limit(0)?;
+        Ok(kernel)
+    }
+
+    pub fn unavailable(&self, m: Mechanism) -> Option<&str> {
+        self.unavailable.get(&m).map(String::as_str)
+    }
+
+    fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> KernelError {
+        move |source| KernelError::Map { name, source }
+    }
+
+    /// Programs scan slots `0..limit` only.
+    pub fn set_slot_limit(&mut self, limit: u32) -> Result<(), KernelError> {
+        let cfg = AgentConfig { agent_tgid: self.agent_tgid, slot_limit: limit.min(MAX_FAULTS) };
+        self.config.set(0, cfg, 0).map_err(Self::map_err("FL_CONFIG"))
+    }
+
+    pub fn write_slot(&mut self, index: u32, slot: &FaultSlot) -> Result<(), KernelError> {
+        self.slots.set(index, slot, 0).map_err(Self::map_err("FL_SLOTS"))
+    }
+
+    /// Writes the slot's included/excluded pids; call before `write_slot`.
+    pub fn write_pids(&mut self, index: u32, roles: &[(u32, u32)]) -> Result<(), KernelError> {
+        for (tgid, role) in roles {
+            let key = SlotPid { slot: index, tgid: *tgid };
+            self.pids.insert(key, role, 0).map_err(Self::map_err("FL_PIDS"))?;
+        }
+        Ok(())
+    }
+
+    pub fn clear_slot(&mut self, index: u32) -> Result<(), KernelError> {
+        self.write_slot(index, &FaultSlot::default())?;
+        // Drop the per-process call counts of nth-call faults in this slot.
+        let stale: Vec<SlotPid> =
+            self.nth.keys().filter_map(Result::ok).filter(|k| k.slot == index).collect();
+        for k in stale {
+            let _ = self.nth.remove(&k);
+        }
+        let stale: Vec<SlotPid> =
+            self.pids.keys().filter_map(Result::ok).filter(|k| k.slot == index).collect();
+        for k in stale {
+            let _ = self.pids.remove(&k);
+        }
+        Ok(())
+    }
+
+    pub fn reset_counters(&mut self, index: u32) -> Result<(), KernelError> {
+        let zeros = PerCpuValues::try_from(vec![FaultCounters::default(); self.ncpus])
+            .map_err(|e| KernelError::Map { name: "FL_COUNTERS", source: aya::maps::MapError::IoError(e) })?;
+        self.counters.set(index, zeros, 0).map_err(Self::map_err("FL_COUNTERS"))
+    }
+
+    pub fn read_counters(&self, index: u32) -> Result<FaultCounters, KernelError> {
+        let per_cpu = self.counters.get(&index, 0).map_err(Self::map_err("FL_COUNTERS"))?;
+        Ok(per_cpu.iter().fold(FaultCounters::default(), |acc, c| FaultCounters {
+            matched: acc.matched + c.matched,
+            injected: acc.injected + c.injected,
+        }))
+    }
+
+    /// Adjusts the number of active signal faults watching syscall `nr`.
+    pub fn watch_syscall(&mut self, nr: u32, add: bool) -> Result<(), KernelError> {
+        if nr >= MAX_SYSCALL_NR {
+            return Ok(());
+        }
+        let cur = self.watched.get(&nr, 0).map_err(Self::map_err("FL_WATCHED"))?;
+        let next = if add { cur + 1 } else { cur.saturating_sub(1) };
+        self.watched.set(nr, next, 0).map_err(Self::map_err("FL_WATCHED"))
+    }
+
+    /// Replaces the in-kernel set of protected processes.
+    pub fn set_protected(&mut self, pids: &[u32]) -> Result<(), KernelError> {
+        let old: Vec<u32> = self.protected.keys().filter_map(Result::ok).collect();
+        for p in old.iter().filter(|p| !pids.contains(p)) {
+            let _ = self.protected.remove(p);
+        }
+        for p in pids.iter().take(4096) {
+            self.protected.insert(p, 1, 0).map_err(Self::map_err("FL_PROTECTED"))?;
+        }
+        Ok(())
+    }
+
+    /// Takes a reference on a mechanism, attaching it on first use.
+    pub fn acquire(&mut self, m: Mechanism) -> Result<(), KernelError> {
+        if let Some(reason) = self.unavailable.get(&m) {
+            return Err(KernelError::Unavailable { mechanism: m.name(), reason: reason.clone() });
+        }
+        let users = self.attachments.get(&m).map_or(0, |a| a.users);
+        if users == 0 {
+            let att = self.attach(m)?;
+            self.attachments.insert(m, att);
+        }
+        if let Some(a) = self.attachments.get_mut(&m) {
+            a.users += 1;
+        }
+        Ok(())
+    }
+
+    /// Drops a reference; the last one detaches.
+    pub fn release(&mut self, m: Mechanism) -> Result<(), KernelError> {
+        let Some(a) = self.attachments.get_mut(&m) else { return Ok(()) };
+        a.users = a.users.saturating_sub(1);
+        if a.users > 0 {
+            return Ok(());
+        }
+        let a = self.attachments.remove(&m).unwrap_or_default();
+        self.detach(a)
+    }
+
+    pub fn attached(&self, m: Mechanism) -> bool {
+        self.attachments.get(&m).is_some_and(|a| a.users > 0)
+    }
+
+    fn attach(&mut self, m: Mechanism) -> Result<Attachment, KernelError> {
+        let mut att = Attachment::default();
+        match m {
+            Mechanism::CgroupSockAddr => {
+                let root = self.cgroup_root.as_ref().ok_or_else(|| KernelError::Unavailable {
+                    mechanism: m.name(),
+                    reason: "no cgroup2 root".into(),
+                })?;
+                for name in SOCK_PROGRAMS {
+                    let res = self
+                        .ebpf
+                        .program_mut(name)
+                        .map(|p| {
+                            let p: &mut CgroupSockAddr = p.try_into()?;
+                            p.attach(root, CgroupAttachMode::AllowMultiple)
+                        })
+                        .unwrap_or(Err(aya::programs::ProgramError::NotLoaded));
+                    match res {
+                        Ok(id) => att.sock_links.push((name, id)),
+                        Err(source) => {
+                            // All or nothing: undo what this call attached.
+                            let _ = self.detach(att);
+                            return Err(KernelError::Attach { program: name, source });
+                        }
+                    }
+                }
+            }
+            Mechanism::SysEnter => {
+                let p: &mut RawTracePoint = self
+                    .ebpf
+                    .program_mut(SYS_ENTER_PROGRAM)
+                    .ok_or(aya::programs::ProgramError::NotLoaded)
+                    .and_then(TryInto::try_into)
+                    .map_err(|source| KernelError::Attach { program: SYS_ENTER_PROGRAM, source })?;
+                let id = p
+                    .attach("sys_enter")
+                    .map_err(|source| KernelError::Attach { program: SYS_ENTER_PROGRAM, source })?;
+                att.sys_enter_link = Some(id);
+            }
+        }
+        Ok(att)
+    }
+
+    fn detach(&mut self, att: Attachment) -> Result<(), KernelError> {
+        let mut first_err = None;
+        for (name, id) in att.sock_links {
+            let res = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(aya::programs::ProgramError::NotLoaded)
+                .and_then(|p| {
+                    let p: &mut CgroupSockAddr = p.try_into()?;
+                    p.detach(id)
+                });
+            if let Err(source) = res {
+                first_err.get_or_insert(KernelError::Detach { program: name, source });
+            }
+        }
+        if let Some(id) = att.sys_enter_link {
+            let res = self
+                .ebpf
+                .program_mut(SYS_ENTER_PROGRAM)
+                .ok_or(aya::programs::ProgramError::NotLoaded)
+                .and_then(|p| {
+                    let p: &mut RawTracePoint = p.try_into()?;
+                    p.detach(id)
+                });
+            if let Err(source) = res {
+                first_err.get_or_insert(KernelError::Detach { program: SYS_ENTER_PROGRAM, source });
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}

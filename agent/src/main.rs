@@ -1,0 +1,76 @@
+//! `faultline-agent`: the privileged host daemon.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use faultline_agent::{
+    config::{Cli, Config, EXIT_CONFIG},
+    engine::{Engine, EngineHandle, Policy},
+    kernel::Kernel,
+    server, state,
+};
+use tracing::{error, info};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("faultline-agent: bad configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    if cli.print_config {
+        println!("{cfg:#?}");
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cfg.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let _lock = state::prepare(&cfg)?;
+    let kernel = Kernel::load()?;
+    for c in faultline_agent::caps::probe(&kernel) {
+        if c.supported {
+            info!(kind = c.fault_kind, mechanism = c.mechanism, "fault mechanism available");
+        } else {
+            info!(kind = c.fault_kind, mechanism = c.mechanism, reason = %c.reason, "fault mechanism unavailable");
+        }
+    }
+    let policy = Policy {
+        max_duration: cfg.max_duration,
+        protected_pids: cfg.protected_pids.clone(),
+        protected_comms: cfg.protected_comms.clone(),
+    };
+    let engine = EngineHandle::new(Engine::new(kernel, policy));
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        info!("shutting down: stopping every experiment");
+    };
+    server::serve(&cfg, engine.clone(), shutdown).await?;
+    let stopped = engine.stop_all("agent shut down");
+    info!(stopped = stopped.len(), "agent stopped");
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! Serving: the unix socket (mode 0600), an optional loopback TCP port, the
+//! standard health service and server reflection.
+
+use std::{os::unix::fs::PermissionsExt as _, path::Path};
+
+use faultline_proto::v1::{FILE_DESCRIPTOR_SET, fault_service_server::FaultServiceServer};
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::Server;
+
+use crate::{config::Config, engine::EngineHandle, grpc::FaultServiceImpl};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+pub async fn serve(
+    cfg: &Config,
+    engine: EngineHandle,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let unix = bind_unix(&cfg.socket)?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<FaultServiceServer<FaultServiceImpl>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let router = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(FaultServiceServer::new(FaultServiceImpl::new(engine)));
+
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let stop = stop_tx.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(());
+    });
+    let wait = |tx: &tokio::sync::broadcast::Sender<()>| {
+        let mut rx = tx.subscribe();
+        async move {
+            let _ = rx.recv().await;
+        }
+    };
+
+    tracing::info!(socket = %cfg.socket.display(), "serving faultline.v1 on unix socket");
+    let unix_fut = router.clone().serve_with_incoming_shutdown(UnixListenerStream::new(unix), wait(&stop_tx));
+    if let Some(addr) = cfg.listen {
+        let tcp = TcpListener::bind(addr).await.map_err(|e| ServeError::Bind(addr.to_string(), e))?;
+        tracing::info!(%addr, "serving faultline.v1 on loopback TCP (no TLS)");
+        let tcp_fut = router.serve_with_incoming_shutdown(TcpListenerStream::new(tcp), wait(&stop_tx));
+        let (a, b) = tokio::join!(unix_fut, tcp_fut);
+        a?;
+        b?;
+    } else {
+        unix_fut.await?;
+    }
+    let _ = std::fs::remove_file(&cfg.socket);
+    Ok(())
+}
+
+fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
+    let err = |e| ServeError::Bind(path.display().to_string(), e);
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
