@@ -34,10 +34,22 @@ pub enum KernelError {
     Map { name: &'static str, source: aya::maps::MapError },
     #[error("{mechanism} is unavailable on this kernel: {reason}")]
     Unavailable { mechanism: &'static str, reason: String },
-    #[error("attaching {program} failed: {source}")]
+    #[error("attaching {program} failed: {}", chain(source))]
     Attach { program: &'static str, source: aya::programs::ProgramError },
     #[error("detaching {program} failed: {source}")]
     Detach { program: &'static str, source: aya::programs::ProgramError },
+}
+
+/// An error with its causes, so "bpf_link_create failed" carries the errno.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
 }
 
 #[derive(Default)]
@@ -276,7 +288,10 @@ impl Kernel {
                         .program_mut(name)
                         .map(|p| {
                             let p: &mut CgroupSockAddr = p.try_into()?;
-                            p.attach(root, CgroupAttachMode::AllowMultiple)
+                            // A cgroup bpf_link always coexists with other programs; the
+                            // kernel refuses any flag on BPF_LINK_CREATE (EINVAL), so no
+                            // ALLOW_MULTI here.
+                            p.attach(root, CgroupAttachMode::Single)
                         })
                         .unwrap_or(Err(aya::programs::ProgramError::NotLoaded));
                     match res {

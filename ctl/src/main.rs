@@ -1,1 +1,845 @@
-fn main() {}
+//! `faultctl`: the operator CLI for faultline-agent's gRPC API.
+
+mod connect;
+mod output;
+mod spec;
+
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::{
+    ArgGroup, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand,
+    parser::ValueSource,
+};
+use faultline_proto::v1 as pb;
+
+use crate::{
+    connect::{AgentAddress, Client, RpcError, connect},
+    output::{ExperimentJson, OutputFormat},
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "faultctl",
+    version,
+    about = "Inject, watch and stop fault experiments through faultline-agent"
+)]
+struct Cli {
+    /// Unix socket of the agent's gRPC API.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "FAULTLINE_SOCKET",
+        default_value = "/run/faultline/agent.sock",
+        value_name = "PATH"
+    )]
+    socket: PathBuf,
+
+    /// Reach the agent over TCP instead of the socket, e.g. http://127.0.0.1:50051.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "FAULTLINE_ENDPOINT",
+        value_name = "URL"
+    )]
+    endpoint: Option<String>,
+
+    /// How to print results.
+    #[arg(
+        long,
+        short,
+        global = true,
+        help_heading = "Global options",
+        value_enum,
+        default_value_t = OutputFormat::Table
+    )]
+    output: OutputFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per run; boxing would only obscure the clap types"
+)]
+enum Command {
+    /// Show which fault kinds this kernel supports, and why not when it does not.
+    Caps,
+    /// Start an experiment with one fault, given by flags.
+    #[command(subcommand)]
+    Inject(InjectCommand),
+    /// Start the experiment described in a YAML or JSON file.
+    Apply {
+        /// Experiment file (YAML or JSON); `-` reads standard input.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// List experiments.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Only running experiments.
+        #[arg(long)]
+        running: bool,
+    },
+    /// Show one experiment with its per-fault counters.
+    Status {
+        /// Experiment id.
+        id: String,
+    },
+    /// Stop an experiment, or all of them.
+    Stop(StopArgs),
+    /// Print experiment events as they happen, until interrupted.
+    Watch {
+        /// Only this experiment's events.
+        id: Option<String>,
+        /// How often the agent sends counter updates.
+        #[arg(long, default_value = "1s", value_parser = parse_interval)]
+        interval: Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum InjectCommand {
+    /// Fail a syscall with an errno (connect, bind, sendmsg).
+    SyscallError(SyscallErrorArgs),
+    /// Send a signal to the target when it enters a syscall.
+    SyscallSignal(SyscallSignalArgs),
+}
+
+#[derive(Debug, Args)]
+struct SyscallErrorArgs {
+    /// connect, bind or sendmsg (UDP).
+    #[arg(long)]
+    syscall: String,
+    /// Errno name, e.g. ECONNREFUSED.
+    #[arg(long)]
+    errno: String,
+    /// Chance that a matching call fails, in [0, 1].
+    #[arg(long, default_value_t = 1.0, value_parser = parse_probability)]
+    probability: f64,
+    /// Destination port (bound port for bind); 0 = any.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Destination (bound) address range, IPv4 or IPv6 CIDR; default any.
+    #[arg(long)]
+    cidr: Option<String>,
+    #[command(flatten)]
+    experiment: ExperimentArgs,
+}
+
+#[derive(Debug, Args)]
+struct SyscallSignalArgs {
+    /// Syscall name, e.g. openat.
+    #[arg(long)]
+    syscall: String,
+    /// Signal name or number: KILL, SIGSEGV, 9.
+    #[arg(long)]
+    signal: String,
+    /// Chance per matching call, in [0, 1] [default: 1].
+    #[arg(long, value_parser = parse_probability, conflicts_with = "nth_call")]
+    probability: Option<f64>,
+    /// Signal exactly at the Nth matching call of each target process (1-based).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    nth_call: Option<u64>,
+    #[command(flatten)]
+    experiment: ExperimentArgs,
+}
+
+/// Target and lifetime flags shared by every `inject` subcommand.
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("target")
+        .args(["pids", "cgroup", "comm"])
+        .required(true)
+        .multiple(true)
+))]
+struct ExperimentArgs {
+    /// Target this process (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pids: Vec<u32>,
+    /// Target processes in this cgroup v2 directory and its descendants.
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<String>,
+    /// Target processes with this name (the kernel's comm, at most 15 bytes).
+    #[arg(long, value_name = "NAME")]
+    comm: Option<String>,
+    /// Never fault this process (repeatable).
+    #[arg(long = "exclude-pid", value_name = "PID")]
+    exclude_pids: Vec<u32>,
+    /// Never fault processes with this name.
+    #[arg(long, value_name = "NAME")]
+    exclude_comm: Option<String>,
+    /// How long the faults stay armed, e.g. 30s, 2m, 1500ms.
+    #[arg(long, value_parser = spec::parse_duration)]
+    duration: Duration,
+    /// Count what would be injected; inject nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Label the experiment (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Name for humans.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").args(["id", "all"]).required(true)))]
+struct StopArgs {
+    /// Experiment id.
+    id: Option<String>,
+    /// Stop every running experiment.
+    #[arg(long)]
+    all: bool,
+}
+
+impl ExperimentArgs {
+    fn into_experiment(self, fault: spec::Fault) -> anyhow::Result<spec::Experiment> {
+        let mut labels = BTreeMap::new();
+        for (key, value) in self.labels {
+            if labels.insert(key.clone(), value).is_some() {
+                bail!("--label {key} is given more than once");
+            }
+        }
+        Ok(spec::Experiment {
+            name: self.name.unwrap_or_default(),
+            duration: self.duration,
+            dry_run: self.dry_run,
+            labels,
+            target: spec::Target {
+                pids: self.pids,
+                cgroup: self.cgroup.unwrap_or_default(),
+                comm: self.comm.unwrap_or_default(),
+                exclude_pids: self.exclude_pids,
+                exclude_comm: self.exclude_comm.unwrap_or_default(),
+            },
+            faults: vec![fault],
+        })
+    }
+}
+
+impl InjectCommand {
+    fn into_experiment(self) -> anyhow::Result<spec::Experiment> {
+        match self {
+            Self::SyscallError(args) => {
+                args.experiment
+                    .into_experiment(spec::Fault::SyscallError(spec::SyscallError {
+                        syscall: args.syscall,
+                        errno: args.errno,
+                        probability: args.probability,
+                        port: u32::from(args.port),
+                        cidr: args.cidr.unwrap_or_default(),
+                    }))
+            }
+            Self::SyscallSignal(args) => {
+                args.experiment
+                    .into_experiment(spec::Fault::SyscallSignal(spec::SyscallSignal {
+                        syscall: args.syscall,
+                        signal: args.signal,
+                        // The agent ignores the probability when nth_call is set.
+                        probability: args.probability.unwrap_or(1.0),
+                        nth_call: args.nth_call.unwrap_or(0),
+                    }))
+            }
+        }
+    }
+}
+
+/// `KEY=VALUE`; the value may be empty and may contain `=`.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let Some((key, value)) = text.split_once('=') else {
+        return Err(format!("expected KEY=VALUE, found no '=' in {text:?}"));
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!(
+            "expected KEY=VALUE, found an empty key in {text:?}"
+        ));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+fn parse_probability(text: &str) -> Result<f64, String> {
+    let probability: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number between 0 and 1, found {text:?}"))?;
+    if !(0.0..=1.0).contains(&probability) {
+        return Err(format!("expected a number between 0 and 1, found {text}"));
+    }
+    Ok(probability)
+}
+
+/// The agent's floor for counter updates is 100ms.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = spec::parse_duration(text)?;
+    if interval < Duration::from_millis(100) {
+        return Err(format!(
+            "interval {text:?} is below the agent's minimum of 100ms"
+        ));
+    }
+    Ok(interval)
+}
+
+/// `--endpoint` wins over `--socket`, unless `--socket` was typed and the
+/// endpoint only came from `FAULTLINE_ENDPOINT`.
+fn agent_address(cli: &Cli, matches: &clap::ArgMatches) -> AgentAddress {
+    let typed = |id| matches.value_source(id) == Some(ValueSource::CommandLine);
+    match &cli.endpoint {
+        Some(url) if typed("endpoint") || !typed("socket") => AgentAddress::Endpoint(url.clone()),
+        _ => AgentAddress::Socket(cli.socket.clone()),
+    }
+}
+
+fn parse_cli() -> (Cli, AgentAddress) {
+    let mut command = Cli::command();
+    let matches = command.get_matches_mut();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.format(&mut command).exit());
+    if matches.value_source("socket") == Some(ValueSource::CommandLine)
+        && matches.value_source("endpoint") == Some(ValueSource::CommandLine)
+    {
+        command
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--socket and --endpoint cannot be used together",
+            )
+            .exit();
+    }
+    let address = agent_address(&cli, &matches);
+    (cli, address)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let (cli, address) = parse_cli();
+    match run(cli, &address).await {
+        Ok(()) => ExitCode::SUCCESS,
+        // `faultctl watch | head` closing the pipe is a normal way to stop.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            let line = format!("{err:#}").replace('\n', " ");
+            eprintln!("error: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+async fn run(cli: Cli, address: &AgentAddress) -> anyhow::Result<()> {
+    let format = cli.output;
+    let out = &mut io::stdout().lock();
+    // Experiments are built before connecting, so that a bad file is
+    // reported as such even when the agent is down.
+    match cli.command {
+        Command::Inject(inject) => {
+            let experiment = inject.into_experiment()?;
+            start(&mut connect(address).await?, experiment, format, out).await
+        }
+        Command::Apply { file } => {
+            let experiment = spec::load(&file)?;
+            start(&mut connect(address).await?, experiment, format, out).await
+        }
+        Command::Caps => caps(&mut connect(address).await?, format, out).await,
+        Command::Ls { running } => list(&mut connect(address).await?, running, format, out).await,
+        Command::Status { id } => status(&mut connect(address).await?, id, format, out).await,
+        Command::Stop(StopArgs { id: Some(id), .. }) => {
+            stop(&mut connect(address).await?, id, format, out).await
+        }
+        Command::Stop(StopArgs { id: None, .. }) => {
+            stop_all(&mut connect(address).await?, format, out).await
+        }
+        Command::Watch { id, interval } => {
+            watch(&mut connect(address).await?, id, interval, format, out).await
+        }
+    }
+}
+
+async fn start(
+    client: &mut Client,
+    experiment: spec::Experiment,
+    format: OutputFormat,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let request = pb::StartExperimentRequest {
+        spec: Some(experiment.into()),
+    };
+    let response = client
+        .start_experiment(request)
+        .await
+        .map_err(RpcError)?
+        .into_inner();
+    let experiment = response
+        .experiment
+        .ok_or_else(|| anyhow!("the agent started the experiment but did not return it"))?;
+    match format {
+        OutputFormat::Table => writeln!(out, "{}", experiment.id)?,
+        OutputFormat::Json => output::write_json(out, &ExperimentJson::from(&experiment))?,
+    }
+    Ok(())
+}
+
+async fn caps(
+    client: &mut Client,
+    format: OutputFormat,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let caps = client
+        .get_capabilities(pb::GetCapabilitiesRequest {})
+        .await
+        .map_err(RpcError)?
+        .into_inner();
+    match format {
+        OutputFormat::Table => output::write_capabilities_table(out, &caps)?,
+        OutputFormat::Json => output::write_json(out, &output::CapabilitiesJson::from(&caps))?,
+    }
+    Ok(())
+}
+
+async fn list(
+    client: &mut Client,
+    running_only: bool,
+    format: OutputFormat,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let experiments = client
+        .list_experiments(pb::ListExperimentsRequest { running_only })
+        .await
+        .map_err(RpcError)?
+        .into_inner()
+        .experiments;
+    match format {
+        OutputFormat::Table => {
+            output::write_experiments_table(out, &experiments, output::now_ms())?;
+        }
+        OutputFormat::Json => {
+            let all: Vec<ExperimentJson> = experiments.iter().map(ExperimentJson::from).collect();
+            output::write_json(out, &all)?;
+        }
+    }
+    Ok(())
+}
+
+async fn status(
+    client: &mut Client,
+    id: String,
+    format: OutputFormat,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let experiment = client
+        .get_experiment(pb::GetExperimentRequest { id })
+        .await
+        .map_err(RpcError)?
+        .into_inner();
+    match format {
+        OutputFormat::Table => output::write_experiment_detail(out, &experiment, output::now_ms())?,
+        OutputFormat::Json => output::write_json(out, &ExperimentJson::from(&experiment))?,
+    }
+    Ok(())
+}
+
+async fn stop(
+    client: &mut Client,
+    id: String,
+    format: OutputFormat,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let experiment = client
+        .stop_experiment(pb::StopExperimentRequest { id })
+        .await
+        .map_err(RpcError)?
+        .into_inner();
+    match format {
+        OutputFormat::Table => writeln!(
+            out,
+            "{}  {}  matched={} injected={}",
+            experiment.id,
+            output::state_name(experiment.state),
+            experiment.matched,
+            experiment.injected
+        )?,
+        OutputFormat::Json => output::write_json(out, &ExperimentJson::from(&experiment))?,
+    }
+    Ok(())
+}
+
+async fn stop_all(
+    client: &mut Client,
+    format: OutputFormat,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let stopped = client
+        .stop_all(pb::StopAllRequest {})
+        .await
+        .map_err(RpcError)?
+        .into_inner()
+        .stopped_ids;
+    match format {
+        OutputFormat::Table if stopped.is_empty() => eprintln!("no running experiments"),
+        OutputFormat::Table => {
+            for id in &stopped {
+                writeln!(out, "{id}")?;
+            }
+        }
+        OutputFormat::Json => {
+            output::write_json(out, &serde_json::json!({ "stopped_ids": stopped }))?;
+        }
+    }
+    Ok(())
+}
+
+/// Without an id, follows every experiment until interrupted; with an id,
+/// stops after that experiment's last event.
+async fn watch(
+    client: &mut Client,
+    id: Option<String>,
+    interval: Duration,
+    format: OutputFormat,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let request = pb::WatchEventsRequest {
+        experiment_id: id.clone().unwrap_or_default(),
+        counters_interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
+    };
+    let mut events = client
+        .watch_events(request)
+        .await
+        .map_err(RpcError)?
+        .into_inner();
+    if let Some(id) = &id {
+        // Asked after subscribing, so that an end in between still arrives
+        // as an event; an unknown id fails here instead of waiting forever.
+        let experiment = client
+            .get_experiment(pb::GetExperimentRequest { id: id.clone() })
+            .await
+            .map_err(RpcError)?
+            .into_inner();
+        if experiment.state != pb::ExperimentState::Running as i32 {
+            eprintln!(
+                "experiment {id} is {}: no more events",
+                output::state_name(experiment.state)
+            );
+            return Ok(());
+        }
+    }
+    while let Some(event) = events.message().await.map_err(RpcError)? {
+        match format {
+            OutputFormat::Table => output::write_event_line(out, &event),
+            OutputFormat::Json => output::write_json_line(out, &output::EventJson::from(&event)),
+        }
+        .context("cannot write to standard output")?;
+        // Each event should show up at once, also when piped.
+        out.flush()?;
+        if id.is_some() && is_final(&event) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn is_final(event: &pb::Event) -> bool {
+    matches!(
+        pb::EventType::try_from(event.r#type),
+        Ok(pb::EventType::Expired | pb::EventType::Stopped | pb::EventType::Failed)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("faultctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn labels_parse() {
+        assert_eq!(
+            parse_label("team=payments"),
+            Ok(("team".into(), "payments".into()))
+        );
+        assert_eq!(parse_label("query=a=b"), Ok(("query".into(), "a=b".into())));
+        assert_eq!(parse_label("empty="), Ok(("empty".into(), String::new())));
+    }
+
+    #[test]
+    fn bad_labels_are_rejected_with_the_reason() {
+        for (text, reason) in [
+            ("team", "no '='"),
+            ("=payments", "empty key"),
+            ("", "no '='"),
+        ] {
+            match parse_label(text) {
+                Ok(label) => panic!("expected {text:?} to be rejected, got {label:?}"),
+                Err(err) => assert!(
+                    err.contains(reason),
+                    "expected {reason:?} in the error for {text:?}, got: {err}"
+                ),
+            }
+        }
+        let err = match parse(&[
+            "inject",
+            "syscall-error",
+            "--syscall",
+            "connect",
+            "--errno",
+            "EPERM",
+            "--pid",
+            "1",
+            "--duration",
+            "1s",
+            "--label",
+            "oops",
+        ]) {
+            Ok(cli) => panic!("expected --label oops to be a usage error, got {cli:?}"),
+            Err(err) => err,
+        };
+        assert_eq!(err.exit_code(), 2, "usage errors exit with 2");
+        assert!(
+            err.to_string().contains("--label"),
+            "expected the error to name --label, got: {err}"
+        );
+    }
+
+    #[test]
+    fn repeated_label_key_is_rejected() {
+        let cli = match parse(&[
+            "inject",
+            "syscall-error",
+            "--syscall",
+            "connect",
+            "--errno",
+            "EPERM",
+            "--pid",
+            "1",
+            "--duration",
+            "1s",
+            "--label",
+            "a=1",
+            "--label",
+            "a=2",
+        ]) {
+            Ok(cli) => cli,
+            Err(err) => panic!("expected the flags to parse, got: {err}"),
+        };
+        let Command::Inject(inject) = cli.command else {
+            panic!("expected an inject command, got {:?}", cli.command);
+        };
+        match inject.into_experiment() {
+            Ok(experiment) => panic!("expected a duplicate label error, got {experiment:?}"),
+            Err(err) => assert_eq!(err.to_string(), "--label a is given more than once"),
+        }
+    }
+
+    #[test]
+    fn inject_syscall_error_builds_the_spec() {
+        let cli = match parse(&[
+            "inject",
+            "syscall-error",
+            "--syscall",
+            "connect",
+            "--errno",
+            "ECONNREFUSED",
+            "--probability",
+            "0.5",
+            "--port",
+            "8080",
+            "--cidr",
+            "10.0.0.0/8",
+            "--cgroup",
+            "/sys/fs/cgroup/unified/app",
+            "--pid",
+            "7",
+            "--pid",
+            "8",
+            "--exclude-pid",
+            "9",
+            "--duration",
+            "30s",
+            "--dry-run",
+            "--label",
+            "team=payments",
+            "--name",
+            "checkout",
+            "--output",
+            "json",
+        ]) {
+            Ok(cli) => cli,
+            Err(err) => panic!("expected the flags to parse, got: {err}"),
+        };
+        assert_eq!(cli.output, OutputFormat::Json);
+        let Command::Inject(inject) = cli.command else {
+            panic!("expected an inject command, got {:?}", cli.command);
+        };
+        let spec: pb::ExperimentSpec = match inject.into_experiment() {
+            Ok(experiment) => experiment.into(),
+            Err(err) => panic!("expected a valid experiment, got: {err}"),
+        };
+        let expected = pb::ExperimentSpec {
+            name: "checkout".into(),
+            faults: vec![pb::FaultSpec {
+                kind: Some(pb::fault_spec::Kind::SyscallError(pb::SyscallError {
+                    syscall: "connect".into(),
+                    errno: "ECONNREFUSED".into(),
+                    probability: 0.5,
+                    port: 8080,
+                    cidr: "10.0.0.0/8".into(),
+                })),
+            }],
+            target: Some(pb::Target {
+                pids: vec![7, 8],
+                cgroup: "/sys/fs/cgroup/unified/app".into(),
+                comm: String::new(),
+                exclude_pids: vec![9],
+                exclude_comm: String::new(),
+            }),
+            duration_ms: 30_000,
+            dry_run: true,
+            labels: [("team".to_owned(), "payments".to_owned())].into(),
+        };
+        assert_eq!(spec, expected);
+    }
+
+    #[test]
+    fn inject_syscall_signal_takes_nth_call_or_probability() {
+        let base = [
+            "inject",
+            "syscall-signal",
+            "--syscall",
+            "openat",
+            "--signal",
+            "KILL",
+            "--comm",
+            "curl",
+            "--duration",
+            "2m",
+        ];
+        let signal_of = |extra: &[&str]| -> Result<pb::SyscallSignal, String> {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            let cli = parse(&args).map_err(|err| err.to_string())?;
+            let Command::Inject(inject) = cli.command else {
+                return Err(format!("expected an inject command, got {:?}", cli.command));
+            };
+            let spec =
+                pb::ExperimentSpec::from(inject.into_experiment().map_err(|err| err.to_string())?);
+            match spec.faults.into_iter().next().and_then(|f| f.kind) {
+                Some(pb::fault_spec::Kind::SyscallSignal(signal)) => Ok(signal),
+                other => Err(format!("expected one syscall_signal fault, got {other:?}")),
+            }
+        };
+        let nth =
+            signal_of(&["--nth-call", "3"]).unwrap_or_else(|err| panic!("--nth-call 3: {err}"));
+        assert_eq!((nth.nth_call, nth.signal.as_str()), (3, "KILL"));
+        let chance = signal_of(&["--probability", "0.25"])
+            .unwrap_or_else(|err| panic!("--probability: {err}"));
+        assert_eq!(chance.nth_call, 0, "no nth_call unless asked");
+        assert!(
+            (chance.probability - 0.25).abs() < f64::EPSILON,
+            "probability 0.25, got {}",
+            chance.probability
+        );
+        if let Ok(both) = signal_of(&["--probability", "0.5", "--nth-call", "2"]) {
+            panic!("expected --probability with --nth-call to be a usage error, got {both:?}");
+        }
+    }
+
+    #[test]
+    fn inject_requires_a_target_and_a_duration() {
+        let base = [
+            "inject",
+            "syscall-error",
+            "--syscall",
+            "connect",
+            "--errno",
+            "EPERM",
+        ];
+        for (extra, missing) in [
+            (&["--duration", "1s"][..], "--pid"),
+            (&["--pid", "1"][..], "--duration"),
+        ] {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            match parse(&args) {
+                Ok(cli) => panic!("expected a usage error without {missing}, got {cli:?}"),
+                Err(err) => assert!(
+                    err.to_string().contains(missing),
+                    "expected the error to mention {missing}, got: {err}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn out_of_range_probability_is_a_usage_error() {
+        let args = [
+            "inject",
+            "syscall-error",
+            "--syscall",
+            "connect",
+            "--errno",
+            "EPERM",
+            "--pid",
+            "1",
+            "--duration",
+            "1s",
+            "--probability",
+            "1.5",
+        ];
+        if let Ok(cli) = parse(&args) {
+            panic!("expected --probability 1.5 to be rejected, got {cli:?}");
+        }
+    }
+
+    #[test]
+    fn stop_needs_an_id_or_all() {
+        assert!(
+            parse(&["stop"]).is_err(),
+            "stop without an id or --all should be a usage error"
+        );
+        assert!(
+            parse(&["stop", "abc", "--all"]).is_err(),
+            "stop with both an id and --all should be a usage error"
+        );
+        assert!(parse(&["stop", "--all"]).is_ok(), "stop --all should parse");
+    }
+
+    #[test]
+    fn watch_interval_has_a_floor() {
+        assert!(
+            parse(&["watch", "--interval", "50ms"]).is_err(),
+            "50ms is below the 100ms floor"
+        );
+        match parse(&["watch", "abc", "--interval", "250ms"]) {
+            Ok(Cli {
+                command: Command::Watch { id, interval },
+                ..
+            }) => {
+                assert_eq!(
+                    (id.as_deref(), interval),
+                    (Some("abc"), Duration::from_millis(250))
+                );
+            }
+            other => panic!("expected a watch command, got {other:?}"),
+        }
+    }
+}

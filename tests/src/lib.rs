@@ -1,0 +1,425 @@
+//! Harness for Faultline's privileged end-to-end tests and benchmarks: a real
+//! agent process, real cgroups, real target processes. Every guard removes
+//! what it created when dropped.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{SocketAddr, TcpListener},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use faultline_proto::v1::{self as pb, fault_service_client::FaultServiceClient};
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Directory holding the workspace's built binaries (target/debug or
+/// target/release), found from the running test or bench executable.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("FAULTLINE_BIN_DIR") {
+        return dir.into();
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("exe dir");
+    if dir.ends_with("deps") { dir.parent().expect("profile dir").to_path_buf() } else { dir.to_path_buf() }
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} is not built; run `cargo build --workspace --bins` (cargo xtask test does)", p.display());
+    p
+}
+
+/// A running `faultline-agent` on a private socket and state directory.
+pub struct Agent {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Agent {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(unique("faultline-agent"));
+        std::fs::create_dir_all(&dir).expect("agent dir");
+        let socket = dir.join("agent.sock");
+        let log = std::fs::File::create(dir.join("agent.log")).expect("agent log");
+        let child = Command::new(bin("faultline-agent"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(extra)
+            .env("FAULTLINE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn faultline-agent");
+        let mut agent = Self { child: Some(child), dir, socket };
+        agent.wait_ready();
+        agent
+    }
+
+    fn wait_ready(&mut self) {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(30) {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("faultline-agent exited early with {status}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("faultline-agent did not listen on {} within 30 s; log:\n{}", self.socket.display(), self.log());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent running").id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    pub async fn client(&self) -> FaultServiceClient<Channel> {
+        FaultServiceClient::new(unix_channel(&self.socket).await.expect("connect to the agent socket"))
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).expect("signal agent");
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM (graceful), wait up to 10 s, then SIGKILL.
+    pub fn shutdown(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGCONT);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.shutdown();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub async fn unix_channel(path: &Path) -> anyhow::Result<Channel> {
+    let path = path.to_path_buf();
+    Ok(Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await?)
+}
+
+/// The cgroup2 mount, from /proc/self/mountinfo.
+pub fn cgroup2_root() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    info.lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(pre.split_whitespace().nth(4).unwrap()))
+        })
+        .expect("no cgroup2 mount")
+}
+
+/// A cgroup v2 directory for one test; its processes are killed and the
+/// directory removed on drop.
+pub struct TestCgroup {
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str) -> Self {
+        let path = cgroup2_root().join(unique(&format!("faultline-test-{name}")));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        Self { path }
+    }
+
+    pub fn path_str(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    pub fn procs(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.path.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// A command whose process joins this cgroup before it execs.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        let procs = self.path.join("cgroup.procs");
+        // SAFETY: only async-signal-safe work (open/write/close) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || std::fs::write(&procs, b"0"));
+        }
+        cmd
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            let procs = self.procs();
+            if procs.is_empty() {
+                break;
+            }
+            for p in procs {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// A TCP listener on loopback that accepts and drops connections, so a
+/// connect() that is not faulted succeeds.
+pub struct Acceptor {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Acceptor {
+    pub fn new(ip: &str) -> Self {
+        let l = TcpListener::bind(format!("{ip}:0")).expect("bind acceptor");
+        l.set_nonblocking(true).expect("nonblocking");
+        let addr = l.local_addr().expect("addr");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((c, _)) => drop(c),
+                    Err(_) => std::thread::sleep(Duration::from_micros(200)),
+                }
+            }
+        });
+        Self { addr, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What one probe run saw.
+#[derive(Debug, serde::Deserialize)]
+pub struct ProbeResult {
+    pub ok: u64,
+    pub errors: std::collections::BTreeMap<String, u64>,
+}
+
+impl ProbeResult {
+    pub fn errno(&self, name: &str) -> u64 {
+        self.errors.get(name).copied().unwrap_or(0)
+    }
+    pub fn total(&self) -> u64 {
+        self.ok + self.errors.values().sum::<u64>()
+    }
+}
+
+/// Runs `fl-probe OP ADDR COUNT` to completion, optionally inside a cgroup.
+pub fn probe(cgroup: Option<&TestCgroup>, op: &str, addr: SocketAddr, count: u64) -> ProbeResult {
+    let exe = bin("fl-probe");
+    let mut cmd = match cgroup {
+        Some(cg) => cg.command(exe),
+        None => Command::new(exe),
+    };
+    let out = cmd.args([op, &addr.to_string(), &count.to_string()]).output().expect("run fl-probe");
+    assert!(out.status.success(), "fl-probe failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("fl-probe JSON")
+}
+
+/// A long-lived `fl-probe serve` target: same process, commands over stdin.
+pub struct ProbeServer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ProbeServer {
+    pub fn spawn(cgroup: Option<&TestCgroup>) -> Self {
+        let exe = bin("fl-probe");
+        let mut cmd = match cgroup {
+            Some(cg) => cg.command(exe),
+            None => Command::new(exe),
+        };
+        let mut child = cmd.arg("serve").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn fl-probe serve");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Self { child, stdin, stdout }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn run(&mut self, op: &str, addr: SocketAddr, count: u64) -> ProbeResult {
+        writeln!(self.stdin, "{op} {addr} {count}").expect("write to probe");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read from probe");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("probe answered {line:?}: {e}"))
+    }
+}
+
+impl Drop for ProbeServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---- request builders ----
+
+pub fn connect_error(errno: &str, probability: f64, port: u16, cidr: &str) -> pb::FaultSpec {
+    syscall_error("connect", errno, probability, port, cidr)
+}
+
+pub fn syscall_error(call: &str, errno: &str, probability: f64, port: u16, cidr: &str) -> pb::FaultSpec {
+    pb::FaultSpec {
+        kind: Some(pb::fault_spec::Kind::SyscallError(pb::SyscallError {
+            syscall: call.into(),
+            errno: errno.into(),
+            probability,
+            port: u32::from(port),
+            cidr: cidr.into(),
+        })),
+    }
+}
+
+pub fn syscall_signal(syscall: &str, signal: &str, probability: f64, nth_call: u64) -> pb::FaultSpec {
+    pb::FaultSpec {
+        kind: Some(pb::fault_spec::Kind::SyscallSignal(pb::SyscallSignal {
+            syscall: syscall.into(),
+            signal: signal.into(),
+            probability,
+            nth_call,
+        })),
+    }
+}
+
+pub fn cgroup_target(cg: &TestCgroup) -> pb::Target {
+    pb::Target { cgroup: cg.path_str(), ..Default::default() }
+}
+
+pub fn pid_target(pid: u32) -> pb::Target {
+    pb::Target { pids: vec![pid], ..Default::default() }
+}
+
+pub fn experiment(fault: pb::FaultSpec, target: pb::Target, duration: Duration) -> pb::StartExperimentRequest {
+    pb::StartExperimentRequest {
+        spec: Some(pb::ExperimentSpec {
+            name: "test".into(),
+            faults: vec![fault],
+            target: Some(target),
+            duration_ms: duration.as_millis() as u64,
+            ..Default::default()
+        }),
+    }
+}
+
+pub async fn start(client: &mut FaultServiceClient<Channel>, req: pb::StartExperimentRequest) -> pb::Experiment {
+    client
+        .start_experiment(req)
+        .await
+        .unwrap_or_else(|s| panic!("StartExperiment refused: {:?}: {}", s.code(), s.message()))
+        .into_inner()
+        .experiment
+        .expect("experiment in response")
+}
+
+/// bpf_link ids whose program is one of ours (names start with `fl_`).
+pub fn our_links() -> Vec<u32> {
+    let ours: std::collections::HashSet<u32> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("fl_")))
+        .map(|p| p.id())
+        .collect();
+    aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .filter(|l| ours.contains(&l.program_id()))
+        .map(|l| l.id())
+        .collect()
+}
+
+/// Programs of ours still loaded in the kernel.
+pub fn our_programs() -> Vec<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("fl_")))
+        .map(|p| p.id())
+        .collect()
+}
+
+/// Waits until `cond` holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+/// Two-sided interval for a binomial count at `z` standard deviations.
+pub fn binomial_bounds(n: u64, p: f64, z: f64) -> (f64, f64) {
+    let mean = n as f64 * p;
+    let sd = (n as f64 * p * (1.0 - p)).sqrt();
+    (mean - z * sd, mean + z * sd)
+}
+
+pub fn require_root() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the end-to-end tests load eBPF programs and create cgroups: run them as root (cargo xtask test)");
+    }
+    Ok(())
+}
+
+pub fn context<T>(r: Result<T, tonic::Status>, what: &str) -> anyhow::Result<T> {
+    r.map_err(|s| anyhow::anyhow!("{what}: {:?} {}", s.code(), s.message())).context(what.to_owned())
+}

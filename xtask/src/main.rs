@@ -1,1 +1,186 @@
-fn main() {}
+//! `cargo xtask`: Faultline's build, run, test and benchmark automation.
+//!
+//! Every task that compiles the workspace runs `setup` first, because the
+//! agent's build script compiles the eBPF crate with the nightly toolchain and
+//! bpf-linker.
+
+mod command;
+mod setup;
+mod toolchain;
+
+use std::{
+    env,
+    ffi::OsString,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::command::{display, run};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Faultline build, run and test automation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the eBPF toolchain, bpf-linker and test packages; mount bpffs (idempotent).
+    Setup,
+    /// Set up, then build every binary in the workspace.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build in release mode and run the agent in the foreground.
+    Run {
+        /// Arguments for faultline-agent, after `--`.
+        #[arg(last = true)]
+        agent_args: Vec<OsString>,
+    },
+    /// Set up, build and run all tests one at a time (privileged tests need root).
+    Test {
+        /// Arguments for the test binaries (e.g. a name filter), after `--`.
+        #[arg(last = true)]
+        test_args: Vec<OsString>,
+    },
+    /// Set up, build in release mode and run benchmarks (all of them when no name is given).
+    Bench {
+        /// Benchmarks to run, e.g. `activation`, `connect-overhead`, `getpid-overhead`.
+        names: Vec<OsString>,
+        /// Further arguments for faultline-bench, after `--`; passed after the names.
+        #[arg(last = true)]
+        bench_args: Vec<OsString>,
+    },
+    /// Set up, then run clippy on all targets with warnings denied.
+    Clippy,
+    /// Check formatting without changing any file.
+    FmtCheck,
+}
+
+#[derive(Clone, Copy)]
+enum Profile {
+    Debug,
+    Release,
+}
+
+impl Profile {
+    fn target_subdir(self) -> &'static str {
+        match self {
+            Self::Debug => "debug",
+            Self::Release => "release",
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let task = Cli::parse().task;
+    match task {
+        Task::Setup => setup::run_all(),
+        Task::Build { release } => {
+            setup::run_all()?;
+            build(if release {
+                Profile::Release
+            } else {
+                Profile::Debug
+            })
+        }
+        Task::Run { agent_args } => {
+            setup::run_all()?;
+            build(Profile::Release)?;
+            exec(Command::new(binary(Profile::Release, "faultline-agent")).args(agent_args))
+        }
+        Task::Test { test_args } => test(&test_args),
+        Task::Bench { names, bench_args } => {
+            setup::run_all()?;
+            build(Profile::Release)?;
+            run(Command::new(binary(Profile::Release, "faultline-bench"))
+                .args(names)
+                .args(bench_args))
+        }
+        Task::Clippy => {
+            setup::run_all()?;
+            run(cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        }
+        Task::FmtCheck => run(cargo().args(["fmt", "--all", "--", "--check"])),
+    }
+}
+
+fn build(profile: Profile) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--workspace", "--bins"]);
+    if let Profile::Release = profile {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)
+}
+
+fn test(test_args: &[OsString]) -> Result<()> {
+    if !running_as_root() {
+        bail!(
+            "the integration tests load eBPF programs and create network namespaces, \
+             so they must run as root: `sudo -E cargo xtask test`"
+        );
+    }
+    setup::run_all()?;
+    // The integration tests start the agent binary from the target directory.
+    build(Profile::Debug)?;
+    run(cargo()
+        .env("RUST_BACKTRACE", "1")
+        .args(["test", "--workspace", "--", "--test-threads=1"])
+        .args(test_args))
+}
+
+/// Replaces xtask with `cmd`, so signals (Ctrl-C, SIGTERM) reach it directly.
+fn exec(cmd: &mut Command) -> Result<()> {
+    let line = display(cmd);
+    eprintln!("    $ exec {line}");
+    Err(cmd.exec()).with_context(|| format!("could not exec `{line}`"))
+}
+
+/// `cargo` in the workspace root: the same cargo that runs xtask, when it says which.
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in a directory of the workspace")
+}
+
+fn binary(profile: Profile, name: &str) -> PathBuf {
+    // cargo resolves a relative CARGO_TARGET_DIR against its working directory, the root.
+    let target_dir = env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || workspace_root().join("target"),
+        |dir| workspace_root().join(dir),
+    );
+    target_dir.join(profile.target_subdir()).join(name)
+}
+
+fn running_as_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// One line of setup progress: `setup: STEP: WHAT`.
+fn status(step: &str, what: &str) {
+    eprintln!("setup: {step}: {what}");
+}

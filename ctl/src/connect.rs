@@ -1,0 +1,192 @@
+//! Reaching the agent's gRPC API, over its unix socket (the default) or TCP,
+//! and turning gRPC failures into one readable line.
+
+use std::{error::Error as _, fmt, io, path::PathBuf, time::Duration};
+
+use faultline_proto::v1::fault_service_client::FaultServiceClient;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::{
+    Code, Status,
+    transport::{Channel, Endpoint, Uri},
+};
+
+/// A local agent answers at once; this only bounds a hung TCP connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub type Client = FaultServiceClient<Channel>;
+
+/// Where the agent listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentAddress {
+    Socket(PathBuf),
+    /// A URL such as `http://127.0.0.1:50051`.
+    Endpoint(String),
+}
+
+impl AgentAddress {
+    /// The flag that changes this address, for the hint in errors.
+    fn flag(&self) -> &'static str {
+        match self {
+            Self::Socket(_) => "--socket",
+            Self::Endpoint(_) => "--endpoint",
+        }
+    }
+}
+
+impl fmt::Display for AgentAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Socket(path) => write!(f, "{}", path.display()),
+            Self::Endpoint(url) => f.write_str(url),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid --endpoint {url:?}: {reason} (expected a URL such as http://127.0.0.1:50051)")]
+    InvalidEndpoint { url: String, reason: String },
+    #[error(
+        "cannot reach the agent at {address}: {reason} (is faultline-agent running? use {flag})"
+    )]
+    Unreachable {
+        address: AgentAddress,
+        reason: String,
+        flag: &'static str,
+    },
+}
+
+/// Connects eagerly, so that an absent agent is reported as such rather than
+/// as a failure of the first call.
+pub async fn connect(address: &AgentAddress) -> Result<Client, ConnectError> {
+    let connected = match address {
+        AgentAddress::Socket(path) => {
+            let path = path.clone();
+            // The URI is a placeholder: the connector ignores it and dials the socket.
+            Endpoint::from_static("http://[::]:50051")
+                .connect_timeout(CONNECT_TIMEOUT)
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+                }))
+                .await
+        }
+        AgentAddress::Endpoint(url) => {
+            // Accept `host:port` as well as a full URL.
+            let full = if url.contains("://") {
+                url.clone()
+            } else {
+                format!("http://{url}")
+            };
+            Endpoint::from_shared(full)
+                .map_err(|err| ConnectError::InvalidEndpoint {
+                    url: url.clone(),
+                    reason: innermost_message(&err),
+                })?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .connect()
+                .await
+        }
+    };
+    let channel = connected.map_err(|err| ConnectError::Unreachable {
+        address: address.clone(),
+        reason: innermost_message(&err),
+        flag: address.flag(),
+    })?;
+    Ok(FaultServiceClient::new(channel))
+}
+
+/// The transport error itself only says "transport error"; the useful part
+/// ("No such file or directory", "Connection refused") is at the bottom of
+/// the chain.
+fn innermost_message(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = err;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}
+
+/// A failed call, shown as `invalid argument: <the agent's message>`. The
+/// agent's message names the offending field, so it is printed unchanged.
+#[derive(Debug)]
+pub struct RpcError(pub Status);
+
+impl From<Status> for RpcError {
+    fn from(status: Status) -> Self {
+        Self(status)
+    }
+}
+
+impl fmt::Display for RpcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let words = code_words(self.0.code());
+        let message = self.0.message().trim();
+        if message.is_empty() {
+            // Transport failures carry their reason in the source, not the message.
+            match self.0.source() {
+                Some(source) => write!(f, "{words}: {}", innermost_message(source)),
+                None => f.write_str(words),
+            }
+        } else {
+            write!(f, "{words}: {message}")
+        }
+    }
+}
+
+// Not `source()`: the status is already rendered above, and anyhow's `{:#}`
+// would repeat it.
+impl std::error::Error for RpcError {}
+
+fn code_words(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown error",
+        Code::InvalidArgument => "invalid argument",
+        Code::DeadlineExceeded => "deadline exceeded",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::PermissionDenied => "permission denied",
+        Code::ResourceExhausted => "resource exhausted",
+        Code::FailedPrecondition => "failed precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out of range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal error",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_error_reads_code_in_words_then_message() {
+        let status =
+            Status::invalid_argument("spec.faults[0].syscall_error.errno: unknown errno \"EFOO\"");
+        assert_eq!(
+            RpcError(status).to_string(),
+            "invalid argument: spec.faults[0].syscall_error.errno: unknown errno \"EFOO\""
+        );
+        assert_eq!(RpcError(Status::not_found("")).to_string(), "not found");
+    }
+
+    #[tokio::test]
+    async fn missing_socket_is_reported_with_a_hint() {
+        let address = AgentAddress::Socket(PathBuf::from("/nonexistent/faultline/agent.sock"));
+        let err = match connect(&address).await {
+            Ok(_) => panic!("expected connecting to {address} to fail"),
+            Err(err) => err.to_string(),
+        };
+        assert_eq!(
+            err,
+            "cannot reach the agent at /nonexistent/faultline/agent.sock: No such file or \
+             directory (os error 2) (is faultline-agent running? use --socket)"
+        );
+    }
+}

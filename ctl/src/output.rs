@@ -1,0 +1,646 @@
+//! How `faultctl` prints agent answers: aligned tables for people, JSON for
+//! scripts. Every command prints an experiment through [`ExperimentJson`], so
+//! `inject`, `apply`, `status`, `ls` and `watch` agree on its shape.
+
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use faultline_proto::v1 as pb;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+/// Lowercase state name: "running", "expired", "stopped", "failed".
+pub fn state_name(state: i32) -> &'static str {
+    match pb::ExperimentState::try_from(state) {
+        Ok(pb::ExperimentState::Running) => "running",
+        Ok(pb::ExperimentState::Expired) => "expired",
+        Ok(pb::ExperimentState::Stopped) => "stopped",
+        Ok(pb::ExperimentState::Failed) => "failed",
+        Ok(pb::ExperimentState::Unspecified) => "unspecified",
+        // A newer agent may know states that this build does not.
+        Err(_) => "unknown",
+    }
+}
+
+/// Lowercase event type: "started", "counters", "expired", "stopped", "failed".
+pub fn event_type_name(event_type: i32) -> &'static str {
+    match pb::EventType::try_from(event_type) {
+        Ok(pb::EventType::Started) => "started",
+        Ok(pb::EventType::Counters) => "counters",
+        Ok(pb::EventType::Expired) => "expired",
+        Ok(pb::EventType::Stopped) => "stopped",
+        Ok(pb::EventType::Failed) => "failed",
+        Ok(pb::EventType::Unspecified) => "unspecified",
+        Err(_) => "unknown",
+    }
+}
+
+/// The JSON form of an experiment.
+#[derive(Debug, Serialize)]
+pub struct ExperimentJson {
+    pub id: String,
+    pub name: String,
+    pub state: &'static str,
+    pub dry_run: bool,
+    pub labels: BTreeMap<String, String>,
+    pub target: TargetJson,
+    pub duration_ms: u64,
+    pub started_at_ms: u64,
+    pub deadline_ms: u64,
+    /// 0 while running.
+    pub ended_at_ms: u64,
+    pub message: String,
+    /// Totals over all faults.
+    pub matched: u64,
+    pub injected: u64,
+    pub faults: Vec<FaultJson>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct TargetJson {
+    pub pids: Vec<u32>,
+    pub cgroup: String,
+    pub comm: String,
+    pub exclude_pids: Vec<u32>,
+    pub exclude_comm: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FaultJson {
+    pub index: u32,
+    pub kind: String,
+    pub mechanism: String,
+    pub matched: u64,
+    pub injected: u64,
+    pub summary: String,
+}
+
+impl From<&pb::Experiment> for ExperimentJson {
+    fn from(experiment: &pb::Experiment) -> Self {
+        let spec = experiment.spec.clone().unwrap_or_default();
+        let target = spec.target.map(TargetJson::from).unwrap_or_default();
+        Self {
+            id: experiment.id.clone(),
+            name: spec.name,
+            state: state_name(experiment.state),
+            dry_run: spec.dry_run,
+            labels: spec.labels.into_iter().collect(),
+            target,
+            duration_ms: spec.duration_ms,
+            started_at_ms: experiment.started_at_ms,
+            deadline_ms: experiment.deadline_ms,
+            ended_at_ms: experiment.ended_at_ms,
+            message: experiment.message.clone(),
+            matched: experiment.matched,
+            injected: experiment.injected,
+            faults: experiment.faults.iter().map(FaultJson::from).collect(),
+        }
+    }
+}
+
+impl From<pb::Target> for TargetJson {
+    fn from(target: pb::Target) -> Self {
+        Self {
+            pids: target.pids,
+            cgroup: target.cgroup,
+            comm: target.comm,
+            exclude_pids: target.exclude_pids,
+            exclude_comm: target.exclude_comm,
+        }
+    }
+}
+
+impl From<&pb::FaultStatus> for FaultJson {
+    fn from(fault: &pb::FaultStatus) -> Self {
+        Self {
+            index: fault.index,
+            kind: fault.kind.clone(),
+            mechanism: fault.mechanism.clone(),
+            matched: fault.matched,
+            injected: fault.injected,
+            summary: fault.summary.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CapabilitiesJson {
+    pub kernel_release: String,
+    pub agent_version: String,
+    pub max_duration_ms: u64,
+    pub capabilities: Vec<CapabilityJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CapabilityJson {
+    pub kind: String,
+    pub mechanism: String,
+    pub covers: Vec<String>,
+    pub supported: bool,
+    pub reason: String,
+}
+
+impl From<&pb::GetCapabilitiesResponse> for CapabilitiesJson {
+    fn from(caps: &pb::GetCapabilitiesResponse) -> Self {
+        Self {
+            kernel_release: caps.kernel_release.clone(),
+            agent_version: caps.agent_version.clone(),
+            max_duration_ms: caps.max_duration_ms,
+            capabilities: caps
+                .capabilities
+                .iter()
+                .map(|cap| CapabilityJson {
+                    kind: cap.fault_kind.clone(),
+                    mechanism: cap.mechanism.clone(),
+                    covers: cap.covers.clone(),
+                    supported: cap.supported,
+                    reason: cap.reason.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One line of `faultctl watch --output json`.
+#[derive(Debug, Serialize)]
+pub struct EventJson {
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    pub at_ms: u64,
+    pub id: String,
+    pub matched: u64,
+    pub injected: u64,
+    pub message: String,
+    pub experiment: Option<ExperimentJson>,
+}
+
+impl From<&pb::Event> for EventJson {
+    fn from(event: &pb::Event) -> Self {
+        let experiment = event.experiment.as_ref();
+        Self {
+            event_type: event_type_name(event.r#type),
+            at_ms: event.at_ms,
+            id: experiment.map(|e| e.id.clone()).unwrap_or_default(),
+            matched: experiment.map_or(0, |e| e.matched),
+            injected: experiment.map_or(0, |e| e.injected),
+            message: event.message.clone(),
+            experiment: experiment.map(ExperimentJson::from),
+        }
+    }
+}
+
+/// Pretty JSON followed by a newline.
+pub fn write_json(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)
+}
+
+/// Compact JSON on one line (NDJSON).
+pub fn write_json_line(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    writeln!(out)
+}
+
+/// Left-aligned columns separated by two spaces; the last column is not padded.
+struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(header: &[&str]) -> Self {
+        Self {
+            rows: vec![header.iter().map(|h| (*h).to_owned()).collect()],
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn write(&self, out: &mut impl Write) -> io::Result<()> {
+        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..columns)
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .filter_map(|row| row.get(c))
+                    .map(|cell| cell.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in &self.rows {
+            let mut line = String::new();
+            for (c, cell) in row.iter().enumerate() {
+                if c + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(&format!("{cell:<width$}  ", width = widths[c]));
+                }
+            }
+            writeln!(out, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+pub fn write_capabilities_table(
+    out: &mut impl Write,
+    caps: &pb::GetCapabilitiesResponse,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "agent {}, kernel {}, longest duration {}",
+        or_dash(&caps.agent_version),
+        or_dash(&caps.kernel_release),
+        compact_duration(Duration::from_millis(caps.max_duration_ms)),
+    )?;
+    let mut table = Table::new(&["KIND", "MECHANISM", "COVERS", "SUPPORTED", "REASON"]);
+    for cap in &caps.capabilities {
+        table.row(vec![
+            cap.fault_kind.clone(),
+            cap.mechanism.clone(),
+            or_dash(&cap.covers.join(",")).to_owned(),
+            if cap.supported { "yes" } else { "no" }.to_owned(),
+            cap.reason.clone(),
+        ]);
+    }
+    table.write(out)
+}
+
+pub fn write_experiments_table(
+    out: &mut impl Write,
+    experiments: &[pb::Experiment],
+    now_ms: u64,
+) -> io::Result<()> {
+    let mut table = Table::new(&[
+        "ID",
+        "NAME",
+        "STATE",
+        "FAULTS",
+        "MATCHED",
+        "INJECTED",
+        "REMAINING",
+    ]);
+    for experiment in experiments {
+        let spec = experiment.spec.as_ref();
+        let mut state = state_name(experiment.state).to_owned();
+        if spec.is_some_and(|s| s.dry_run) {
+            state.push_str(" (dry run)");
+        }
+        table.row(vec![
+            experiment.id.clone(),
+            or_dash(spec.map_or("", |s| s.name.as_str())).to_owned(),
+            state,
+            experiment.faults.len().to_string(),
+            experiment.matched.to_string(),
+            experiment.injected.to_string(),
+            remaining(experiment, now_ms),
+        ]);
+    }
+    table.write(out)
+}
+
+/// `faultctl status`: the experiment, then one row per fault.
+pub fn write_experiment_detail(
+    out: &mut impl Write,
+    experiment: &pb::Experiment,
+    now_ms: u64,
+) -> io::Result<()> {
+    let json = ExperimentJson::from(experiment);
+    let mut state = json.state.to_owned();
+    if json.dry_run {
+        state.push_str(" (dry run: nothing is injected)");
+    }
+    let labels: Vec<String> = json
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut deadline = format_time(json.deadline_ms);
+    if experiment.state == pb::ExperimentState::Running as i32 {
+        deadline.push_str(&format!(" (in {})", remaining(experiment, now_ms)));
+    }
+    let fields = [
+        ("ID", json.id.clone()),
+        ("Name", or_dash(&json.name).to_owned()),
+        ("State", state),
+        ("Target", describe_target(&json.target)),
+        ("Labels", or_dash(&labels.join(",")).to_owned()),
+        (
+            "Duration",
+            compact_duration(Duration::from_millis(json.duration_ms)),
+        ),
+        ("Started", format_time(json.started_at_ms)),
+        ("Deadline", deadline),
+        ("Ended", format_time(json.ended_at_ms)),
+        ("Matched", json.matched.to_string()),
+        ("Injected", json.injected.to_string()),
+        ("Message", or_dash(&json.message).to_owned()),
+    ];
+    for (key, value) in fields {
+        writeln!(out, "{:<10}{}", format!("{key}:"), value.replace('\n', " "))?;
+    }
+    if json.faults.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    let mut table = Table::new(&["#", "KIND", "MECHANISM", "MATCHED", "INJECTED", "SUMMARY"]);
+    for fault in &json.faults {
+        table.row(vec![
+            fault.index.to_string(),
+            fault.kind.clone(),
+            or_dash(&fault.mechanism).to_owned(),
+            fault.matched.to_string(),
+            fault.injected.to_string(),
+            fault.summary.clone(),
+        ]);
+    }
+    table.write(out)
+}
+
+/// One line per event, self-describing because `watch` prints no header.
+pub fn write_event_line(out: &mut impl Write, event: &pb::Event) -> io::Result<()> {
+    let json = EventJson::from(event);
+    let mut line = format!(
+        "{}  {:<8}  {}  matched={} injected={}",
+        format_time_millis(json.at_ms),
+        json.event_type,
+        or_dash(&json.id),
+        json.matched,
+        json.injected,
+    );
+    if !json.message.is_empty() {
+        line.push_str("  ");
+        line.push_str(&json.message.replace('\n', " "));
+    }
+    writeln!(out, "{line}")
+}
+
+/// Time left for a running experiment; `-` once it has ended.
+fn remaining(experiment: &pb::Experiment, now_ms: u64) -> String {
+    if experiment.state != pb::ExperimentState::Running as i32 {
+        return "-".to_owned();
+    }
+    // Round up so that a running experiment never shows 0s.
+    let left_ms = experiment.deadline_ms.saturating_sub(now_ms);
+    compact_duration(Duration::from_secs(left_ms.div_ceil(1000)))
+}
+
+/// `1h02m03s`, `4m05s`, `12s`: no spaces, so table columns stay intact.
+pub fn compact_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    let (hours, minutes, seconds) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if hours > 0 {
+        format!("{hours}h{minutes:02}m{seconds:02}s")
+    } else if minutes > 0 {
+        format!("{minutes}m{seconds:02}s")
+    } else if secs == 0 && duration.subsec_millis() > 0 {
+        format!("{}ms", duration.subsec_millis())
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+/// RFC 3339 in UTC, or `-` for an unset (zero) timestamp.
+fn format_time(epoch_ms: u64) -> String {
+    if epoch_ms == 0 {
+        return "-".to_owned();
+    }
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(epoch_ms)).to_string()
+}
+
+fn format_time_millis(epoch_ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(epoch_ms)).to_string()
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+fn describe_target(target: &TargetJson) -> String {
+    let join = |ids: &[u32]| ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let mut parts = Vec::new();
+    if !target.pids.is_empty() {
+        parts.push(format!("pids={}", join(&target.pids)));
+    }
+    if !target.cgroup.is_empty() {
+        parts.push(format!("cgroup={}", target.cgroup));
+    }
+    if !target.comm.is_empty() {
+        parts.push(format!("comm={}", target.comm));
+    }
+    if !target.exclude_pids.is_empty() {
+        parts.push(format!("exclude_pids={}", join(&target.exclude_pids)));
+    }
+    if !target.exclude_comm.is_empty() {
+        parts.push(format!("exclude_comm={}", target.exclude_comm));
+    }
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() { "-" } else { text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running_experiment() -> pb::Experiment {
+        pb::Experiment {
+            id: "exp-1".into(),
+            spec: Some(pb::ExperimentSpec {
+                name: "checkout".into(),
+                faults: vec![],
+                target: Some(pb::Target {
+                    cgroup: "/sys/fs/cgroup/app".into(),
+                    ..Default::default()
+                }),
+                duration_ms: 30_000,
+                dry_run: true,
+                labels: [("team".to_owned(), "payments".to_owned())].into(),
+            }),
+            state: pb::ExperimentState::Running as i32,
+            started_at_ms: 1_700_000_000_000,
+            deadline_ms: 1_700_000_030_000,
+            ended_at_ms: 0,
+            message: String::new(),
+            faults: vec![
+                pb::FaultStatus {
+                    index: 0,
+                    kind: "syscall_error".into(),
+                    mechanism: "cgroup_sock_addr".into(),
+                    matched: 10,
+                    injected: 4,
+                    summary: "connect -> ECONNREFUSED p=0.5".into(),
+                },
+                pb::FaultStatus {
+                    index: 1,
+                    kind: "syscall_signal".into(),
+                    mechanism: "raw_tracepoint".into(),
+                    matched: 3,
+                    injected: 1,
+                    summary: "openat -> SIGSEGV at call 3".into(),
+                },
+            ],
+            matched: 13,
+            injected: 5,
+        }
+    }
+
+    fn to_value(experiment: &pb::Experiment) -> serde_json::Value {
+        match serde_json::to_value(ExperimentJson::from(experiment)) {
+            Ok(value) => value,
+            Err(err) => panic!("expected the experiment to serialize, got error: {err}"),
+        }
+    }
+
+    #[test]
+    fn experiment_json_has_state_string_and_counters() {
+        let value = to_value(&running_experiment());
+        let expected = serde_json::json!({
+            "id": "exp-1",
+            "name": "checkout",
+            "state": "running",
+            "dry_run": true,
+            "labels": {"team": "payments"},
+            "target": {"pids": [], "cgroup": "/sys/fs/cgroup/app", "comm": "",
+                       "exclude_pids": [], "exclude_comm": ""},
+            "duration_ms": 30_000,
+            "started_at_ms": 1_700_000_000_000_u64,
+            "deadline_ms": 1_700_000_030_000_u64,
+            "ended_at_ms": 0,
+            "message": "",
+            "matched": 13,
+            "injected": 5,
+            "faults": [
+                {"index": 0, "kind": "syscall_error", "mechanism": "cgroup_sock_addr",
+                 "matched": 10, "injected": 4, "summary": "connect -> ECONNREFUSED p=0.5"},
+                {"index": 1, "kind": "syscall_signal", "mechanism": "raw_tracepoint",
+                 "matched": 3, "injected": 1, "summary": "openat -> SIGSEGV at call 3"},
+            ],
+        });
+        assert_eq!(value, expected, "JSON shape of an experiment");
+    }
+
+    #[test]
+    fn every_state_has_a_lowercase_name() {
+        let cases = [
+            (pb::ExperimentState::Running, "running"),
+            (pb::ExperimentState::Expired, "expired"),
+            (pb::ExperimentState::Stopped, "stopped"),
+            (pb::ExperimentState::Failed, "failed"),
+        ];
+        for (state, name) in cases {
+            let experiment = pb::Experiment {
+                state: state as i32,
+                ..running_experiment()
+            };
+            assert_eq!(
+                to_value(&experiment)["state"],
+                name,
+                "JSON state of {state:?}"
+            );
+        }
+        assert_eq!(
+            state_name(99),
+            "unknown",
+            "a state this build does not know"
+        );
+    }
+
+    #[test]
+    fn experiment_without_spec_still_serializes() {
+        let value = to_value(&pb::Experiment {
+            id: "bare".into(),
+            ..Default::default()
+        });
+        assert_eq!(value["id"], "bare");
+        assert_eq!(value["state"], "unspecified");
+        assert_eq!(value["faults"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn experiments_table_shows_remaining_time() {
+        let mut stopped = running_experiment();
+        stopped.id = "exp-2".into();
+        stopped.state = pb::ExperimentState::Stopped as i32;
+        let mut out = Vec::new();
+        let now = 1_700_000_017_500;
+        if let Err(err) = write_experiments_table(&mut out, &[running_experiment(), stopped], now) {
+            panic!("writing to a Vec failed: {err}");
+        }
+        let text = String::from_utf8_lossy(&out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "header and two rows, got:\n{text}");
+        assert!(lines[0].starts_with("ID "), "header first, got:\n{text}");
+        let running: Vec<&str> = lines[1]
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(
+            running,
+            [
+                "exp-1",
+                "checkout",
+                "running (dry run)",
+                "2",
+                "13",
+                "5",
+                "13s"
+            ],
+            "running row, got:\n{text}"
+        );
+        assert!(
+            lines[2].trim_end().ends_with(" -"),
+            "a stopped experiment has no remaining time, got:\n{text}"
+        );
+    }
+
+    #[test]
+    fn event_line_has_time_type_id_and_counters() {
+        let event = pb::Event {
+            r#type: pb::EventType::Counters as i32,
+            at_ms: 1_700_000_001_234,
+            experiment: Some(running_experiment()),
+            message: String::new(),
+        };
+        let mut out = Vec::new();
+        if let Err(err) = write_event_line(&mut out, &event) {
+            panic!("writing to a Vec failed: {err}");
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "2023-11-14T22:13:21.234Z  counters  exp-1  matched=13 injected=5\n"
+        );
+    }
+
+    #[test]
+    fn compact_durations() {
+        for (secs, text) in [(0, "0s"), (12, "12s"), (245, "4m05s"), (3723, "1h02m03s")] {
+            assert_eq!(
+                compact_duration(Duration::from_secs(secs)),
+                text,
+                "{secs} seconds"
+            );
+        }
+    }
+}

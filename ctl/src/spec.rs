@@ -1,0 +1,569 @@
+//! The experiment that `faultctl` sends: read from an experiment file (`apply`)
+//! or built from flags (`inject`), then converted to the wire `ExperimentSpec`.
+//!
+//! These are our own serde types on purpose: the proto types stay free of
+//! serde, and the file format can reject unknown fields and use `30s`
+//! durations instead of `duration_ms`.
+
+use std::{
+    collections::BTreeMap,
+    fmt, fs,
+    io::{self, Read},
+    path::Path,
+    time::Duration,
+};
+
+use faultline_proto::v1 as pb;
+use serde::{Deserialize, Deserializer, de};
+
+/// One experiment: what to inject, into whom, for how long.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    #[serde(default)]
+    pub name: String,
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub duration: Duration,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub target: Target,
+    pub faults: Vec<Fault>,
+}
+
+/// Who the faults apply to; the agent requires at least one of `pids`,
+/// `cgroup` or `comm`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Target {
+    pub pids: Vec<u32>,
+    pub cgroup: String,
+    pub comm: String,
+    pub exclude_pids: Vec<u32>,
+    pub exclude_comm: String,
+}
+
+/// One fault.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "FaultEntry")]
+pub enum Fault {
+    SyscallError(SyscallError),
+    SyscallSignal(SyscallSignal),
+}
+
+/// How a fault is written: a map whose single key is the fault kind,
+/// `- syscall_error: {...}`. A struct rather than a serde enum because
+/// `serde_yaml` 0.9 wants enums as `!tags`, and so that a misspelt kind is an
+/// "unknown field" that lists the known kinds, in YAML and JSON alike.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultEntry {
+    syscall_error: Option<SyscallError>,
+    syscall_signal: Option<SyscallSignal>,
+}
+
+impl TryFrom<FaultEntry> for Fault {
+    type Error = &'static str;
+
+    fn try_from(entry: FaultEntry) -> Result<Self, Self::Error> {
+        match (entry.syscall_error, entry.syscall_signal) {
+            (Some(fault), None) => Ok(Self::SyscallError(fault)),
+            (None, Some(fault)) => Ok(Self::SyscallSignal(fault)),
+            (None, None) => {
+                Err("a fault needs its kind as the key: syscall_error or syscall_signal")
+            }
+            (Some(_), Some(_)) => Err(
+                "a fault has exactly one kind: put syscall_error and syscall_signal in separate list items",
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyscallError {
+    pub syscall: String,
+    pub errno: String,
+    #[serde(default = "always")]
+    pub probability: f64,
+    /// 0 = any port.
+    #[serde(default)]
+    pub port: u32,
+    /// Empty = any address.
+    #[serde(default)]
+    pub cidr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyscallSignal {
+    pub syscall: String,
+    /// A name or a number; YAML `signal: 9` is accepted as well as `"9"`.
+    #[serde(deserialize_with = "deserialize_name_or_number")]
+    pub signal: String,
+    #[serde(default = "always")]
+    pub probability: f64,
+    /// 0 = not set; the probability decides.
+    #[serde(default)]
+    pub nth_call: u64,
+}
+
+fn always() -> f64 {
+    1.0
+}
+
+impl From<Experiment> for pb::ExperimentSpec {
+    fn from(experiment: Experiment) -> Self {
+        Self {
+            name: experiment.name,
+            faults: experiment
+                .faults
+                .into_iter()
+                .map(pb::FaultSpec::from)
+                .collect(),
+            target: Some(experiment.target.into()),
+            duration_ms: duration_ms(experiment.duration),
+            dry_run: experiment.dry_run,
+            labels: experiment.labels.into_iter().collect(),
+        }
+    }
+}
+
+impl From<Target> for pb::Target {
+    fn from(target: Target) -> Self {
+        Self {
+            pids: target.pids,
+            cgroup: target.cgroup,
+            comm: target.comm,
+            exclude_pids: target.exclude_pids,
+            exclude_comm: target.exclude_comm,
+        }
+    }
+}
+
+impl From<Fault> for pb::FaultSpec {
+    fn from(fault: Fault) -> Self {
+        let kind = match fault {
+            Fault::SyscallError(f) => pb::fault_spec::Kind::SyscallError(pb::SyscallError {
+                syscall: f.syscall,
+                errno: f.errno,
+                probability: f.probability,
+                port: f.port,
+                cidr: f.cidr,
+            }),
+            Fault::SyscallSignal(f) => pb::fault_spec::Kind::SyscallSignal(pb::SyscallSignal {
+                syscall: f.syscall,
+                signal: f.signal,
+                probability: f.probability,
+                nth_call: f.nth_call,
+            }),
+        };
+        Self { kind: Some(kind) }
+    }
+}
+
+/// Whole milliseconds, saturating; the agent caps durations far below `u64::MAX`.
+pub fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Parses a human duration such as `30s`, `2m`, `1h30m` or `1500ms`.
+///
+/// The wire format counts milliseconds, so anything shorter than 1ms is
+/// rejected here instead of silently becoming 0.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|err| format!("invalid duration {text:?}: {err}"))?;
+    if duration < Duration::from_millis(1) {
+        return Err(format!("invalid duration {text:?}: must be at least 1ms"));
+    }
+    Ok(duration)
+}
+
+fn deserialize_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    struct DurationVisitor;
+    impl de::Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration with a unit, such as \"30s\", \"2m\" or \"1500ms\"")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            parse_duration(text).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_str(DurationVisitor)
+}
+
+fn deserialize_name_or_number<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<String, D::Error> {
+    struct NameOrNumber;
+    impl de::Visitor<'_> for NameOrNumber {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a signal name or number, such as \"KILL\", \"SIGSEGV\" or 9")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<String, E> {
+            Ok(text.to_owned())
+        }
+        fn visit_u64<E: de::Error>(self, number: u64) -> Result<String, E> {
+            Ok(number.to_string())
+        }
+        fn visit_i64<E: de::Error>(self, number: i64) -> Result<String, E> {
+            Ok(number.to_string())
+        }
+    }
+    deserializer.deserialize_any(NameOrNumber)
+}
+
+/// How an experiment file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Yaml,
+    Json,
+}
+
+impl FileFormat {
+    /// By extension when it says, else by content: JSON documents start with `{`.
+    pub fn detect(path: &Path, text: &str) -> Self {
+        match path.extension().and_then(|ext| ext.to_str()) {
+            Some(ext) if ext.eq_ignore_ascii_case("json") => Self::Json,
+            Some(ext) if ext.eq_ignore_ascii_case("yaml") || ext.eq_ignore_ascii_case("yml") => {
+                Self::Yaml
+            }
+            _ if text.trim_start().starts_with('{') => Self::Json,
+            _ => Self::Yaml,
+        }
+    }
+}
+
+impl fmt::Display for FileFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Yaml => "YAML",
+            Self::Json => "JSON",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read experiment file {file}")]
+    Read { file: String, source: io::Error },
+    #[error("invalid experiment file {file} ({format}): {message}")]
+    Invalid {
+        file: String,
+        format: FileFormat,
+        message: String,
+    },
+}
+
+/// Reads an experiment file; `-` reads standard input.
+pub fn load(path: &Path) -> Result<Experiment, SpecError> {
+    let file = if path == Path::new("-") {
+        "<stdin>".to_owned()
+    } else {
+        path.display().to_string()
+    };
+    let text = if path == Path::new("-") {
+        let mut text = String::new();
+        io::stdin().read_to_string(&mut text).map(|_| text)
+    } else {
+        fs::read_to_string(path)
+    }
+    .map_err(|source| SpecError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    let format = FileFormat::detect(path, &text);
+    parse(&text, format).map_err(|message| SpecError::Invalid {
+        file,
+        format,
+        message,
+    })
+}
+
+/// Parses an experiment document. The error names the offending field: serde
+/// reports unknown fields by name, and YAML errors carry the path to them.
+pub fn parse(text: &str, format: FileFormat) -> Result<Experiment, String> {
+    if text.trim().is_empty() {
+        return Err("the file is empty".to_owned());
+    }
+    match format {
+        FileFormat::Yaml => serde_yaml::from_str(text).map_err(|err| err.to_string()),
+        FileFormat::Json => {
+            let deserializer = &mut serde_json::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(deserializer).map_err(|err| {
+                let path = err.path().to_string();
+                let inner = err.into_inner();
+                if path == "." {
+                    inner.to_string()
+                } else {
+                    format!("{path}: {inner}")
+                }
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = r#"
+name: checkout-connect-refused
+duration: 30s
+dry_run: false
+labels: {team: payments}
+target:
+  cgroup: /sys/fs/cgroup/unified/app
+  pids: [1234]
+  comm: curl
+  exclude_pids: []
+  exclude_comm: ""
+faults:
+  - syscall_error: {syscall: connect, errno: ECONNREFUSED, probability: 0.5, port: 8080, cidr: 127.0.0.0/8}
+  - syscall_signal: {syscall: openat, signal: SEGV, nth_call: 3}
+"#;
+
+    fn expected_spec() -> pb::ExperimentSpec {
+        pb::ExperimentSpec {
+            name: "checkout-connect-refused".into(),
+            faults: vec![
+                pb::FaultSpec {
+                    kind: Some(pb::fault_spec::Kind::SyscallError(pb::SyscallError {
+                        syscall: "connect".into(),
+                        errno: "ECONNREFUSED".into(),
+                        probability: 0.5,
+                        port: 8080,
+                        cidr: "127.0.0.0/8".into(),
+                    })),
+                },
+                pb::FaultSpec {
+                    kind: Some(pb::fault_spec::Kind::SyscallSignal(pb::SyscallSignal {
+                        syscall: "openat".into(),
+                        signal: "SEGV".into(),
+                        probability: 1.0,
+                        nth_call: 3,
+                    })),
+                },
+            ],
+            target: Some(pb::Target {
+                pids: vec![1234],
+                cgroup: "/sys/fs/cgroup/unified/app".into(),
+                comm: "curl".into(),
+                exclude_pids: vec![],
+                exclude_comm: String::new(),
+            }),
+            duration_ms: 30_000,
+            dry_run: false,
+            labels: [("team".to_owned(), "payments".to_owned())].into(),
+        }
+    }
+
+    fn parse_ok(text: &str, format: FileFormat) -> pb::ExperimentSpec {
+        match parse(text, format) {
+            Ok(experiment) => experiment.into(),
+            Err(err) => panic!("expected the {format} document to parse, got error: {err}"),
+        }
+    }
+
+    fn parse_err(text: &str, format: FileFormat) -> String {
+        match parse(text, format) {
+            Ok(experiment) => panic!("expected a {format} parse error, got {experiment:?}"),
+            Err(err) => err,
+        }
+    }
+
+    #[test]
+    fn yaml_spec_converts_to_proto() {
+        assert_eq!(parse_ok(YAML, FileFormat::Yaml), expected_spec());
+    }
+
+    #[test]
+    fn json_spec_converts_to_proto() {
+        let json = r#"{
+          "name": "checkout-connect-refused",
+          "duration": "30s",
+          "labels": {"team": "payments"},
+          "target": {"cgroup": "/sys/fs/cgroup/unified/app", "pids": [1234], "comm": "curl"},
+          "faults": [
+            {"syscall_error": {"syscall": "connect", "errno": "ECONNREFUSED", "probability": 0.5,
+                               "port": 8080, "cidr": "127.0.0.0/8"}},
+            {"syscall_signal": {"syscall": "openat", "signal": "SEGV", "nth_call": 3}}
+          ]
+        }"#;
+        assert_eq!(parse_ok(json, FileFormat::Json), expected_spec());
+    }
+
+    #[test]
+    fn defaults_fill_in_optional_fields() {
+        let yaml = "duration: 2m\ntarget: {comm: curl}\nfaults:\n  - syscall_error: {syscall: connect, errno: ECONNREFUSED}\n";
+        let spec = parse_ok(yaml, FileFormat::Yaml);
+        assert_eq!(spec.duration_ms, 120_000, "2m should be 120000 ms");
+        assert!(!spec.dry_run, "dry_run should default to false");
+        let Some(pb::fault_spec::Kind::SyscallError(fault)) = &spec.faults[0].kind else {
+            panic!("expected a syscall_error fault, got {:?}", spec.faults[0]);
+        };
+        assert!(
+            (fault.probability - 1.0).abs() < f64::EPSILON,
+            "probability should default to 1.0, got {}",
+            fault.probability
+        );
+        assert_eq!(
+            (fault.port, fault.cidr.as_str()),
+            (0, ""),
+            "port and cidr should default to any"
+        );
+    }
+
+    #[test]
+    fn numeric_signal_is_accepted() {
+        let yaml = "duration: 1s\ntarget: {pids: [1]}\nfaults:\n  - syscall_signal: {syscall: openat, signal: 9}\n";
+        let spec = parse_ok(yaml, FileFormat::Yaml);
+        let Some(pb::fault_spec::Kind::SyscallSignal(fault)) = &spec.faults[0].kind else {
+            panic!("expected a syscall_signal fault, got {:?}", spec.faults[0]);
+        };
+        assert_eq!(fault.signal, "9");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_by_name() {
+        let cases = [
+            (YAML.replace("dry_run: false", "dry_rnu: false"), FileFormat::Yaml, "dry_rnu", ""),
+            (
+                YAML.replace("comm: curl", "command: curl"),
+                FileFormat::Yaml,
+                "command",
+                "target",
+            ),
+            (
+                YAML.replace("port: 8080", "prot: 8080"),
+                FileFormat::Yaml,
+                "prot",
+                "faults[0].syscall_error",
+            ),
+            (
+                r#"{"duration": "1s", "target": {"pids": [1]},
+                    "faults": [{"syscall_signal": {"syscall": "openat", "signal": "KILL", "nth": 3}}]}"#
+                    .to_owned(),
+                FileFormat::Json,
+                "nth",
+                "faults[0].syscall_signal",
+            ),
+        ];
+        for (text, format, field, path) in cases {
+            let err = parse_err(&text, format);
+            assert!(
+                err.contains(&format!("unknown field `{field}`")),
+                "expected the {format} error to name the unknown field `{field}`, got: {err}"
+            );
+            assert!(
+                err.contains(path),
+                "expected the {format} error to give the path {path:?}, got: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_fault_kind_is_rejected_by_name() {
+        let yaml = "duration: 1s\ntarget: {pids: [1]}\nfaults:\n  - disk_full: {}\n";
+        let err = parse_err(yaml, FileFormat::Yaml);
+        assert!(
+            err.contains("disk_full"),
+            "expected the error to name `disk_full`, got: {err}"
+        );
+    }
+
+    #[test]
+    fn a_fault_has_exactly_one_kind() {
+        let none = "duration: 1s\ntarget: {pids: [1]}\nfaults:\n  - {}\n";
+        let err = parse_err(none, FileFormat::Yaml);
+        assert!(
+            err.contains("needs its kind"),
+            "expected a missing-kind error, got: {err}"
+        );
+        let both = r#"{"duration": "1s", "target": {"pids": [1]}, "faults": [
+            {"syscall_error": {"syscall": "connect", "errno": "EPERM"},
+             "syscall_signal": {"syscall": "openat", "signal": "KILL"}}]}"#;
+        let err = parse_err(both, FileFormat::Json);
+        assert!(
+            err.contains("exactly one kind"),
+            "expected a two-kinds error, got: {err}"
+        );
+    }
+
+    #[test]
+    fn missing_duration_is_reported() {
+        let yaml = "target: {pids: [1]}\nfaults: []\n";
+        let err = parse_err(yaml, FileFormat::Yaml);
+        assert!(
+            err.contains("duration"),
+            "expected the error to name `duration`, got: {err}"
+        );
+    }
+
+    #[test]
+    fn bad_duration_names_the_field() {
+        let yaml = "duration: 30\ntarget: {pids: [1]}\nfaults: []\n";
+        let err = parse_err(yaml, FileFormat::Yaml);
+        assert!(
+            err.contains("duration"),
+            "expected the error to name `duration`, got: {err}"
+        );
+        let json = r#"{"duration": "soon", "target": {"pids": [1]}, "faults": []}"#;
+        let err = parse_err(json, FileFormat::Json);
+        assert!(
+            err.starts_with("duration: invalid duration \"soon\""),
+            "expected the error to start with the field and the bad value, got: {err}"
+        );
+    }
+
+    #[test]
+    fn empty_file_is_reported() {
+        assert_eq!(parse_err("  \n", FileFormat::Yaml), "the file is empty");
+    }
+
+    #[test]
+    fn durations_parse() {
+        for (text, ms) in [
+            ("30s", 30_000),
+            ("2m", 120_000),
+            ("1500ms", 1_500),
+            ("1h 30m", 5_400_000),
+        ] {
+            match parse_duration(text) {
+                Ok(duration) => assert_eq!(duration_ms(duration), ms, "{text:?} in milliseconds"),
+                Err(err) => panic!("expected {text:?} to parse, got error: {err}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_durations_are_rejected() {
+        for text in ["30", "soon", "", "0s", "500us", "-1s"] {
+            if let Ok(duration) = parse_duration(text) {
+                panic!("expected {text:?} to be rejected, got {duration:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn format_is_detected_by_extension_then_content() {
+        let cases = [
+            ("x.json", "name: a", FileFormat::Json),
+            ("x.YML", "{}", FileFormat::Yaml),
+            ("x.yaml", "{}", FileFormat::Yaml),
+            ("-", "  {\"a\": 1}", FileFormat::Json),
+            ("spec", "name: a", FileFormat::Yaml),
+        ];
+        for (path, text, expected) in cases {
+            assert_eq!(
+                FileFormat::detect(Path::new(path), text),
+                expected,
+                "format of {path} with {text:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The target process of the end-to-end tests: makes real syscalls and
+//! reports, as one JSON line, which errno each one got.
+//!
+//! fl-probe connect ADDR COUNT      TCP connect() COUNT times
+//! fl-probe bind ADDR COUNT         bind() a UDP socket COUNT times
+//! fl-probe sendto ADDR COUNT       unconnected UDP sendto() COUNT times
+//! fl-probe loop SYSCALL PERIOD_MS  call getppid|uname|getcwd forever
+//! fl-probe first-error ADDR       connect in a loop until one fails; print when
+//! fl-probe serve                   read commands ("connect ADDR N", ...) from stdin, answer each
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, Write as _},
+    net::{SocketAddr, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+fn errno_name(e: &std::io::Error) -> String {
+    e.raw_os_error().map_or_else(|| e.to_string(), |n| format!("{:?}", nix::errno::Errno::from_raw(n)))
+}
+
+fn run(op: &str, addr: &str, count: u64) -> String {
+    let addr: SocketAddr = addr.parse().expect("ADDR must be ip:port");
+    let mut ok = 0u64;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for _ in 0..count {
+        let res = match op {
+            "connect" => TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(drop),
+            "bind" => UdpSocket::bind(addr).map(drop),
+            "sendto" => {
+                let any: SocketAddr = if addr.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" }.parse().unwrap();
+                UdpSocket::bind(any).and_then(|s| s.send_to(b"x", addr)).map(drop)
+            }
+            other => panic!("unknown op {other}"),
+        };
+        match res {
+            Ok(()) => ok += 1,
+            Err(e) => *errors.entry(errno_name(&e)).or_default() += 1,
+        }
+    }
+    serde_json::json!({ "ok": ok, "errors": errors }).to_string()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("loop") => {
+            let period = Duration::from_millis(args[2].parse().expect("PERIOD_MS"));
+            loop {
+                match args[1].as_str() {
+                    "getppid" => {
+                        nix::unistd::getppid();
+                    }
+                    "uname" => {
+                        let _ = nix::sys::utsname::uname();
+                    }
+                    "getcwd" => {
+                        let _ = std::env::current_dir();
+                    }
+                    other => panic!("unsupported loop syscall {other}"),
+                }
+                std::thread::sleep(period);
+            }
+        }
+        Some("first-error") => {
+            // Connect in a loop until one fails; print when (CLOCK_MONOTONIC).
+            let addr: SocketAddr = args[1].parse().expect("ADDR");
+            loop {
+                if let Err(e) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+                    let ns = now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64;
+                    println!("{}", serde_json::json!({ "mono_ns": ns, "errno": errno_name(&e) }));
+                    return;
+                }
+            }
+        }
+        Some("serve") => {
+            let stdin = std::io::stdin();
+            let mut out = std::io::stdout();
+            for line in stdin.lock().lines() {
+                let line = line.expect("stdin");
+                let w: Vec<&str> = line.split_whitespace().collect();
+                if w.len() != 3 {
+                    break;
+                }
+                let res = run(w[0], w[1], w[2].parse().expect("COUNT"));
+                writeln!(out, "{res}").expect("stdout");
+                out.flush().expect("flush");
+            }
+        }
+        Some(op) if args.len() == 3 => println!("{}", run(op, &args[1], args[2].parse().expect("COUNT"))),
+        _ => {
+            eprintln!("usage: fl-probe connect|bind|sendto ADDR COUNT | loop SYSCALL PERIOD_MS | serve");
+            std::process::exit(2);
+        }
+    }
+}

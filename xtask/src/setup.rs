@@ -1,0 +1,128 @@
+//! `cargo xtask setup`: everything a fresh machine needs before it can build
+//! and test Faultline. Each step checks first and changes nothing when its
+//! part is already in place, so a second run is fast and quiet.
+
+use std::{env, fs, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{command::run, toolchain};
+
+/// Debian packages the privileged tests and benchmarks call.
+const APT_PACKAGES: &[&str] = &[
+    "iproute2",   // ip, tc: network namespaces and veth pairs
+    "strace",     // observing injected syscall faults
+    "bpftool",    // inspecting loaded programs and links
+    "util-linux", // nsenter: `ip netns exec` would hide bpffs (KERNEL.md)
+];
+
+const BPFFS: &str = "/sys/fs/bpf";
+
+pub fn run_all() -> Result<()> {
+    put_cargo_bin_first_on_path()?;
+    toolchain::ensure_nightly()?;
+    toolchain::ensure_rust_src()?;
+    toolchain::ensure_bpf_linker()?;
+    ensure_apt_packages()?;
+    ensure_bpffs()
+}
+
+fn put_cargo_bin_first_on_path() -> Result<()> {
+    let bin = toolchain::cargo_bin_dir();
+    let path = env::var_os("PATH").unwrap_or_default();
+    if env::split_paths(&path).next().as_deref() == Some(bin.as_path()) {
+        return Ok(());
+    }
+    let path = env::join_paths(std::iter::once(bin).chain(env::split_paths(&path)))
+        .context("PATH with cargo's bin directory")?;
+    // SAFETY: xtask is single-threaded; nothing reads the environment concurrently.
+    unsafe { env::set_var("PATH", path) };
+    Ok(())
+}
+
+fn ensure_apt_packages() -> Result<()> {
+    let mut missing = Vec::new();
+    for &package in APT_PACKAGES {
+        if !dpkg_installed(package)? {
+            missing.push(package);
+        }
+    }
+    if missing.is_empty() {
+        crate::status(
+            "apt packages",
+            &format!("present: {}", APT_PACKAGES.join(" ")),
+        );
+        return Ok(());
+    }
+    crate::status("apt packages", &format!("installing {}", missing.join(" ")));
+    if !crate::running_as_root() {
+        bail!(
+            "installing {} needs root: run `sudo cargo xtask setup`",
+            missing.join(" ")
+        );
+    }
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y"])
+        .args(&missing))
+}
+
+fn dpkg_installed(package: &str) -> Result<bool> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .context("running dpkg-query: setup expects a Debian-based machine")?;
+    // An unknown package makes dpkg-query fail; that just means "not installed".
+    Ok(out.status.success()
+        && String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .last()
+            == Some("installed"))
+}
+
+fn ensure_bpffs() -> Result<()> {
+    let mountinfo =
+        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    if bpffs_mounted(&mountinfo) {
+        crate::status("bpffs", &format!("mounted at {BPFFS}"));
+        return Ok(());
+    }
+    if !crate::running_as_root() {
+        crate::status(
+            "bpffs",
+            &format!(
+                "not mounted at {BPFFS}; skipped (needs root, and the agent mounts it itself)"
+            ),
+        );
+        return Ok(());
+    }
+    crate::status("bpffs", &format!("mounting at {BPFFS}"));
+    run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))
+}
+
+/// mountinfo lines: `id parent major:minor root MOUNT_POINT options... - FSTYPE source options`.
+fn bpffs_mounted(mountinfo: &str) -> bool {
+    mountinfo.lines().any(|line| {
+        let Some((mount, fs)) = line.split_once(" - ") else {
+            return false;
+        };
+        mount.split(' ').nth(4) == Some(BPFFS) && fs.split(' ').next() == Some("bpf")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bpffs_is_found_only_as_bpf_at_its_mount_point() {
+        let with = "25 1 0:23 / /sys rw,nosuid - sysfs sysfs rw\n\
+                    40 25 0:35 / /sys/fs/bpf rw,relatime shared:9 - bpf bpf rw,mode=700\n";
+        let tmpfs_there = "40 25 0:35 / /sys/fs/bpf rw - tmpfs tmpfs rw\n";
+        let elsewhere = "41 25 0:36 / /run/bpf rw - bpf bpf rw\n";
+        assert!(bpffs_mounted(with));
+        assert!(!bpffs_mounted(tmpfs_there));
+        assert!(!bpffs_mounted(elsewhere));
+    }
+}
