@@ -140,31 +140,20 @@ fn new_id() -> String {
     format!("exp-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }
 
-/// Pids of running processes whose name is in `comms`.
-fn pids_named(comms: &[String]) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| comms.iter().any(|p| p == c.trim_end()))
-        })
-        .collect()
-}
-
 fn process_comm(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|c| c.trim_end().to_owned())
 }
 
 impl Engine {
-    pub fn new(kernel: Kernel, policy: Policy) -> Self {
-        Self {
+    pub fn new(mut kernel: Kernel, policy: Policy) -> Result<Self, KernelError> {
+        kernel.set_protected_comms(&policy.protected_comms)?;
+        Ok(Self {
             kernel,
             records: BTreeMap::new(),
             free: (0..MAX_FAULTS).collect(),
             policy,
             agent_pid: std::process::id(),
-        }
+        })
     }
 
     pub fn kernel(&self) -> &Kernel {
@@ -287,9 +276,7 @@ impl Engine {
                 "all {MAX_FAULTS} fault slots are in use; stop an experiment first"
             )));
         }
-        let mut protected = self.policy.protected_pids.clone();
-        protected.extend(pids_named(&self.policy.protected_comms));
-        self.kernel.set_protected(&protected)?;
+        self.kernel.set_protected(&self.policy.protected_pids)?;
 
         let deadline_ns = boottime_ns() + spec.duration.as_nanos() as u64;
         let mut armed: Vec<FaultRecord> = Vec::with_capacity(spec.faults.len());

@@ -68,6 +68,7 @@ pub struct Kernel {
     nth: HashMap<MapData, SlotPid, u64>,
     pids: HashMap<MapData, SlotPid, u32>,
     protected: HashMap<MapData, u32, u8>,
+    protected_comms: HashMap<MapData, [u8; 16], u8>,
     attachments: BTreeMap<Mechanism, Attachment>,
     /// Why a mechanism cannot be used here, found while loading.
     unavailable: BTreeMap<Mechanism, String>,
@@ -141,6 +142,7 @@ impl Kernel {
         let nth = take(&mut ebpf, "FL_NTH")?;
         let pids = take(&mut ebpf, "FL_PIDS")?;
         let protected = take(&mut ebpf, "FL_PROTECTED")?;
+        let protected_comms = take(&mut ebpf, "FL_PROT_COMMS")?;
         let ncpus = nr_cpus().map_err(|(_, e)| KernelError::Map {
             name: "FL_COUNTERS",
             source: aya::maps::MapError::IoError(e),
@@ -154,6 +156,7 @@ impl Kernel {
             nth,
             pids,
             protected,
+            protected_comms,
             attachments: BTreeMap::new(),
             unavailable,
             cgroup_root,
@@ -239,6 +242,17 @@ impl Kernel {
         }
         for p in pids.iter().take(4096) {
             self.protected.insert(p, 1, 0).map_err(Self::map_err("FL_PROTECTED"))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the process names that are never faulted (at most 64).
+    pub fn set_protected_comms(&mut self, comms: &[String]) -> Result<(), KernelError> {
+        for c in comms.iter().take(64) {
+            let mut key = [0u8; 16];
+            let n = c.len().min(15);
+            key[..n].copy_from_slice(&c.as_bytes()[..n]);
+            self.protected_comms.insert(key, 1, 0).map_err(Self::map_err("FL_PROT_COMMS"))?;
         }
         Ok(())
     }

@@ -59,8 +59,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         protected_pids: cfg.protected_pids.clone(),
         protected_comms: cfg.protected_comms.clone(),
     };
-    let engine = EngineHandle::new(Engine::new(kernel, policy));
-    let shutdown = async {
+    let engine = EngineHandle::new(Engine::new(kernel, policy)?);
+    let on_signal = engine.clone();
+    let shutdown = async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("installing a SIGTERM handler");
         tokio::select! {
@@ -68,9 +69,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
         info!("shutting down: stopping every experiment");
+        let stopped = on_signal.stop_all("agent shut down");
+        info!(stopped = stopped.len(), "experiments stopped");
     };
     server::serve(&cfg, engine.clone(), shutdown).await?;
-    let stopped = engine.stop_all("agent shut down");
-    info!(stopped = stopped.len(), "agent stopped");
+    engine.stop_all("agent shut down");
+    info!("agent stopped");
     Ok(())
 }

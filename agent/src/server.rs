@@ -10,6 +10,8 @@ use tonic::transport::Server;
 
 use crate::{config::Config, engine::EngineHandle, grpc::FaultServiceImpl};
 
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot listen on {0}: {1}")]
@@ -50,17 +52,30 @@ pub async fn serve(
         }
     };
 
+    // Open streams (WatchEvents) would hold a graceful shutdown forever:
+    // give in-flight calls a moment, then go.
+    let grace = {
+        let mut rx = stop_tx.subscribe();
+        async move {
+            let _ = rx.recv().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
     tracing::info!(socket = %cfg.socket.display(), "serving faultline.v1 on unix socket");
     let unix_fut = router.clone().serve_with_incoming_shutdown(UnixListenerStream::new(unix), wait(&stop_tx));
     if let Some(addr) = cfg.listen {
         let tcp = TcpListener::bind(addr).await.map_err(|e| ServeError::Bind(addr.to_string(), e))?;
         tracing::info!(%addr, "serving faultline.v1 on loopback TCP (no TLS)");
         let tcp_fut = router.serve_with_incoming_shutdown(TcpListenerStream::new(tcp), wait(&stop_tx));
-        let (a, b) = tokio::join!(unix_fut, tcp_fut);
-        a?;
-        b?;
+        tokio::select! {
+            (a, b) = async { tokio::join!(unix_fut, tcp_fut) } => { a?; b?; }
+            () = grace => tracing::info!("closing connections that did not finish"),
+        }
     } else {
-        unix_fut.await?;
+        tokio::select! {
+            r = unix_fut => r?,
+            () = grace => tracing::info!("closing connections that did not finish"),
+        }
     }
     let _ = std::fs::remove_file(&cfg.socket);
     Ok(())

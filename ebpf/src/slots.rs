@@ -35,6 +35,11 @@ pub static PIDS: HashMap<SlotPid, u32> = HashMap::with_max_entries(4096, 0);
 #[map(name = "FL_PROTECTED")]
 pub static PROTECTED: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 
+/// Process names that are never faulted, checked on every event so that a
+/// protected process started after the experiment is spared too.
+#[map(name = "FL_PROT_COMMS")]
+pub static PROTECTED_COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(64, 0);
+
 /// The calling task. Read once per event: a lazily read comm doubles the
 /// states the verifier must walk in every slot iteration.
 pub struct Caller {
@@ -61,6 +66,10 @@ pub fn protected(caller: &Caller) -> Option<u32> {
     }
     // SAFETY: the value is only tested for presence.
     if unsafe { PROTECTED.get(&caller.tgid) }.is_some() {
+        return None;
+    }
+    // SAFETY: as above.
+    if unsafe { PROTECTED_COMMS.get(&caller.comm) }.is_some() {
         return None;
     }
     Some(if cfg.slot_limit > MAX_FAULTS { MAX_FAULTS } else { cfg.slot_limit })

@@ -54,9 +54,14 @@ impl Agent {
 
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(unique("faultline-agent"));
+        Self::start_in(dir, extra)
+    }
+
+    /// Starts an agent whose socket, state and log live in `dir`.
+    pub fn start_in(dir: PathBuf, extra: &[&str]) -> Self {
         std::fs::create_dir_all(&dir).expect("agent dir");
         let socket = dir.join("agent.sock");
-        let log = std::fs::File::create(dir.join("agent.log")).expect("agent log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("agent.log")).expect("agent log");
         let child = Command::new(bin("faultline-agent"))
             .arg("--socket")
             .arg(&socket)
@@ -130,8 +135,10 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        self.shutdown();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.child.is_some() {
+            self.shutdown();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
