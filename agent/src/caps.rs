@@ -23,7 +23,11 @@ pub fn probe(kernel: &Kernel) -> Vec<Capability> {
         }
     };
     let mut caps = vec![
-        row("syscall_error", Mechanism::CgroupSockAddr, &["connect", "bind", "sendmsg"]),
+        row(
+            "syscall_error",
+            Mechanism::CgroupSockAddr,
+            &["connect", "bind", "sendmsg"],
+        ),
         row("syscall_signal", Mechanism::SysEnter, &["any syscall"]),
     ];
     caps.push(Capability {

@@ -32,7 +32,11 @@ fn parse_mountinfo(info: &str) -> Option<PathBuf> {
     info.lines().find_map(|line| {
         let (pre, post) = line.split_once(" - ")?;
         let fstype = post.split_whitespace().next()?;
-        if fstype == "cgroup2" { Some(PathBuf::from(pre.split_whitespace().nth(4)?)) } else { None }
+        if fstype == "cgroup2" {
+            Some(PathBuf::from(pre.split_whitespace().nth(4)?))
+        } else {
+            None
+        }
     })
 }
 
@@ -51,18 +55,32 @@ impl Cgroup {
     pub fn resolve(given: &str) -> Result<Self, CgroupError> {
         let mount = cgroup2_mount()?;
         let raw = Path::new(given);
-        let joined = if raw.is_absolute() { raw.to_path_buf() } else { mount.join(raw) };
-        let path = joined.canonicalize().map_err(|_| CgroupError::Missing(joined.clone()))?;
+        let joined = if raw.is_absolute() {
+            raw.to_path_buf()
+        } else {
+            mount.join(raw)
+        };
+        let path = joined
+            .canonicalize()
+            .map_err(|_| CgroupError::Missing(joined.clone()))?;
         let rel = path
             .strip_prefix(&mount)
             .map_err(|_| CgroupError::NotCgroup2(path.clone(), mount.clone()))?;
-        let st = nix::sys::statfs::statfs(&path).map_err(|e| CgroupError::Io(path.clone(), e.into()))?;
+        let st =
+            nix::sys::statfs::statfs(&path).map_err(|e| CgroupError::Io(path.clone(), e.into()))?;
         let meta = std::fs::metadata(&path).map_err(|e| CgroupError::Io(path.clone(), e))?;
         if st.filesystem_type().0 as i64 != CGROUP2_MAGIC || !meta.is_dir() {
             return Err(CgroupError::NotCgroup2(path, mount));
         }
-        let level = rel.components().filter(|c| matches!(c, Component::Normal(_))).count();
-        Ok(Self { id: meta.ino(), level: level as u32, path })
+        let level = rel
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .count();
+        Ok(Self {
+            id: meta.ino(),
+            level: level as u32,
+            path,
+        })
     }
 }
 
@@ -74,8 +92,12 @@ mod tests {
     fn finds_cgroup2_in_hybrid_and_pure_layouts() {
         let hybrid = "35 25 0:30 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
                       41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
-        assert_eq!(parse_mountinfo(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        let pure = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            parse_mountinfo(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let pure =
+            "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
         assert_eq!(parse_mountinfo(pure), Some(PathBuf::from("/sys/fs/cgroup")));
         assert_eq!(parse_mountinfo("1 2 0:1 / / rw - ext4 /dev/vda rw\n"), None);
     }

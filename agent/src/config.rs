@@ -40,7 +40,11 @@ struct FileConfig {
 
 /// Command line; every flag also reads an environment variable.
 #[derive(Debug, Default, clap::Parser)]
-#[command(name = "faultline-agent", version, about = "Faultline host fault-injection agent")]
+#[command(
+    name = "faultline-agent",
+    version,
+    about = "Faultline host fault-injection agent"
+)]
 pub struct Cli {
     /// TOML config file (overrides the embedded defaults).
     #[arg(long, env = "FAULTLINE_CONFIG")]
@@ -90,14 +94,23 @@ fn overlay(base: &mut FileConfig, top: FileConfig) {
     macro_rules! take {
         ($($f:ident),*) => { $( if top.$f.is_some() { base.$f = top.$f; } )* };
     }
-    take!(socket, listen, state_dir, max_duration, protected_pids, protected_comms, log);
+    take!(
+        socket,
+        listen,
+        state_dir,
+        max_duration,
+        protected_pids,
+        protected_comms,
+        log
+    );
 }
 
 impl Config {
     pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
         let mut merged = parse_toml("(embedded default)", DEFAULT_CONFIG)?;
         if let Some(path) = &cli.config {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.clone(), e))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.clone(), e))?;
             overlay(&mut merged, parse_toml(&path.display().to_string(), &text)?);
         }
         overlay(
@@ -122,9 +135,14 @@ impl Config {
     }
 
     fn validate(f: FileConfig) -> Result<Self, ConfigError> {
-        let socket = f.socket.unwrap_or_else(|| "/run/faultline/agent.sock".into());
+        let socket = f
+            .socket
+            .unwrap_or_else(|| "/run/faultline/agent.sock".into());
         if !socket.is_absolute() {
-            return Err(ConfigError::Invalid { key: "socket", reason: "must be an absolute path".into() });
+            return Err(ConfigError::Invalid {
+                key: "socket",
+                reason: "must be an absolute path".into(),
+            });
         }
         let listen = match f.listen.as_deref().map(str::trim) {
             None | Some("") => None,
@@ -136,15 +154,19 @@ impl Config {
                 if !addr.ip().is_loopback() {
                     return Err(ConfigError::Invalid {
                         key: "listen",
-                        reason: format!("{addr} is not a loopback address; plain TCP is loopback-only until TLS is configured"),
+                        reason: format!(
+                            "{addr} is not a loopback address; plain TCP is loopback-only until TLS is configured"
+                        ),
                     });
                 }
                 Some(addr)
             }
         };
         let max = f.max_duration.unwrap_or_else(|| "1h".into());
-        let max_duration = humantime::parse_duration(&max)
-            .map_err(|e| ConfigError::Invalid { key: "max_duration", reason: format!("{max:?}: {e}") })?;
+        let max_duration = humantime::parse_duration(&max).map_err(|e| ConfigError::Invalid {
+            key: "max_duration",
+            reason: format!("{max:?}: {e}"),
+        })?;
         if max_duration.is_zero() || max_duration > HARD_MAX_DURATION {
             return Err(ConfigError::Invalid {
                 key: "max_duration",
@@ -156,8 +178,10 @@ impl Config {
             check_comm(c)?;
         }
         let log = f.log.unwrap_or_else(|| "info".into());
-        tracing_subscriber::EnvFilter::try_new(&log)
-            .map_err(|e| ConfigError::Invalid { key: "log", reason: e.to_string() })?;
+        tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| ConfigError::Invalid {
+            key: "log",
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             socket,
             listen,
@@ -220,7 +244,10 @@ mod tests {
 
         std::fs::write(&file, "listen = \"0.0.0.0:1\"\n").unwrap();
         let err = Config::load(&c).unwrap_err().to_string();
-        assert!(err.contains("`listen`") && err.contains("loopback"), "{err}");
+        assert!(
+            err.contains("`listen`") && err.contains("loopback"),
+            "{err}"
+        );
 
         std::fs::write(&file, "max_duraton = \"1h\"\n").unwrap();
         let err = Config::load(&c).unwrap_err().to_string();

@@ -29,13 +29,25 @@ pub enum SpecErrorKind {
 
 impl SpecError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into(), kind: SpecErrorKind::Invalid }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+            kind: SpecErrorKind::Invalid,
+        }
     }
     pub fn protected(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into(), kind: SpecErrorKind::Protected }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+            kind: SpecErrorKind::Protected,
+        }
     }
     pub fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into(), kind: SpecErrorKind::Unsupported }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+            kind: SpecErrorKind::Unsupported,
+        }
     }
 }
 
@@ -75,7 +87,10 @@ impl Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = a.trim().parse().map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
             Some(p) => p

@@ -130,9 +130,8 @@ pub struct Engine {
 }
 
 fn boottime_ns() -> u64 {
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).unwrap_or_else(|_| {
-        nix::sys::time::TimeSpec::new(0, 0)
-    });
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
@@ -141,7 +140,9 @@ fn new_id() -> String {
 }
 
 fn process_comm(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|c| c.trim_end().to_owned())
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim_end().to_owned())
 }
 
 impl Engine {
@@ -179,22 +180,36 @@ impl Engine {
         for (i, pid) in t.pids.iter().enumerate() {
             let field = format!("spec.target.pids[{i}]");
             if *pid == self.agent_pid {
-                return Err(SpecError::protected(field, "the agent itself can never be targeted"));
+                return Err(SpecError::protected(
+                    field,
+                    "the agent itself can never be targeted",
+                ));
             }
             if *pid == 1 {
                 return Err(SpecError::protected(field, "PID 1 can never be targeted"));
             }
             if self.policy.protected_pids.contains(pid) {
-                return Err(SpecError::protected(field, format!("pid {pid} is on the protected list")));
+                return Err(SpecError::protected(
+                    field,
+                    format!("pid {pid} is on the protected list"),
+                ));
             }
-            if let Some(comm) = process_comm(*pid).filter(|c| self.policy.protected_comms.contains(c)) {
-                return Err(SpecError::protected(field, format!("pid {pid} ({comm}) is a protected process")));
+            if let Some(comm) =
+                process_comm(*pid).filter(|c| self.policy.protected_comms.contains(c))
+            {
+                return Err(SpecError::protected(
+                    field,
+                    format!("pid {pid} ({comm}) is a protected process"),
+                ));
             }
         }
         if let Some(comm) = &t.comm
             && self.policy.protected_comms.contains(comm)
         {
-            return Err(SpecError::protected("spec.target.comm", format!("{comm:?} is a protected process name")));
+            return Err(SpecError::protected(
+                "spec.target.comm",
+                format!("{comm:?} is a protected process name"),
+            ));
         }
         for (i, f) in spec.faults.iter().enumerate() {
             let m = faults::mechanism_of(f);
@@ -209,17 +224,29 @@ impl Engine {
     }
 
     fn refresh_slot_limit(&mut self) -> Result<(), KernelError> {
-        let limit = (0..MAX_FAULTS).rev().find(|s| !self.free.contains(s)).map_or(0, |s| s + 1);
+        let limit = (0..MAX_FAULTS)
+            .rev()
+            .find(|s| !self.free.contains(s))
+            .map_or(0, |s| s + 1);
         self.kernel.set_slot_limit(limit)
     }
 
     /// Arms one fault; on failure it leaves nothing behind.
     fn arm_one(&mut self, kf: faults::KernelFault) -> Result<FaultRecord, KernelError> {
-        let slot = self.free.pop_first().ok_or_else(|| KernelError::Unavailable {
-            mechanism: "fault slots",
-            reason: "none free".into(),
-        })?;
-        let mut rec = FaultRecord { slot: Some(slot), mechanism: kf.mechanism, watched: None, last: FaultCounters::default(), acquired: false };
+        let slot = self
+            .free
+            .pop_first()
+            .ok_or_else(|| KernelError::Unavailable {
+                mechanism: "fault slots",
+                reason: "none free".into(),
+            })?;
+        let mut rec = FaultRecord {
+            slot: Some(slot),
+            mechanism: kf.mechanism,
+            watched: None,
+            last: FaultCounters::default(),
+            acquired: false,
+        };
         let res = (|| {
             self.kernel.reset_counters(slot)?;
             self.kernel.write_pids(slot, &kf.pid_roles)?;
@@ -310,8 +337,16 @@ impl Engine {
     }
 
     /// Ends a running experiment; a finished one is returned unchanged.
-    pub fn finish(&mut self, id: &str, state: State, message: &str) -> Result<(ExperimentView, bool), EngineError> {
-        let mut rec = self.records.remove(id).ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
+    pub fn finish(
+        &mut self,
+        id: &str,
+        state: State,
+        message: &str,
+    ) -> Result<(ExperimentView, bool), EngineError> {
+        let mut rec = self
+            .records
+            .remove(id)
+            .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
         let changed = rec.state == State::Running;
         if changed {
             for f in &mut rec.faults {
@@ -326,7 +361,11 @@ impl Engine {
     }
 
     pub fn running_ids(&self) -> Vec<String> {
-        self.records.values().filter(|r| r.state == State::Running).map(|r| r.id.clone()).collect()
+        self.records
+            .values()
+            .filter(|r| r.state == State::Running)
+            .map(|r| r.id.clone())
+            .collect()
     }
 
     pub fn view(&self, id: &str) -> Option<ExperimentView> {
@@ -337,7 +376,10 @@ impl Engine {
             .zip(&r.spec.faults)
             .enumerate()
             .map(|(i, (f, spec))| {
-                let c = f.slot.and_then(|s| self.kernel.read_counters(s).ok()).unwrap_or(f.last);
+                let c = f
+                    .slot
+                    .and_then(|s| self.kernel.read_counters(s).ok())
+                    .unwrap_or(f.last);
                 FaultView {
                     index: i as u32,
                     kind: spec.kind_name(),
@@ -399,11 +441,16 @@ pub struct EngineHandle {
 impl EngineHandle {
     pub fn new(engine: Engine) -> Self {
         let (events, _) = broadcast::channel(4096);
-        Self { inner: Arc::new(Mutex::new(engine)), events }
+        Self {
+            inner: Arc::new(Mutex::new(engine)),
+            events,
+        }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Engine> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -411,7 +458,12 @@ impl EngineHandle {
     }
 
     fn emit(&self, kind: EventKind, experiment: ExperimentView, message: String) {
-        let _ = self.events.send(Event { kind, at: SystemTime::now(), experiment, message });
+        let _ = self.events.send(Event {
+            kind,
+            at: SystemTime::now(),
+            experiment,
+            message,
+        });
     }
 
     pub fn start(&self, spec: ExperimentSpec) -> Result<ExperimentView, EngineError> {
@@ -442,8 +494,13 @@ impl EngineHandle {
         let res = self.lock().finish(id, state, message);
         match res {
             Ok((view, true)) => {
-                info!(id, state = state.name(), matched = view.faults.iter().map(|f| f.matched).sum::<u64>(),
-                    injected = view.faults.iter().map(|f| f.injected).sum::<u64>(), "experiment ended");
+                info!(
+                    id,
+                    state = state.name(),
+                    matched = view.faults.iter().map(|f| f.matched).sum::<u64>(),
+                    injected = view.faults.iter().map(|f| f.injected).sum::<u64>(),
+                    "experiment ended"
+                );
                 let kind = match state {
                     State::Expired => EventKind::Expired,
                     State::Failed => EventKind::Failed,

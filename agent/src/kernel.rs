@@ -13,15 +13,23 @@ use aya::{
     },
     util::nr_cpus,
 };
-use faultline_common::{AgentConfig, FaultCounters, FaultSlot, MAX_FAULTS, MAX_SYSCALL_NR, SlotPid};
+use faultline_common::{
+    AgentConfig, FaultCounters, FaultSlot, MAX_FAULTS, MAX_SYSCALL_NR, SlotPid,
+};
 
 use crate::{cgroup, faults::Mechanism};
 
 /// The kernel object, built by agent/build.rs from the `faultline-ebpf` crate.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/faultline"));
 
-const SOCK_PROGRAMS: [&str; 6] =
-    ["fl_connect4", "fl_connect6", "fl_bind4", "fl_bind6", "fl_sendmsg4", "fl_sendmsg6"];
+const SOCK_PROGRAMS: [&str; 6] = [
+    "fl_connect4",
+    "fl_connect6",
+    "fl_bind4",
+    "fl_bind6",
+    "fl_sendmsg4",
+    "fl_sendmsg6",
+];
 const SYS_ENTER_PROGRAM: &str = "fl_sys_enter";
 
 #[derive(Debug, thiserror::Error)]
@@ -31,13 +39,25 @@ pub enum KernelError {
     #[error("eBPF map {0} is missing from the object")]
     MissingMap(&'static str),
     #[error("eBPF map {name}: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("{mechanism} is unavailable on this kernel: {reason}")]
-    Unavailable { mechanism: &'static str, reason: String },
+    Unavailable {
+        mechanism: &'static str,
+        reason: String,
+    },
     #[error("attaching {program} failed: {}", chain(source))]
-    Attach { program: &'static str, source: aya::programs::ProgramError },
+    Attach {
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
     #[error("detaching {program} failed: {source}")]
-    Detach { program: &'static str, source: aya::programs::ProgramError },
+    Detach {
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
 }
 
 /// An error with its causes, so "bpf_link_create failed" carries the errno.
@@ -118,7 +138,8 @@ impl Kernel {
                 .ok_or_else(|| format!("program {name} missing from the object"))
                 .and_then(|p| {
                     let p: &mut CgroupSockAddr = p.try_into().map_err(|e| format!("{e}"))?;
-                    p.load().map_err(|e| format!("the kernel refused {name}: {e}"))
+                    p.load()
+                        .map_err(|e| format!("the kernel refused {name}: {e}"))
                 });
             if let Err(reason) = res {
                 unavailable.insert(Mechanism::CgroupSockAddr, reason);
@@ -129,7 +150,8 @@ impl Kernel {
             .ok_or_else(|| format!("program {SYS_ENTER_PROGRAM} missing from the object"))
             .and_then(|p| {
                 let p: &mut RawTracePoint = p.try_into().map_err(|e| format!("{e}"))?;
-                p.load().map_err(|e| format!("the kernel refused the sys_enter raw tracepoint: {e}"))
+                p.load()
+                    .map_err(|e| format!("the kernel refused the sys_enter raw tracepoint: {e}"))
             });
         if let Err(reason) = res {
             unavailable.insert(Mechanism::SysEnter, reason);
@@ -177,19 +199,31 @@ impl Kernel {
 
     /// Programs scan slots `0..limit` only.
     pub fn set_slot_limit(&mut self, limit: u32) -> Result<(), KernelError> {
-        let cfg = AgentConfig { agent_tgid: self.agent_tgid, slot_limit: limit.min(MAX_FAULTS) };
-        self.config.set(0, cfg, 0).map_err(Self::map_err("FL_CONFIG"))
+        let cfg = AgentConfig {
+            agent_tgid: self.agent_tgid,
+            slot_limit: limit.min(MAX_FAULTS),
+        };
+        self.config
+            .set(0, cfg, 0)
+            .map_err(Self::map_err("FL_CONFIG"))
     }
 
     pub fn write_slot(&mut self, index: u32, slot: &FaultSlot) -> Result<(), KernelError> {
-        self.slots.set(index, slot, 0).map_err(Self::map_err("FL_SLOTS"))
+        self.slots
+            .set(index, slot, 0)
+            .map_err(Self::map_err("FL_SLOTS"))
     }
 
     /// Writes the slot's included/excluded pids; call before `write_slot`.
     pub fn write_pids(&mut self, index: u32, roles: &[(u32, u32)]) -> Result<(), KernelError> {
         for (tgid, role) in roles {
-            let key = SlotPid { slot: index, tgid: *tgid };
-            self.pids.insert(key, role, 0).map_err(Self::map_err("FL_PIDS"))?;
+            let key = SlotPid {
+                slot: index,
+                tgid: *tgid,
+            };
+            self.pids
+                .insert(key, role, 0)
+                .map_err(Self::map_err("FL_PIDS"))?;
         }
         Ok(())
     }
@@ -197,13 +231,21 @@ impl Kernel {
     pub fn clear_slot(&mut self, index: u32) -> Result<(), KernelError> {
         self.write_slot(index, &FaultSlot::default())?;
         // Drop the per-process call counts of nth-call faults in this slot.
-        let stale: Vec<SlotPid> =
-            self.nth.keys().filter_map(Result::ok).filter(|k| k.slot == index).collect();
+        let stale: Vec<SlotPid> = self
+            .nth
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == index)
+            .collect();
         for k in stale {
             let _ = self.nth.remove(&k);
         }
-        let stale: Vec<SlotPid> =
-            self.pids.keys().filter_map(Result::ok).filter(|k| k.slot == index).collect();
+        let stale: Vec<SlotPid> = self
+            .pids
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == index)
+            .collect();
         for k in stale {
             let _ = self.pids.remove(&k);
         }
@@ -211,17 +253,29 @@ impl Kernel {
     }
 
     pub fn reset_counters(&mut self, index: u32) -> Result<(), KernelError> {
-        let zeros = PerCpuValues::try_from(vec![FaultCounters::default(); self.ncpus])
-            .map_err(|e| KernelError::Map { name: "FL_COUNTERS", source: aya::maps::MapError::IoError(e) })?;
-        self.counters.set(index, zeros, 0).map_err(Self::map_err("FL_COUNTERS"))
+        let zeros =
+            PerCpuValues::try_from(vec![FaultCounters::default(); self.ncpus]).map_err(|e| {
+                KernelError::Map {
+                    name: "FL_COUNTERS",
+                    source: aya::maps::MapError::IoError(e),
+                }
+            })?;
+        self.counters
+            .set(index, zeros, 0)
+            .map_err(Self::map_err("FL_COUNTERS"))
     }
 
     pub fn read_counters(&self, index: u32) -> Result<FaultCounters, KernelError> {
-        let per_cpu = self.counters.get(&index, 0).map_err(Self::map_err("FL_COUNTERS"))?;
-        Ok(per_cpu.iter().fold(FaultCounters::default(), |acc, c| FaultCounters {
-            matched: acc.matched + c.matched,
-            injected: acc.injected + c.injected,
-        }))
+        let per_cpu = self
+            .counters
+            .get(&index, 0)
+            .map_err(Self::map_err("FL_COUNTERS"))?;
+        Ok(per_cpu
+            .iter()
+            .fold(FaultCounters::default(), |acc, c| FaultCounters {
+                matched: acc.matched + c.matched,
+                injected: acc.injected + c.injected,
+            }))
     }
 
     /// Adjusts the number of active signal faults watching syscall `nr`.
@@ -229,9 +283,14 @@ impl Kernel {
         if nr >= MAX_SYSCALL_NR {
             return Ok(());
         }
-        let cur = self.watched.get(&nr, 0).map_err(Self::map_err("FL_WATCHED"))?;
+        let cur = self
+            .watched
+            .get(&nr, 0)
+            .map_err(Self::map_err("FL_WATCHED"))?;
         let next = if add { cur + 1 } else { cur.saturating_sub(1) };
-        self.watched.set(nr, next, 0).map_err(Self::map_err("FL_WATCHED"))
+        self.watched
+            .set(nr, next, 0)
+            .map_err(Self::map_err("FL_WATCHED"))
     }
 
     /// Replaces the in-kernel set of protected processes.
@@ -241,7 +300,9 @@ impl Kernel {
             let _ = self.protected.remove(p);
         }
         for p in pids.iter().take(4096) {
-            self.protected.insert(p, 1, 0).map_err(Self::map_err("FL_PROTECTED"))?;
+            self.protected
+                .insert(p, 1, 0)
+                .map_err(Self::map_err("FL_PROTECTED"))?;
         }
         Ok(())
     }
@@ -252,7 +313,9 @@ impl Kernel {
             let mut key = [0u8; 16];
             let n = c.len().min(15);
             key[..n].copy_from_slice(&c.as_bytes()[..n]);
-            self.protected_comms.insert(key, 1, 0).map_err(Self::map_err("FL_PROT_COMMS"))?;
+            self.protected_comms
+                .insert(key, 1, 0)
+                .map_err(Self::map_err("FL_PROT_COMMS"))?;
         }
         Ok(())
     }
@@ -260,7 +323,10 @@ impl Kernel {
     /// Takes a reference on a mechanism, attaching it on first use.
     pub fn acquire(&mut self, m: Mechanism) -> Result<(), KernelError> {
         if let Some(reason) = self.unavailable.get(&m) {
-            return Err(KernelError::Unavailable { mechanism: m.name(), reason: reason.clone() });
+            return Err(KernelError::Unavailable {
+                mechanism: m.name(),
+                reason: reason.clone(),
+            });
         }
         let users = self.attachments.get(&m).map_or(0, |a| a.users);
         if users == 0 {
@@ -275,7 +341,9 @@ impl Kernel {
 
     /// Drops a reference; the last one detaches.
     pub fn release(&mut self, m: Mechanism) -> Result<(), KernelError> {
-        let Some(a) = self.attachments.get_mut(&m) else { return Ok(()) };
+        let Some(a) = self.attachments.get_mut(&m) else {
+            return Ok(());
+        };
         a.users = a.users.saturating_sub(1);
         if a.users > 0 {
             return Ok(());
@@ -292,10 +360,13 @@ impl Kernel {
         let mut att = Attachment::default();
         match m {
             Mechanism::CgroupSockAddr => {
-                let root = self.cgroup_root.as_ref().ok_or_else(|| KernelError::Unavailable {
-                    mechanism: m.name(),
-                    reason: "no cgroup2 root".into(),
-                })?;
+                let root = self
+                    .cgroup_root
+                    .as_ref()
+                    .ok_or_else(|| KernelError::Unavailable {
+                        mechanism: m.name(),
+                        reason: "no cgroup2 root".into(),
+                    })?;
                 for name in SOCK_PROGRAMS {
                     let res = self
                         .ebpf
@@ -313,7 +384,10 @@ impl Kernel {
                         Err(source) => {
                             // All or nothing: undo what this call attached.
                             let _ = self.detach(att);
-                            return Err(KernelError::Attach { program: name, source });
+                            return Err(KernelError::Attach {
+                                program: name,
+                                source,
+                            });
                         }
                     }
                 }
@@ -324,10 +398,16 @@ impl Kernel {
                     .program_mut(SYS_ENTER_PROGRAM)
                     .ok_or(aya::programs::ProgramError::NotLoaded)
                     .and_then(TryInto::try_into)
-                    .map_err(|source| KernelError::Attach { program: SYS_ENTER_PROGRAM, source })?;
+                    .map_err(|source| KernelError::Attach {
+                        program: SYS_ENTER_PROGRAM,
+                        source,
+                    })?;
                 let id = p
                     .attach("sys_enter")
-                    .map_err(|source| KernelError::Attach { program: SYS_ENTER_PROGRAM, source })?;
+                    .map_err(|source| KernelError::Attach {
+                        program: SYS_ENTER_PROGRAM,
+                        source,
+                    })?;
                 att.sys_enter_link = Some(id);
             }
         }
@@ -346,7 +426,10 @@ impl Kernel {
                     p.detach(id)
                 });
             if let Err(source) = res {
-                first_err.get_or_insert(KernelError::Detach { program: name, source });
+                first_err.get_or_insert(KernelError::Detach {
+                    program: name,
+                    source,
+                });
             }
         }
         if let Some(id) = att.sys_enter_link {
@@ -359,7 +442,10 @@ impl Kernel {
                     p.detach(id)
                 });
             if let Err(source) = res {
-                first_err.get_or_insert(KernelError::Detach { program: SYS_ENTER_PROGRAM, source });
+                first_err.get_or_insert(KernelError::Detach {
+                    program: SYS_ENTER_PROGRAM,
+                    source,
+                });
             }
         }
         first_err.map_or(Ok(()), Err)

@@ -28,7 +28,11 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cfg.log))
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start the async runtime");
@@ -49,7 +53,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let kernel = Kernel::load()?;
     for c in faultline_agent::caps::probe(&kernel) {
         if c.supported {
-            info!(kind = c.fault_kind, mechanism = c.mechanism, "fault mechanism available");
+            info!(
+                kind = c.fault_kind,
+                mechanism = c.mechanism,
+                "fault mechanism available"
+            );
         } else {
             info!(kind = c.fault_kind, mechanism = c.mechanism, reason = %c.reason, "fault mechanism unavailable");
         }

@@ -49,7 +49,11 @@ impl SignalName {
                 .map_err(|_| format!("unknown signal number {n}"));
         }
         let upper = s.to_ascii_uppercase();
-        let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+        let full = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
         Signal::from_str(&full)
             .map(Self)
             .map_err(|_| format!("unknown signal {s:?} (expected a name such as KILL or SIGSEGV)"))
@@ -90,8 +94,14 @@ mod tests {
 
     #[test]
     fn errno_by_name_and_number() {
-        assert_eq!(ErrnoName::parse("ECONNREFUSED").unwrap().number(), libc::ECONNREFUSED as u32);
-        assert_eq!(ErrnoName::parse("etimedout").unwrap().number(), libc::ETIMEDOUT as u32);
+        assert_eq!(
+            ErrnoName::parse("ECONNREFUSED").unwrap().number(),
+            libc::ECONNREFUSED as u32
+        );
+        assert_eq!(
+            ErrnoName::parse("etimedout").unwrap().number(),
+            libc::ETIMEDOUT as u32
+        );
         assert_eq!(ErrnoName::parse("5").unwrap().name(), "EIO");
         let err = ErrnoName::parse("EFOO").unwrap_err();
         assert!(err.contains("EFOO"), "{err}");
@@ -109,8 +119,14 @@ mod tests {
 
     #[test]
     fn syscall_names() {
-        assert_eq!(SyscallName::parse("getpid").unwrap().number(), libc::SYS_getpid as u32);
-        assert_eq!(SyscallName::parse("openat").unwrap().number(), libc::SYS_openat as u32);
+        assert_eq!(
+            SyscallName::parse("getpid").unwrap().number(),
+            libc::SYS_getpid as u32
+        );
+        assert_eq!(
+            SyscallName::parse("openat").unwrap().number(),
+            libc::SYS_openat as u32
+        );
         assert!(SyscallName::parse("frobnicate").is_err());
     }
 }

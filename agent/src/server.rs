@@ -29,7 +29,9 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let unix = bind_unix(&cfg.socket)?;
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<FaultServiceServer<FaultServiceImpl>>().await;
+    health
+        .set_serving::<FaultServiceServer<FaultServiceImpl>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -62,11 +64,16 @@ pub async fn serve(
         }
     };
     tracing::info!(socket = %cfg.socket.display(), "serving faultline.v1 on unix socket");
-    let unix_fut = router.clone().serve_with_incoming_shutdown(UnixListenerStream::new(unix), wait(&stop_tx));
+    let unix_fut = router
+        .clone()
+        .serve_with_incoming_shutdown(UnixListenerStream::new(unix), wait(&stop_tx));
     if let Some(addr) = cfg.listen {
-        let tcp = TcpListener::bind(addr).await.map_err(|e| ServeError::Bind(addr.to_string(), e))?;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|e| ServeError::Bind(addr.to_string(), e))?;
         tracing::info!(%addr, "serving faultline.v1 on loopback TCP (no TLS)");
-        let tcp_fut = router.serve_with_incoming_shutdown(TcpListenerStream::new(tcp), wait(&stop_tx));
+        let tcp_fut =
+            router.serve_with_incoming_shutdown(TcpListenerStream::new(tcp), wait(&stop_tx));
         tokio::select! {
             (a, b) = async { tokio::join!(unix_fut, tcp_fut) } => { a?; b?; }
             () = grace => tracing::info!("closing connections that did not finish"),

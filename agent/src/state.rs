@@ -39,7 +39,8 @@ impl Drop for InstanceLock {
 }
 
 pub fn prepare(cfg: &Config) -> Result<InstanceLock, StateError> {
-    fs::create_dir_all(&cfg.state_dir).map_err(|e| StateError::StateDir(cfg.state_dir.clone(), e))?;
+    fs::create_dir_all(&cfg.state_dir)
+        .map_err(|e| StateError::StateDir(cfg.state_dir.clone(), e))?;
     let lock_path = cfg.lock_path();
     let file = OpenOptions::new()
         .create(true)
@@ -74,12 +75,18 @@ pub fn prepare(cfg: &Config) -> Result<InstanceLock, StateError> {
     }
     ensure_bpffs();
     remove_stale_pins(Path::new(PIN_DIR));
-    Ok(InstanceLock { _lock: lock, pid_file })
+    Ok(InstanceLock {
+        _lock: lock,
+        pid_file,
+    })
 }
 
 fn ensure_bpffs() {
     let mounted = fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| m.lines().any(|l| l.split(" - ").nth(1).is_some_and(|t| t.starts_with("bpf "))))
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split(" - ").nth(1).is_some_and(|t| t.starts_with("bpf ")))
+        })
         .unwrap_or(false);
     if mounted {
         return;
@@ -98,13 +105,21 @@ fn ensure_bpffs() {
 }
 
 fn remove_stale_pins(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        let res = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        let res = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
         match res {
             Ok(()) => tracing::warn!(path = %path.display(), "removed a stale bpffs pin"),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale pin"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale pin")
+            }
         }
     }
     let _ = fs::remove_dir(dir);

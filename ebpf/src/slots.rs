@@ -3,7 +3,9 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid,
-        generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_prandom_u32, bpf_ktime_get_boot_ns},
+        generated::{
+            bpf_get_current_ancestor_cgroup_id, bpf_get_prandom_u32, bpf_ktime_get_boot_ns,
+        },
     },
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
@@ -72,7 +74,11 @@ pub fn protected(caller: &Caller) -> Option<u32> {
     if unsafe { PROTECTED_COMMS.get(&caller.comm) }.is_some() {
         return None;
     }
-    Some(if cfg.slot_limit > MAX_FAULTS { MAX_FAULTS } else { cfg.slot_limit })
+    Some(if cfg.slot_limit > MAX_FAULTS {
+        MAX_FAULTS
+    } else {
+        cfg.slot_limit
+    })
 }
 
 #[inline(always)]
@@ -85,7 +91,10 @@ pub fn target_matches(index: u32, t: &TargetSel, caller: &Caller) -> bool {
         }
     }
     if t.npids != 0 || t.nexclude_pids != 0 {
-        let key = SlotPid { slot: index, tgid: caller.tgid };
+        let key = SlotPid {
+            slot: index,
+            tgid: caller.tgid,
+        };
         // SAFETY: the value is copied out at once.
         let role = unsafe { PIDS.get(&key) }.copied().unwrap_or(0);
         if t.npids != 0 && role & pid_role::INCLUDE == 0 {

@@ -5,9 +5,7 @@
 //! makes the syscall fail with that errno.
 
 use aya_ebpf::{
-    helpers::generated::bpf_set_retval,
-    macros::cgroup_sock_addr,
-    programs::SockAddrContext,
+    helpers::generated::bpf_set_retval, macros::cgroup_sock_addr, programs::SockAddrContext,
 };
 use faultline_common::{MAX_FAULTS, flags, kind, sock_op};
 
@@ -48,7 +46,13 @@ pub fn fl_sendmsg6(ctx: SockAddrContext) -> i32 {
 
 #[inline(always)]
 fn prefix_mask(bits: u32) -> u32 {
-    if bits == 0 { 0 } else if bits >= 32 { u32::MAX } else { u32::MAX << (32 - bits) }
+    if bits == 0 {
+        0
+    } else if bits >= 32 {
+        u32::MAX
+    } else {
+        u32::MAX << (32 - bits)
+    }
 }
 
 /// `addr` and `net` are big-endian words as the context stores them.
@@ -86,7 +90,11 @@ fn decide(ctx: &SockAddrContext, op: u32, v6: bool) -> i32 {
     // SAFETY: the context pointer is valid for the program's run.
     let sa = unsafe { &*ctx.sock_addr };
     let port = u32::from(u16::from_be(sa.user_port as u16));
-    let family = if v6 { flags::FAMILY_V6 } else { flags::FAMILY_V4 };
+    let family = if v6 {
+        flags::FAMILY_V6
+    } else {
+        flags::FAMILY_V4
+    };
 
     let mut i = 0;
     while i < MAX_FAULTS {

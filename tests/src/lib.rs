@@ -20,7 +20,11 @@ use tonic::transport::{Channel, Endpoint};
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Directory holding the workspace's built binaries (target/debug or
@@ -31,12 +35,20 @@ pub fn bin_dir() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().expect("exe dir");
-    if dir.ends_with("deps") { dir.parent().expect("profile dir").to_path_buf() } else { dir.to_path_buf() }
+    if dir.ends_with("deps") {
+        dir.parent().expect("profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} is not built; run `cargo build --workspace --bins` (cargo xtask test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is not built; run `cargo build --workspace --bins` (cargo xtask test does)",
+        p.display()
+    );
     p
 }
 
@@ -61,7 +73,11 @@ impl Agent {
     pub fn start_in(dir: PathBuf, extra: &[&str]) -> Self {
         std::fs::create_dir_all(&dir).expect("agent dir");
         let socket = dir.join("agent.sock");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("agent.log")).expect("agent log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("agent.log"))
+            .expect("agent log");
         let child = Command::new(bin("faultline-agent"))
             .arg("--socket")
             .arg(&socket)
@@ -73,7 +89,11 @@ impl Agent {
             .stderr(log)
             .spawn()
             .expect("spawn faultline-agent");
-        let mut agent = Self { child: Some(child), dir, socket };
+        let mut agent = Self {
+            child: Some(child),
+            dir,
+            socket,
+        };
         agent.wait_ready();
         agent
     }
@@ -84,12 +104,23 @@ impl Agent {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("faultline-agent exited early with {status}; log:\n{}", self.log());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "faultline-agent exited early with {status}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("faultline-agent did not listen on {} within 30 s; log:\n{}", self.socket.display(), self.log());
+        panic!(
+            "faultline-agent did not listen on {} within 30 s; log:\n{}",
+            self.socket.display(),
+            self.log()
+        );
     }
 
     pub fn pid(&self) -> u32 {
@@ -101,11 +132,16 @@ impl Agent {
     }
 
     pub async fn client(&self) -> FaultServiceClient<Channel> {
-        FaultServiceClient::new(unix_channel(&self.socket).await.expect("connect to the agent socket"))
+        FaultServiceClient::new(
+            unix_channel(&self.socket)
+                .await
+                .expect("connect to the agent socket"),
+        )
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).expect("signal agent");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig)
+            .expect("signal agent");
     }
 
     /// SIGKILL, and reap.
@@ -119,8 +155,14 @@ impl Agent {
     /// SIGTERM (graceful), wait up to 10 s, then SIGKILL.
     pub fn shutdown(&mut self) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGCONT);
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(10) {
             if let Ok(Some(st)) = c.try_wait() {
@@ -147,7 +189,9 @@ pub async fn unix_channel(path: &Path) -> anyhow::Result<Channel> {
     Ok(Endpoint::try_from("http://[::]:50051")?
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
         }))
         .await?)
 }
@@ -158,7 +202,8 @@ pub fn cgroup2_root() -> PathBuf {
     info.lines()
         .find_map(|l| {
             let (pre, post) = l.split_once(" - ")?;
-            (post.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(pre.split_whitespace().nth(4).unwrap()))
+            (post.split_whitespace().next()? == "cgroup2")
+                .then(|| PathBuf::from(pre.split_whitespace().nth(4).unwrap()))
         })
         .expect("no cgroup2 mount")
 }
@@ -208,7 +253,10 @@ impl Drop for TestCgroup {
                 break;
             }
             for p in procs {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -239,7 +287,11 @@ impl Acceptor {
                 }
             }
         });
-        Self { addr, stop, thread: Some(thread) }
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -275,8 +327,15 @@ pub fn probe(cgroup: Option<&TestCgroup>, op: &str, addr: SocketAddr, count: u64
         Some(cg) => cg.command(exe),
         None => Command::new(exe),
     };
-    let out = cmd.args([op, &addr.to_string(), &count.to_string()]).output().expect("run fl-probe");
-    assert!(out.status.success(), "fl-probe failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .args([op, &addr.to_string(), &count.to_string()])
+        .output()
+        .expect("run fl-probe");
+    assert!(
+        out.status.success(),
+        "fl-probe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("fl-probe JSON")
 }
 
@@ -294,10 +353,19 @@ impl ProbeServer {
             Some(cg) => cg.command(exe),
             None => Command::new(exe),
         };
-        let mut child = cmd.arg("serve").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn fl-probe serve");
+        let mut child = cmd
+            .arg("serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn fl-probe serve");
         let stdin = child.stdin.take().expect("stdin");
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        Self { child, stdin, stdout }
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -325,7 +393,13 @@ pub fn connect_error(errno: &str, probability: f64, port: u16, cidr: &str) -> pb
     syscall_error("connect", errno, probability, port, cidr)
 }
 
-pub fn syscall_error(call: &str, errno: &str, probability: f64, port: u16, cidr: &str) -> pb::FaultSpec {
+pub fn syscall_error(
+    call: &str,
+    errno: &str,
+    probability: f64,
+    port: u16,
+    cidr: &str,
+) -> pb::FaultSpec {
     pb::FaultSpec {
         kind: Some(pb::fault_spec::Kind::SyscallError(pb::SyscallError {
             syscall: call.into(),
@@ -337,7 +411,12 @@ pub fn syscall_error(call: &str, errno: &str, probability: f64, port: u16, cidr:
     }
 }
 
-pub fn syscall_signal(syscall: &str, signal: &str, probability: f64, nth_call: u64) -> pb::FaultSpec {
+pub fn syscall_signal(
+    syscall: &str,
+    signal: &str,
+    probability: f64,
+    nth_call: u64,
+) -> pb::FaultSpec {
     pb::FaultSpec {
         kind: Some(pb::fault_spec::Kind::SyscallSignal(pb::SyscallSignal {
             syscall: syscall.into(),
@@ -349,14 +428,24 @@ pub fn syscall_signal(syscall: &str, signal: &str, probability: f64, nth_call: u
 }
 
 pub fn cgroup_target(cg: &TestCgroup) -> pb::Target {
-    pb::Target { cgroup: cg.path_str(), ..Default::default() }
+    pb::Target {
+        cgroup: cg.path_str(),
+        ..Default::default()
+    }
 }
 
 pub fn pid_target(pid: u32) -> pb::Target {
-    pb::Target { pids: vec![pid], ..Default::default() }
+    pb::Target {
+        pids: vec![pid],
+        ..Default::default()
+    }
 }
 
-pub fn experiment(fault: pb::FaultSpec, target: pb::Target, duration: Duration) -> pb::StartExperimentRequest {
+pub fn experiment(
+    fault: pb::FaultSpec,
+    target: pb::Target,
+    duration: Duration,
+) -> pb::StartExperimentRequest {
     pb::StartExperimentRequest {
         spec: Some(pb::ExperimentSpec {
             name: "test".into(),
@@ -368,7 +457,10 @@ pub fn experiment(fault: pb::FaultSpec, target: pb::Target, duration: Duration) 
     }
 }
 
-pub async fn start(client: &mut FaultServiceClient<Channel>, req: pb::StartExperimentRequest) -> pb::Experiment {
+pub async fn start(
+    client: &mut FaultServiceClient<Channel>,
+    req: pb::StartExperimentRequest,
+) -> pb::Experiment {
     client
         .start_experiment(req)
         .await
@@ -422,11 +514,14 @@ pub fn binomial_bounds(n: u64, p: f64, z: f64) -> (f64, f64) {
 
 pub fn require_root() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        bail!("the end-to-end tests load eBPF programs and create cgroups: run them as root (cargo xtask test)");
+        bail!(
+            "the end-to-end tests load eBPF programs and create cgroups: run them as root (cargo xtask test)"
+        );
     }
     Ok(())
 }
 
 pub fn context<T>(r: Result<T, tonic::Status>, what: &str) -> anyhow::Result<T> {
-    r.map_err(|s| anyhow::anyhow!("{what}: {:?} {}", s.code(), s.message())).context(what.to_owned())
+    r.map_err(|s| anyhow::anyhow!("{what}: {:?} {}", s.code(), s.message()))
+        .context(what.to_owned())
 }

@@ -12,7 +12,11 @@ async fn capabilities_report_what_this_kernel_supports() {
     require_root().unwrap();
     let agent = Agent::start();
     let mut c = agent.client().await;
-    let caps = c.get_capabilities(pb::GetCapabilitiesRequest {}).await.unwrap().into_inner();
+    let caps = c
+        .get_capabilities(pb::GetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let row = |kind: &str, mech: &str| {
         caps.capabilities
             .iter()
@@ -23,7 +27,10 @@ async fn capabilities_report_what_this_kernel_supports() {
     assert!(row("syscall_error", "cgroup_sock_addr").supported);
     assert!(row("syscall_signal", "raw_tracepoint").supported);
     let lsm = row("syscall_error", "bpf_lsm");
-    assert!(!lsm.supported && !lsm.reason.is_empty(), "an unsupported row carries a reason: {lsm:?}");
+    assert!(
+        !lsm.supported && !lsm.reason.is_empty(),
+        "an unsupported row carries a reason: {lsm:?}"
+    );
     assert_eq!(caps.max_duration_ms, 3_600_000, "default cap is 1 h");
     assert!(!caps.kernel_release.is_empty());
 }
@@ -36,11 +43,22 @@ async fn watch_streams_started_counters_and_expired() {
     let cg = TestCgroup::new("watch");
     let acc = Acceptor::new("127.0.0.1");
     let mut stream = c
-        .watch_events(pb::WatchEventsRequest { experiment_id: String::new(), counters_interval_ms: 100 })
+        .watch_events(pb::WatchEventsRequest {
+            experiment_id: String::new(),
+            counters_interval_ms: 100,
+        })
         .await
         .unwrap()
         .into_inner();
-    let exp = start(&mut c, experiment(connect_error("ECONNREFUSED", 1.0, acc.addr.port(), ""), cgroup_target(&cg), Duration::from_millis(1200))).await;
+    let exp = start(
+        &mut c,
+        experiment(
+            connect_error("ECONNREFUSED", 1.0, acc.addr.port(), ""),
+            cgroup_target(&cg),
+            Duration::from_millis(1200),
+        ),
+    )
+    .await;
     probe(Some(&cg), "connect", acc.addr, 30);
 
     let mut types = Vec::new();
@@ -59,7 +77,10 @@ async fn watch_streams_started_counters_and_expired() {
     assert_eq!(types.first(), Some(&pb::EventType::Started), "{types:?}");
     assert!(types.contains(&pb::EventType::Counters), "{types:?}");
     assert_eq!(types.last(), Some(&pb::EventType::Expired), "{types:?}");
-    assert_eq!(max_injected, 30, "live counters showed the 30 injected connects");
+    assert_eq!(
+        max_injected, 30,
+        "live counters showed the 30 injected connects"
+    );
 }
 
 #[tokio::test]
@@ -69,28 +90,53 @@ async fn health_and_reflection_answer_generic_clients() {
     let channel = unix_channel(&agent.socket).await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let resp = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "faultline.v1.FaultService".into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "faultline.v1.FaultService".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(resp.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+    assert_eq!(
+        resp.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
 
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
     let mut refl = ServerReflectionClient::new(channel);
-    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-    let mut resp = refl.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = refl
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
     let msg = resp.next().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else { panic!("unexpected {msg:?}") };
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("unexpected {msg:?}")
+    };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"faultline.v1.FaultService".to_string()), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"faultline.v1.FaultService".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
 }
 
 fn faultctl(agent: &Agent, args: &[&str]) -> std::process::Output {
-    Command::new(bin("faultctl")).arg("--socket").arg(&agent.socket).args(args).output().expect("run faultctl")
+    Command::new(bin("faultctl"))
+        .arg("--socket")
+        .arg(&agent.socket)
+        .args(args)
+        .output()
+        .expect("run faultctl")
 }
 
 #[tokio::test]
@@ -102,28 +148,73 @@ async fn faultctl_inject_status_stop_against_a_real_agent() {
     let port = acc.addr.port().to_string();
     let out = faultctl(
         &agent,
-        &["--output", "json", "inject", "syscall-error", "--syscall", "connect", "--errno", "ECONNREFUSED",
-          "--probability", "0.5", "--port", &port, "--cgroup", &cg.path_str(), "--duration", "30s"],
+        &[
+            "--output",
+            "json",
+            "inject",
+            "syscall-error",
+            "--syscall",
+            "connect",
+            "--errno",
+            "ECONNREFUSED",
+            "--probability",
+            "0.5",
+            "--port",
+            &port,
+            "--cgroup",
+            &cg.path_str(),
+            "--duration",
+            "30s",
+        ],
     );
-    assert!(out.status.success(), "inject failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "inject failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = v["id"].as_str().expect("inject prints an id").to_owned();
 
     let seen = probe(Some(&cg), "connect", acc.addr, 400);
     let out = faultctl(&agent, &["--output", "json", "status", &id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["state"], "running");
     assert_eq!(st["matched"], 400);
     assert_eq!(st["injected"].as_u64(), Some(seen.errno("ECONNREFUSED")));
 
     let out = faultctl(&agent, &["stop", &id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(probe(Some(&cg), "connect", acc.addr, 100).ok, 100);
 
-    let out = faultctl(&agent, &["inject", "syscall-error", "--syscall", "connect", "--errno", "EBOGUS", "--cgroup", &cg.path_str(), "--duration", "30s"]);
+    let out = faultctl(
+        &agent,
+        &[
+            "inject",
+            "syscall-error",
+            "--syscall",
+            "connect",
+            "--errno",
+            "EBOGUS",
+            "--cgroup",
+            &cg.path_str(),
+            "--duration",
+            "30s",
+        ],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("invalid argument") && err.contains("errno"), "one readable line naming the field: {err}");
+    assert!(
+        err.contains("invalid argument") && err.contains("errno"),
+        "one readable line naming the field: {err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

@@ -17,24 +17,47 @@ async fn injection_stops_at_the_deadline() {
     let t0 = Instant::now();
     let exp = start(
         &mut client,
-        experiment(connect_error("ECONNREFUSED", 1.0, acc.addr.port(), ""), cgroup_target(&cg), Duration::from_millis(1500)),
+        experiment(
+            connect_error("ECONNREFUSED", 1.0, acc.addr.port(), ""),
+            cgroup_target(&cg),
+            Duration::from_millis(1500),
+        ),
     )
     .await;
     let during = target.run("connect", acc.addr, 50);
-    assert!(t0.elapsed() < Duration::from_millis(1400), "the check ran too late to mean anything");
-    assert_eq!(during.errno("ECONNREFUSED"), 50, "before the deadline every connect fails: {during:?}");
+    assert!(
+        t0.elapsed() < Duration::from_millis(1400),
+        "the check ran too late to mean anything"
+    );
+    assert_eq!(
+        during.errno("ECONNREFUSED"),
+        50,
+        "before the deadline every connect fails: {during:?}"
+    );
 
-    std::thread::sleep(Duration::from_millis(1500).saturating_sub(t0.elapsed()) + Duration::from_millis(150));
+    std::thread::sleep(
+        Duration::from_millis(1500).saturating_sub(t0.elapsed()) + Duration::from_millis(150),
+    );
     let after = target.run("connect", acc.addr, 50);
-    assert_eq!(after.ok, 50, "after the deadline every connect succeeds: {after:?}");
+    assert_eq!(
+        after.ok, 50,
+        "after the deadline every connect succeeds: {after:?}"
+    );
 
     assert!(
         wait_for(Duration::from_secs(3), || our_links().is_empty()),
         "the agent detaches after the deadline"
     );
-    let view = client.get_experiment(pb::GetExperimentRequest { id: exp.id }).await.unwrap().into_inner();
+    let view = client
+        .get_experiment(pb::GetExperimentRequest { id: exp.id })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(view.state(), pb::ExperimentState::Expired, "{view:?}");
-    assert_eq!(view.injected, 50, "counters survive the end of the experiment: {view:?}");
+    assert_eq!(
+        view.injected, 50,
+        "counters survive the end of the experiment: {view:?}"
+    );
 }
 
 #[tokio::test]
@@ -49,17 +72,33 @@ async fn deadline_holds_in_the_kernel_while_the_agent_is_frozen() {
     let t0 = Instant::now();
     start(
         &mut client,
-        experiment(connect_error("ECONNREFUSED", 1.0, acc.addr.port(), ""), cgroup_target(&cg), Duration::from_millis(1500)),
+        experiment(
+            connect_error("ECONNREFUSED", 1.0, acc.addr.port(), ""),
+            cgroup_target(&cg),
+            Duration::from_millis(1500),
+        ),
     )
     .await;
     agent.signal(nix::sys::signal::Signal::SIGSTOP);
     let during = target.run("connect", acc.addr, 50);
-    assert_eq!(during.errno("ECONNREFUSED"), 50, "the fault is active while the agent is frozen: {during:?}");
-    std::thread::sleep(Duration::from_millis(1500).saturating_sub(t0.elapsed()) + Duration::from_millis(150));
-    assert!(!our_links().is_empty(), "the frozen agent cannot have detached; the kernel deadline is what is tested");
+    assert_eq!(
+        during.errno("ECONNREFUSED"),
+        50,
+        "the fault is active while the agent is frozen: {during:?}"
+    );
+    std::thread::sleep(
+        Duration::from_millis(1500).saturating_sub(t0.elapsed()) + Duration::from_millis(150),
+    );
+    assert!(
+        !our_links().is_empty(),
+        "the frozen agent cannot have detached; the kernel deadline is what is tested"
+    );
     let after = target.run("connect", acc.addr, 50);
     agent.signal(nix::sys::signal::Signal::SIGCONT);
-    assert_eq!(after.ok, 50, "past the deadline the kernel stops injecting even with the agent frozen: {after:?}");
+    assert_eq!(
+        after.ok, 50,
+        "past the deadline the kernel stops injecting even with the agent frozen: {after:?}"
+    );
 }
 
 #[tokio::test]
@@ -72,27 +111,54 @@ async fn faults_vanish_when_the_agent_is_killed_and_a_restart_is_clean() {
     let cg = TestCgroup::new("sigkill");
     let acc = Acceptor::new("127.0.0.1");
     let mut target = ProbeServer::spawn(Some(&cg));
-    let mut sleeper = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
 
     start(
         &mut client,
-        experiment(connect_error("ECONNREFUSED", 1.0, acc.addr.port(), ""), cgroup_target(&cg), Duration::from_secs(300)),
+        experiment(
+            connect_error("ECONNREFUSED", 1.0, acc.addr.port(), ""),
+            cgroup_target(&cg),
+            Duration::from_secs(300),
+        ),
     )
     .await;
     start(
         &mut client,
-        experiment(syscall_signal("getppid", "KILL", 1.0, 0), pid_target(sleeper.id()), Duration::from_secs(300)),
+        experiment(
+            syscall_signal("getppid", "KILL", 1.0, 0),
+            pid_target(sleeper.id()),
+            Duration::from_secs(300),
+        ),
     )
     .await;
-    assert_eq!(target.run("connect", acc.addr, 20).errno("ECONNREFUSED"), 20);
-    assert_eq!(our_links().len(), 7, "six sock_addr links and one raw tracepoint link");
+    assert_eq!(
+        target.run("connect", acc.addr, 20).errno("ECONNREFUSED"),
+        20
+    );
+    assert_eq!(
+        our_links().len(),
+        7,
+        "six sock_addr links and one raw tracepoint link"
+    );
 
     agent.kill();
     let after = target.run("connect", acc.addr, 50);
-    assert_eq!(after.ok, 50, "right after SIGKILL of the agent every connect succeeds: {after:?}");
-    assert!(wait_for(Duration::from_secs(2), || our_links().is_empty()), "links left: {:?}", our_links());
+    assert_eq!(
+        after.ok, 50,
+        "right after SIGKILL of the agent every connect succeeds: {after:?}"
+    );
     assert!(
-        wait_for(Duration::from_secs(2), || our_programs().iter().all(|p| before.contains(p))),
+        wait_for(Duration::from_secs(2), || our_links().is_empty()),
+        "links left: {:?}",
+        our_links()
+    );
+    assert!(
+        wait_for(Duration::from_secs(2), || our_programs()
+            .iter()
+            .all(|p| before.contains(p))),
         "programs left: {:?}",
         our_programs()
     );
@@ -101,10 +167,24 @@ async fn faults_vanish_when_the_agent_is_killed_and_a_restart_is_clean() {
     drop(client);
     let restarted = Agent::start_in(agent.dir.clone(), &[]);
     let mut client = restarted.client().await;
-    let list = client.list_experiments(pb::ListExperimentsRequest::default()).await.unwrap().into_inner();
-    assert!(list.experiments.is_empty(), "a restarted agent has no experiments: {list:?}");
-    assert!(our_links().is_empty(), "a restarted agent attaches nothing until asked");
-    assert!(restarted.log().contains("did not shut down cleanly"), "the restart notices the unclean stop:\n{}", restarted.log());
+    let list = client
+        .list_experiments(pb::ListExperimentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        list.experiments.is_empty(),
+        "a restarted agent has no experiments: {list:?}"
+    );
+    assert!(
+        our_links().is_empty(),
+        "a restarted agent attaches nothing until asked"
+    );
+    assert!(
+        restarted.log().contains("did not shut down cleanly"),
+        "the restart notices the unclean stop:\n{}",
+        restarted.log()
+    );
     let _ = sleeper.kill();
     let _ = sleeper.wait();
 }
@@ -117,15 +197,27 @@ async fn dry_run_counts_but_injects_nothing() {
     let cg = TestCgroup::new("dry");
     let acc = Acceptor::new("127.0.0.1");
 
-    let mut req = experiment(connect_error("ECONNREFUSED", 0.5, acc.addr.port(), ""), cgroup_target(&cg), Duration::from_secs(60));
+    let mut req = experiment(
+        connect_error("ECONNREFUSED", 0.5, acc.addr.port(), ""),
+        cgroup_target(&cg),
+        Duration::from_secs(60),
+    );
     req.spec.as_mut().unwrap().dry_run = true;
     let exp = start(&mut client, req).await;
     let seen = probe(Some(&cg), "connect", acc.addr, 1000);
     assert_eq!(seen.ok, 1000, "dry-run must inject nothing: {seen:?}");
-    let view = client.get_experiment(pb::GetExperimentRequest { id: exp.id }).await.unwrap().into_inner();
+    let view = client
+        .get_experiment(pb::GetExperimentRequest { id: exp.id })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(view.matched, 1000, "{view:?}");
     let (lo, hi) = binomial_bounds(1000, 0.5, 4.4);
-    assert!((lo..=hi).contains(&(view.injected as f64)), "would-be injections {} outside {lo:.0}..{hi:.0}", view.injected);
+    assert!(
+        (lo..=hi).contains(&(view.injected as f64)),
+        "would-be injections {} outside {lo:.0}..{hi:.0}",
+        view.injected
+    );
     assert!(view.spec.unwrap().dry_run);
 }
 
@@ -137,7 +229,10 @@ async fn fifty_concurrent_experiments_all_end_and_leave_nothing() {
     let client = agent.client().await;
     let cg = TestCgroup::new("fifty");
     let acc = Acceptor::new("127.0.0.1");
-    let mut sleeper = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
     let sleeper_pid = sleeper.id();
 
     let mut tasks = Vec::new();
@@ -150,29 +245,57 @@ async fn fifty_concurrent_experiments_all_end_and_leave_nothing() {
             } else {
                 connect_error("ECONNREFUSED", 1.0, 40000 + i, "")
             };
-            let t = if i % 5 == 0 { pid_target(sleeper_pid) } else { target };
+            let t = if i % 5 == 0 {
+                pid_target(sleeper_pid)
+            } else {
+                target
+            };
             let exp = start(&mut c, experiment(fault, t, Duration::from_secs(120))).await;
             tokio::time::sleep(Duration::from_millis(u64::from(i % 7) * 10)).await;
-            c.stop_experiment(pb::StopExperimentRequest { id: exp.id }).await.unwrap().into_inner()
+            c.stop_experiment(pb::StopExperimentRequest { id: exp.id })
+                .await
+                .unwrap()
+                .into_inner()
         }));
     }
     let mut ends = Vec::new();
     for t in tasks {
         ends.push(t.await.unwrap());
     }
-    assert!(ends.iter().all(|e| e.state() == pb::ExperimentState::Stopped), "every experiment ended stopped");
+    assert!(
+        ends.iter()
+            .all(|e| e.state() == pb::ExperimentState::Stopped),
+        "every experiment ended stopped"
+    );
     let mut c = client.clone();
-    let running = c.list_experiments(pb::ListExperimentsRequest { running_only: true }).await.unwrap().into_inner();
-    assert!(running.experiments.is_empty(), "nothing still running: {running:?}");
-    assert!(our_links().is_empty(), "no link left behind: {:?}", our_links());
-    assert_eq!(probe(Some(&cg), "connect", acc.addr, 100).ok, 100, "nothing still injecting");
+    let running = c
+        .list_experiments(pb::ListExperimentsRequest { running_only: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        running.experiments.is_empty(),
+        "nothing still running: {running:?}"
+    );
+    assert!(
+        our_links().is_empty(),
+        "no link left behind: {:?}",
+        our_links()
+    );
+    assert_eq!(
+        probe(Some(&cg), "connect", acc.addr, 100).ok,
+        100,
+        "nothing still injecting"
+    );
     let _ = sleeper.kill();
     let _ = sleeper.wait();
     drop(c);
     drop(client);
     drop(agent);
     assert!(
-        wait_for(Duration::from_secs(3), || our_programs().iter().all(|p| before.contains(p))),
+        wait_for(Duration::from_secs(3), || our_programs()
+            .iter()
+            .all(|p| before.contains(p))),
         "programs left after the agent stopped: {:?}",
         our_programs()
     );

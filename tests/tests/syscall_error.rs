@@ -20,7 +20,11 @@ async fn connect_fails_at_configured_probability_only_inside_the_cgroup() {
 
     let exp = start(
         &mut client,
-        experiment(connect_error("ECONNREFUSED", 0.5, target.addr.port(), ""), cgroup_target(&cg), Duration::from_secs(60)),
+        experiment(
+            connect_error("ECONNREFUSED", 0.5, target.addr.port(), ""),
+            cgroup_target(&cg),
+            Duration::from_secs(60),
+        ),
     )
     .await;
 
@@ -32,21 +36,48 @@ async fn connect_fails_at_configured_probability_only_inside_the_cgroup() {
         "expected {lo:.0}..{hi:.0} of {CALLS} connects refused inside the cgroup, saw {inside:?}"
     );
     assert_eq!(inside.total(), CALLS);
-    assert_eq!(inside.ok + inside.errno("ECONNREFUSED"), CALLS, "only ECONNREFUSED expected: {inside:?}");
+    assert_eq!(
+        inside.ok + inside.errno("ECONNREFUSED"),
+        CALLS,
+        "only ECONNREFUSED expected: {inside:?}"
+    );
 
     let outside = probe(None, "connect", target.addr, 300);
-    assert_eq!(outside.ok, 300, "a process outside the cgroup must be unaffected: {outside:?}");
+    assert_eq!(
+        outside.ok, 300,
+        "a process outside the cgroup must be unaffected: {outside:?}"
+    );
     let other = probe(Some(&cg), "connect", other_port.addr, 300);
-    assert_eq!(other.ok, 300, "connects to another port must be unaffected: {other:?}");
+    assert_eq!(
+        other.ok, 300,
+        "connects to another port must be unaffected: {other:?}"
+    );
 
     // The in-kernel counters agree with what the target saw.
-    let status = client.get_experiment(faultline_proto::v1::GetExperimentRequest { id: exp.id.clone() }).await.unwrap().into_inner();
-    assert_eq!(status.injected, inside.errno("ECONNREFUSED"), "injected counter vs errors seen: {status:?}");
-    assert_eq!(status.matched, CALLS, "matched counter counts only the target's calls to the port: {status:?}");
+    let status = client
+        .get_experiment(faultline_proto::v1::GetExperimentRequest { id: exp.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.injected,
+        inside.errno("ECONNREFUSED"),
+        "injected counter vs errors seen: {status:?}"
+    );
+    assert_eq!(
+        status.matched, CALLS,
+        "matched counter counts only the target's calls to the port: {status:?}"
+    );
 
-    client.stop_experiment(faultline_proto::v1::StopExperimentRequest { id: exp.id }).await.unwrap();
+    client
+        .stop_experiment(faultline_proto::v1::StopExperimentRequest { id: exp.id })
+        .await
+        .unwrap();
     let after = probe(Some(&cg), "connect", target.addr, 200);
-    assert_eq!(after.ok, 200, "after stop every connect must succeed: {after:?}");
+    assert_eq!(
+        after.ok, 200,
+        "after stop every connect must succeed: {after:?}"
+    );
 }
 
 #[tokio::test]
@@ -60,13 +91,24 @@ async fn ipv6_connect_fails_with_the_configured_errno() {
 
     start(
         &mut client,
-        experiment(connect_error("ETIMEDOUT", 1.0, 0, "::1/128"), cgroup_target(&cg), Duration::from_secs(60)),
+        experiment(
+            connect_error("ETIMEDOUT", 1.0, 0, "::1/128"),
+            cgroup_target(&cg),
+            Duration::from_secs(60),
+        ),
     )
     .await;
     let six = probe(Some(&cg), "connect", v6.addr, 200);
-    assert_eq!(six.errno("ETIMEDOUT"), 200, "every IPv6 connect to ::1 must fail with ETIMEDOUT: {six:?}");
+    assert_eq!(
+        six.errno("ETIMEDOUT"),
+        200,
+        "every IPv6 connect to ::1 must fail with ETIMEDOUT: {six:?}"
+    );
     let four = probe(Some(&cg), "connect", v4.addr, 200);
-    assert_eq!(four.ok, 200, "an IPv6 CIDR must not touch IPv4 connects: {four:?}");
+    assert_eq!(
+        four.ok, 200,
+        "an IPv6 CIDR must not touch IPv4 connects: {four:?}"
+    );
 }
 
 #[tokio::test]
@@ -80,13 +122,24 @@ async fn cidr_filter_spares_other_destinations() {
 
     start(
         &mut client,
-        experiment(connect_error("ENETUNREACH", 1.0, 0, "127.0.0.1/32"), cgroup_target(&cg), Duration::from_secs(60)),
+        experiment(
+            connect_error("ENETUNREACH", 1.0, 0, "127.0.0.1/32"),
+            cgroup_target(&cg),
+            Duration::from_secs(60),
+        ),
     )
     .await;
     let hit = probe(Some(&cg), "connect", a.addr, 200);
-    assert_eq!(hit.errno("ENETUNREACH"), 200, "127.0.0.1 is inside the CIDR: {hit:?}");
+    assert_eq!(
+        hit.errno("ENETUNREACH"),
+        200,
+        "127.0.0.1 is inside the CIDR: {hit:?}"
+    );
     let spared = probe(Some(&cg), "connect", b.addr, 200);
-    assert_eq!(spared.ok, 200, "127.0.0.2 is outside 127.0.0.1/32: {spared:?}");
+    assert_eq!(
+        spared.ok, 200,
+        "127.0.0.2 is outside 127.0.0.1/32: {spared:?}"
+    );
 }
 
 #[tokio::test]
@@ -97,18 +150,42 @@ async fn bind_and_udp_sendmsg_fail() {
     let cg = TestCgroup::new("bind-send");
     let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let sink_addr = sink.local_addr().unwrap();
-    let free_port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let free_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
 
-    let mut req = experiment(syscall_error("bind", "EADDRINUSE", 1.0, free_port.port(), ""), cgroup_target(&cg), Duration::from_secs(60));
-    req.spec.as_mut().unwrap().faults.push(syscall_error("sendmsg", "EHOSTUNREACH", 1.0, sink_addr.port(), ""));
+    let mut req = experiment(
+        syscall_error("bind", "EADDRINUSE", 1.0, free_port.port(), ""),
+        cgroup_target(&cg),
+        Duration::from_secs(60),
+    );
+    req.spec.as_mut().unwrap().faults.push(syscall_error(
+        "sendmsg",
+        "EHOSTUNREACH",
+        1.0,
+        sink_addr.port(),
+        "",
+    ));
     start(&mut client, req).await;
 
     let bind = probe(Some(&cg), "bind", free_port, 100);
-    assert_eq!(bind.errno("EADDRINUSE"), 100, "bind to the faulted port must fail: {bind:?}");
+    assert_eq!(
+        bind.errno("EADDRINUSE"),
+        100,
+        "bind to the faulted port must fail: {bind:?}"
+    );
     let send = probe(Some(&cg), "sendto", sink_addr, 100);
-    assert_eq!(send.errno("EHOSTUNREACH"), 100, "UDP sendto the faulted port must fail: {send:?}");
+    assert_eq!(
+        send.errno("EHOSTUNREACH"),
+        100,
+        "UDP sendto the faulted port must fail: {send:?}"
+    );
     let outside = probe(None, "sendto", sink_addr, 100);
-    assert_eq!(outside.ok, 100, "outside the cgroup sendto must work: {outside:?}");
+    assert_eq!(
+        outside.ok, 100,
+        "outside the cgroup sendto must work: {outside:?}"
+    );
 }
 
 #[tokio::test]
@@ -122,23 +199,52 @@ async fn pid_and_comm_selectors_narrow_the_target() {
 
     start(
         &mut client,
-        experiment(connect_error("ECONNRESET", 1.0, acc.addr.port(), ""), pid_target(target.pid()), Duration::from_secs(60)),
+        experiment(
+            connect_error("ECONNRESET", 1.0, acc.addr.port(), ""),
+            pid_target(target.pid()),
+            Duration::from_secs(60),
+        ),
     )
     .await;
     let hit = target.run("connect", acc.addr, 100);
-    assert_eq!(hit.errno("ECONNRESET"), 100, "the targeted pid must fail: {hit:?}");
+    assert_eq!(
+        hit.errno("ECONNRESET"),
+        100,
+        "the targeted pid must fail: {hit:?}"
+    );
     let spared = bystander.run("connect", acc.addr, 100);
-    assert_eq!(spared.ok, 100, "another process of the same binary must be spared: {spared:?}");
+    assert_eq!(
+        spared.ok, 100,
+        "another process of the same binary must be spared: {spared:?}"
+    );
 
     // comm selector with an excluded pid: both probes are named fl-probe.
-    client.stop_all(faultline_proto::v1::StopAllRequest {}).await.unwrap();
+    client
+        .stop_all(faultline_proto::v1::StopAllRequest {})
+        .await
+        .unwrap();
     let mut t = pid_target(0);
     t.pids.clear();
     t.comm = "fl-probe".into();
     t.exclude_pids = vec![bystander.pid()];
-    start(&mut client, experiment(connect_error("ECONNRESET", 1.0, acc.addr.port(), ""), t, Duration::from_secs(60))).await;
+    start(
+        &mut client,
+        experiment(
+            connect_error("ECONNRESET", 1.0, acc.addr.port(), ""),
+            t,
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
     let hit = target.run("connect", acc.addr, 100);
-    assert_eq!(hit.errno("ECONNRESET"), 100, "comm fl-probe must fail: {hit:?}");
+    assert_eq!(
+        hit.errno("ECONNRESET"),
+        100,
+        "comm fl-probe must fail: {hit:?}"
+    );
     let spared = bystander.run("connect", acc.addr, 100);
-    assert_eq!(spared.ok, 100, "the excluded pid must be spared: {spared:?}");
+    assert_eq!(
+        spared.ok, 100,
+        "the excluded pid must be spared: {spared:?}"
+    );
 }

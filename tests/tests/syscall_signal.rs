@@ -14,7 +14,9 @@ fn spawn_loop(cg: Option<&TestCgroup>, syscall: &str) -> Child {
         Some(cg) => cg.command(bin("fl-probe")),
         None => Command::new(bin("fl-probe")),
     };
-    cmd.args(["loop", syscall, "5"]).spawn().expect("spawn fl-probe loop")
+    cmd.args(["loop", syscall, "5"])
+        .spawn()
+        .expect("spawn fl-probe loop")
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
@@ -35,12 +37,28 @@ async fn target_dies_with_the_configured_signal_and_a_twin_lives() {
     let mut target = spawn_loop(Some(&cg), "uname");
     let mut twin = spawn_loop(None, "uname");
 
-    start(&mut client, experiment(syscall_signal("uname", "SEGV", 1.0, 0), cgroup_target(&cg), Duration::from_secs(60))).await;
+    start(
+        &mut client,
+        experiment(
+            syscall_signal("uname", "SEGV", 1.0, 0),
+            cgroup_target(&cg),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
 
-    let status = wait_exit(&mut target, Duration::from_secs(5)).expect("the target should have died within 5 s");
-    assert_eq!(status.signal(), Some(libc::SIGSEGV), "target should die by SIGSEGV, got {status:?}");
+    let status = wait_exit(&mut target, Duration::from_secs(5))
+        .expect("the target should have died within 5 s");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGSEGV),
+        "target should die by SIGSEGV, got {status:?}"
+    );
     std::thread::sleep(Duration::from_millis(300));
-    assert!(twin.try_wait().unwrap().is_none(), "the same binary outside the cgroup must keep running");
+    assert!(
+        twin.try_wait().unwrap().is_none(),
+        "the same binary outside the cgroup must keep running"
+    );
     let _ = twin.kill();
     let _ = twin.wait();
 }
@@ -55,10 +73,15 @@ async fn signal_at_the_nth_call_only() {
 
     let exp = start(
         &mut client,
-        experiment(syscall_signal("getppid", "ABRT", 1.0, 20), pid_target(target.id()), Duration::from_secs(60)),
+        experiment(
+            syscall_signal("getppid", "ABRT", 1.0, 20),
+            pid_target(target.id()),
+            Duration::from_secs(60),
+        ),
     )
     .await;
-    let status = wait_exit(&mut target, Duration::from_secs(5)).expect("target should die at its 20th getppid");
+    let status = wait_exit(&mut target, Duration::from_secs(5))
+        .expect("target should die at its 20th getppid");
     assert_eq!(status.signal(), Some(libc::SIGABRT), "got {status:?}");
     let view = client
         .get_experiment(faultline_proto::v1::GetExperimentRequest { id: exp.id })
@@ -66,8 +89,14 @@ async fn signal_at_the_nth_call_only() {
         .unwrap()
         .into_inner();
     assert_eq!(view.injected, 1, "exactly one signal delivered: {view:?}");
-    assert_eq!(view.matched, 20, "the signal came at the 20th matching call: {view:?}");
-    assert!(other_syscall.try_wait().unwrap().is_none(), "a non-target process must keep running");
+    assert_eq!(
+        view.matched, 20,
+        "the signal came at the 20th matching call: {view:?}"
+    );
+    assert!(
+        other_syscall.try_wait().unwrap().is_none(),
+        "a non-target process must keep running"
+    );
     let _ = other_syscall.kill();
     let _ = other_syscall.wait();
 }
@@ -79,16 +108,34 @@ async fn sys_enter_is_attached_only_while_a_signal_fault_is_active() {
     let mut client = agent.client().await;
     let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
     let ours_before = our_links();
-    assert!(ours_before.is_empty(), "no link may exist before any fault: {ours_before:?}");
+    assert!(
+        ours_before.is_empty(),
+        "no link may exist before any fault: {ours_before:?}"
+    );
 
     let exp = start(
         &mut client,
-        experiment(syscall_signal("getppid", "KILL", 1.0, 0), pid_target(sleeper.id()), Duration::from_secs(60)),
+        experiment(
+            syscall_signal("getppid", "KILL", 1.0, 0),
+            pid_target(sleeper.id()),
+            Duration::from_secs(60),
+        ),
     )
     .await;
-    assert_eq!(our_links().len(), 1, "one raw tracepoint link while the fault is active");
-    client.stop_experiment(faultline_proto::v1::StopExperimentRequest { id: exp.id }).await.unwrap();
-    assert!(our_links().is_empty(), "the link must be gone after stop: {:?}", our_links());
+    assert_eq!(
+        our_links().len(),
+        1,
+        "one raw tracepoint link while the fault is active"
+    );
+    client
+        .stop_experiment(faultline_proto::v1::StopExperimentRequest { id: exp.id })
+        .await
+        .unwrap();
+    assert!(
+        our_links().is_empty(),
+        "the link must be gone after stop: {:?}",
+        our_links()
+    );
     let _ = sleeper.kill();
     let _ = sleeper.wait();
 }

@@ -46,7 +46,12 @@ pub fn mechanism_of(spec: &FaultSpec) -> Mechanism {
     }
 }
 
-pub fn to_kernel(spec: &FaultSpec, target: &Target, deadline_ns: u64, dry_run: bool) -> KernelFault {
+pub fn to_kernel(
+    spec: &FaultSpec,
+    target: &Target,
+    deadline_ns: u64,
+    dry_run: bool,
+) -> KernelFault {
     let mut slot = FaultSlot {
         deadline_ns,
         flags: if dry_run { flags::DRY_RUN } else { 0 },
@@ -69,7 +74,12 @@ pub fn to_kernel(spec: &FaultSpec, target: &Target, deadline_ns: u64, dry_run: b
         .map(|p| (*p, pid_role::INCLUDE))
         .chain(target.exclude_pids.iter().map(|p| (*p, pid_role::EXCLUDE)))
         .collect();
-    KernelFault { slot, mechanism: mechanism_of(spec), watched_syscall, pid_roles }
+    KernelFault {
+        slot,
+        mechanism: mechanism_of(spec),
+        watched_syscall,
+        pid_roles,
+    }
 }
 
 fn comm_bytes(s: &str) -> [u8; COMM_LEN] {

@@ -1,7 +1,10 @@
 //! proto <-> domain conversions. Validation of request syntax happens here,
 //! once; every error names the field at fault.
 
-use std::{collections::BTreeMap, time::{Duration, UNIX_EPOCH, SystemTime}};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use faultline_common::MAX_TARGET_PIDS;
 use faultline_proto::v1 as pb;
@@ -32,21 +35,30 @@ fn comm(field: &str, s: &str) -> Result<Option<String>, SpecError> {
         return Ok(None);
     }
     if s.len() > 15 {
-        return Err(inv(field, format!("{s:?} is longer than the kernel's 15-byte process name")));
+        return Err(inv(
+            field,
+            format!("{s:?} is longer than the kernel's 15-byte process name"),
+        ));
     }
     Ok(Some(s.to_owned()))
 }
 
 fn pids(field: &str, list: &[u32], must_exist: bool) -> Result<Vec<u32>, SpecError> {
     if list.len() > MAX_TARGET_PIDS {
-        return Err(inv(field, format!("at most {MAX_TARGET_PIDS} pids, got {}", list.len())));
+        return Err(inv(
+            field,
+            format!("at most {MAX_TARGET_PIDS} pids, got {}", list.len()),
+        ));
     }
     for (i, pid) in list.iter().enumerate() {
         if *pid == 0 {
             return Err(inv(format!("{field}[{i}]"), "pid 0 is not a process"));
         }
         if must_exist && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            return Err(inv(format!("{field}[{i}]"), format!("no process with pid {pid}")));
+            return Err(inv(
+                format!("{field}[{i}]"),
+                format!("no process with pid {pid}"),
+            ));
         }
     }
     Ok(list.to_vec())
@@ -66,7 +78,10 @@ fn target(t: Option<&pb::Target>) -> Result<Target, SpecError> {
         exclude_comm: comm("spec.target.exclude_comm", &t.exclude_comm)?,
     };
     if let Some(pid) = out.pids.iter().find(|p| out.exclude_pids.contains(p)) {
-        return Err(inv("spec.target.exclude_pids", format!("pid {pid} is both included and excluded")));
+        return Err(inv(
+            "spec.target.exclude_pids",
+            format!("pid {pid} is both included and excluded"),
+        ));
     }
     if out.pids.is_empty() && out.cgroup.is_none() && out.comm.is_none() {
         return Err(inv(
@@ -80,7 +95,10 @@ fn target(t: Option<&pb::Target>) -> Result<Target, SpecError> {
 fn fault(i: usize, f: &pb::FaultSpec) -> Result<FaultSpec, SpecError> {
     use pb::fault_spec::Kind;
     match &f.kind {
-        None => Err(inv(format!("spec.faults[{i}]"), "no fault kind set (syscall_error or syscall_signal)")),
+        None => Err(inv(
+            format!("spec.faults[{i}]"),
+            "no fault kind set (syscall_error or syscall_signal)",
+        )),
         Some(Kind::SyscallError(e)) => {
             let p = format!("spec.faults[{i}].syscall_error");
             let call = SockCall::parse(&e.syscall).ok_or_else(|| {
@@ -93,8 +111,12 @@ fn fault(i: usize, f: &pb::FaultSpec) -> Result<FaultSpec, SpecError> {
                 )
             })?;
             let errno = ErrnoName::parse(&e.errno).map_err(|r| inv(format!("{p}.errno"), r))?;
-            let port = u16::try_from(e.port)
-                .map_err(|_| inv(format!("{p}.port"), format!("{} is not a port (0..=65535)", e.port)))?;
+            let port = u16::try_from(e.port).map_err(|_| {
+                inv(
+                    format!("{p}.port"),
+                    format!("{} is not a port (0..=65535)", e.port),
+                )
+            })?;
             let cidr = match e.cidr.trim() {
                 "" => None,
                 c => Some(Cidr::parse(c).map_err(|r| inv(format!("{p}.cidr"), r))?),
@@ -109,7 +131,8 @@ fn fault(i: usize, f: &pb::FaultSpec) -> Result<FaultSpec, SpecError> {
         }
         Some(Kind::SyscallSignal(s)) => {
             let p = format!("spec.faults[{i}].syscall_signal");
-            let syscall = SyscallName::parse(&s.syscall).map_err(|r| inv(format!("{p}.syscall"), r))?;
+            let syscall =
+                SyscallName::parse(&s.syscall).map_err(|r| inv(format!("{p}.syscall"), r))?;
             let signal = SignalName::parse(&s.signal).map_err(|r| inv(format!("{p}.signal"), r))?;
             Ok(FaultSpec::SyscallSignal(SyscallSignalSpec {
                 syscall,
@@ -129,10 +152,16 @@ pub fn spec_from_proto(spec: Option<&pb::ExperimentSpec>) -> Result<ExperimentSp
         return Err(inv("spec.faults", "at least one fault is required"));
     }
     if s.faults.len() > MAX_FAULTS_PER_EXPERIMENT {
-        return Err(inv("spec.faults", format!("at most {MAX_FAULTS_PER_EXPERIMENT} faults per experiment")));
+        return Err(inv(
+            "spec.faults",
+            format!("at most {MAX_FAULTS_PER_EXPERIMENT} faults per experiment"),
+        ));
     }
     if s.duration_ms == 0 {
-        return Err(inv("spec.duration_ms", "required: every experiment must be time-boxed"));
+        return Err(inv(
+            "spec.duration_ms",
+            "required: every experiment must be time-boxed",
+        ));
     }
     if s.name.len() > 128 {
         return Err(inv("spec.name", "at most 128 bytes"));
@@ -142,22 +171,35 @@ pub fn spec_from_proto(spec: Option<&pb::ExperimentSpec>) -> Result<ExperimentSp
     }
     for k in s.labels.keys() {
         if k.is_empty() || k.len() > 63 {
-            return Err(inv(format!("spec.labels[{k:?}]"), "a label key has 1 to 63 bytes"));
+            return Err(inv(
+                format!("spec.labels[{k:?}]"),
+                "a label key has 1 to 63 bytes",
+            ));
         }
     }
-    let faults = s.faults.iter().enumerate().map(|(i, f)| fault(i, f)).collect::<Result<_, _>>()?;
+    let faults = s
+        .faults
+        .iter()
+        .enumerate()
+        .map(|(i, f)| fault(i, f))
+        .collect::<Result<_, _>>()?;
     Ok(ExperimentSpec {
         name: s.name.clone(),
         faults,
         target: target(s.target.as_ref())?,
         duration: Duration::from_millis(s.duration_ms),
         dry_run: s.dry_run,
-        labels: s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>(),
+        labels: s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
     })
 }
 
 fn ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
@@ -189,14 +231,22 @@ fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
         faults,
         target: Some(pb::Target {
             pids: t.pids.clone(),
-            cgroup: t.cgroup.as_ref().map(|c| c.path.display().to_string()).unwrap_or_default(),
+            cgroup: t
+                .cgroup
+                .as_ref()
+                .map(|c| c.path.display().to_string())
+                .unwrap_or_default(),
             comm: t.comm.clone().unwrap_or_default(),
             exclude_pids: t.exclude_pids.clone(),
             exclude_comm: t.exclude_comm.clone().unwrap_or_default(),
         }),
         duration_ms: s.duration.as_millis() as u64,
         dry_run: s.dry_run,
-        labels: s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        labels: s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -264,7 +314,10 @@ mod tests {
                     cidr: "127.0.0.0/8".into(),
                 })),
             }],
-            target: Some(pb::Target { pids: vec![std::process::id()], ..Default::default() }),
+            target: Some(pb::Target {
+                pids: vec![std::process::id()],
+                ..Default::default()
+            }),
             duration_ms: 1000,
             ..Default::default()
         }
@@ -278,7 +331,10 @@ mod tests {
     fn valid_spec_converts() {
         let s = spec_from_proto(Some(&base())).unwrap();
         assert_eq!(s.duration, Duration::from_secs(1));
-        assert_eq!(s.faults[0].summary(), "connect -> ECONNREFUSED p=0.5 port=8080 cidr=127.0.0.0/8");
+        assert_eq!(
+            s.faults[0].summary(),
+            "connect -> ECONNREFUSED p=0.5 port=8080 cidr=127.0.0.0/8"
+        );
     }
 
     #[test]
@@ -290,11 +346,26 @@ mod tests {
             }
             field_of(s)
         };
-        assert_eq!(with_err(&|e| e.errno = "EFOO".into()), "spec.faults[0].syscall_error.errno");
-        assert_eq!(with_err(&|e| e.syscall = "frob".into()), "spec.faults[0].syscall_error.syscall");
-        assert_eq!(with_err(&|e| e.probability = 1.5), "spec.faults[0].syscall_error.probability");
-        assert_eq!(with_err(&|e| e.port = 70000), "spec.faults[0].syscall_error.port");
-        assert_eq!(with_err(&|e| e.cidr = "10.0.0.0/40".into()), "spec.faults[0].syscall_error.cidr");
+        assert_eq!(
+            with_err(&|e| e.errno = "EFOO".into()),
+            "spec.faults[0].syscall_error.errno"
+        );
+        assert_eq!(
+            with_err(&|e| e.syscall = "frob".into()),
+            "spec.faults[0].syscall_error.syscall"
+        );
+        assert_eq!(
+            with_err(&|e| e.probability = 1.5),
+            "spec.faults[0].syscall_error.probability"
+        );
+        assert_eq!(
+            with_err(&|e| e.port = 70000),
+            "spec.faults[0].syscall_error.port"
+        );
+        assert_eq!(
+            with_err(&|e| e.cidr = "10.0.0.0/40".into()),
+            "spec.faults[0].syscall_error.cidr"
+        );
 
         let mut s = base();
         s.duration_ms = 0;
@@ -303,10 +374,16 @@ mod tests {
         s.target = Some(pb::Target::default());
         assert_eq!(field_of(s), "spec.target");
         let mut s = base();
-        s.target = Some(pb::Target { cgroup: "/definitely/not/a/cgroup".into(), ..Default::default() });
+        s.target = Some(pb::Target {
+            cgroup: "/definitely/not/a/cgroup".into(),
+            ..Default::default()
+        });
         assert_eq!(field_of(s), "spec.target.cgroup");
         let mut s = base();
-        s.target = Some(pb::Target { pids: vec![u32::MAX - 1], ..Default::default() });
+        s.target = Some(pb::Target {
+            pids: vec![u32::MAX - 1],
+            ..Default::default()
+        });
         assert_eq!(field_of(s), "spec.target.pids[0]");
         let mut s = base();
         s.faults[0].kind = Some(pb::fault_spec::Kind::SyscallSignal(pb::SyscallSignal {

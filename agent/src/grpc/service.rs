@@ -1,6 +1,9 @@
 //! `faultline.v1.FaultService` on top of the engine.
 
-use std::{pin::Pin, time::{Duration, SystemTime}};
+use std::{
+    pin::Pin,
+    time::{Duration, SystemTime},
+};
 
 use faultline_proto::v1::{self as pb, fault_service_server::FaultService};
 use futures::Stream;
@@ -86,7 +89,9 @@ impl FaultService for FaultServiceImpl {
     ) -> Result<Response<pb::StartExperimentResponse>, Status> {
         let spec = spec_from_proto(req.get_ref().spec.as_ref()).map_err(|e| spec_status(&e))?;
         let view = self.engine.start(spec).map_err(status)?;
-        Ok(Response::new(pb::StartExperimentResponse { experiment: Some(experiment_to_proto(&view)) }))
+        Ok(Response::new(pb::StartExperimentResponse {
+            experiment: Some(experiment_to_proto(&view)),
+        }))
     }
 
     async fn get_experiment(
@@ -94,7 +99,11 @@ impl FaultService for FaultServiceImpl {
         req: Request<pb::GetExperimentRequest>,
     ) -> Result<Response<pb::Experiment>, Status> {
         let id = id_arg(&req.get_ref().id)?;
-        let view = self.engine.lock().view(id).ok_or_else(|| status(EngineError::NotFound(id.into())))?;
+        let view = self
+            .engine
+            .lock()
+            .view(id)
+            .ok_or_else(|| status(EngineError::NotFound(id.into())))?;
         Ok(Response::new(experiment_to_proto(&view)))
     }
 
@@ -117,7 +126,10 @@ impl FaultService for FaultServiceImpl {
         Ok(Response::new(experiment_to_proto(&view)))
     }
 
-    async fn stop_all(&self, _req: Request<pb::StopAllRequest>) -> Result<Response<pb::StopAllResponse>, Status> {
+    async fn stop_all(
+        &self,
+        _req: Request<pb::StopAllRequest>,
+    ) -> Result<Response<pb::StopAllResponse>, Status> {
         let stopped_ids = self.engine.stop_all("stopped by StopAll");
         Ok(Response::new(pb::StopAllResponse { stopped_ids }))
     }

@@ -15,7 +15,10 @@ use std::{
 };
 
 fn errno_name(e: &std::io::Error) -> String {
-    e.raw_os_error().map_or_else(|| e.to_string(), |n| format!("{:?}", nix::errno::Errno::from_raw(n)))
+    e.raw_os_error().map_or_else(
+        || e.to_string(),
+        |n| format!("{:?}", nix::errno::Errno::from_raw(n)),
+    )
 }
 
 fn run(op: &str, addr: &str, count: u64) -> String {
@@ -27,8 +30,16 @@ fn run(op: &str, addr: &str, count: u64) -> String {
             "connect" => TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(drop),
             "bind" => UdpSocket::bind(addr).map(drop),
             "sendto" => {
-                let any: SocketAddr = if addr.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" }.parse().unwrap();
-                UdpSocket::bind(any).and_then(|s| s.send_to(b"x", addr)).map(drop)
+                let any: SocketAddr = if addr.is_ipv4() {
+                    "127.0.0.1:0"
+                } else {
+                    "[::1]:0"
+                }
+                .parse()
+                .unwrap();
+                UdpSocket::bind(any)
+                    .and_then(|s| s.send_to(b"x", addr))
+                    .map(drop)
             }
             other => panic!("unknown op {other}"),
         };
@@ -66,9 +77,13 @@ fn main() {
             let addr: SocketAddr = args[1].parse().expect("ADDR");
             loop {
                 if let Err(e) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-                    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+                    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                        .expect("clock");
                     let ns = now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64;
-                    println!("{}", serde_json::json!({ "mono_ns": ns, "errno": errno_name(&e) }));
+                    println!(
+                        "{}",
+                        serde_json::json!({ "mono_ns": ns, "errno": errno_name(&e) })
+                    );
                     return;
                 }
             }
@@ -87,9 +102,13 @@ fn main() {
                 out.flush().expect("flush");
             }
         }
-        Some(op) if args.len() == 3 => println!("{}", run(op, &args[1], args[2].parse().expect("COUNT"))),
+        Some(op) if args.len() == 3 => {
+            println!("{}", run(op, &args[1], args[2].parse().expect("COUNT")))
+        }
         _ => {
-            eprintln!("usage: fl-probe connect|bind|sendto ADDR COUNT | loop SYSCALL PERIOD_MS | serve");
+            eprintln!(
+                "usage: fl-probe connect|bind|sendto ADDR COUNT | loop SYSCALL PERIOD_MS | serve"
+            );
             std::process::exit(2);
         }
     }
