@@ -158,10 +158,112 @@ pub struct SyscallSignalSpec {
     pub nth_call: u64,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Ingress,
+    Egress,
+    Both,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ingress => "ingress",
+            Self::Egress => "egress",
+            Self::Both => "both",
+        }
+    }
+}
+
+/// An inclusive port range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    pub const ANY: Self = Self { lo: 0, hi: u16::MAX };
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(Self::ANY);
+        }
+        let port = |p: &str| p.trim().parse::<u16>().map_err(|_| format!("{p:?} is not a port (0..=65535)"));
+        let (lo, hi) = match s.split_once('-') {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => (port(s)?, port(s)?),
+        };
+        if lo > hi {
+            return Err(format!("range {s:?} is empty"));
+        }
+        Ok(Self { lo, hi })
+    }
+
+    pub fn is_any(self) -> bool {
+        self == Self::ANY
+    }
+}
+
+/// Which packets a network fault applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PacketMatch {
+    /// IP protocol number; None = any.
+    pub proto: Option<u8>,
+    pub src: Option<Cidr>,
+    pub dst: Option<Cidr>,
+    pub sports: PortRange,
+    pub dports: PortRange,
+    pub include_ssh: bool,
+}
+
+impl PacketMatch {
+    fn summary(&self) -> String {
+        let mut out = String::new();
+        if let Some(p) = self.proto {
+            out.push_str(match p {
+                6 => " tcp",
+                17 => " udp",
+                _ => " icmp",
+            });
+        }
+        if let Some(c) = self.src {
+            out.push_str(&format!(" src={c}"));
+        }
+        if let Some(c) = self.dst {
+            out.push_str(&format!(" dst={c}"));
+        }
+        for (name, r) in [("sport", self.sports), ("dport", self.dports)] {
+            if !r.is_any() {
+                out.push_str(&format!(" {name}={}-{}", r.lo, r.hi));
+            }
+        }
+        out
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PacketLossSpec {
+    pub probability: Probability,
+    /// Mean burst length in packets; 1.0 = independent losses.
+    pub burst_length: f64,
+    pub direction: Direction,
+    pub matching: PacketMatch,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlackholeSpec {
+    pub direction: Direction,
+    pub matching: PacketMatch,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum FaultSpec {
     SyscallError(SyscallErrorSpec),
     SyscallSignal(SyscallSignalSpec),
+    PacketLoss(PacketLossSpec),
+    Blackhole(BlackholeSpec),
 }
 
 impl FaultSpec {
@@ -169,7 +271,13 @@ impl FaultSpec {
         match self {
             Self::SyscallError(_) => "syscall_error",
             Self::SyscallSignal(_) => "syscall_signal",
+            Self::PacketLoss(_) => "packet_loss",
+            Self::Blackhole(_) => "blackhole",
         }
+    }
+
+    pub fn is_network(&self) -> bool {
+        matches!(self, Self::PacketLoss(_) | Self::Blackhole(_))
     }
 
     pub fn summary(&self) -> String {
@@ -197,6 +305,16 @@ impl FaultSpec {
                 };
                 format!("{} -> {} {when}", s.syscall.name(), s.signal.name())
             }
+            Self::PacketLoss(l) => {
+                let burst = if l.burst_length > 1.0 { format!(" burst={}", l.burst_length) } else { String::new() };
+                format!(
+                    "{} loss p={}{burst}{}",
+                    l.direction.name(),
+                    l.probability.value(),
+                    l.matching.summary()
+                )
+            }
+            Self::Blackhole(b) => format!("{} blackhole{}", b.direction.name(), b.matching.summary()),
         }
     }
 }
@@ -209,6 +327,14 @@ pub struct Target {
     pub comm: Option<String>,
     pub exclude_pids: Vec<u32>,
     pub exclude_comm: Option<String>,
+    /// Network faults: an interface instead of a cgroup.
+    pub interface: Option<Interface>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub ifindex: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -212,7 +212,7 @@ impl Engine {
             ));
         }
         for (i, f) in spec.faults.iter().enumerate() {
-            let m = faults::mechanism_of(f);
+            let m = faults::mechanism_of(f, &spec.target);
             if let Some(reason) = self.kernel.unavailable(m) {
                 return Err(SpecError::unsupported(
                     format!("spec.faults[{i}].{}", f.kind_name()),

@@ -8,8 +8,10 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, RawTracePoint, cgroup_sock_addr::CgroupSockAddrLinkId,
-        raw_trace_point::RawTracePointLinkId,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, RawTracePoint,
+        SchedClassifier, TcAttachType, cgroup_skb::CgroupSkbLinkId,
+        cgroup_sock_addr::CgroupSockAddrLinkId, raw_trace_point::RawTracePointLinkId,
+        tc::SchedClassifierLinkId,
     },
     util::nr_cpus,
 };
@@ -31,6 +33,12 @@ const SOCK_PROGRAMS: [&str; 6] = [
     "fl_sendmsg6",
 ];
 const SYS_ENTER_PROGRAM: &str = "fl_sys_enter";
+const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
+    ("fl_skb_ingress", CgroupSkbAttachType::Ingress),
+    ("fl_skb_egress", CgroupSkbAttachType::Egress),
+];
+const TC_PROGRAMS: [(&str, TcAttachType); 2] =
+    [("fl_tc_ingress", TcAttachType::Ingress), ("fl_tc_egress", TcAttachType::Egress)];
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -77,6 +85,28 @@ struct Attachment {
     users: usize,
     sock_links: Vec<(&'static str, CgroupSockAddrLinkId)>,
     sys_enter_link: Option<RawTracePointLinkId>,
+    skb_links: Vec<(&'static str, CgroupSkbLinkId)>,
+    tc_links: Vec<(&'static str, SchedClassifierLinkId)>,
+}
+
+/// The key under which a mechanism's load failure is kept (all interfaces
+/// share the TCX programs).
+fn generic(m: Mechanism) -> Mechanism {
+    match m {
+        Mechanism::Tcx(_) => Mechanism::Tcx(0),
+        other => other,
+    }
+}
+
+fn if_name(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success buf holds a NUL-terminated name.
+    Some(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
 }
 
 pub struct Kernel {
@@ -95,6 +125,8 @@ pub struct Kernel {
     cgroup_root: Option<File>,
     ncpus: usize,
     agent_tgid: u32,
+    slot_limit: u32,
+    control_port: u32,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
@@ -156,6 +188,38 @@ impl Kernel {
         if let Err(reason) = res {
             unavailable.insert(Mechanism::SysEnter, reason);
         }
+        for (name, _) in SKB_PROGRAMS {
+            if unavailable.contains_key(&Mechanism::CgroupSkb) {
+                break;
+            }
+            if let Some(reason) = unavailable.get(&Mechanism::CgroupSockAddr).filter(|r| r.contains("cgroup2")) {
+                unavailable.insert(Mechanism::CgroupSkb, reason.clone());
+                break;
+            }
+            let res = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("program {name} missing from the object"))
+                .and_then(|p| {
+                    let p: &mut CgroupSkb = p.try_into().map_err(|e| format!("{e}"))?;
+                    p.load().map_err(|e| format!("the kernel refused {name}: {}", chain(&e)))
+                });
+            if let Err(reason) = res {
+                unavailable.insert(Mechanism::CgroupSkb, reason);
+            }
+        }
+        for (name, _) in TC_PROGRAMS {
+            let res = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("program {name} missing from the object"))
+                .and_then(|p| {
+                    let p: &mut SchedClassifier = p.try_into().map_err(|e| format!("{e}"))?;
+                    p.load().map_err(|e| format!("the kernel refused {name}: {}", chain(&e)))
+                });
+            if let Err(reason) = res {
+                unavailable.insert(Mechanism::Tcx(0), reason);
+                break;
+            }
+        }
 
         let slots = take(&mut ebpf, "FL_SLOTS")?;
         let counters = take(&mut ebpf, "FL_COUNTERS")?;
@@ -184,13 +248,21 @@ impl Kernel {
             cgroup_root,
             ncpus,
             agent_tgid: std::process::id(),
+            slot_limit: 0,
+            control_port: 0,
         };
         kernel.set_slot_limit(0)?;
         Ok(kernel)
     }
 
     pub fn unavailable(&self, m: Mechanism) -> Option<&str> {
-        self.unavailable.get(&m).map(String::as_str)
+        self.unavailable.get(&generic(m)).map(String::as_str)
+    }
+
+    /// The agent's own TCP port, which network faults never drop.
+    pub fn set_control_port(&mut self, port: u16) -> Result<(), KernelError> {
+        self.control_port = u32::from(port);
+        self.set_slot_limit(self.slot_limit)
     }
 
     fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> KernelError {
@@ -199,9 +271,12 @@ impl Kernel {
 
     /// Programs scan slots `0..limit` only.
     pub fn set_slot_limit(&mut self, limit: u32) -> Result<(), KernelError> {
+        self.slot_limit = limit.min(MAX_FAULTS);
         let cfg = AgentConfig {
             agent_tgid: self.agent_tgid,
-            slot_limit: limit.min(MAX_FAULTS),
+            slot_limit: self.slot_limit,
+            control_port: self.control_port,
+            _pad: 0,
         };
         self.config
             .set(0, cfg, 0)
@@ -322,7 +397,7 @@ impl Kernel {
 
     /// Takes a reference on a mechanism, attaching it on first use.
     pub fn acquire(&mut self, m: Mechanism) -> Result<(), KernelError> {
-        if let Some(reason) = self.unavailable.get(&m) {
+        if let Some(reason) = self.unavailable.get(&generic(m)) {
             return Err(KernelError::Unavailable {
                 mechanism: m.name(),
                 reason: reason.clone(),
@@ -410,6 +485,52 @@ impl Kernel {
                     })?;
                 att.sys_enter_link = Some(id);
             }
+            Mechanism::CgroupSkb => {
+                let root = self.cgroup_root.as_ref().ok_or_else(|| KernelError::Unavailable {
+                    mechanism: m.name(),
+                    reason: "no cgroup2 root".into(),
+                })?;
+                for (name, kind) in SKB_PROGRAMS {
+                    let res = self
+                        .ebpf
+                        .program_mut(name)
+                        .map(|p| {
+                            let p: &mut CgroupSkb = p.try_into()?;
+                            p.attach(root, kind, CgroupAttachMode::Single)
+                        })
+                        .unwrap_or(Err(aya::programs::ProgramError::NotLoaded));
+                    match res {
+                        Ok(id) => att.skb_links.push((name, id)),
+                        Err(source) => {
+                            let _ = self.detach(att);
+                            return Err(KernelError::Attach { program: name, source });
+                        }
+                    }
+                }
+            }
+            Mechanism::Tcx(ifindex) => {
+                let ifname = if_name(ifindex).ok_or_else(|| KernelError::Unavailable {
+                    mechanism: m.name(),
+                    reason: format!("no interface with index {ifindex}"),
+                })?;
+                for (name, kind) in TC_PROGRAMS {
+                    let res = self
+                        .ebpf
+                        .program_mut(name)
+                        .map(|p| {
+                            let p: &mut SchedClassifier = p.try_into()?;
+                            p.attach(&ifname, kind)
+                        })
+                        .unwrap_or(Err(aya::programs::ProgramError::NotLoaded));
+                    match res {
+                        Ok(id) => att.tc_links.push((name, id)),
+                        Err(source) => {
+                            let _ = self.detach(att);
+                            return Err(KernelError::Attach { program: name, source });
+                        }
+                    }
+                }
+            }
         }
         Ok(att)
     }
@@ -430,6 +551,32 @@ impl Kernel {
                     program: name,
                     source,
                 });
+            }
+        }
+        for (name, id) in att.skb_links {
+            let res = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(aya::programs::ProgramError::NotLoaded)
+                .and_then(|p| {
+                    let p: &mut CgroupSkb = p.try_into()?;
+                    p.detach(id)
+                });
+            if let Err(source) = res {
+                first_err.get_or_insert(KernelError::Detach { program: name, source });
+            }
+        }
+        for (name, id) in att.tc_links {
+            let res = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(aya::programs::ProgramError::NotLoaded)
+                .and_then(|p| {
+                    let p: &mut SchedClassifier = p.try_into()?;
+                    p.detach(id)
+                });
+            if let Err(source) = res {
+                first_err.get_or_insert(KernelError::Detach { program: name, source });
             }
         }
         if let Some(id) = att.sys_enter_link {

@@ -50,7 +50,10 @@ fn main() -> ExitCode {
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
     let _lock = state::prepare(&cfg)?;
-    let kernel = Kernel::load()?;
+    let mut kernel = Kernel::load()?;
+    if let Some(addr) = cfg.listen {
+        kernel.set_control_port(addr.port())?;
+    }
     for c in faultline_agent::caps::probe(&kernel) {
         if c.supported {
             info!(

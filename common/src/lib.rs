@@ -20,6 +20,14 @@ pub mod kind {
     pub const SOCK_ERROR: u32 = 1;
     /// `syscall_signal` through the `sys_enter` raw tracepoint.
     pub const SYSCALL_SIGNAL: u32 = 2;
+    /// `packet_loss` and `blackhole` through cgroup_skb or TCX programs.
+    pub const PACKET_DROP: u32 = 3;
+}
+
+/// Packet directions (bit flags in `NetMatch::direction`).
+pub mod direction {
+    pub const INGRESS: u32 = 1 << 0;
+    pub const EGRESS: u32 = 1 << 1;
 }
 
 /// Socket operations the sock_addr programs can fail (bit flags in `FaultSlot::op`).
@@ -37,6 +45,8 @@ pub mod flags {
     pub const FAMILY_V4: u32 = 1 << 1;
     /// Match IPv6 destinations.
     pub const FAMILY_V6: u32 = 1 << 2;
+    /// Network faults may touch SSH (port 22) traffic.
+    pub const INCLUDE_SSH: u32 = 1 << 3;
 }
 
 /// Who a fault applies to. Zero / empty fields mean "no constraint", but the
@@ -60,6 +70,36 @@ pub struct TargetSel {
     pub has_exclude_comm: u32,
     pub _pad: u32,
     pub exclude_comm: [u8; COMM_LEN],
+}
+
+/// Which packets a network fault applies to. Addresses are big-endian words
+/// as they appear in the packet; a prefix of 0 matches any address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetMatch {
+    /// Interface scope (TCX on this ifindex); 0 = cgroup scope (cgroup_skb).
+    pub ifindex: u32,
+    /// `direction::*` bits.
+    pub direction: u32,
+    /// IP protocol number (6 tcp, 17 udp, 1 icmp / 58 icmpv6); 0 = any.
+    pub proto: u32,
+    pub src_v4: u32,
+    pub src_v4_prefix: u32,
+    pub dst_v4: u32,
+    pub dst_v4_prefix: u32,
+    pub src_v6_prefix: u32,
+    pub src_v6: [u32; 4],
+    pub dst_v6: [u32; 4],
+    pub dst_v6_prefix: u32,
+    /// Inclusive port ranges in host byte order; 0..=65535 = any.
+    pub sport_lo: u32,
+    pub sport_hi: u32,
+    pub dport_lo: u32,
+    pub dport_hi: u32,
+    /// Gilbert loss model: when non-zero, `threshold` is P(good -> bad) and
+    /// this is P(bad -> good), per packet, scaled to 2^32. Every packet in the
+    /// bad state is dropped.
+    pub leave_bad: u32,
 }
 
 /// One fault's parameters, written by the agent and read by the programs.
@@ -94,6 +134,7 @@ pub struct FaultSlot {
     pub v6_prefix: u32,
     pub _pad: u32,
     pub target: TargetSel,
+    pub net: NetMatch,
 }
 
 /// Per-CPU counters of one slot.
@@ -114,6 +155,9 @@ pub struct AgentConfig {
     pub agent_tgid: u32,
     /// One past the highest slot in use, so programs scan only that far.
     pub slot_limit: u32,
+    /// The agent's own TCP control-plane port (0 = none): never dropped.
+    pub control_port: u32,
+    pub _pad: u32,
 }
 
 /// Role of a pid in a slot's target (value in the `FL_PIDS` map).

@@ -138,6 +138,7 @@ impl From<Target> for pb::Target {
             comm: target.comm,
             exclude_pids: target.exclude_pids,
             exclude_comm: target.exclude_comm,
+            interface: String::new(),
         }
     }
 }

@@ -13,6 +13,8 @@ mod slots;
 mod sock_error;
 #[cfg(target_arch = "bpf")]
 mod syscall_signal;
+#[cfg(target_arch = "bpf")]
+mod packet_drop;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

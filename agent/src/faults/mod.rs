@@ -1,6 +1,7 @@
 //! One module per fault kind. Each turns a validated spec into the kernel
 //! slot its program reads, and names the mechanism that must be attached.
 
+pub mod packet_drop;
 pub mod syscall_error;
 pub mod syscall_signal;
 
@@ -15,15 +16,19 @@ pub enum Mechanism {
     CgroupSockAddr,
     /// raw tracepoint `sys_enter`.
     SysEnter,
+    /// cgroup_skb ingress and egress programs on the cgroup2 root.
+    CgroupSkb,
+    /// TCX ingress and egress programs on one interface (by ifindex).
+    Tcx(u32),
 }
 
 impl Mechanism {
-    pub const ALL: [Self; 2] = [Self::CgroupSockAddr, Self::SysEnter];
-
     pub fn name(self) -> &'static str {
         match self {
             Self::CgroupSockAddr => "cgroup_sock_addr",
             Self::SysEnter => "raw_tracepoint",
+            Self::CgroupSkb => "cgroup_skb",
+            Self::Tcx(_) => "tcx",
         }
     }
 }
@@ -39,10 +44,14 @@ pub struct KernelFault {
     pub pid_roles: Vec<(u32, u32)>,
 }
 
-pub fn mechanism_of(spec: &FaultSpec) -> Mechanism {
+pub fn mechanism_of(spec: &FaultSpec, target: &Target) -> Mechanism {
     match spec {
         FaultSpec::SyscallError(_) => Mechanism::CgroupSockAddr,
         FaultSpec::SyscallSignal(_) => Mechanism::SysEnter,
+        FaultSpec::PacketLoss(_) | FaultSpec::Blackhole(_) => match &target.interface {
+            Some(i) => Mechanism::Tcx(i.ifindex),
+            None => Mechanism::CgroupSkb,
+        },
     }
 }
 
@@ -67,6 +76,14 @@ pub fn to_kernel(
             syscall_signal::fill(s, &mut slot);
             Some(s.syscall.number())
         }
+        FaultSpec::PacketLoss(l) => {
+            packet_drop::fill_loss(l, target, &mut slot);
+            None
+        }
+        FaultSpec::Blackhole(b) => {
+            packet_drop::fill_blackhole(b, target, &mut slot);
+            None
+        }
     };
     let pid_roles = target
         .pids
@@ -76,7 +93,7 @@ pub fn to_kernel(
         .collect();
     KernelFault {
         slot,
-        mechanism: mechanism_of(spec),
+        mechanism: mechanism_of(spec, target),
         watched_syscall,
         pid_roles,
     }

@@ -12,7 +12,8 @@ use faultline_proto::v1 as pb;
 use crate::{
     cgroup::Cgroup,
     domain::{
-        Cidr, ExperimentSpec, FaultSpec, Probability, SockCall, SpecError, SyscallErrorSpec,
+        BlackholeSpec, Cidr, Direction, ExperimentSpec, FaultSpec, Interface, PacketLossSpec,
+        PacketMatch, PortRange, Probability, SockCall, SpecError, SyscallErrorSpec,
         SyscallSignalSpec, Target,
     },
     engine::{Event, EventKind, ExperimentView, State},
@@ -76,6 +77,7 @@ fn target(t: Option<&pb::Target>) -> Result<Target, SpecError> {
         comm: comm("spec.target.comm", &t.comm)?,
         exclude_pids: pids("spec.target.exclude_pids", &t.exclude_pids, false)?,
         exclude_comm: comm("spec.target.exclude_comm", &t.exclude_comm)?,
+        interface: interface(&t.interface)?,
     };
     if let Some(pid) = out.pids.iter().find(|p| out.exclude_pids.contains(p)) {
         return Err(inv(
@@ -83,7 +85,10 @@ fn target(t: Option<&pb::Target>) -> Result<Target, SpecError> {
             format!("pid {pid} is both included and excluded"),
         ));
     }
-    if out.pids.is_empty() && out.cgroup.is_none() && out.comm.is_none() {
+    if out.interface.is_some() && out.cgroup.is_some() {
+        return Err(inv("spec.target.interface", "give either an interface or a cgroup, not both"));
+    }
+    if out.pids.is_empty() && out.cgroup.is_none() && out.comm.is_none() && out.interface.is_none() {
         return Err(inv(
             "spec.target",
             "no selector: give pids, a cgroup or a comm (a fault never applies to the whole host implicitly)",
@@ -92,13 +97,103 @@ fn target(t: Option<&pb::Target>) -> Result<Target, SpecError> {
     Ok(out)
 }
 
+fn interface(name: &str) -> Result<Option<Interface>, SpecError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let ifindex = nix::net::if_::if_nametoindex(name)
+        .map_err(|_| inv("spec.target.interface", format!("no interface named {name:?} on this host")))?;
+    Ok(Some(Interface { name: name.to_owned(), ifindex }))
+}
+
+fn direction(field: String, d: i32) -> Result<Direction, SpecError> {
+    match pb::Direction::try_from(d) {
+        Ok(pb::Direction::Unspecified | pb::Direction::Egress) => Ok(Direction::Egress),
+        Ok(pb::Direction::Ingress) => Ok(Direction::Ingress),
+        Ok(pb::Direction::Both) => Ok(Direction::Both),
+        Err(_) => Err(inv(field, format!("unknown direction {d}"))),
+    }
+}
+
+fn packet_match(p: &str, m: Option<&pb::PacketMatch>) -> Result<PacketMatch, SpecError> {
+    let default = pb::PacketMatch::default();
+    let m = m.unwrap_or(&default);
+    let proto = match m.protocol.trim().to_ascii_lowercase().as_str() {
+        "" | "any" => None,
+        "tcp" => Some(6),
+        "udp" => Some(17),
+        "icmp" => Some(1),
+        other => {
+            return Err(inv(format!("{p}.match.protocol"), format!("{other:?}: expected tcp, udp, icmp or any")));
+        }
+    };
+    let cidr = |field: &str, s: &str| -> Result<Option<Cidr>, SpecError> {
+        match s.trim() {
+            "" => Ok(None),
+            c => Cidr::parse(c).map(Some).map_err(|r| inv(format!("{p}.match.{field}"), r)),
+        }
+    };
+    let src = cidr("src_cidr", &m.src_cidr)?;
+    let dst = cidr("dst_cidr", &m.dst_cidr)?;
+    if let (Some(a), Some(b)) = (src, dst)
+        && a.addr.is_ipv4() != b.addr.is_ipv4()
+    {
+        return Err(inv(format!("{p}.match.dst_cidr"), "source and destination CIDRs must be of the same family"));
+    }
+    let ports = |field: &str, s: &str| PortRange::parse(s).map_err(|r| inv(format!("{p}.match.{field}"), r));
+    let sports = ports("src_ports", &m.src_ports)?;
+    let dports = ports("dst_ports", &m.dst_ports)?;
+    if (!sports.is_any() || !dports.is_any()) && proto.is_some_and(|p| p != 6 && p != 17) {
+        return Err(inv(format!("{p}.match.protocol"), "ports apply to tcp and udp only"));
+    }
+    Ok(PacketMatch { proto, src, dst, sports, dports, include_ssh: m.include_ssh })
+}
+
 fn fault(i: usize, f: &pb::FaultSpec) -> Result<FaultSpec, SpecError> {
     use pb::fault_spec::Kind;
     match &f.kind {
         None => Err(inv(
             format!("spec.faults[{i}]"),
-            "no fault kind set (syscall_error or syscall_signal)",
+            "no fault kind set (syscall_error, syscall_signal, packet_loss or blackhole)",
         )),
+        Some(Kind::PacketLoss(l)) => {
+            let p = format!("spec.faults[{i}].packet_loss");
+            let probability = probability(format!("{p}.probability"), l.probability)?;
+            let burst_length = l.burst_length;
+            if !burst_length.is_finite() || !(0.0..=1e6).contains(&burst_length) {
+                return Err(inv(
+                    format!("{p}.burst_length"),
+                    "must be 0 (independent) or between 1 and 1e6 packets",
+                ));
+            }
+            if burst_length > 1.0 {
+                let (enter, _) =
+                    crate::faults::packet_drop::gilbert(probability.value(), burst_length);
+                if probability.value() >= 1.0 || enter > 1.0 {
+                    return Err(inv(
+                        format!("{p}.burst_length"),
+                        format!(
+                            "a mean loss of {} cannot have bursts of {burst_length} packets",
+                            probability.value()
+                        ),
+                    ));
+                }
+            }
+            Ok(FaultSpec::PacketLoss(PacketLossSpec {
+                probability,
+                burst_length,
+                direction: direction(format!("{p}.direction"), l.direction)?,
+                matching: packet_match(&p, l.r#match.as_ref())?,
+            }))
+        }
+        Some(Kind::Blackhole(b)) => {
+            let p = format!("spec.faults[{i}].blackhole");
+            Ok(FaultSpec::Blackhole(BlackholeSpec {
+                direction: direction(format!("{p}.direction"), b.direction)?,
+                matching: packet_match(&p, b.r#match.as_ref())?,
+            }))
+        }
         Some(Kind::SyscallError(e)) => {
             let p = format!("spec.faults[{i}].syscall_error");
             let call = SockCall::parse(&e.syscall).ok_or_else(|| {
@@ -202,6 +297,39 @@ fn ms(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+fn direction_to_proto(d: Direction) -> pb::Direction {
+    match d {
+        Direction::Ingress => pb::Direction::Ingress,
+        Direction::Egress => pb::Direction::Egress,
+        Direction::Both => pb::Direction::Both,
+    }
+}
+
+fn match_to_proto(m: &PacketMatch) -> pb::PacketMatch {
+    let range = |r: PortRange| {
+        if r.is_any() {
+            String::new()
+        } else if r.lo == r.hi {
+            r.lo.to_string()
+        } else {
+            format!("{}-{}", r.lo, r.hi)
+        }
+    };
+    pb::PacketMatch {
+        protocol: match m.proto {
+            Some(6) => "tcp".into(),
+            Some(17) => "udp".into(),
+            Some(_) => "icmp".into(),
+            None => String::new(),
+        },
+        src_cidr: m.src.map(|c| c.to_string()).unwrap_or_default(),
+        dst_cidr: m.dst.map(|c| c.to_string()).unwrap_or_default(),
+        src_ports: range(m.sports),
+        dst_ports: range(m.dports),
+        include_ssh: m.include_ssh,
+    }
+}
+
 fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
     use pb::fault_spec::Kind;
     let faults = s
@@ -222,6 +350,16 @@ fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
                     probability: g.probability.value(),
                     nth_call: g.nth_call,
                 }),
+                FaultSpec::PacketLoss(l) => Kind::PacketLoss(pb::PacketLoss {
+                    probability: l.probability.value(),
+                    burst_length: l.burst_length,
+                    direction: direction_to_proto(l.direction).into(),
+                    r#match: Some(match_to_proto(&l.matching)),
+                }),
+                FaultSpec::Blackhole(b) => Kind::Blackhole(pb::Blackhole {
+                    direction: direction_to_proto(b.direction).into(),
+                    r#match: Some(match_to_proto(&b.matching)),
+                }),
             }),
         })
         .collect();
@@ -239,6 +377,7 @@ fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
             comm: t.comm.clone().unwrap_or_default(),
             exclude_pids: t.exclude_pids.clone(),
             exclude_comm: t.exclude_comm.clone().unwrap_or_default(),
+            interface: t.interface.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
         }),
         duration_ms: s.duration.as_millis() as u64,
         dry_run: s.dry_run,

@@ -1,0 +1,240 @@
+//! `packet_loss` and `blackhole`: drop matching packets, scoped to a cgroup
+//! (cgroup_skb on the cgroup2 root, filtered by the socket's cgroup) or to
+//! an interface (TCX on that interface).
+//!
+//! Egress drops in cgroup_skb return 2 (drop, congestion notified) so the
+//! sender sees no error, as with a real lossy network. SSH (port 22) and the
+//! agent's own control port are never dropped unless a slot allows SSH.
+
+use aya_ebpf::{
+    bindings::TC_ACT_OK as TC_OK,
+    helpers::generated::{bpf_get_prandom_u32, bpf_skb_ancestor_cgroup_id},
+    macros::{cgroup_skb, classifier, map},
+    maps::PerCpuArray,
+    programs::{SkBuffContext, TcContext},
+};
+use faultline_common::{FaultSlot, MAX_FAULTS, NetMatch, direction, flags, kind};
+
+use crate::slots::{CONFIG, SLOTS, count, dry_run, live};
+
+/// Gilbert model state per slot and CPU: 0 = good, 1 = bad (dropping).
+#[map(name = "FL_GE_STATE")]
+static GE_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_FAULTS, 0);
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_HLEN: usize = 14;
+const TC_ACT_SHOT: i32 = 2;
+
+/// The fields of one packet that faults match on.
+struct Packet {
+    v6: bool,
+    proto: u32,
+    src: [u32; 4],
+    dst: [u32; 4],
+    sport: u32,
+    dport: u32,
+}
+
+/// Fixed-size reads from a packet (`bpf_skb_load_bytes` with a constant
+/// length: the verifier refuses a length that could be zero).
+trait Headers {
+    fn read<T>(&self, off: usize) -> Option<T>;
+}
+
+impl Headers for SkBuffContext {
+    fn read<T>(&self, off: usize) -> Option<T> {
+        self.load::<T>(off).ok()
+    }
+}
+
+impl Headers for TcContext {
+    fn read<T>(&self, off: usize) -> Option<T> {
+        self.load::<T>(off).ok()
+    }
+}
+
+/// Reads L3/L4 headers starting at `l3`.
+#[inline(always)]
+fn parse(eth_proto: u16, l3: usize, ctx: &impl Headers) -> Option<Packet> {
+    let mut p = Packet { v6: false, proto: 0, src: [0; 4], dst: [0; 4], sport: 0, dport: 0 };
+    let l4 = if eth_proto == ETH_P_IP {
+        let h: [u8; 20] = ctx.read(l3)?;
+        p.proto = u32::from(h[9]);
+        p.src[0] = u32::from_ne_bytes([h[12], h[13], h[14], h[15]]);
+        p.dst[0] = u32::from_ne_bytes([h[16], h[17], h[18], h[19]]);
+        l3 + usize::from(h[0] & 0x0f) * 4
+    } else if eth_proto == ETH_P_IPV6 {
+        let h: [u8; 40] = ctx.read(l3)?;
+        p.v6 = true;
+        p.proto = u32::from(h[6]);
+        let mut i = 0;
+        while i < 4 {
+            p.src[i] = u32::from_ne_bytes([h[8 + 4 * i], h[9 + 4 * i], h[10 + 4 * i], h[11 + 4 * i]]);
+            p.dst[i] = u32::from_ne_bytes([h[24 + 4 * i], h[25 + 4 * i], h[26 + 4 * i], h[27 + 4 * i]]);
+            i += 1;
+        }
+        l3 + 40
+    } else {
+        return None;
+    };
+    if p.proto == 6 || p.proto == 17 {
+        if let Some(ports) = ctx.read::<[u8; 4]>(l4) {
+            p.sport = u32::from(u16::from_be_bytes([ports[0], ports[1]]));
+            p.dport = u32::from(u16::from_be_bytes([ports[2], ports[3]]));
+        }
+    }
+    Some(p)
+}
+
+#[inline(always)]
+fn mask(bits: u32) -> u32 {
+    if bits == 0 { 0 } else if bits >= 32 { u32::MAX } else { u32::MAX << (32 - bits) }
+}
+
+#[inline(always)]
+fn in_net(addr: &[u32; 4], net: &[u32; 4], prefix: u32, words: usize) -> bool {
+    let mut i = 0;
+    while i < 4 {
+        if i >= words {
+            break;
+        }
+        let lo = 32 * i as u32;
+        let bits = if prefix >= lo + 32 { 32 } else if prefix > lo { prefix - lo } else { 0 };
+        let m = mask(bits);
+        if (u32::from_be(addr[i]) & m) != (u32::from_be(net[i]) & m) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[inline(always)]
+fn packet_matches(m: &NetMatch, fl: u32, p: &Packet, ctl_port: u32) -> bool {
+    if fl & flags::INCLUDE_SSH == 0 && (p.sport == 22 || p.dport == 22) {
+        return false;
+    }
+    if ctl_port != 0 && (p.sport == ctl_port || p.dport == ctl_port) {
+        return false;
+    }
+    if m.proto != 0 && m.proto != p.proto && !(m.proto == 1 && p.v6 && p.proto == 58) {
+        return false;
+    }
+    if p.v6 {
+        if fl & flags::FAMILY_V6 == 0
+            || !in_net(&p.src, &m.src_v6, m.src_v6_prefix, 4)
+            || !in_net(&p.dst, &m.dst_v6, m.dst_v6_prefix, 4)
+        {
+            return false;
+        }
+    } else {
+        let src = [m.src_v4, 0, 0, 0];
+        let dst = [m.dst_v4, 0, 0, 0];
+        if fl & flags::FAMILY_V4 == 0
+            || !in_net(&p.src, &src, m.src_v4_prefix, 1)
+            || !in_net(&p.dst, &dst, m.dst_v4_prefix, 1)
+        {
+            return false;
+        }
+    }
+    p.sport >= m.sport_lo && p.sport <= m.sport_hi && p.dport >= m.dport_lo && p.dport <= m.dport_hi
+}
+
+/// Bernoulli, or the Gilbert model when `leave_bad` is set.
+#[inline(always)]
+fn lose(index: u32, slot: &FaultSlot) -> bool {
+    // SAFETY: plain helper call.
+    let r = u64::from(unsafe { bpf_get_prandom_u32() });
+    if slot.net.leave_bad == 0 {
+        return r < slot.threshold;
+    }
+    let Some(state) = GE_STATE.get_ptr_mut(index) else { return false };
+    // SAFETY: per-CPU value; these programs run with migration disabled.
+    unsafe {
+        if *state == 0 {
+            if r < slot.threshold {
+                *state = 1;
+            }
+        } else if r < u64::from(slot.net.leave_bad) {
+            *state = 0;
+        }
+        *state == 1
+    }
+}
+
+/// Decides one packet. `cgroup_level_id` gives the socket's cgroup ancestor
+/// at a level (cgroup scope); `ifindex` is set for interface scope.
+#[inline(always)]
+fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) -> bool {
+    let Some(cfg) = CONFIG.get(0) else { return false };
+    let limit = if cfg.slot_limit > MAX_FAULTS { MAX_FAULTS } else { cfg.slot_limit };
+    let mut i = 0;
+    while i < MAX_FAULTS {
+        if i >= limit {
+            break;
+        }
+        if let Some(slot) = SLOTS.get(i) {
+            if slot.kind == kind::PACKET_DROP
+                && slot.net.direction & dir != 0
+                && slot.net.ifindex == ifindex
+                && live(slot)
+                && (ifindex != 0
+                    || slot.target.cgroup_id == 0
+                    || cgroup_of(slot.target.cgroup_level) == slot.target.cgroup_id)
+                && packet_matches(&slot.net, slot.flags, p, cfg.control_port)
+            {
+                let hit = lose(i, slot);
+                count(i, hit);
+                if hit && !dry_run(slot) {
+                    return true;
+                }
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+#[inline(always)]
+fn cgroup_skb_drop(ctx: &SkBuffContext, dir: u32) -> bool {
+    let eth_proto = u16::from_be(ctx.skb.protocol() as u16);
+    let Some(p) = parse(eth_proto, 0, ctx) else {
+        return false;
+    };
+    let skb = ctx.skb.skb;
+    // SAFETY: plain helper call on the program's own context.
+    decide(dir, 0, &p, |level| unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level as i32) })
+}
+
+#[cgroup_skb(egress)]
+pub fn fl_skb_egress(ctx: SkBuffContext) -> i32 {
+    // 2: drop with congestion notification, which UDP senders do not see.
+    if cgroup_skb_drop(&ctx, direction::EGRESS) { 2 } else { 1 }
+}
+
+#[cgroup_skb(ingress)]
+pub fn fl_skb_ingress(ctx: SkBuffContext) -> i32 {
+    if cgroup_skb_drop(&ctx, direction::INGRESS) { 0 } else { 1 }
+}
+
+#[inline(always)]
+fn tc_drop(ctx: &TcContext, dir: u32) -> i32 {
+    let eth_proto = u16::from_be(ctx.skb.protocol() as u16);
+    // SAFETY: reading the context's ifindex field.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let Some(p) = parse(eth_proto, ETH_HLEN, ctx) else {
+        return TC_OK as i32;
+    };
+    if decide(dir, ifindex, &p, |_| 0) { TC_ACT_SHOT } else { TC_OK as i32 }
+}
+
+#[classifier]
+pub fn fl_tc_egress(ctx: TcContext) -> i32 {
+    tc_drop(&ctx, direction::EGRESS)
+}
+
+#[classifier]
+pub fn fl_tc_ingress(ctx: TcContext) -> i32 {
+    tc_drop(&ctx, direction::INGRESS)
+}
