@@ -179,9 +179,11 @@ fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) ->
                 && slot.net.direction & dir != 0
                 && slot.net.ifindex == ifindex
                 && live(slot)
+                // Cgroup scope needs a cgroup: a slot without one never
+                // drops host-wide traffic, whatever the agent wrote.
                 && (ifindex != 0
-                    || slot.target.cgroup_id == 0
-                    || cgroup_of(slot.target.cgroup_level) == slot.target.cgroup_id)
+                    || (slot.target.cgroup_id != 0
+                        && cgroup_of(slot.target.cgroup_level) == slot.target.cgroup_id))
                 && packet_matches(&slot.net, slot.flags, p, cfg.control_port)
             {
                 let hit = lose(i, slot);

@@ -525,3 +525,141 @@ pub fn context<T>(r: Result<T, tonic::Status>, what: &str) -> anyhow::Result<T> 
     r.map_err(|s| anyhow::anyhow!("{what}: {:?} {}", s.code(), s.message()))
         .context(what.to_owned())
 }
+
+/// A network namespace with a veth pair to the root namespace. Addresses
+/// are private to the test: `host_ip` on the root side, `peer_ips` inside.
+/// Dropping it deletes the namespace, which deletes the veth pair.
+pub struct TestNetns {
+    pub name: String,
+    pub host_if: String,
+    pub host_ip: std::net::Ipv4Addr,
+    pub peer_ips: Vec<std::net::Ipv4Addr>,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+impl TestNetns {
+    pub fn new() -> Self {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}{}", std::process::id() % 10000, n);
+        let name = format!("fl-{tag}");
+        let host_if = format!("flh{tag}");
+        let peer_if = format!("flp{tag}");
+        // 10.213.<n>.0/24: a private range used only inside this test's pair.
+        let octet = (std::process::id() as u8).wrapping_add(n as u8);
+        let host_ip = std::net::Ipv4Addr::new(10, 213, octet, 1);
+        let peer_ips = vec![std::net::Ipv4Addr::new(10, 213, octet, 2), std::net::Ipv4Addr::new(10, 213, octet, 3)];
+        ip(&["netns", "add", &name]);
+        let ns = Self { name: name.clone(), host_if: host_if.clone(), host_ip, peer_ips: peer_ips.clone() };
+        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &peer_if, "netns", &name]);
+        ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        for a in &peer_ips {
+            ip(&["-n", &name, "addr", "add", &format!("{a}/24"), "dev", &peer_if]);
+        }
+        ip(&["-n", &name, "link", "set", &peer_if, "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A command run inside the namespace (network only: `nsenter --net`
+    /// keeps /sys and the cgroup mounts visible, unlike `ip netns exec`).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.name)).arg("--").arg(program);
+        cmd
+    }
+
+    /// Starts `fl-probe accept ADDR` inside the namespace and waits until it listens.
+    pub fn spawn_acceptor(&self, addr: SocketAddr) -> ChildGuard {
+        let mut child = self
+            .command(bin("fl-probe"))
+            .args(["accept", &addr.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn acceptor in netns");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("acceptor ready");
+        assert_eq!(line.trim(), "listening");
+        ChildGuard(child)
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip").args(["link", "del", &self.host_if]).stderr(Stdio::null()).status();
+    }
+}
+
+/// Kills and reaps a child process on drop.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether a TCP connect to `addr` completes within `timeout`.
+pub fn tcp_reachable(addr: SocketAddr, timeout: Duration) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, timeout).is_ok()
+}
+
+/// Receives numbered datagrams on a socket until `quiet` passes with none;
+/// returns the set of sequence numbers seen.
+pub fn receive_numbered(sock: &std::net::UdpSocket, quiet: Duration) -> std::collections::BTreeSet<u32> {
+    sock.set_read_timeout(Some(quiet)).expect("timeout");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = sock.recv(&mut buf) {
+        if n >= 4 {
+            seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+        }
+    }
+    seen
+}
+
+/// A UDP receiver on loopback with a receive buffer large enough that the
+/// kernel never drops for lack of room (SO_RCVBUFFORCE, root only).
+pub fn udp_receiver(ip: &str) -> std::net::UdpSocket {
+    let sock = std::net::UdpSocket::bind(format!("{ip}:0")).expect("bind receiver");
+    let size: libc::c_int = 64 << 20;
+    // SAFETY: valid fd, option value pointer and length.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+    sock
+}
+
+pub fn packet_loss(probability: f64, burst_length: f64, direction: pb::Direction, m: pb::PacketMatch) -> pb::FaultSpec {
+    pb::FaultSpec {
+        kind: Some(pb::fault_spec::Kind::PacketLoss(pb::PacketLoss {
+            probability,
+            burst_length,
+            direction: direction.into(),
+            r#match: Some(m),
+        })),
+    }
+}
+
+pub fn blackhole(direction: pb::Direction, m: pb::PacketMatch) -> pb::FaultSpec {
+    pb::FaultSpec {
+        kind: Some(pb::fault_spec::Kind::Blackhole(pb::Blackhole { direction: direction.into(), r#match: Some(m) })),
+    }
+}
+
+pub fn interface_target(name: &str) -> pb::Target {
+    pb::Target { interface: name.into(), ..Default::default() }
+}

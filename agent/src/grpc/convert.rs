@@ -272,16 +272,38 @@ pub fn spec_from_proto(spec: Option<&pb::ExperimentSpec>) -> Result<ExperimentSp
             ));
         }
     }
-    let faults = s
+    let faults: Vec<FaultSpec> = s
         .faults
         .iter()
         .enumerate()
         .map(|(i, f)| fault(i, f))
         .collect::<Result<_, _>>()?;
+    let target = target(s.target.as_ref())?;
+    for (i, f) in faults.iter().enumerate() {
+        let field = || format!("spec.faults[{i}].{}", f.kind_name());
+        if f.is_network() && target.cgroup.is_none() && target.interface.is_none() {
+            return Err(inv(
+                field(),
+                "network faults are scoped by a cgroup or an interface: set spec.target.cgroup or spec.target.interface",
+            ));
+        }
+        if f.is_network() && (!target.pids.is_empty() || target.comm.is_some()) {
+            return Err(inv(
+                field(),
+                "packets are matched by cgroup or interface; pids and comm do not apply to network faults",
+            ));
+        }
+        if !f.is_network() && target.interface.is_some() {
+            return Err(inv(
+                "spec.target.interface",
+                format!("{} faults are not scoped by interface", f.kind_name()),
+            ));
+        }
+    }
     Ok(ExperimentSpec {
         name: s.name.clone(),
         faults,
-        target: target(s.target.as_ref())?,
+        target,
         duration: Duration::from_millis(s.duration_ms),
         dry_run: s.dry_run,
         labels: s

@@ -72,6 +72,31 @@ fn main() {
                 std::thread::sleep(period);
             }
         }
+        Some("udp-send") => {
+            // Numbered datagrams (u32 sequence, big-endian), paced lightly so
+            // the receiver's buffer is never the thing that loses them.
+            let addr: SocketAddr = args[1].parse().expect("ADDR");
+            let count: u32 = args[2].parse().expect("COUNT");
+            let any = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let sock = UdpSocket::bind(any).expect("bind");
+            let mut errors = 0u64;
+            for seq in 0..count {
+                if sock.send_to(&seq.to_be_bytes(), addr).is_err() {
+                    errors += 1;
+                }
+                if seq % 64 == 63 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            println!("{}", serde_json::json!({ "ok": u64::from(count) - errors, "errors": { "send": errors } }));
+        }
+        Some("accept") => {
+            let l = std::net::TcpListener::bind(&args[1]).expect("listen");
+            println!("listening");
+            for c in l.incoming() {
+                drop(c);
+            }
+        }
         Some("first-error") => {
             // Connect in a loop until one fails; print when (CLOCK_MONOTONIC).
             let addr: SocketAddr = args[1].parse().expect("ADDR");

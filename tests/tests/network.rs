@@ -1,0 +1,158 @@
+//! Network faults end to end: numbered UDP datagrams counted at a real
+//! receiver, and TCP connects through a veth pair into a test namespace.
+//! Traffic goes only to loopback and to addresses inside namespaces these
+//! tests create.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    process::Command,
+    time::Duration,
+};
+
+use faultline_proto::v1 as pb;
+use faultline_tests::*;
+
+/// 99.9 % two-sided normal quantile.
+const Z999: f64 = 3.29;
+
+/// Sends `count` numbered datagrams from a process (optionally in `cg`,
+/// pinned to CPU 0) to `to`, and returns the sequence numbers that arrived.
+fn send_numbered(cg: Option<&TestCgroup>, rx: &UdpSocket, count: u32) -> std::collections::BTreeSet<u32> {
+    let to = rx.local_addr().unwrap();
+    let receiver = rx.try_clone().unwrap();
+    let handle = std::thread::spawn(move || receive_numbered(&receiver, Duration::from_millis(700)));
+    let mut cmd = match cg {
+        Some(cg) => cg.command("taskset"),
+        None => Command::new("taskset"),
+    };
+    let out = cmd
+        .args(["-c", "0"])
+        .arg(bin("fl-probe"))
+        .args(["udp-send", &to.to_string(), &count.to_string()])
+        .output()
+        .expect("run fl-probe udp-send");
+    assert!(out.status.success(), "udp-send failed: {}", String::from_utf8_lossy(&out.stderr));
+    let sent: ProbeResult = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sent.ok, u64::from(count), "silent loss: the sender must see no error: {sent:?}");
+    handle.join().unwrap()
+}
+
+fn udp_to_port(port: u16) -> pb::PacketMatch {
+    pb::PacketMatch { protocol: "udp".into(), dst_ports: port.to_string(), ..Default::default() }
+}
+
+#[tokio::test]
+async fn udp_loss_matches_the_configured_probability_and_stays_in_scope() {
+    require_root().unwrap();
+    let agent = Agent::start();
+    let mut c = agent.client().await;
+    let cg = TestCgroup::new("loss");
+    let rx = udp_receiver("127.0.0.1");
+    let port = rx.local_addr().unwrap().port();
+    const N: u32 = 20_000;
+
+    for p in [0.01, 0.10, 0.50] {
+        let exp = start(&mut c, experiment(packet_loss(p, 0.0, pb::Direction::Egress, udp_to_port(port)), cgroup_target(&cg), Duration::from_secs(60))).await;
+        let seen = send_numbered(Some(&cg), &rx, N);
+        let lost = u64::from(N) - seen.len() as u64;
+        let (lo, hi) = binomial_bounds(u64::from(N), p, Z999);
+        assert!((lo..=hi).contains(&(lost as f64)), "p={p}: lost {lost} of {N}, expected {lo:.0}..{hi:.0}");
+        let view = c.get_experiment(pb::GetExperimentRequest { id: exp.id.clone() }).await.unwrap().into_inner();
+        assert_eq!(view.injected, lost, "p={p}: the kernel's drop counter equals the datagrams that did not arrive");
+        assert_eq!(view.matched, u64::from(N), "p={p}: every datagram of the flow matched");
+
+        if p == 0.50 {
+            let outside = send_numbered(None, &rx, 5_000);
+            assert_eq!(outside.len(), 5_000, "a sender outside the cgroup loses nothing");
+            let other_rx = udp_receiver("127.0.0.1");
+            let other_port = send_numbered(Some(&cg), &other_rx, 5_000);
+            assert_eq!(other_port.len(), 5_000, "another destination port loses nothing");
+        }
+        c.stop_experiment(pb::StopExperimentRequest { id: exp.id }).await.unwrap();
+    }
+
+    // A CIDR filter: only 127.0.0.1 is in scope, 127.0.0.2 is not.
+    let m = pb::PacketMatch { protocol: "udp".into(), dst_cidr: "127.0.0.1/32".into(), ..Default::default() };
+    start(&mut c, experiment(packet_loss(0.5, 0.0, pb::Direction::Egress, m), cgroup_target(&cg), Duration::from_secs(60))).await;
+    let rx2 = udp_receiver("127.0.0.2");
+    assert_eq!(send_numbered(Some(&cg), &rx2, 5_000).len(), 5_000, "another CIDR loses nothing");
+    assert!(send_numbered(Some(&cg), &rx, 5_000).len() < 3_000, "the CIDR in scope does lose");
+}
+
+#[tokio::test]
+async fn bursty_loss_has_the_configured_mean_and_burst_length() {
+    require_root().unwrap();
+    let agent = Agent::start();
+    let mut c = agent.client().await;
+    let cg = TestCgroup::new("burst");
+    let rx = udp_receiver("127.0.0.1");
+    let port = rx.local_addr().unwrap().port();
+    const N: u32 = 60_000;
+    let (p, burst) = (0.10, 4.0);
+
+    start(&mut c, experiment(packet_loss(p, burst, pb::Direction::Egress, udp_to_port(port)), cgroup_target(&cg), Duration::from_secs(60))).await;
+    let seen = send_numbered(Some(&cg), &rx, N);
+    let lost: Vec<u32> = (0..N).filter(|s| !seen.contains(s)).collect();
+    let bursts = lost.windows(2).filter(|w| w[1] != w[0] + 1).count() + usize::from(!lost.is_empty());
+    let mean_loss = lost.len() as f64 / f64::from(N);
+    let mean_burst = lost.len() as f64 / bursts.max(1) as f64;
+    assert!((mean_loss - p).abs() <= 0.1 * p, "mean loss {mean_loss:.4}, expected {p} ± 10 %");
+    assert!((mean_burst - burst).abs() <= 0.1 * burst, "mean burst {mean_burst:.2} packets, expected {burst} ± 10 %");
+}
+
+#[tokio::test]
+async fn blackhole_on_an_interface_partitions_one_cidr_and_lifts_at_once() {
+    require_root().unwrap();
+    let mut agent = Agent::start();
+    let mut c = agent.client().await;
+    let ns = TestNetns::new();
+    let _acceptor = ns.spawn_acceptor("0.0.0.0:7000".parse().unwrap());
+    let cut: SocketAddr = (ns.peer_ips[0], 7000).into();
+    let other: SocketAddr = (ns.peer_ips[1], 7000).into();
+    let t = Duration::from_millis(800);
+    assert!(tcp_reachable(cut, t) && tcp_reachable(other, t), "both addresses answer before the fault");
+
+    let m = pb::PacketMatch { protocol: "tcp".into(), dst_cidr: format!("{}/32", ns.peer_ips[0]), ..Default::default() };
+    let exp = start(&mut c, experiment(blackhole(pb::Direction::Egress, m.clone()), interface_target(&ns.host_if), Duration::from_secs(60))).await;
+    assert!(!tcp_reachable(cut, t), "a connect to the blackholed address must time out");
+    assert!(tcp_reachable(other, t), "another address behind the same interface still works");
+    let view = c.get_experiment(pb::GetExperimentRequest { id: exp.id.clone() }).await.unwrap().into_inner();
+    assert!(view.injected >= 1, "the SYNs were counted as dropped: {view:?}");
+
+    c.stop_experiment(pb::StopExperimentRequest { id: exp.id }).await.unwrap();
+    assert!(tcp_reachable(cut, t), "removal restores the path at once");
+
+    // Agent death lifts it too.
+    start(&mut c, experiment(blackhole(pb::Direction::Egress, m), interface_target(&ns.host_if), Duration::from_secs(60))).await;
+    assert!(!tcp_reachable(cut, t));
+    agent.kill();
+    assert!(tcp_reachable(cut, t), "traffic is normal right after SIGKILL of the agent");
+}
+
+#[tokio::test]
+async fn network_faults_need_a_cgroup_or_interface_and_never_touch_ssh() {
+    require_root().unwrap();
+    let agent = Agent::start();
+    let mut c = agent.client().await;
+    let s = c
+        .start_experiment(experiment(blackhole(pb::Direction::Egress, Default::default()), pid_target(std::process::id()), Duration::from_secs(10)))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    assert!(s.message().starts_with("spec.faults[0].blackhole"), "{}", s.message());
+    let s = c
+        .start_experiment(experiment(blackhole(pb::Direction::Egress, Default::default()), interface_target("nosuchif0"), Duration::from_secs(10)))
+        .await
+        .unwrap_err();
+    assert!(s.message().starts_with("spec.target.interface"), "{}", s.message());
+    assert!(our_links().is_empty());
+
+    // Everything to the namespace is blackholed, except SSH.
+    let ns = TestNetns::new();
+    let _ssh = ns.spawn_acceptor("0.0.0.0:22".parse().unwrap());
+    let _web = ns.spawn_acceptor("0.0.0.0:80".parse().unwrap());
+    start(&mut c, experiment(blackhole(pb::Direction::Both, Default::default()), interface_target(&ns.host_if), Duration::from_secs(60))).await;
+    let t = Duration::from_millis(800);
+    assert!(!tcp_reachable((ns.peer_ips[0], 80).into(), t), "port 80 is blackholed");
+    assert!(tcp_reachable((ns.peer_ips[0], 22).into(), t), "SSH must never be cut unless the spec says so");
+}
