@@ -114,6 +114,10 @@ enum InjectCommand {
     SyscallError(SyscallErrorArgs),
     /// Send a signal to the target when it enters a syscall.
     SyscallSignal(SyscallSignalArgs),
+    /// Drop a fraction of the matching packets of a cgroup or an interface.
+    PacketLoss(PacketLossArgs),
+    /// Drop every matching packet of a cgroup or an interface: a partition.
+    Blackhole(BlackholeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -155,7 +159,58 @@ struct SyscallSignalArgs {
     experiment: ExperimentArgs,
 }
 
-/// Target and lifetime flags shared by every `inject` subcommand.
+#[derive(Debug, Args)]
+struct PacketLossArgs {
+    /// Mean fraction of matching packets lost, in [0, 1].
+    #[arg(long, value_parser = parse_probability)]
+    probability: f64,
+    /// Mean length of a loss burst in packets; 0 or 1 = independent losses.
+    #[arg(long, value_name = "N", default_value_t = 0.0, value_parser = parse_burst_length)]
+    burst_length: f64,
+    /// Drop received (ingress) or sent (egress) packets, or both.
+    #[arg(long, value_enum, default_value_t = spec::Direction::Egress)]
+    direction: spec::Direction,
+    #[command(flatten)]
+    matching: PacketMatchArgs,
+    #[command(flatten)]
+    experiment: NetworkExperimentArgs,
+}
+
+#[derive(Debug, Args)]
+struct BlackholeArgs {
+    /// Drop received (ingress) or sent (egress) packets, or both.
+    #[arg(long, value_enum, default_value_t = spec::Direction::Egress)]
+    direction: spec::Direction,
+    #[command(flatten)]
+    matching: PacketMatchArgs,
+    #[command(flatten)]
+    experiment: NetworkExperimentArgs,
+}
+
+/// Packet filters shared by the network faults; each one defaults to any.
+#[derive(Debug, Args)]
+struct PacketMatchArgs {
+    /// Only packets of this IP protocol.
+    #[arg(long, value_enum, default_value_t = spec::Protocol::Any)]
+    protocol: spec::Protocol,
+    /// Only packets from this address range, IPv4 or IPv6 CIDR.
+    #[arg(long, value_name = "CIDR")]
+    src_cidr: Option<String>,
+    /// Only packets to this address range, IPv4 or IPv6 CIDR.
+    #[arg(long, value_name = "CIDR")]
+    dst_cidr: Option<String>,
+    /// Only packets from this port or range, e.g. 80 or 8000-8100 (tcp and udp).
+    #[arg(long, value_name = "PORTS", value_parser = spec::parse_ports)]
+    src_ports: Option<String>,
+    /// Only packets to this port or range, e.g. 80 or 8000-8100 (tcp and udp).
+    #[arg(long, value_name = "PORTS", value_parser = spec::parse_ports)]
+    dst_ports: Option<String>,
+    /// Fault SSH (port 22) packets too; they are spared by default.
+    #[arg(long)]
+    include_ssh: bool,
+}
+
+/// Target and lifetime flags of the process faults (`syscall-*`).
 #[derive(Debug, Args)]
 #[command(group(
     ArgGroup::new("target")
@@ -179,6 +234,32 @@ struct ExperimentArgs {
     /// Never fault processes with this name.
     #[arg(long, value_name = "NAME")]
     exclude_comm: Option<String>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Target and lifetime flags of the network faults: exactly one of a cgroup
+/// or an interface.
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("target")
+        .args(["cgroup", "interface"])
+        .required(true)
+))]
+struct NetworkExperimentArgs {
+    /// Fault the packets of processes in this cgroup v2 directory and its descendants.
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<String>,
+    /// Fault the packets on this network interface, e.g. eth0.
+    #[arg(long, value_name = "NAME")]
+    interface: Option<String>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Lifetime flags shared by every `inject` subcommand.
+#[derive(Debug, Args)]
+struct RunArgs {
     /// How long the faults stay armed, e.g. 30s, 2m, 1500ms.
     #[arg(long, value_parser = spec::parse_duration)]
     duration: Duration,
@@ -203,8 +284,12 @@ struct StopArgs {
     all: bool,
 }
 
-impl ExperimentArgs {
-    fn into_experiment(self, fault: spec::Fault) -> anyhow::Result<spec::Experiment> {
+impl RunArgs {
+    fn into_experiment(
+        self,
+        target: spec::Target,
+        fault: spec::Fault,
+    ) -> anyhow::Result<spec::Experiment> {
         let mut labels = BTreeMap::new();
         for (key, value) in self.labels {
             if labels.insert(key.clone(), value).is_some() {
@@ -216,15 +301,47 @@ impl ExperimentArgs {
             duration: self.duration,
             dry_run: self.dry_run,
             labels,
-            target: spec::Target {
-                pids: self.pids,
-                cgroup: self.cgroup.unwrap_or_default(),
-                comm: self.comm.unwrap_or_default(),
-                exclude_pids: self.exclude_pids,
-                exclude_comm: self.exclude_comm.unwrap_or_default(),
-            },
+            target,
             faults: vec![fault],
         })
+    }
+}
+
+impl ExperimentArgs {
+    fn into_experiment(self, fault: spec::Fault) -> anyhow::Result<spec::Experiment> {
+        let target = spec::Target {
+            pids: self.pids,
+            cgroup: self.cgroup.unwrap_or_default(),
+            comm: self.comm.unwrap_or_default(),
+            exclude_pids: self.exclude_pids,
+            exclude_comm: self.exclude_comm.unwrap_or_default(),
+            interface: String::new(),
+        };
+        self.run.into_experiment(target, fault)
+    }
+}
+
+impl NetworkExperimentArgs {
+    fn into_experiment(self, fault: spec::Fault) -> anyhow::Result<spec::Experiment> {
+        let target = spec::Target {
+            cgroup: self.cgroup.unwrap_or_default(),
+            interface: self.interface.unwrap_or_default(),
+            ..spec::Target::default()
+        };
+        self.run.into_experiment(target, fault)
+    }
+}
+
+impl From<PacketMatchArgs> for spec::PacketMatch {
+    fn from(args: PacketMatchArgs) -> Self {
+        Self {
+            protocol: args.protocol,
+            src_cidr: args.src_cidr.unwrap_or_default(),
+            dst_cidr: args.dst_cidr.unwrap_or_default(),
+            src_ports: args.src_ports.unwrap_or_default(),
+            dst_ports: args.dst_ports.unwrap_or_default(),
+            include_ssh: args.include_ssh,
+        }
     }
 }
 
@@ -249,6 +366,22 @@ impl InjectCommand {
                         // The agent ignores the probability when nth_call is set.
                         probability: args.probability.unwrap_or(1.0),
                         nth_call: args.nth_call.unwrap_or(0),
+                    }))
+            }
+            Self::PacketLoss(args) => {
+                args.experiment
+                    .into_experiment(spec::Fault::PacketLoss(spec::PacketLoss {
+                        probability: args.probability,
+                        burst_length: args.burst_length,
+                        direction: args.direction,
+                        matching: args.matching.into(),
+                    }))
+            }
+            Self::Blackhole(args) => {
+                args.experiment
+                    .into_experiment(spec::Fault::Blackhole(spec::Blackhole {
+                        direction: args.direction,
+                        matching: args.matching.into(),
                     }))
             }
         }
@@ -278,6 +411,21 @@ fn parse_probability(text: &str) -> Result<f64, String> {
         return Err(format!("expected a number between 0 and 1, found {text}"));
     }
     Ok(probability)
+}
+
+/// A mean burst length in packets: 0 or more, where 0 and 1 both mean
+/// independent losses.
+fn parse_burst_length(text: &str) -> Result<f64, String> {
+    let length: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number of packets, found {text:?}"))?;
+    if !length.is_finite() || length < 0.0 {
+        return Err(format!(
+            "expected a number of packets (0 or more), found {text}"
+        ));
+    }
+    Ok(length)
 }
 
 /// The agent's floor for counter updates is 100ms.
@@ -713,6 +861,7 @@ mod tests {
                 comm: String::new(),
                 exclude_pids: vec![9],
                 exclude_comm: String::new(),
+                interface: String::new(),
             }),
             duration_ms: 30_000,
             dry_run: true,
@@ -761,6 +910,185 @@ mod tests {
         );
         if let Ok(both) = signal_of(&["--probability", "0.5", "--nth-call", "2"]) {
             panic!("expected --probability with --nth-call to be a usage error, got {both:?}");
+        }
+    }
+
+    fn inject_spec(args: &[&str]) -> Result<pb::ExperimentSpec, String> {
+        let cli = parse(args).map_err(|err| err.to_string())?;
+        let Command::Inject(inject) = cli.command else {
+            return Err(format!("expected an inject command, got {:?}", cli.command));
+        };
+        let experiment = inject.into_experiment().map_err(|err| err.to_string())?;
+        Ok(experiment.into())
+    }
+
+    #[test]
+    fn inject_packet_loss_builds_the_spec() {
+        let spec = inject_spec(&[
+            "inject",
+            "packet-loss",
+            "--probability",
+            "0.3",
+            "--burst-length",
+            "4",
+            "--direction",
+            "both",
+            "--protocol",
+            "tcp",
+            "--src-cidr",
+            "10.0.0.0/8",
+            "--dst-cidr",
+            "10.1.0.0/16",
+            "--src-ports",
+            "8000-8100",
+            "--dst-ports",
+            "5432",
+            "--include-ssh",
+            "--interface",
+            "eth0",
+            "--duration",
+            "1m",
+            "--dry-run",
+            "--label",
+            "team=db",
+            "--name",
+            "lossy-db",
+        ])
+        .unwrap_or_else(|err| panic!("expected the flags to build a spec, got: {err}"));
+        let expected = pb::ExperimentSpec {
+            name: "lossy-db".into(),
+            faults: vec![pb::FaultSpec {
+                kind: Some(pb::fault_spec::Kind::PacketLoss(pb::PacketLoss {
+                    probability: 0.3,
+                    burst_length: 4.0,
+                    direction: pb::Direction::Both.into(),
+                    r#match: Some(pb::PacketMatch {
+                        protocol: "tcp".into(),
+                        src_cidr: "10.0.0.0/8".into(),
+                        dst_cidr: "10.1.0.0/16".into(),
+                        src_ports: "8000-8100".into(),
+                        dst_ports: "5432".into(),
+                        include_ssh: true,
+                    }),
+                })),
+            }],
+            target: Some(pb::Target {
+                interface: "eth0".into(),
+                ..Default::default()
+            }),
+            duration_ms: 60_000,
+            dry_run: true,
+            labels: [("team".to_owned(), "db".to_owned())].into(),
+        };
+        assert_eq!(spec, expected);
+    }
+
+    #[test]
+    fn inject_blackhole_defaults_to_egress_and_any_packet() {
+        let spec = inject_spec(&[
+            "inject",
+            "blackhole",
+            "--cgroup",
+            "/sys/fs/cgroup/app",
+            "--duration",
+            "30s",
+        ])
+        .unwrap_or_else(|err| panic!("expected the flags to build a spec, got: {err}"));
+        assert_eq!(
+            spec.faults,
+            [pb::FaultSpec {
+                kind: Some(pb::fault_spec::Kind::Blackhole(pb::Blackhole {
+                    direction: pb::Direction::Egress.into(),
+                    r#match: Some(pb::PacketMatch::default()),
+                })),
+            }]
+        );
+        assert_eq!(
+            spec.target,
+            Some(pb::Target {
+                cgroup: "/sys/fs/cgroup/app".into(),
+                ..Default::default()
+            })
+        );
+    }
+
+    #[test]
+    fn network_faults_take_exactly_one_of_cgroup_or_interface() {
+        let base = ["inject", "blackhole", "--duration", "1s"];
+        for (extra, expected) in [
+            (&[][..], "--cgroup"),
+            (
+                &["--cgroup", "/a", "--interface", "eth0"][..],
+                "cannot be used",
+            ),
+            (&["--pid", "1"][..], "--pid"),
+            (&["--comm", "curl"][..], "--comm"),
+        ] {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            match parse(&args) {
+                Ok(cli) => panic!("expected {extra:?} to be a usage error, got {cli:?}"),
+                Err(err) => assert!(
+                    err.to_string().contains(expected),
+                    "expected the error for {extra:?} to mention {expected:?}, got: {err}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_network_flags_are_usage_errors() {
+        let base = [
+            "inject",
+            "packet-loss",
+            "--interface",
+            "lo",
+            "--duration",
+            "1s",
+        ];
+        for (extra, flag) in [
+            (&[][..], "--probability"),
+            (&["--probability", "1.5"][..], "--probability"),
+            (
+                &["--probability", "0.5", "--burst-length=-2"][..],
+                "--burst-length",
+            ),
+            (
+                &["--probability", "0.5", "--direction", "up"][..],
+                "--direction",
+            ),
+            (
+                &["--probability", "0.5", "--protocol", "sctp"][..],
+                "--protocol",
+            ),
+            (
+                &["--probability", "0.5", "--dst-ports", "90-80"][..],
+                "--dst-ports",
+            ),
+            (
+                &["--probability", "0.5", "--src-ports", "ssh"][..],
+                "--src-ports",
+            ),
+        ] {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            match parse(&args) {
+                Ok(cli) => panic!("expected {extra:?} to be a usage error, got {cli:?}"),
+                Err(err) => assert!(
+                    err.to_string().contains(flag),
+                    "expected the error for {extra:?} to name {flag}, got: {err}"
+                ),
+            }
+        }
+        if let Ok(cli) = parse(&[
+            "inject",
+            "blackhole",
+            "--probability",
+            "0.5",
+            "--interface",
+            "lo",
+            "--duration",
+            "1s",
+        ]) {
+            panic!("blackhole takes no --probability, got {cli:?}");
         }
     }
 

@@ -71,6 +71,8 @@ pub struct TargetJson {
     pub comm: String,
     pub exclude_pids: Vec<u32>,
     pub exclude_comm: String,
+    /// Network faults scoped to an interface instead of a cgroup.
+    pub interface: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,9 +80,55 @@ pub struct FaultJson {
     pub index: u32,
     pub kind: String,
     pub mechanism: String,
+    /// Calls (packets, for network faults) that matched.
     pub matched: u64,
     pub injected: u64,
     pub summary: String,
+    /// The fault as requested, in the experiment file's shape
+    /// (`{"packet_loss": {...}}`); null when the agent did not return it.
+    pub spec: Option<FaultSpecJson>,
+}
+
+/// One fault of the spec, keyed by its kind like in an experiment file.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultSpecJson {
+    SyscallError {
+        syscall: String,
+        errno: String,
+        probability: f64,
+        port: u32,
+        cidr: String,
+    },
+    SyscallSignal {
+        syscall: String,
+        signal: String,
+        probability: f64,
+        nth_call: u64,
+    },
+    PacketLoss {
+        probability: f64,
+        burst_length: f64,
+        direction: &'static str,
+        #[serde(rename = "match")]
+        matching: PacketMatchJson,
+    },
+    Blackhole {
+        direction: &'static str,
+        #[serde(rename = "match")]
+        matching: PacketMatchJson,
+    },
+}
+
+#[derive(Debug, Serialize)]
+pub struct PacketMatchJson {
+    /// tcp, udp, icmp or any.
+    pub protocol: String,
+    pub src_cidr: String,
+    pub dst_cidr: String,
+    pub src_ports: String,
+    pub dst_ports: String,
+    pub include_ssh: bool,
 }
 
 impl From<&pb::Experiment> for ExperimentJson {
@@ -101,7 +149,16 @@ impl From<&pb::Experiment> for ExperimentJson {
             message: experiment.message.clone(),
             matched: experiment.matched,
             injected: experiment.injected,
-            faults: experiment.faults.iter().map(FaultJson::from).collect(),
+            faults: experiment
+                .faults
+                .iter()
+                .map(|status| {
+                    let fault = usize::try_from(status.index)
+                        .ok()
+                        .and_then(|index| spec.faults.get(index));
+                    FaultJson::new(status, fault)
+                })
+                .collect(),
         }
     }
 }
@@ -114,20 +171,115 @@ impl From<pb::Target> for TargetJson {
             comm: target.comm,
             exclude_pids: target.exclude_pids,
             exclude_comm: target.exclude_comm,
+            interface: target.interface,
         }
     }
 }
 
-impl From<&pb::FaultStatus> for FaultJson {
-    fn from(fault: &pb::FaultStatus) -> Self {
+impl FaultJson {
+    /// A fault's status, with its part of the spec when the agent returned it.
+    fn new(status: &pb::FaultStatus, fault: Option<&pb::FaultSpec>) -> Self {
+        let spec = fault
+            .and_then(|fault| fault.kind.as_ref())
+            .map(FaultSpecJson::from);
+        let kind = match (&spec, status.kind.is_empty()) {
+            (Some(spec), true) => spec.kind_name().to_owned(),
+            _ => status.kind.clone(),
+        };
         Self {
-            index: fault.index,
-            kind: fault.kind.clone(),
-            mechanism: fault.mechanism.clone(),
-            matched: fault.matched,
-            injected: fault.injected,
-            summary: fault.summary.clone(),
+            index: status.index,
+            kind,
+            mechanism: status.mechanism.clone(),
+            matched: status.matched,
+            injected: status.injected,
+            summary: status.summary.clone(),
+            spec,
         }
+    }
+}
+
+impl FaultSpecJson {
+    /// The kind as the agent names it, e.g. "packet_loss".
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::SyscallError { .. } => "syscall_error",
+            Self::SyscallSignal { .. } => "syscall_signal",
+            Self::PacketLoss { .. } => "packet_loss",
+            Self::Blackhole { .. } => "blackhole",
+        }
+    }
+}
+
+impl From<&pb::fault_spec::Kind> for FaultSpecJson {
+    fn from(kind: &pb::fault_spec::Kind) -> Self {
+        use pb::fault_spec::Kind;
+        match kind {
+            Kind::SyscallError(f) => Self::SyscallError {
+                syscall: f.syscall.clone(),
+                errno: f.errno.clone(),
+                probability: f.probability,
+                port: f.port,
+                cidr: f.cidr.clone(),
+            },
+            Kind::SyscallSignal(f) => Self::SyscallSignal {
+                syscall: f.syscall.clone(),
+                signal: f.signal.clone(),
+                probability: f.probability,
+                nth_call: f.nth_call,
+            },
+            Kind::PacketLoss(f) => Self::PacketLoss {
+                probability: f.probability,
+                burst_length: f.burst_length,
+                direction: direction_name(f.direction),
+                matching: f
+                    .r#match
+                    .as_ref()
+                    .map(PacketMatchJson::from)
+                    .unwrap_or_default(),
+            },
+            Kind::Blackhole(f) => Self::Blackhole {
+                direction: direction_name(f.direction),
+                matching: f
+                    .r#match
+                    .as_ref()
+                    .map(PacketMatchJson::from)
+                    .unwrap_or_default(),
+            },
+        }
+    }
+}
+
+impl Default for PacketMatchJson {
+    fn default() -> Self {
+        Self::from(&pb::PacketMatch::default())
+    }
+}
+
+impl From<&pb::PacketMatch> for PacketMatchJson {
+    fn from(matching: &pb::PacketMatch) -> Self {
+        let protocol = matching.protocol.trim();
+        Self {
+            protocol: if protocol.is_empty() {
+                "any".to_owned()
+            } else {
+                protocol.to_ascii_lowercase()
+            },
+            src_cidr: matching.src_cidr.clone(),
+            dst_cidr: matching.dst_cidr.clone(),
+            src_ports: matching.src_ports.clone(),
+            dst_ports: matching.dst_ports.clone(),
+            include_ssh: matching.include_ssh,
+        }
+    }
+}
+
+/// Lowercase direction of a network fault; unspecified means egress.
+pub fn direction_name(direction: i32) -> &'static str {
+    match pb::Direction::try_from(direction) {
+        Ok(pb::Direction::Unspecified | pb::Direction::Egress) => "egress",
+        Ok(pb::Direction::Ingress) => "ingress",
+        Ok(pb::Direction::Both) => "both",
+        Err(_) => "unknown",
     }
 }
 
@@ -361,7 +513,7 @@ pub fn write_experiment_detail(
             or_dash(&fault.mechanism).to_owned(),
             fault.matched.to_string(),
             fault.injected.to_string(),
-            fault.summary.clone(),
+            or_dash(&fault.summary).to_owned(),
         ]);
     }
     table.write(out)
@@ -448,6 +600,9 @@ fn describe_target(target: &TargetJson) -> String {
     if !target.exclude_comm.is_empty() {
         parts.push(format!("exclude_comm={}", target.exclude_comm));
     }
+    if !target.interface.is_empty() {
+        parts.push(format!("interface={}", target.interface));
+    }
     if parts.is_empty() {
         "-".to_owned()
     } else {
@@ -522,7 +677,7 @@ mod tests {
             "dry_run": true,
             "labels": {"team": "payments"},
             "target": {"pids": [], "cgroup": "/sys/fs/cgroup/app", "comm": "",
-                       "exclude_pids": [], "exclude_comm": ""},
+                       "exclude_pids": [], "exclude_comm": "", "interface": ""},
             "duration_ms": 30_000,
             "started_at_ms": 1_700_000_000_000_u64,
             "deadline_ms": 1_700_000_030_000_u64,
@@ -532,12 +687,146 @@ mod tests {
             "injected": 5,
             "faults": [
                 {"index": 0, "kind": "syscall_error", "mechanism": "cgroup_sock_addr",
-                 "matched": 10, "injected": 4, "summary": "connect -> ECONNREFUSED p=0.5"},
+                 "matched": 10, "injected": 4, "summary": "connect -> ECONNREFUSED p=0.5",
+                 "spec": null},
                 {"index": 1, "kind": "syscall_signal", "mechanism": "raw_tracepoint",
-                 "matched": 3, "injected": 1, "summary": "openat -> SIGSEGV at call 3"},
+                 "matched": 3, "injected": 1, "summary": "openat -> SIGSEGV at call 3",
+                 "spec": null},
             ],
         });
         assert_eq!(value, expected, "JSON shape of an experiment");
+    }
+
+    fn network_experiment() -> pb::Experiment {
+        let spec = pb::ExperimentSpec {
+            name: "partition".into(),
+            faults: vec![
+                pb::FaultSpec {
+                    kind: Some(pb::fault_spec::Kind::PacketLoss(pb::PacketLoss {
+                        probability: 0.25,
+                        burst_length: 3.0,
+                        direction: pb::Direction::Both.into(),
+                        r#match: Some(pb::PacketMatch {
+                            protocol: "tcp".into(),
+                            dst_cidr: "10.0.0.0/8".into(),
+                            dst_ports: "5432".into(),
+                            ..Default::default()
+                        }),
+                    })),
+                },
+                pb::FaultSpec {
+                    kind: Some(pb::fault_spec::Kind::Blackhole(pb::Blackhole {
+                        direction: pb::Direction::Unspecified.into(),
+                        r#match: None,
+                    })),
+                },
+            ],
+            target: Some(pb::Target {
+                interface: "eth0".into(),
+                ..Default::default()
+            }),
+            duration_ms: 60_000,
+            ..Default::default()
+        };
+        pb::Experiment {
+            id: "exp-net".into(),
+            spec: Some(spec),
+            state: pb::ExperimentState::Running as i32,
+            faults: vec![
+                pb::FaultStatus {
+                    index: 0,
+                    kind: "packet_loss".into(),
+                    mechanism: "tcx".into(),
+                    matched: 100,
+                    injected: 25,
+                    summary: "both loss p=0.25 burst=3 tcp dst=10.0.0.0/8 dport=5432-5432".into(),
+                },
+                pb::FaultStatus {
+                    index: 1,
+                    kind: String::new(),
+                    mechanism: "tcx".into(),
+                    matched: 7,
+                    injected: 7,
+                    summary: String::new(),
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn network_faults_show_their_spec_in_json() {
+        let value = to_value(&network_experiment());
+        assert_eq!(value["target"]["interface"], "eth0", "{value}");
+        let expected = serde_json::json!([
+            {"index": 0, "kind": "packet_loss", "mechanism": "tcx", "matched": 100, "injected": 25,
+             "summary": "both loss p=0.25 burst=3 tcp dst=10.0.0.0/8 dport=5432-5432",
+             "spec": {"packet_loss": {
+                 "probability": 0.25, "burst_length": 3.0, "direction": "both",
+                 "match": {"protocol": "tcp", "src_cidr": "", "dst_cidr": "10.0.0.0/8",
+                           "src_ports": "", "dst_ports": "5432", "include_ssh": false}}}},
+            // Without a kind from the agent, the spec names it; unspecified
+            // direction is egress, and a missing match is "any packet".
+            {"index": 1, "kind": "blackhole", "mechanism": "tcx", "matched": 7, "injected": 7,
+             "summary": "",
+             "spec": {"blackhole": {
+                 "direction": "egress",
+                 "match": {"protocol": "any", "src_cidr": "", "dst_cidr": "",
+                           "src_ports": "", "dst_ports": "", "include_ssh": false}}}},
+        ]);
+        assert_eq!(value["faults"], expected, "JSON of network faults");
+    }
+
+    #[test]
+    fn network_experiment_detail_shows_interface_and_faults() {
+        let mut out = Vec::new();
+        if let Err(err) = write_experiment_detail(&mut out, &network_experiment(), 0) {
+            panic!("writing to a Vec failed: {err}");
+        }
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("Target:   interface=eth0\n"),
+            "the target line names the interface:\n{text}"
+        );
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .skip_while(|line| !line.starts_with('#'))
+            .skip(1)
+            .map(|line| {
+                line.split("  ")
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                vec![
+                    "0",
+                    "packet_loss",
+                    "tcx",
+                    "100",
+                    "25",
+                    "both loss p=0.25 burst=3 tcp dst=10.0.0.0/8 dport=5432-5432"
+                ],
+                vec!["1", "blackhole", "tcx", "7", "7", "-"],
+            ],
+            "one row per fault:\n{text}"
+        );
+    }
+
+    #[test]
+    fn direction_names() {
+        for (direction, name) in [
+            (pb::Direction::Unspecified, "egress"),
+            (pb::Direction::Ingress, "ingress"),
+            (pb::Direction::Egress, "egress"),
+            (pb::Direction::Both, "both"),
+        ] {
+            assert_eq!(direction_name(direction.into()), name, "{direction:?}");
+        }
+        assert_eq!(direction_name(42), "unknown");
     }
 
     #[test]

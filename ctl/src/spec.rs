@@ -33,7 +33,8 @@ pub struct Experiment {
 }
 
 /// Who the faults apply to; the agent requires at least one of `pids`,
-/// `cgroup` or `comm`.
+/// `cgroup`, `comm` or `interface`. Network faults are scoped by either
+/// `cgroup` or `interface`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Target {
@@ -42,6 +43,8 @@ pub struct Target {
     pub comm: String,
     pub exclude_pids: Vec<u32>,
     pub exclude_comm: String,
+    /// Network faults only: scope to this interface instead of a cgroup.
+    pub interface: String,
 }
 
 /// One fault.
@@ -50,6 +53,8 @@ pub struct Target {
 pub enum Fault {
     SyscallError(SyscallError),
     SyscallSignal(SyscallSignal),
+    PacketLoss(PacketLoss),
+    Blackhole(Blackhole),
 }
 
 /// How a fault is written: a map whose single key is the fault kind,
@@ -61,21 +66,36 @@ pub enum Fault {
 struct FaultEntry {
     syscall_error: Option<SyscallError>,
     syscall_signal: Option<SyscallSignal>,
+    packet_loss: Option<PacketLoss>,
+    blackhole: Option<Blackhole>,
 }
 
 impl TryFrom<FaultEntry> for Fault {
     type Error = &'static str;
 
     fn try_from(entry: FaultEntry) -> Result<Self, Self::Error> {
-        match (entry.syscall_error, entry.syscall_signal) {
-            (Some(fault), None) => Ok(Self::SyscallError(fault)),
-            (None, Some(fault)) => Ok(Self::SyscallSignal(fault)),
-            (None, None) => {
-                Err("a fault needs its kind as the key: syscall_error or syscall_signal")
-            }
-            (Some(_), Some(_)) => Err(
-                "a fault has exactly one kind: put syscall_error and syscall_signal in separate list items",
+        let FaultEntry {
+            syscall_error,
+            syscall_signal,
+            packet_loss,
+            blackhole,
+        } = entry;
+        let mut kinds = [
+            syscall_error.map(Self::SyscallError),
+            syscall_signal.map(Self::SyscallSignal),
+            packet_loss.map(Self::PacketLoss),
+            blackhole.map(Self::Blackhole),
+        ]
+        .into_iter()
+        .flatten();
+        match (kinds.next(), kinds.next()) {
+            (Some(fault), None) => Ok(fault),
+            (None, _) => Err(
+                "a fault needs its kind as the key: syscall_error, syscall_signal, packet_loss or blackhole",
             ),
+            (Some(_), Some(_)) => {
+                Err("a fault has exactly one kind: put each kind in its own list item")
+            }
         }
     }
 }
@@ -109,6 +129,69 @@ pub struct SyscallSignal {
     pub nth_call: u64,
 }
 
+/// Drop a fraction of matching packets.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacketLoss {
+    /// Mean fraction of packets lost, in [0, 1].
+    pub probability: f64,
+    /// Mean length of a loss burst in packets; 0 or 1 = independent losses.
+    #[serde(default)]
+    pub burst_length: f64,
+    #[serde(default)]
+    pub direction: Direction,
+    #[serde(default, rename = "match")]
+    pub matching: PacketMatch,
+}
+
+/// Drop every matching packet: a partition.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Blackhole {
+    #[serde(default)]
+    pub direction: Direction,
+    #[serde(default, rename = "match")]
+    pub matching: PacketMatch,
+}
+
+/// Which way the packets of a network fault travel; written in lowercase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Ingress,
+    #[default]
+    Egress,
+    Both,
+}
+
+/// The IP protocol a network fault matches; written in lowercase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Any,
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+/// Which packets a network fault applies to; every field defaults to "any".
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PacketMatch {
+    pub protocol: Protocol,
+    /// IPv4 or IPv6 CIDR; empty = any address.
+    pub src_cidr: String,
+    pub dst_cidr: String,
+    /// `80` or `8000-8100`; empty = any port.
+    #[serde(deserialize_with = "deserialize_ports")]
+    pub src_ports: String,
+    #[serde(deserialize_with = "deserialize_ports")]
+    pub dst_ports: String,
+    /// SSH (port 22) is spared unless this is set.
+    pub include_ssh: bool,
+}
+
 fn always() -> f64 {
     1.0
 }
@@ -138,7 +221,42 @@ impl From<Target> for pb::Target {
             comm: target.comm,
             exclude_pids: target.exclude_pids,
             exclude_comm: target.exclude_comm,
-            interface: String::new(),
+            interface: target.interface,
+        }
+    }
+}
+
+impl From<Direction> for pb::Direction {
+    fn from(direction: Direction) -> Self {
+        match direction {
+            Direction::Ingress => Self::Ingress,
+            Direction::Egress => Self::Egress,
+            Direction::Both => Self::Both,
+        }
+    }
+}
+
+impl Protocol {
+    /// The wire form: the lowercase name, or empty for any protocol.
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            Self::Any => "",
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Icmp => "icmp",
+        }
+    }
+}
+
+impl From<PacketMatch> for pb::PacketMatch {
+    fn from(matching: PacketMatch) -> Self {
+        Self {
+            protocol: matching.protocol.wire_name().to_owned(),
+            src_cidr: matching.src_cidr,
+            dst_cidr: matching.dst_cidr,
+            src_ports: matching.src_ports,
+            dst_ports: matching.dst_ports,
+            include_ssh: matching.include_ssh,
         }
     }
 }
@@ -158,6 +276,16 @@ impl From<Fault> for pb::FaultSpec {
                 signal: f.signal,
                 probability: f.probability,
                 nth_call: f.nth_call,
+            }),
+            Fault::PacketLoss(f) => pb::fault_spec::Kind::PacketLoss(pb::PacketLoss {
+                probability: f.probability,
+                burst_length: f.burst_length,
+                direction: pb::Direction::from(f.direction).into(),
+                r#match: Some(f.matching.into()),
+            }),
+            Fault::Blackhole(f) => pb::fault_spec::Kind::Blackhole(pb::Blackhole {
+                direction: pb::Direction::from(f.direction).into(),
+                r#match: Some(f.matching.into()),
             }),
         };
         Self { kind: Some(kind) }
@@ -180,6 +308,55 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("invalid duration {text:?}: must be at least 1ms"));
     }
     Ok(duration)
+}
+
+/// Parses a port or an inclusive port range, `80` or `8000-8100`, into its
+/// wire form; empty means any port.
+pub fn parse_ports(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(String::new());
+    }
+    let invalid = |why: &str| {
+        format!(
+            "invalid ports {text:?}: {why}; expected a port such as 80 or a range such as 8000-8100"
+        )
+    };
+    let port = |part: &str| {
+        part.trim()
+            .parse::<u16>()
+            .map_err(|_| invalid(&format!("{:?} is not a port (0-65535)", part.trim())))
+    };
+    match text.split_once('-') {
+        None => Ok(port(text)?.to_string()),
+        Some((low, high)) => {
+            let (low, high) = (port(low)?, port(high)?);
+            if low > high {
+                return Err(invalid("the range is empty"));
+            }
+            Ok(format!("{low}-{high}"))
+        }
+    }
+}
+
+fn deserialize_ports<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    struct Ports;
+    impl de::Visitor<'_> for Ports {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a port such as 80 or a range such as \"8000-8100\"")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<String, E> {
+            parse_ports(text).map_err(E::custom)
+        }
+        fn visit_u64<E: de::Error>(self, number: u64) -> Result<String, E> {
+            parse_ports(&number.to_string()).map_err(E::custom)
+        }
+        fn visit_i64<E: de::Error>(self, number: i64) -> Result<String, E> {
+            parse_ports(&number.to_string()).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_any(Ports)
 }
 
 fn deserialize_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -356,6 +533,7 @@ faults:
                 comm: "curl".into(),
                 exclude_pids: vec![],
                 exclude_comm: String::new(),
+                interface: String::new(),
             }),
             duration_ms: 30_000,
             dry_run: false,
@@ -493,6 +671,243 @@ faults:
             err.contains("exactly one kind"),
             "expected a two-kinds error, got: {err}"
         );
+    }
+
+    const NETWORK_YAML: &str = r#"
+name: partition-db
+duration: 1m
+target:
+  interface: eth0
+faults:
+  - packet_loss:
+      probability: 0.3
+      burst_length: 4
+      direction: both
+      match:
+        protocol: tcp
+        src_cidr: 10.0.0.0/8
+        dst_cidr: 10.1.0.0/16
+        src_ports: 8000-8100
+        dst_ports: 5432
+        include_ssh: true
+  - blackhole: {direction: ingress, match: {protocol: udp, dst_ports: "53"}}
+  - blackhole: {}
+"#;
+
+    fn network_faults(spec: &pb::ExperimentSpec) -> Vec<pb::fault_spec::Kind> {
+        spec.faults.iter().filter_map(|f| f.kind.clone()).collect()
+    }
+
+    #[test]
+    fn yaml_network_faults_convert_to_proto() {
+        let spec = parse_ok(NETWORK_YAML, FileFormat::Yaml);
+        assert_eq!(
+            spec.target,
+            Some(pb::Target {
+                interface: "eth0".into(),
+                ..Default::default()
+            }),
+            "target.interface goes on the wire"
+        );
+        let expected = vec![
+            pb::fault_spec::Kind::PacketLoss(pb::PacketLoss {
+                probability: 0.3,
+                burst_length: 4.0,
+                direction: pb::Direction::Both.into(),
+                r#match: Some(pb::PacketMatch {
+                    protocol: "tcp".into(),
+                    src_cidr: "10.0.0.0/8".into(),
+                    dst_cidr: "10.1.0.0/16".into(),
+                    src_ports: "8000-8100".into(),
+                    dst_ports: "5432".into(),
+                    include_ssh: true,
+                }),
+            }),
+            pb::fault_spec::Kind::Blackhole(pb::Blackhole {
+                direction: pb::Direction::Ingress.into(),
+                r#match: Some(pb::PacketMatch {
+                    protocol: "udp".into(),
+                    dst_ports: "53".into(),
+                    ..Default::default()
+                }),
+            }),
+            // Everything defaults: egress, any packet, SSH spared.
+            pb::fault_spec::Kind::Blackhole(pb::Blackhole {
+                direction: pb::Direction::Egress.into(),
+                r#match: Some(pb::PacketMatch::default()),
+            }),
+        ];
+        assert_eq!(network_faults(&spec), expected);
+    }
+
+    #[test]
+    fn json_network_faults_convert_to_proto() {
+        let json = r#"{
+          "duration": "30s",
+          "target": {"cgroup": "/sys/fs/cgroup/app"},
+          "faults": [
+            {"packet_loss": {"probability": 0.1, "match": {"protocol": "icmp"}}},
+            {"blackhole": {"direction": "egress", "match": {"dst_cidr": "fd00::/8", "dst_ports": 443}}}
+          ]
+        }"#;
+        let spec = parse_ok(json, FileFormat::Json);
+        let expected = vec![
+            pb::fault_spec::Kind::PacketLoss(pb::PacketLoss {
+                probability: 0.1,
+                burst_length: 0.0,
+                direction: pb::Direction::Egress.into(),
+                r#match: Some(pb::PacketMatch {
+                    protocol: "icmp".into(),
+                    ..Default::default()
+                }),
+            }),
+            pb::fault_spec::Kind::Blackhole(pb::Blackhole {
+                direction: pb::Direction::Egress.into(),
+                r#match: Some(pb::PacketMatch {
+                    dst_cidr: "fd00::/8".into(),
+                    dst_ports: "443".into(),
+                    ..Default::default()
+                }),
+            }),
+        ];
+        assert_eq!(network_faults(&spec), expected);
+        assert_eq!(
+            spec.target.map(|t| (t.cgroup, t.interface)),
+            Some(("/sys/fs/cgroup/app".to_owned(), String::new()))
+        );
+    }
+
+    #[test]
+    fn direction_strings_map_to_the_wire_enum() {
+        for (direction, expected) in [
+            ("direction: ingress", pb::Direction::Ingress),
+            ("direction: egress", pb::Direction::Egress),
+            ("direction: both", pb::Direction::Both),
+            ("", pb::Direction::Egress),
+        ] {
+            let yaml = format!(
+                "duration: 1s\ntarget: {{interface: lo}}\nfaults:\n  - blackhole: {{{direction}}}\n"
+            );
+            let spec = parse_ok(&yaml, FileFormat::Yaml);
+            match network_faults(&spec).as_slice() {
+                [pb::fault_spec::Kind::Blackhole(fault)] => assert_eq!(
+                    fault.direction(),
+                    expected,
+                    "{direction:?} should be {expected:?}"
+                ),
+                other => panic!("expected one blackhole fault, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_direction_is_rejected_naming_the_field() {
+        let cases = [
+            (
+                NETWORK_YAML.replace("direction: both", "direction: sideways"),
+                FileFormat::Yaml,
+                "sideways",
+                "faults[0].packet_loss.direction",
+            ),
+            (
+                NETWORK_YAML.replace("direction: ingress", "direction: Ingress"),
+                FileFormat::Yaml,
+                "Ingress",
+                "faults[1].blackhole.direction",
+            ),
+            (
+                r#"{"duration": "1s", "target": {"interface": "lo"},
+                    "faults": [{"blackhole": {"direction": "up"}}]}"#
+                    .to_owned(),
+                FileFormat::Json,
+                "up",
+                "faults[0].blackhole.direction",
+            ),
+        ];
+        for (text, format, value, path) in cases {
+            let err = parse_err(&text, format);
+            assert!(
+                err.contains(path) && err.contains(&format!("`{value}`")),
+                "expected the {format} error to name {path} and {value:?}, got: {err}"
+            );
+            assert!(
+                err.contains("`ingress`, `egress`, `both`"),
+                "expected the {format} error to list the directions, got: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_packet_match_fields_are_rejected_naming_the_field() {
+        let cases = [
+            (
+                NETWORK_YAML.replace("protocol: tcp", "protocol: sctp"),
+                "faults[0].packet_loss.match.protocol",
+                "sctp",
+            ),
+            (
+                NETWORK_YAML.replace("dst_ports: 5432", "dst_ports: 70000"),
+                "faults[0].packet_loss.match.dst_ports",
+                "70000",
+            ),
+            (
+                NETWORK_YAML.replace("src_ports: 8000-8100", "src_ports: 8100-8000"),
+                "faults[0].packet_loss.match.src_ports",
+                "empty",
+            ),
+            (
+                NETWORK_YAML.replace("include_ssh: true", "ssh: true"),
+                "faults[0].packet_loss.match",
+                "unknown field `ssh`",
+            ),
+            (
+                NETWORK_YAML.replace("burst_length: 4", "burst: 4"),
+                "faults[0].packet_loss",
+                "unknown field `burst`",
+            ),
+            (
+                NETWORK_YAML.replace("interface: eth0", "iface: eth0"),
+                "target",
+                "unknown field `iface`",
+            ),
+        ];
+        for (text, path, detail) in cases {
+            let err = parse_err(&text, FileFormat::Yaml);
+            assert!(
+                err.contains(path) && err.contains(detail),
+                "expected the error to name {path} and {detail:?}, got: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn packet_loss_needs_a_probability() {
+        let yaml =
+            "duration: 1s\ntarget: {interface: lo}\nfaults:\n  - packet_loss: {direction: both}\n";
+        let err = parse_err(yaml, FileFormat::Yaml);
+        assert!(
+            err.contains("probability") && err.contains("faults[0]"),
+            "expected the error to name the missing probability, got: {err}"
+        );
+    }
+
+    #[test]
+    fn ports_parse_to_their_wire_form() {
+        for (text, expected) in [
+            ("", ""),
+            ("80", "80"),
+            (" 8000-8100 ", "8000-8100"),
+            ("8000 - 8100", "8000-8100"),
+            ("0-65535", "0-65535"),
+            ("22-22", "22-22"),
+        ] {
+            assert_eq!(parse_ports(text).as_deref(), Ok(expected), "{text:?}");
+        }
+        for text in ["http", "65536", "-80", "80-", "90-80", "1-2-3"] {
+            if let Ok(ports) = parse_ports(text) {
+                panic!("expected {text:?} to be rejected, got {ports:?}");
+            }
+        }
     }
 
     #[test]

@@ -18,7 +18,59 @@ use tonic::{Request, Response, Status};
 
 const ID: &str = "0a1b2c3d";
 
+/// The experiment as the agent reports it: one status per fault of the spec,
+/// or a syscall_error status when there is no spec yet.
 fn experiment(spec: pb::ExperimentSpec, state: pb::ExperimentState) -> pb::Experiment {
+    let status = |index: u32, kind: &str, mechanism: &str, summary: &str| pb::FaultStatus {
+        index,
+        kind: kind.into(),
+        mechanism: mechanism.into(),
+        matched: 7,
+        injected: 3,
+        summary: summary.into(),
+    };
+    let network = if spec
+        .target
+        .as_ref()
+        .is_some_and(|t| !t.interface.is_empty())
+    {
+        "tcx"
+    } else {
+        "cgroup_skb"
+    };
+    let mut faults: Vec<pb::FaultStatus> = spec
+        .faults
+        .iter()
+        .zip(0..)
+        .map(|(fault, index)| match &fault.kind {
+            Some(pb::fault_spec::Kind::SyscallSignal(_)) => status(
+                index,
+                "syscall_signal",
+                "raw_tracepoint",
+                "openat -> SIGSEGV",
+            ),
+            Some(pb::fault_spec::Kind::PacketLoss(_)) => {
+                status(index, "packet_loss", network, "both loss p=0.3")
+            }
+            Some(pb::fault_spec::Kind::Blackhole(_)) => {
+                status(index, "blackhole", network, "egress blackhole")
+            }
+            _ => status(
+                index,
+                "syscall_error",
+                "cgroup_sock_addr",
+                "connect -> ECONNREFUSED",
+            ),
+        })
+        .collect();
+    if faults.is_empty() {
+        faults.push(status(
+            0,
+            "syscall_error",
+            "cgroup_sock_addr",
+            "connect -> ECONNREFUSED",
+        ));
+    }
     pb::Experiment {
         id: ID.into(),
         spec: Some(spec),
@@ -27,14 +79,7 @@ fn experiment(spec: pb::ExperimentSpec, state: pb::ExperimentState) -> pb::Exper
         deadline_ms: 1_700_000_030_000,
         ended_at_ms: 0,
         message: String::new(),
-        faults: vec![pb::FaultStatus {
-            index: 0,
-            kind: "syscall_error".into(),
-            mechanism: "cgroup_sock_addr".into(),
-            matched: 7,
-            injected: 3,
-            summary: "connect -> ECONNREFUSED".into(),
-        }],
+        faults,
         matched: 7,
         injected: 3,
     }
@@ -303,6 +348,85 @@ async fn inject_prints_the_id_and_sends_the_spec() {
     ));
     assert_eq!(value["id"], ID, "inject --output json: {value}");
     assert_eq!(value["state"], "running", "inject --output json: {value}");
+}
+
+#[tokio::test]
+async fn inject_packet_loss_sends_the_network_spec() {
+    let agent = Agent::start("packet-loss");
+    let args = [
+        "--output",
+        "json",
+        "inject",
+        "packet-loss",
+        "--probability",
+        "0.3",
+        "--burst-length",
+        "4",
+        "--direction",
+        "both",
+        "--protocol",
+        "tcp",
+        "--dst-cidr",
+        "10.1.0.0/16",
+        "--dst-ports",
+        "5432",
+        "--src-ports",
+        "1024-65535",
+        "--interface",
+        "lo",
+        "--duration",
+        "45s",
+        "--name",
+        "lossy-db",
+    ];
+    let value = json(&success(
+        faultctl(&agent.socket(), &args, None).await,
+        &args,
+    ));
+
+    let spec = agent.fake.last_spec();
+    assert_eq!(
+        (spec.name.as_str(), spec.duration_ms, spec.dry_run),
+        ("lossy-db", 45_000, false)
+    );
+    assert_eq!(
+        spec.target,
+        Some(pb::Target {
+            interface: "lo".into(),
+            ..Default::default()
+        }),
+        "only the interface is targeted"
+    );
+    let expected = pb::fault_spec::Kind::PacketLoss(pb::PacketLoss {
+        probability: 0.3,
+        burst_length: 4.0,
+        direction: pb::Direction::Both.into(),
+        r#match: Some(pb::PacketMatch {
+            protocol: "tcp".into(),
+            src_cidr: String::new(),
+            dst_cidr: "10.1.0.0/16".into(),
+            src_ports: "1024-65535".into(),
+            dst_ports: "5432".into(),
+            include_ssh: false,
+        }),
+    });
+    assert_eq!(
+        spec.faults,
+        [pb::FaultSpec {
+            kind: Some(expected)
+        }],
+        "the one packet_loss fault"
+    );
+
+    assert_eq!(value["target"]["interface"], "lo", "{value}");
+    let fault = &value["faults"][0];
+    assert_eq!(fault["kind"], "packet_loss", "{value}");
+    assert_eq!(fault["mechanism"], "tcx", "{value}");
+    assert_eq!(fault["spec"]["packet_loss"]["direction"], "both", "{value}");
+    assert_eq!(
+        fault["spec"]["packet_loss"]["match"]["dst_ports"], "5432",
+        "{value}"
+    );
 }
 
 #[tokio::test]
