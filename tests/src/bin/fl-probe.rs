@@ -90,6 +90,14 @@ fn main() {
             }
             println!("{}", serde_json::json!({ "ok": u64::from(count) - errors, "errors": { "send": errors } }));
         }
+        Some("tcp-sink") => {
+            // Accept one connection and count the bytes until EOF.
+            let l = std::net::TcpListener::bind(&args[1]).expect("listen");
+            println!("listening");
+            let (mut c, _) = l.accept().expect("accept");
+            let n = std::io::copy(&mut c, &mut std::io::sink()).expect("read");
+            eprintln!("received {n}");
+        }
         Some("accept") => {
             let l = std::net::TcpListener::bind(&args[1]).expect("listen");
             println!("listening");
