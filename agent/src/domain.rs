@@ -259,11 +259,19 @@ pub struct BlackholeSpec {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+pub struct DuplicateSpec {
+    pub probability: Probability,
+    pub direction: Direction,
+    pub matching: PacketMatch,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub enum FaultSpec {
     SyscallError(SyscallErrorSpec),
     SyscallSignal(SyscallSignalSpec),
     PacketLoss(PacketLossSpec),
     Blackhole(BlackholeSpec),
+    Duplicate(DuplicateSpec),
 }
 
 impl FaultSpec {
@@ -273,11 +281,12 @@ impl FaultSpec {
             Self::SyscallSignal(_) => "syscall_signal",
             Self::PacketLoss(_) => "packet_loss",
             Self::Blackhole(_) => "blackhole",
+            Self::Duplicate(_) => "duplicate",
         }
     }
 
     pub fn is_network(&self) -> bool {
-        matches!(self, Self::PacketLoss(_) | Self::Blackhole(_))
+        matches!(self, Self::PacketLoss(_) | Self::Blackhole(_) | Self::Duplicate(_))
     }
 
     pub fn summary(&self) -> String {
@@ -315,6 +324,12 @@ impl FaultSpec {
                 )
             }
             Self::Blackhole(b) => format!("{} blackhole{}", b.direction.name(), b.matching.summary()),
+            Self::Duplicate(d) => format!(
+                "{} duplicate p={}{}",
+                d.direction.name(),
+                d.probability.value(),
+                d.matching.summary()
+            ),
         }
     }
 }

@@ -22,6 +22,8 @@ pub mod kind {
     pub const SYSCALL_SIGNAL: u32 = 2;
     /// `packet_loss` and `blackhole` through cgroup_skb or TCX programs.
     pub const PACKET_DROP: u32 = 3;
+    /// `duplicate` through TCX programs (interface scope only).
+    pub const PACKET_DUP: u32 = 4;
 }
 
 /// Packet directions (bit flags in `NetMatch::direction`).

@@ -166,8 +166,8 @@ fn lose(index: u32, slot: &FaultSlot) -> bool {
 /// Decides one packet. `cgroup_level_id` gives the socket's cgroup ancestor
 /// at a level (cgroup scope); `ifindex` is set for interface scope.
 #[inline(always)]
-fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) -> bool {
-    let Some(cfg) = CONFIG.get(0) else { return false };
+fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) -> Verdict {
+    let Some(cfg) = CONFIG.get(0) else { return Verdict::Pass };
     let limit = if cfg.slot_limit > MAX_FAULTS { MAX_FAULTS } else { cfg.slot_limit };
     let mut i = 0;
     while i < MAX_FAULTS {
@@ -175,7 +175,9 @@ fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) ->
             break;
         }
         if let Some(slot) = SLOTS.get(i) {
-            if slot.kind == kind::PACKET_DROP
+            // Duplication needs a TCX program (it clones the packet).
+            let kind_ok = slot.kind == kind::PACKET_DROP || (slot.kind == kind::PACKET_DUP && ifindex != 0);
+            if kind_ok
                 && slot.net.direction & dir != 0
                 && slot.net.ifindex == ifindex
                 && live(slot)
@@ -189,14 +191,26 @@ fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) ->
                 let hit = lose(i, slot);
                 count(i, hit);
                 if hit && !dry_run(slot) {
-                    return true;
+                    return if slot.kind == kind::PACKET_DUP { Verdict::Duplicate } else { Verdict::Drop };
                 }
             }
         }
         i += 1;
     }
-    false
+    Verdict::Pass
 }
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    Drop,
+    Duplicate,
+}
+
+/// skb mark on our own duplicates, so the copy is not judged again when it
+/// passes the same hook. Restored on the original at once.
+const DUP_MARK: u32 = 0x464c_4450;
+const BPF_F_INGRESS: u64 = 1;
 
 #[inline(always)]
 fn cgroup_skb_drop(ctx: &SkBuffContext, dir: u32) -> bool {
@@ -207,6 +221,7 @@ fn cgroup_skb_drop(ctx: &SkBuffContext, dir: u32) -> bool {
     let skb = ctx.skb.skb;
     // SAFETY: plain helper call on the program's own context.
     decide(dir, 0, &p, |level| unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level as i32) })
+        == Verdict::Drop
 }
 
 #[cgroup_skb(egress)]
@@ -223,12 +238,25 @@ pub fn fl_skb_ingress(ctx: SkBuffContext) -> i32 {
 #[inline(always)]
 fn tc_drop(ctx: &TcContext, dir: u32) -> i32 {
     let eth_proto = u16::from_be(ctx.skb.protocol() as u16);
-    // SAFETY: reading the context's ifindex field.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: reading the context's fields.
+    let (ifindex, mark) = unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).mark) };
+    if mark == DUP_MARK {
+        return TC_OK as i32;
+    }
     let Some(p) = parse(eth_proto, ETH_HLEN, ctx) else {
         return TC_OK as i32;
     };
-    if decide(dir, ifindex, &p, |_| 0) { TC_ACT_SHOT } else { TC_OK as i32 }
+    match decide(dir, ifindex, &p, |_| 0) {
+        Verdict::Pass => TC_OK as i32,
+        Verdict::Drop => TC_ACT_SHOT,
+        Verdict::Duplicate => {
+            ctx.skb.set_mark(DUP_MARK);
+            let flags = if dir == direction::INGRESS { BPF_F_INGRESS } else { 0 };
+            let _ = ctx.clone_redirect(ifindex, flags);
+            ctx.skb.set_mark(mark);
+            TC_OK as i32
+        }
+    }
 }
 
 #[classifier]

@@ -205,3 +205,52 @@ async fn tcp_transfer_completes_under_five_percent_loss_with_retransmissions() {
     let retrans = retrans_segs() - before;
     assert!(retrans > 0, "retransmissions are visible in /proc/net/snmp (saw {retrans})");
 }
+
+#[tokio::test]
+async fn duplication_on_an_interface_matches_the_configured_fraction() {
+    require_root().unwrap();
+    let agent = Agent::start();
+    let mut c = agent.client().await;
+    let ns = TestNetns::new();
+    let to: SocketAddr = (ns.peer_ips[0], 9000).into();
+    let mut rx = ns
+        .command(bin("fl-probe"))
+        .args(["udp-count", &to.to_string(), "700"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(rx.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "listening");
+
+    // Duplicate is interface-only: a cgroup scope is refused.
+    let cg = TestCgroup::new("dup");
+    let dup = |p| pb::FaultSpec {
+        kind: Some(pb::fault_spec::Kind::Duplicate(pb::Duplicate {
+            probability: p,
+            direction: pb::Direction::Egress.into(),
+            r#match: Some(udp_to_port(9000)),
+        })),
+    };
+    let s = c.start_experiment(experiment(dup(0.2), cgroup_target(&cg), Duration::from_secs(30))).await.unwrap_err();
+    assert!(s.message().starts_with("spec.faults[0].duplicate"), "{}", s.message());
+
+    start(&mut c, experiment(dup(0.2), interface_target(&ns.host_if), Duration::from_secs(60))).await;
+    const N: u32 = 20_000;
+    let sent = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(bin("fl-probe"))
+        .args(["udp-send", &to.to_string(), &N.to_string()])
+        .output()
+        .unwrap();
+    assert!(sent.status.success());
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let _ = rx.wait();
+    let got: ProbeResult = serde_json::from_str(&line).unwrap();
+    assert_eq!(got.ok, u64::from(N), "every datagram arrives at least once: {got:?}");
+    let (lo, hi) = binomial_bounds(u64::from(N), 0.2, Z999);
+    let repeats = got.errno("repeats") as f64;
+    assert!((lo..=hi).contains(&repeats), "duplicates {repeats} outside {lo:.0}..{hi:.0} for p=0.2 of {N}");
+}

@@ -48,7 +48,7 @@ pub fn mechanism_of(spec: &FaultSpec, target: &Target) -> Mechanism {
     match spec {
         FaultSpec::SyscallError(_) => Mechanism::CgroupSockAddr,
         FaultSpec::SyscallSignal(_) => Mechanism::SysEnter,
-        FaultSpec::PacketLoss(_) | FaultSpec::Blackhole(_) => match &target.interface {
+        FaultSpec::PacketLoss(_) | FaultSpec::Blackhole(_) | FaultSpec::Duplicate(_) => match &target.interface {
             Some(i) => Mechanism::Tcx(i.ifindex),
             None => Mechanism::CgroupSkb,
         },
@@ -82,6 +82,10 @@ pub fn to_kernel(
         }
         FaultSpec::Blackhole(b) => {
             packet_drop::fill_blackhole(b, target, &mut slot);
+            None
+        }
+        FaultSpec::Duplicate(d) => {
+            packet_drop::fill_duplicate(d, target, &mut slot);
             None
         }
     };

@@ -5,7 +5,9 @@ use std::net::IpAddr;
 
 use faultline_common::{FaultSlot, direction, flags, kind};
 
-use crate::domain::{BlackholeSpec, Cidr, Direction, PacketLossSpec, PacketMatch, Target};
+use crate::domain::{
+    BlackholeSpec, Cidr, Direction, DuplicateSpec, PacketLossSpec, PacketMatch, Target,
+};
 
 /// 2^32: probabilities are compared against `bpf_get_prandom_u32()`.
 const SCALE: f64 = 4_294_967_296.0;
@@ -81,6 +83,12 @@ pub fn fill_loss(spec: &PacketLossSpec, target: &Target, slot: &mut FaultSlot) {
     } else {
         slot.threshold = spec.probability.threshold();
     }
+}
+
+pub fn fill_duplicate(spec: &DuplicateSpec, target: &Target, slot: &mut FaultSlot) {
+    slot.kind = kind::PACKET_DUP;
+    fill_match(&spec.matching, spec.direction, target, slot);
+    slot.threshold = spec.probability.threshold();
 }
 
 pub fn fill_blackhole(spec: &BlackholeSpec, target: &Target, slot: &mut FaultSlot) {

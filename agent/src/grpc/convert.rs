@@ -12,7 +12,7 @@ use faultline_proto::v1 as pb;
 use crate::{
     cgroup::Cgroup,
     domain::{
-        BlackholeSpec, Cidr, Direction, ExperimentSpec, FaultSpec, Interface, PacketLossSpec,
+        BlackholeSpec, Cidr, Direction, DuplicateSpec, ExperimentSpec, FaultSpec, Interface, PacketLossSpec,
         PacketMatch, PortRange, Probability, SockCall, SpecError, SyscallErrorSpec,
         SyscallSignalSpec, Target,
     },
@@ -187,6 +187,14 @@ fn fault(i: usize, f: &pb::FaultSpec) -> Result<FaultSpec, SpecError> {
                 matching: packet_match(&p, l.r#match.as_ref())?,
             }))
         }
+        Some(Kind::Duplicate(d)) => {
+            let p = format!("spec.faults[{i}].duplicate");
+            Ok(FaultSpec::Duplicate(DuplicateSpec {
+                probability: probability(format!("{p}.probability"), d.probability)?,
+                direction: direction(format!("{p}.direction"), d.direction)?,
+                matching: packet_match(&p, d.r#match.as_ref())?,
+            }))
+        }
         Some(Kind::Blackhole(b)) => {
             let p = format!("spec.faults[{i}].blackhole");
             Ok(FaultSpec::Blackhole(BlackholeSpec {
@@ -293,6 +301,12 @@ pub fn spec_from_proto(spec: Option<&pb::ExperimentSpec>) -> Result<ExperimentSp
                 "packets are matched by cgroup or interface; pids and comm do not apply to network faults",
             ));
         }
+        if matches!(f, FaultSpec::Duplicate(_)) && target.interface.is_none() {
+            return Err(inv(
+                field(),
+                "duplicate needs an interface scope (spec.target.interface): cgroup_skb programs cannot copy packets",
+            ));
+        }
         if !f.is_network() && target.interface.is_some() {
             return Err(inv(
                 "spec.target.interface",
@@ -377,6 +391,11 @@ fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
                     burst_length: l.burst_length,
                     direction: direction_to_proto(l.direction).into(),
                     r#match: Some(match_to_proto(&l.matching)),
+                }),
+                FaultSpec::Duplicate(d) => Kind::Duplicate(pb::Duplicate {
+                    probability: d.probability.value(),
+                    direction: direction_to_proto(d.direction).into(),
+                    r#match: Some(match_to_proto(&d.matching)),
                 }),
                 FaultSpec::Blackhole(b) => Kind::Blackhole(pb::Blackhole {
                     direction: direction_to_proto(b.direction).into(),

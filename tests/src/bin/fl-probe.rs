@@ -98,6 +98,39 @@ fn main() {
             let n = std::io::copy(&mut c, &mut std::io::sink()).expect("read");
             eprintln!("received {n}");
         }
+        Some("udp-count") => {
+            // Receive numbered datagrams until QUIET_MS pass with none; report
+            // how many distinct sequence numbers came and how many repeats.
+            let sock = UdpSocket::bind(&args[1]).expect("bind");
+            let size: libc::c_int = 64 << 20;
+            // SAFETY: valid fd, option pointer and length.
+            unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&sock),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&raw const size).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+            println!("listening");
+            std::io::stdout().flush().expect("flush");
+            let quiet = Duration::from_millis(args[2].parse().expect("QUIET_MS"));
+            let mut first = true;
+            let mut seen = std::collections::HashSet::new();
+            let mut repeats = 0u64;
+            let mut buf = [0u8; 64];
+            loop {
+                // Wait as long as it takes for the first datagram.
+                sock.set_read_timeout(if first { None } else { Some(quiet) }).expect("timeout");
+                let Ok(n) = sock.recv(&mut buf) else { break };
+                first = false;
+                if n >= 4 && !seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]])) {
+                    repeats += 1;
+                }
+            }
+            println!("{}", serde_json::json!({ "ok": seen.len(), "errors": { "repeats": repeats } }));
+        }
         Some("accept") => {
             let l = std::net::TcpListener::bind(&args[1]).expect("listen");
             println!("listening");
