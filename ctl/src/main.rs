@@ -118,6 +118,8 @@ enum InjectCommand {
     PacketLoss(PacketLossArgs),
     /// Drop every matching packet of a cgroup or an interface: a partition.
     Blackhole(BlackholeArgs),
+    /// Send a fraction of the matching packets of an interface twice.
+    Duplicate(DuplicateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +189,20 @@ struct BlackholeArgs {
     experiment: NetworkExperimentArgs,
 }
 
+#[derive(Debug, Args)]
+struct DuplicateArgs {
+    /// Fraction of matching packets sent twice, in [0, 1].
+    #[arg(long, value_parser = parse_probability)]
+    probability: f64,
+    /// Duplicate received (ingress) or sent (egress) packets, or both.
+    #[arg(long, value_enum, default_value_t = spec::Direction::Egress)]
+    direction: spec::Direction,
+    #[command(flatten)]
+    matching: PacketMatchArgs,
+    #[command(flatten)]
+    experiment: InterfaceExperimentArgs,
+}
+
 /// Packet filters shared by the network faults; each one defaults to any.
 #[derive(Debug, Args)]
 struct PacketMatchArgs {
@@ -253,6 +269,17 @@ struct NetworkExperimentArgs {
     /// Fault the packets on this network interface, e.g. eth0.
     #[arg(long, value_name = "NAME")]
     interface: Option<String>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Target and lifetime flags of the network faults that only work on an
+/// interface (`duplicate`): there is no cgroup scope for them.
+#[derive(Debug, Args)]
+struct InterfaceExperimentArgs {
+    /// Fault the packets on this network interface, e.g. eth0.
+    #[arg(long, value_name = "NAME")]
+    interface: String,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -332,6 +359,16 @@ impl NetworkExperimentArgs {
     }
 }
 
+impl InterfaceExperimentArgs {
+    fn into_experiment(self, fault: spec::Fault) -> anyhow::Result<spec::Experiment> {
+        let target = spec::Target {
+            interface: self.interface,
+            ..spec::Target::default()
+        };
+        self.run.into_experiment(target, fault)
+    }
+}
+
 impl From<PacketMatchArgs> for spec::PacketMatch {
     fn from(args: PacketMatchArgs) -> Self {
         Self {
@@ -380,6 +417,14 @@ impl InjectCommand {
             Self::Blackhole(args) => {
                 args.experiment
                     .into_experiment(spec::Fault::Blackhole(spec::Blackhole {
+                        direction: args.direction,
+                        matching: args.matching.into(),
+                    }))
+            }
+            Self::Duplicate(args) => {
+                args.experiment
+                    .into_experiment(spec::Fault::Duplicate(spec::Duplicate {
+                        probability: args.probability,
                         direction: args.direction,
                         matching: args.matching.into(),
                     }))
@@ -1010,6 +1055,183 @@ mod tests {
                 ..Default::default()
             })
         );
+    }
+
+    #[test]
+    fn inject_duplicate_builds_the_spec() {
+        let spec = inject_spec(&[
+            "inject",
+            "duplicate",
+            "--probability",
+            "0.2",
+            "--direction",
+            "ingress",
+            "--protocol",
+            "udp",
+            "--src-cidr",
+            "10.0.0.0/8",
+            "--dst-cidr",
+            "fd00::/8",
+            "--src-ports",
+            "53",
+            "--dst-ports",
+            "1024-65535",
+            "--include-ssh",
+            "--interface",
+            "eth1",
+            "--duration",
+            "90s",
+            "--dry-run",
+            "--label",
+            "team=dns",
+            "--name",
+            "dup-dns",
+        ])
+        .unwrap_or_else(|err| panic!("expected the flags to build a spec, got: {err}"));
+        let expected = pb::ExperimentSpec {
+            name: "dup-dns".into(),
+            faults: vec![pb::FaultSpec {
+                kind: Some(pb::fault_spec::Kind::Duplicate(pb::Duplicate {
+                    probability: 0.2,
+                    direction: pb::Direction::Ingress.into(),
+                    r#match: Some(pb::PacketMatch {
+                        protocol: "udp".into(),
+                        src_cidr: "10.0.0.0/8".into(),
+                        dst_cidr: "fd00::/8".into(),
+                        src_ports: "53".into(),
+                        dst_ports: "1024-65535".into(),
+                        include_ssh: true,
+                    }),
+                })),
+            }],
+            target: Some(pb::Target {
+                interface: "eth1".into(),
+                ..Default::default()
+            }),
+            duration_ms: 90_000,
+            dry_run: true,
+            labels: [("team".to_owned(), "dns".to_owned())].into(),
+        };
+        assert_eq!(spec, expected);
+    }
+
+    #[test]
+    fn inject_duplicate_defaults_to_egress_and_any_packet() {
+        let spec = inject_spec(&[
+            "inject",
+            "duplicate",
+            "--probability",
+            "1",
+            "--interface",
+            "lo",
+            "--duration",
+            "5s",
+        ])
+        .unwrap_or_else(|err| panic!("expected the flags to build a spec, got: {err}"));
+        assert_eq!(
+            spec.faults,
+            [pb::FaultSpec {
+                kind: Some(pb::fault_spec::Kind::Duplicate(pb::Duplicate {
+                    probability: 1.0,
+                    direction: pb::Direction::Egress.into(),
+                    r#match: Some(pb::PacketMatch::default()),
+                })),
+            }]
+        );
+        assert_eq!(
+            spec.target,
+            Some(pb::Target {
+                interface: "lo".into(),
+                ..Default::default()
+            })
+        );
+        assert_eq!((spec.name.as_str(), spec.dry_run), ("", false));
+    }
+
+    #[test]
+    fn duplicate_takes_only_an_interface() {
+        let base = ["inject", "duplicate", "--probability", "0.5"];
+        for (extra, expected) in [
+            (&["--duration", "1s"][..], "--interface"),
+            (&["--interface", "lo"][..], "--duration"),
+            (
+                &["--cgroup", "/sys/fs/cgroup/app", "--duration", "1s"][..],
+                "--cgroup",
+            ),
+            (
+                &[
+                    "--cgroup",
+                    "/sys/fs/cgroup/app",
+                    "--interface",
+                    "lo",
+                    "--duration",
+                    "1s",
+                ][..],
+                "--cgroup",
+            ),
+            (
+                &["--pid", "1", "--interface", "lo", "--duration", "1s"][..],
+                "--pid",
+            ),
+            (
+                &[
+                    "--interface",
+                    "lo",
+                    "--duration",
+                    "1s",
+                    "--burst-length",
+                    "2",
+                ][..],
+                "--burst-length",
+            ),
+        ] {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            match parse(&args) {
+                Ok(cli) => panic!("expected {extra:?} to be a usage error, got {cli:?}"),
+                Err(err) => assert!(
+                    err.to_string().contains(expected),
+                    "expected the error for {extra:?} to mention {expected:?}, got: {err}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_duplicate_flags_are_usage_errors() {
+        let base = [
+            "inject",
+            "duplicate",
+            "--interface",
+            "lo",
+            "--duration",
+            "1s",
+        ];
+        for (extra, flag) in [
+            (&[][..], "--probability"),
+            (&["--probability", "1.5"][..], "--probability"),
+            (&["--probability=-0.1"][..], "--probability"),
+            (
+                &["--probability", "0.5", "--direction", "up"][..],
+                "--direction",
+            ),
+            (
+                &["--probability", "0.5", "--protocol", "sctp"][..],
+                "--protocol",
+            ),
+            (
+                &["--probability", "0.5", "--dst-ports", "90-80"][..],
+                "--dst-ports",
+            ),
+        ] {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            match parse(&args) {
+                Ok(cli) => panic!("expected {extra:?} to be a usage error, got {cli:?}"),
+                Err(err) => assert!(
+                    err.to_string().contains(flag),
+                    "expected the error for {extra:?} to name {flag}, got: {err}"
+                ),
+            }
+        }
     }
 
     #[test]

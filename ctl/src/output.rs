@@ -118,6 +118,12 @@ pub enum FaultSpecJson {
         #[serde(rename = "match")]
         matching: PacketMatchJson,
     },
+    Duplicate {
+        probability: f64,
+        direction: &'static str,
+        #[serde(rename = "match")]
+        matching: PacketMatchJson,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -206,6 +212,7 @@ impl FaultSpecJson {
             Self::SyscallSignal { .. } => "syscall_signal",
             Self::PacketLoss { .. } => "packet_loss",
             Self::Blackhole { .. } => "blackhole",
+            Self::Duplicate { .. } => "duplicate",
         }
     }
 }
@@ -238,6 +245,15 @@ impl From<&pb::fault_spec::Kind> for FaultSpecJson {
                     .unwrap_or_default(),
             },
             Kind::Blackhole(f) => Self::Blackhole {
+                direction: direction_name(f.direction),
+                matching: f
+                    .r#match
+                    .as_ref()
+                    .map(PacketMatchJson::from)
+                    .unwrap_or_default(),
+            },
+            Kind::Duplicate(f) => Self::Duplicate {
+                probability: f.probability,
                 direction: direction_name(f.direction),
                 matching: f
                     .r#match
@@ -720,6 +736,18 @@ mod tests {
                         r#match: None,
                     })),
                 },
+                pb::FaultSpec {
+                    kind: Some(pb::fault_spec::Kind::Duplicate(pb::Duplicate {
+                        probability: 0.1,
+                        direction: pb::Direction::Ingress.into(),
+                        r#match: Some(pb::PacketMatch {
+                            protocol: "UDP".into(),
+                            src_ports: "53".into(),
+                            include_ssh: true,
+                            ..Default::default()
+                        }),
+                    })),
+                },
             ],
             target: Some(pb::Target {
                 interface: "eth0".into(),
@@ -749,6 +777,14 @@ mod tests {
                     injected: 7,
                     summary: String::new(),
                 },
+                pb::FaultStatus {
+                    index: 2,
+                    kind: "duplicate".into(),
+                    mechanism: "tcx".into(),
+                    matched: 40,
+                    injected: 4,
+                    summary: "ingress duplicate p=0.1 udp sport=53-53".into(),
+                },
             ],
             ..Default::default()
         }
@@ -773,6 +809,12 @@ mod tests {
                  "direction": "egress",
                  "match": {"protocol": "any", "src_cidr": "", "dst_cidr": "",
                            "src_ports": "", "dst_ports": "", "include_ssh": false}}}},
+            {"index": 2, "kind": "duplicate", "mechanism": "tcx", "matched": 40, "injected": 4,
+             "summary": "ingress duplicate p=0.1 udp sport=53-53",
+             "spec": {"duplicate": {
+                 "probability": 0.1, "direction": "ingress",
+                 "match": {"protocol": "udp", "src_cidr": "", "dst_cidr": "",
+                           "src_ports": "53", "dst_ports": "", "include_ssh": true}}}},
         ]);
         assert_eq!(value["faults"], expected, "JSON of network faults");
     }
@@ -811,9 +853,38 @@ mod tests {
                     "both loss p=0.25 burst=3 tcp dst=10.0.0.0/8 dport=5432-5432"
                 ],
                 vec!["1", "blackhole", "tcx", "7", "7", "-"],
+                vec![
+                    "2",
+                    "duplicate",
+                    "tcx",
+                    "40",
+                    "4",
+                    "ingress duplicate p=0.1 udp sport=53-53"
+                ],
             ],
             "one row per fault:\n{text}"
         );
+    }
+
+    #[test]
+    fn duplicate_is_named_by_its_spec() {
+        let spec = FaultSpecJson::from(&pb::fault_spec::Kind::Duplicate(pb::Duplicate {
+            probability: 0.5,
+            ..Default::default()
+        }));
+        assert_eq!(spec.kind_name(), "duplicate");
+        let status = pb::FaultStatus {
+            index: 0,
+            mechanism: "tcx".into(),
+            ..Default::default()
+        };
+        let fault = FaultJson::new(
+            &status,
+            Some(&pb::FaultSpec {
+                kind: Some(pb::fault_spec::Kind::Duplicate(pb::Duplicate::default())),
+            }),
+        );
+        assert_eq!(fault.kind, "duplicate", "without a kind from the agent");
     }
 
     #[test]

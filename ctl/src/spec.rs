@@ -55,6 +55,7 @@ pub enum Fault {
     SyscallSignal(SyscallSignal),
     PacketLoss(PacketLoss),
     Blackhole(Blackhole),
+    Duplicate(Duplicate),
 }
 
 /// How a fault is written: a map whose single key is the fault kind,
@@ -68,6 +69,7 @@ struct FaultEntry {
     syscall_signal: Option<SyscallSignal>,
     packet_loss: Option<PacketLoss>,
     blackhole: Option<Blackhole>,
+    duplicate: Option<Duplicate>,
 }
 
 impl TryFrom<FaultEntry> for Fault {
@@ -79,19 +81,21 @@ impl TryFrom<FaultEntry> for Fault {
             syscall_signal,
             packet_loss,
             blackhole,
+            duplicate,
         } = entry;
         let mut kinds = [
             syscall_error.map(Self::SyscallError),
             syscall_signal.map(Self::SyscallSignal),
             packet_loss.map(Self::PacketLoss),
             blackhole.map(Self::Blackhole),
+            duplicate.map(Self::Duplicate),
         ]
         .into_iter()
         .flatten();
         match (kinds.next(), kinds.next()) {
             (Some(fault), None) => Ok(fault),
             (None, _) => Err(
-                "a fault needs its kind as the key: syscall_error, syscall_signal, packet_loss or blackhole",
+                "a fault needs its kind as the key: syscall_error, syscall_signal, packet_loss, blackhole or duplicate",
             ),
             (Some(_), Some(_)) => {
                 Err("a fault has exactly one kind: put each kind in its own list item")
@@ -148,6 +152,19 @@ pub struct PacketLoss {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Blackhole {
+    #[serde(default)]
+    pub direction: Direction,
+    #[serde(default, rename = "match")]
+    pub matching: PacketMatch,
+}
+
+/// Send a fraction of matching packets twice. Interface scope only: the agent
+/// refuses it for a cgroup target.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Duplicate {
+    /// Fraction of packets sent twice, in [0, 1].
+    pub probability: f64,
     #[serde(default)]
     pub direction: Direction,
     #[serde(default, rename = "match")]
@@ -284,6 +301,11 @@ impl From<Fault> for pb::FaultSpec {
                 r#match: Some(f.matching.into()),
             }),
             Fault::Blackhole(f) => pb::fault_spec::Kind::Blackhole(pb::Blackhole {
+                direction: pb::Direction::from(f.direction).into(),
+                r#match: Some(f.matching.into()),
+            }),
+            Fault::Duplicate(f) => pb::fault_spec::Kind::Duplicate(pb::Duplicate {
+                probability: f.probability,
                 direction: pb::Direction::from(f.direction).into(),
                 r#match: Some(f.matching.into()),
             }),
@@ -888,6 +910,123 @@ faults:
         assert!(
             err.contains("probability") && err.contains("faults[0]"),
             "expected the error to name the missing probability, got: {err}"
+        );
+    }
+
+    #[test]
+    fn yaml_duplicate_converts_to_proto() {
+        let yaml = r#"
+duration: 1m
+target: {interface: eth0}
+faults:
+  - duplicate:
+      probability: 0.05
+      direction: both
+      match:
+        protocol: tcp
+        src_cidr: 10.0.0.0/8
+        dst_cidr: 10.1.0.0/16
+        src_ports: 8000-8100
+        dst_ports: 5432
+        include_ssh: true
+  - duplicate: {probability: 1}
+"#;
+        let spec = parse_ok(yaml, FileFormat::Yaml);
+        let expected = vec![
+            pb::fault_spec::Kind::Duplicate(pb::Duplicate {
+                probability: 0.05,
+                direction: pb::Direction::Both.into(),
+                r#match: Some(pb::PacketMatch {
+                    protocol: "tcp".into(),
+                    src_cidr: "10.0.0.0/8".into(),
+                    dst_cidr: "10.1.0.0/16".into(),
+                    src_ports: "8000-8100".into(),
+                    dst_ports: "5432".into(),
+                    include_ssh: true,
+                }),
+            }),
+            // Everything but the probability defaults: egress, any packet.
+            pb::fault_spec::Kind::Duplicate(pb::Duplicate {
+                probability: 1.0,
+                direction: pb::Direction::Egress.into(),
+                r#match: Some(pb::PacketMatch::default()),
+            }),
+        ];
+        assert_eq!(network_faults(&spec), expected);
+        assert_eq!(
+            spec.target.map(|t| t.interface),
+            Some("eth0".to_owned()),
+            "target.interface goes on the wire"
+        );
+    }
+
+    #[test]
+    fn json_duplicate_converts_to_proto() {
+        let json = r#"{
+          "duration": "30s",
+          "target": {"interface": "lo"},
+          "faults": [
+            {"duplicate": {"probability": 0.5, "direction": "ingress",
+                           "match": {"protocol": "udp", "dst_ports": 53}}}
+          ]
+        }"#;
+        let spec = parse_ok(json, FileFormat::Json);
+        assert_eq!(
+            network_faults(&spec),
+            [pb::fault_spec::Kind::Duplicate(pb::Duplicate {
+                probability: 0.5,
+                direction: pb::Direction::Ingress.into(),
+                r#match: Some(pb::PacketMatch {
+                    protocol: "udp".into(),
+                    dst_ports: "53".into(),
+                    ..Default::default()
+                }),
+            })]
+        );
+    }
+
+    #[test]
+    fn bad_duplicate_fields_are_rejected_naming_the_field() {
+        let cases = [
+            (
+                "duplicate: {direction: both}",
+                FileFormat::Yaml,
+                "faults[0]",
+                "probability",
+            ),
+            (
+                "duplicate: {probability: 0.5, burst_length: 2}",
+                FileFormat::Yaml,
+                "faults[0].duplicate",
+                "unknown field `burst_length`",
+            ),
+            (
+                "duplicate: {probability: 0.5, direction: sideways}",
+                FileFormat::Yaml,
+                "faults[0].duplicate.direction",
+                "`sideways`",
+            ),
+            (
+                "duplicate: {probability: 0.5, match: {dst_ports: 70000}}",
+                FileFormat::Yaml,
+                "faults[0].duplicate.match.dst_ports",
+                "70000",
+            ),
+        ];
+        for (fault, format, path, detail) in cases {
+            let text = format!("duration: 1s\ntarget: {{interface: lo}}\nfaults:\n  - {fault}\n");
+            let err = parse_err(&text, format);
+            assert!(
+                err.contains(path) && err.contains(detail),
+                "expected the error for {fault:?} to name {path} and {detail:?}, got: {err}"
+            );
+        }
+        let json = r#"{"duration": "1s", "target": {"interface": "lo"},
+            "faults": [{"duplicate": {"probability": 0.5, "match": {"protocol": "sctp"}}}]}"#;
+        let err = parse_err(json, FileFormat::Json);
+        assert!(
+            err.contains("faults[0].duplicate.match.protocol") && err.contains("sctp"),
+            "expected the JSON error to name the protocol field, got: {err}"
         );
     }
 

@@ -55,6 +55,9 @@ fn experiment(spec: pb::ExperimentSpec, state: pb::ExperimentState) -> pb::Exper
             Some(pb::fault_spec::Kind::Blackhole(_)) => {
                 status(index, "blackhole", network, "egress blackhole")
             }
+            Some(pb::fault_spec::Kind::Duplicate(_)) => {
+                status(index, "duplicate", network, "ingress duplicate p=0.2")
+            }
             _ => status(
                 index,
                 "syscall_error",
@@ -426,6 +429,109 @@ async fn inject_packet_loss_sends_the_network_spec() {
     assert_eq!(
         fault["spec"]["packet_loss"]["match"]["dst_ports"], "5432",
         "{value}"
+    );
+}
+
+#[tokio::test]
+async fn inject_duplicate_sends_the_interface_spec() {
+    let agent = Agent::start("duplicate");
+    let args = [
+        "--output",
+        "json",
+        "inject",
+        "duplicate",
+        "--probability",
+        "0.2",
+        "--direction",
+        "ingress",
+        "--protocol",
+        "udp",
+        "--src-cidr",
+        "10.0.0.0/8",
+        "--src-ports",
+        "53",
+        "--include-ssh",
+        "--interface",
+        "lo",
+        "--duration",
+        "20s",
+        "--dry-run",
+        "--label",
+        "team=dns",
+        "--name",
+        "dup-dns",
+    ];
+    let value = json(&success(
+        faultctl(&agent.socket(), &args, None).await,
+        &args,
+    ));
+
+    let spec = agent.fake.last_spec();
+    assert_eq!(
+        (spec.name.as_str(), spec.duration_ms, spec.dry_run),
+        ("dup-dns", 20_000, true)
+    );
+    assert_eq!(spec.labels.get("team").map(String::as_str), Some("dns"));
+    assert_eq!(
+        spec.target,
+        Some(pb::Target {
+            interface: "lo".into(),
+            ..Default::default()
+        }),
+        "only the interface is targeted"
+    );
+    let expected = pb::fault_spec::Kind::Duplicate(pb::Duplicate {
+        probability: 0.2,
+        direction: pb::Direction::Ingress.into(),
+        r#match: Some(pb::PacketMatch {
+            protocol: "udp".into(),
+            src_cidr: "10.0.0.0/8".into(),
+            dst_cidr: String::new(),
+            src_ports: "53".into(),
+            dst_ports: String::new(),
+            include_ssh: true,
+        }),
+    });
+    assert_eq!(
+        spec.faults,
+        [pb::FaultSpec {
+            kind: Some(expected)
+        }],
+        "the one duplicate fault"
+    );
+
+    assert_eq!(value["target"]["interface"], "lo", "{value}");
+    let fault = &value["faults"][0];
+    assert_eq!(fault["kind"], "duplicate", "{value}");
+    assert_eq!(fault["mechanism"], "tcx", "{value}");
+    assert_eq!(fault["spec"]["duplicate"]["probability"], 0.2, "{value}");
+    assert_eq!(
+        fault["spec"]["duplicate"]["direction"], "ingress",
+        "{value}"
+    );
+    assert_eq!(
+        fault["spec"]["duplicate"]["match"]["src_ports"], "53",
+        "{value}"
+    );
+
+    // No cgroup scope for duplicate: a usage error before reaching the agent.
+    let cgroup = [
+        "inject",
+        "duplicate",
+        "--probability",
+        "0.2",
+        "--cgroup",
+        "/sys/fs/cgroup/app",
+        "--duration",
+        "20s",
+    ];
+    let run = faultctl(&agent.socket(), &cgroup, None).await;
+    assert_eq!(run.code, Some(2), "stderr: {}", run.stderr);
+    assert!(run.stderr.contains("--cgroup"), "stderr: {}", run.stderr);
+    assert_eq!(
+        agent.fake.started.lock().map(|s| s.len()).ok(),
+        Some(1),
+        "the usage error sent nothing"
     );
 }
 
