@@ -42,43 +42,43 @@ pub static PROTECTED: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 #[map(name = "FL_PROT_COMMS")]
 pub static PROTECTED_COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(64, 0);
 
-/// The calling task. Read once per event: a lazily read comm doubles the
-/// states the verifier must walk in every slot iteration.
+/// The calling task. Only the tgid is read up front: a process that no
+/// slot targets pays for one helper call, and its name is read only when a
+/// slot needs it (each read is a fresh helper call, not a cached Option,
+/// which would double the states the verifier walks per slot).
 pub struct Caller {
     pub tgid: u32,
-    comm: [u8; COMM_LEN],
 }
 
 impl Caller {
     #[inline(always)]
     pub fn current() -> Self {
-        Self {
-            tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-            comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
-        }
+        Self { tgid: (bpf_get_current_pid_tgid() >> 32) as u32 }
     }
 }
 
-/// The agent, PID 1 and kernel threads are never faulted, whatever a slot says.
 #[inline(always)]
-pub fn protected(caller: &Caller) -> Option<u32> {
+fn current_comm() -> [u8; COMM_LEN] {
+    bpf_get_current_comm().unwrap_or([0; COMM_LEN])
+}
+
+/// How far to scan, or None for the agent, PID 1 and kernel threads, which
+/// are never faulted whatever a slot says.
+#[inline(always)]
+pub fn scan_limit(caller: &Caller) -> Option<u32> {
     let cfg = CONFIG.get(0)?;
     if caller.tgid <= 1 || caller.tgid == cfg.agent_tgid {
         return None;
     }
-    // SAFETY: the value is only tested for presence.
-    if unsafe { PROTECTED.get(&caller.tgid) }.is_some() {
-        return None;
-    }
-    // SAFETY: as above.
-    if unsafe { PROTECTED_COMMS.get(&caller.comm) }.is_some() {
-        return None;
-    }
-    Some(if cfg.slot_limit > MAX_FAULTS {
-        MAX_FAULTS
-    } else {
-        cfg.slot_limit
-    })
+    Some(if cfg.slot_limit > MAX_FAULTS { MAX_FAULTS } else { cfg.slot_limit })
+}
+
+/// Configured protected pids and names. Checked only once a slot matched,
+/// so processes no fault targets never pay for these lookups.
+#[inline(always)]
+pub fn protected(caller: &Caller) -> bool {
+    // SAFETY: the values are only tested for presence.
+    unsafe { PROTECTED.get(&caller.tgid).is_some() || PROTECTED_COMMS.get(&current_comm()).is_some() }
 }
 
 #[inline(always)]
@@ -104,13 +104,13 @@ pub fn target_matches(index: u32, t: &TargetSel, caller: &Caller) -> bool {
             return false;
         }
     }
-    if t.has_comm != 0 && caller.comm != t.comm {
+    if t.has_comm != 0 && current_comm() != t.comm {
         return false;
     }
-    if t.has_exclude_comm != 0 && caller.comm == t.exclude_comm {
+    if t.has_exclude_comm != 0 && current_comm() == t.exclude_comm {
         return false;
     }
-    true
+    !protected(caller)
 }
 
 /// Still before the slot's in-kernel deadline?

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use faultline_common::{MAX_FAULTS, flags, kind, sock_op};
 
-use crate::slots::{Caller, SLOTS, coin, count, dry_run, live, protected, target_matches};
+use crate::slots::{Caller, SLOTS, coin, count, dry_run, live, scan_limit, target_matches};
 
 const ALLOW: i32 = 1;
 const REJECT: i32 = 0;
@@ -84,7 +84,7 @@ fn v6_in(addr: &[u32; 4], net: &[u32; 4], prefix: u32) -> bool {
 #[inline(always)]
 fn decide(ctx: &SockAddrContext, op: u32, v6: bool) -> i32 {
     let caller = Caller::current();
-    let Some(limit) = protected(&caller) else {
+    let Some(limit) = scan_limit(&caller) else {
         return ALLOW;
     };
     // SAFETY: the context pointer is valid for the program's run.

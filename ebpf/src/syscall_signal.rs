@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use faultline_common::{MAX_FAULTS, MAX_SYSCALL_NR, SlotPid, kind};
 
-use crate::slots::{Caller, NTH, SLOTS, coin, count, dry_run, live, protected, target_matches};
+use crate::slots::{Caller, NTH, SLOTS, coin, count, dry_run, live, scan_limit, target_matches};
 
 /// Number of active signal faults per syscall number.
 #[map(name = "FL_WATCHED")]
@@ -30,7 +30,7 @@ pub fn fl_sys_enter(ctx: RawTracePointContext) -> i32 {
         _ => return 0,
     }
     let caller = Caller::current();
-    let Some(limit) = protected(&caller) else {
+    let Some(limit) = scan_limit(&caller) else {
         return 0;
     };
     let mut i = 0;
