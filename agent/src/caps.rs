@@ -34,6 +34,7 @@ pub fn probe(kernel: &Kernel) -> Vec<Capability> {
         row("packet_loss", Mechanism::Tcx(0), &["interface scope", "ingress", "egress"]),
         row("blackhole", Mechanism::Tcx(0), &["interface scope", "ingress", "egress"]),
         row("duplicate", Mechanism::Tcx(0), &["interface scope", "ingress", "egress"]),
+        row("corrupt", Mechanism::Tcx(0), &["interface scope", "ingress", "egress"]),
     ];
     caps.push(Capability {
         fault_kind: "syscall_error",

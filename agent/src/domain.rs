@@ -266,12 +266,21 @@ pub struct DuplicateSpec {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+pub struct CorruptSpec {
+    pub probability: Probability,
+    pub recompute_checksums: bool,
+    pub direction: Direction,
+    pub matching: PacketMatch,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub enum FaultSpec {
     SyscallError(SyscallErrorSpec),
     SyscallSignal(SyscallSignalSpec),
     PacketLoss(PacketLossSpec),
     Blackhole(BlackholeSpec),
     Duplicate(DuplicateSpec),
+    Corrupt(CorruptSpec),
 }
 
 impl FaultSpec {
@@ -282,11 +291,13 @@ impl FaultSpec {
             Self::PacketLoss(_) => "packet_loss",
             Self::Blackhole(_) => "blackhole",
             Self::Duplicate(_) => "duplicate",
+            Self::Corrupt(_) => "corrupt",
         }
     }
 
     pub fn is_network(&self) -> bool {
-        matches!(self, Self::PacketLoss(_) | Self::Blackhole(_) | Self::Duplicate(_))
+        matches!(self, Self::PacketLoss(_) | Self::Blackhole(_) | Self::Duplicate(_) | Self::Corrupt(_)
+        )
     }
 
     pub fn summary(&self) -> String {
@@ -324,6 +335,13 @@ impl FaultSpec {
                 )
             }
             Self::Blackhole(b) => format!("{} blackhole{}", b.direction.name(), b.matching.summary()),
+            Self::Corrupt(c) => format!(
+                "{} corrupt p={}{}{}",
+                c.direction.name(),
+                c.probability.value(),
+                if c.recompute_checksums { " checksums=recomputed" } else { " checksums=wrong" },
+                c.matching.summary()
+            ),
             Self::Duplicate(d) => format!(
                 "{} duplicate p={}{}",
                 d.direction.name(),

@@ -24,6 +24,9 @@ pub mod kind {
     pub const PACKET_DROP: u32 = 3;
     /// `duplicate` through TCX programs (interface scope only).
     pub const PACKET_DUP: u32 = 4;
+    /// `corrupt` through TCX programs (interface scope only); `FaultSlot::op`
+    /// is 1 to recompute checksums, 0 to leave them wrong.
+    pub const PACKET_CORRUPT: u32 = 5;
 }
 
 /// Packet directions (bit flags in `NetMatch::direction`).

@@ -120,6 +120,8 @@ enum InjectCommand {
     Blackhole(BlackholeArgs),
     /// Send a fraction of the matching packets of an interface twice.
     Duplicate(DuplicateArgs),
+    /// Flip one bit in a fraction of the matching packets of an interface.
+    Corrupt(CorruptArgs),
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +205,24 @@ struct DuplicateArgs {
     experiment: InterfaceExperimentArgs,
 }
 
+#[derive(Debug, Args)]
+struct CorruptArgs {
+    /// Fraction of matching packets with one bit flipped, in [0, 1].
+    #[arg(long, value_parser = parse_probability)]
+    probability: f64,
+    /// Recompute the L4 checksum so that the corrupted data is delivered;
+    /// by default the checksums stay wrong and the receiver drops the packet.
+    #[arg(long)]
+    recompute_checksums: bool,
+    /// Corrupt received (ingress) or sent (egress) packets, or both.
+    #[arg(long, value_enum, default_value_t = spec::Direction::Egress)]
+    direction: spec::Direction,
+    #[command(flatten)]
+    matching: PacketMatchArgs,
+    #[command(flatten)]
+    experiment: InterfaceExperimentArgs,
+}
+
 /// Packet filters shared by the network faults; each one defaults to any.
 #[derive(Debug, Args)]
 struct PacketMatchArgs {
@@ -274,7 +294,7 @@ struct NetworkExperimentArgs {
 }
 
 /// Target and lifetime flags of the network faults that only work on an
-/// interface (`duplicate`): there is no cgroup scope for them.
+/// interface (`duplicate`, `corrupt`): there is no cgroup scope for them.
 #[derive(Debug, Args)]
 struct InterfaceExperimentArgs {
     /// Fault the packets on this network interface, e.g. eth0.
@@ -425,6 +445,15 @@ impl InjectCommand {
                 args.experiment
                     .into_experiment(spec::Fault::Duplicate(spec::Duplicate {
                         probability: args.probability,
+                        direction: args.direction,
+                        matching: args.matching.into(),
+                    }))
+            }
+            Self::Corrupt(args) => {
+                args.experiment
+                    .into_experiment(spec::Fault::Corrupt(spec::Corrupt {
+                        probability: args.probability,
+                        recompute_checksums: args.recompute_checksums,
                         direction: args.direction,
                         matching: args.matching.into(),
                     }))
@@ -1221,6 +1250,172 @@ mod tests {
             (
                 &["--probability", "0.5", "--dst-ports", "90-80"][..],
                 "--dst-ports",
+            ),
+        ] {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            match parse(&args) {
+                Ok(cli) => panic!("expected {extra:?} to be a usage error, got {cli:?}"),
+                Err(err) => assert!(
+                    err.to_string().contains(flag),
+                    "expected the error for {extra:?} to name {flag}, got: {err}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn inject_corrupt_builds_the_spec() {
+        let spec = inject_spec(&[
+            "inject",
+            "corrupt",
+            "--probability",
+            "0.01",
+            "--recompute-checksums",
+            "--direction",
+            "both",
+            "--protocol",
+            "tcp",
+            "--src-cidr",
+            "10.0.0.0/8",
+            "--dst-cidr",
+            "fd00::/8",
+            "--src-ports",
+            "8000-8100",
+            "--dst-ports",
+            "5432",
+            "--include-ssh",
+            "--interface",
+            "eth0",
+            "--duration",
+            "2m",
+            "--dry-run",
+            "--label",
+            "team=db",
+            "--name",
+            "flip-db",
+        ])
+        .unwrap_or_else(|err| panic!("expected the flags to build a spec, got: {err}"));
+        let expected = pb::ExperimentSpec {
+            name: "flip-db".into(),
+            faults: vec![pb::FaultSpec {
+                kind: Some(pb::fault_spec::Kind::Corrupt(pb::Corrupt {
+                    probability: 0.01,
+                    recompute_checksums: true,
+                    direction: pb::Direction::Both.into(),
+                    r#match: Some(pb::PacketMatch {
+                        protocol: "tcp".into(),
+                        src_cidr: "10.0.0.0/8".into(),
+                        dst_cidr: "fd00::/8".into(),
+                        src_ports: "8000-8100".into(),
+                        dst_ports: "5432".into(),
+                        include_ssh: true,
+                    }),
+                })),
+            }],
+            target: Some(pb::Target {
+                interface: "eth0".into(),
+                ..Default::default()
+            }),
+            duration_ms: 120_000,
+            dry_run: true,
+            labels: [("team".to_owned(), "db".to_owned())].into(),
+        };
+        assert_eq!(spec, expected);
+    }
+
+    #[test]
+    fn inject_corrupt_defaults_to_egress_wrong_checksums_and_any_packet() {
+        let spec = inject_spec(&[
+            "inject",
+            "corrupt",
+            "--probability",
+            "1",
+            "--interface",
+            "lo",
+            "--duration",
+            "5s",
+        ])
+        .unwrap_or_else(|err| panic!("expected the flags to build a spec, got: {err}"));
+        assert_eq!(
+            spec.faults,
+            [pb::FaultSpec {
+                kind: Some(pb::fault_spec::Kind::Corrupt(pb::Corrupt {
+                    probability: 1.0,
+                    recompute_checksums: false,
+                    direction: pb::Direction::Egress.into(),
+                    r#match: Some(pb::PacketMatch::default()),
+                })),
+            }]
+        );
+        assert_eq!(
+            spec.target,
+            Some(pb::Target {
+                interface: "lo".into(),
+                ..Default::default()
+            })
+        );
+        assert_eq!((spec.name.as_str(), spec.dry_run), ("", false));
+    }
+
+    #[test]
+    fn corrupt_takes_only_an_interface() {
+        let base = ["inject", "corrupt", "--probability", "0.5"];
+        for (extra, expected) in [
+            (&["--duration", "1s"][..], "--interface"),
+            (&["--interface", "lo"][..], "--duration"),
+            (
+                &["--cgroup", "/sys/fs/cgroup/app", "--duration", "1s"][..],
+                "--cgroup",
+            ),
+            (
+                &["--comm", "curl", "--interface", "lo", "--duration", "1s"][..],
+                "--comm",
+            ),
+            (
+                &[
+                    "--interface",
+                    "lo",
+                    "--duration",
+                    "1s",
+                    "--burst-length",
+                    "2",
+                ][..],
+                "--burst-length",
+            ),
+        ] {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            match parse(&args) {
+                Ok(cli) => panic!("expected {extra:?} to be a usage error, got {cli:?}"),
+                Err(err) => assert!(
+                    err.to_string().contains(expected),
+                    "expected the error for {extra:?} to mention {expected:?}, got: {err}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_corrupt_flags_are_usage_errors() {
+        let base = ["inject", "corrupt", "--interface", "lo", "--duration", "1s"];
+        for (extra, flag) in [
+            (&[][..], "--probability"),
+            (&["--probability", "1.5"][..], "--probability"),
+            (&["--probability=-0.1"][..], "--probability"),
+            (
+                &["--probability", "0.5", "--recompute-checksums=yes"][..],
+                "--recompute-checksums",
+            ),
+            (
+                &["--probability", "0.5", "--direction", "up"][..],
+                "--direction",
+            ),
+            (
+                &["--probability", "0.5", "--protocol", "sctp"][..],
+                "--protocol",
+            ),
+            (
+                &["--probability", "0.5", "--src-ports", "ssh"][..],
+                "--src-ports",
             ),
         ] {
             let args: Vec<&str> = base.iter().chain(extra).copied().collect();

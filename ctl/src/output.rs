@@ -124,6 +124,13 @@ pub enum FaultSpecJson {
         #[serde(rename = "match")]
         matching: PacketMatchJson,
     },
+    Corrupt {
+        probability: f64,
+        recompute_checksums: bool,
+        direction: &'static str,
+        #[serde(rename = "match")]
+        matching: PacketMatchJson,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -213,6 +220,7 @@ impl FaultSpecJson {
             Self::PacketLoss { .. } => "packet_loss",
             Self::Blackhole { .. } => "blackhole",
             Self::Duplicate { .. } => "duplicate",
+            Self::Corrupt { .. } => "corrupt",
         }
     }
 }
@@ -254,6 +262,16 @@ impl From<&pb::fault_spec::Kind> for FaultSpecJson {
             },
             Kind::Duplicate(f) => Self::Duplicate {
                 probability: f.probability,
+                direction: direction_name(f.direction),
+                matching: f
+                    .r#match
+                    .as_ref()
+                    .map(PacketMatchJson::from)
+                    .unwrap_or_default(),
+            },
+            Kind::Corrupt(f) => Self::Corrupt {
+                probability: f.probability,
+                recompute_checksums: f.recompute_checksums,
                 direction: direction_name(f.direction),
                 matching: f
                     .r#match
@@ -748,6 +766,18 @@ mod tests {
                         }),
                     })),
                 },
+                pb::FaultSpec {
+                    kind: Some(pb::fault_spec::Kind::Corrupt(pb::Corrupt {
+                        probability: 0.01,
+                        recompute_checksums: true,
+                        direction: pb::Direction::Egress.into(),
+                        r#match: Some(pb::PacketMatch {
+                            protocol: "tcp".into(),
+                            dst_ports: "5432".into(),
+                            ..Default::default()
+                        }),
+                    })),
+                },
             ],
             target: Some(pb::Target {
                 interface: "eth0".into(),
@@ -785,6 +815,15 @@ mod tests {
                     injected: 4,
                     summary: "ingress duplicate p=0.1 udp sport=53-53".into(),
                 },
+                pb::FaultStatus {
+                    index: 3,
+                    kind: "corrupt".into(),
+                    mechanism: "tcx".into(),
+                    matched: 200,
+                    injected: 2,
+                    summary: "egress corrupt p=0.01 checksums=recomputed tcp dport=5432-5432"
+                        .into(),
+                },
             ],
             ..Default::default()
         }
@@ -815,6 +854,12 @@ mod tests {
                  "probability": 0.1, "direction": "ingress",
                  "match": {"protocol": "udp", "src_cidr": "", "dst_cidr": "",
                            "src_ports": "53", "dst_ports": "", "include_ssh": true}}}},
+            {"index": 3, "kind": "corrupt", "mechanism": "tcx", "matched": 200, "injected": 2,
+             "summary": "egress corrupt p=0.01 checksums=recomputed tcp dport=5432-5432",
+             "spec": {"corrupt": {
+                 "probability": 0.01, "recompute_checksums": true, "direction": "egress",
+                 "match": {"protocol": "tcp", "src_cidr": "", "dst_cidr": "",
+                           "src_ports": "", "dst_ports": "5432", "include_ssh": false}}}},
         ]);
         assert_eq!(value["faults"], expected, "JSON of network faults");
     }
@@ -861,6 +906,14 @@ mod tests {
                     "4",
                     "ingress duplicate p=0.1 udp sport=53-53"
                 ],
+                vec![
+                    "3",
+                    "corrupt",
+                    "tcx",
+                    "200",
+                    "2",
+                    "egress corrupt p=0.01 checksums=recomputed tcp dport=5432-5432"
+                ],
             ],
             "one row per fault:\n{text}"
         );
@@ -885,6 +938,37 @@ mod tests {
             }),
         );
         assert_eq!(fault.kind, "duplicate", "without a kind from the agent");
+    }
+
+    #[test]
+    fn corrupt_is_named_by_its_spec() {
+        let spec = FaultSpecJson::from(&pb::fault_spec::Kind::Corrupt(pb::Corrupt {
+            probability: 0.5,
+            ..Default::default()
+        }));
+        assert_eq!(spec.kind_name(), "corrupt");
+        let status = pb::FaultStatus {
+            index: 0,
+            mechanism: "tcx".into(),
+            ..Default::default()
+        };
+        let fault = FaultJson::new(
+            &status,
+            Some(&pb::FaultSpec {
+                kind: Some(pb::fault_spec::Kind::Corrupt(pb::Corrupt::default())),
+            }),
+        );
+        assert_eq!(fault.kind, "corrupt", "without a kind from the agent");
+        let value = serde_json::to_value(&fault.spec)
+            .unwrap_or_else(|err| panic!("expected the spec to serialize, got error: {err}"));
+        assert_eq!(
+            value,
+            serde_json::json!({"corrupt": {
+                "probability": 0.0, "recompute_checksums": false, "direction": "egress",
+                "match": {"protocol": "any", "src_cidr": "", "dst_cidr": "",
+                          "src_ports": "", "dst_ports": "", "include_ssh": false}}}),
+            "a default corrupt spec"
+        );
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub enum Fault {
     PacketLoss(PacketLoss),
     Blackhole(Blackhole),
     Duplicate(Duplicate),
+    Corrupt(Corrupt),
 }
 
 /// How a fault is written: a map whose single key is the fault kind,
@@ -70,6 +71,7 @@ struct FaultEntry {
     packet_loss: Option<PacketLoss>,
     blackhole: Option<Blackhole>,
     duplicate: Option<Duplicate>,
+    corrupt: Option<Corrupt>,
 }
 
 impl TryFrom<FaultEntry> for Fault {
@@ -82,6 +84,7 @@ impl TryFrom<FaultEntry> for Fault {
             packet_loss,
             blackhole,
             duplicate,
+            corrupt,
         } = entry;
         let mut kinds = [
             syscall_error.map(Self::SyscallError),
@@ -89,13 +92,14 @@ impl TryFrom<FaultEntry> for Fault {
             packet_loss.map(Self::PacketLoss),
             blackhole.map(Self::Blackhole),
             duplicate.map(Self::Duplicate),
+            corrupt.map(Self::Corrupt),
         ]
         .into_iter()
         .flatten();
         match (kinds.next(), kinds.next()) {
             (Some(fault), None) => Ok(fault),
             (None, _) => Err(
-                "a fault needs its kind as the key: syscall_error, syscall_signal, packet_loss, blackhole or duplicate",
+                "a fault needs its kind as the key: syscall_error, syscall_signal, packet_loss, blackhole, duplicate or corrupt",
             ),
             (Some(_), Some(_)) => {
                 Err("a fault has exactly one kind: put each kind in its own list item")
@@ -165,6 +169,23 @@ pub struct Blackhole {
 pub struct Duplicate {
     /// Fraction of packets sent twice, in [0, 1].
     pub probability: f64,
+    #[serde(default)]
+    pub direction: Direction,
+    #[serde(default, rename = "match")]
+    pub matching: PacketMatch,
+}
+
+/// Flip one bit in a fraction of matching packets. Interface scope only: the
+/// agent refuses it for a cgroup target.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Corrupt {
+    /// Fraction of packets corrupted, in [0, 1].
+    pub probability: f64,
+    /// false: checksums stay wrong and the receiver drops the packet; true:
+    /// the L4 checksum is recomputed and corrupted data is delivered.
+    #[serde(default)]
+    pub recompute_checksums: bool,
     #[serde(default)]
     pub direction: Direction,
     #[serde(default, rename = "match")]
@@ -306,6 +327,12 @@ impl From<Fault> for pb::FaultSpec {
             }),
             Fault::Duplicate(f) => pb::fault_spec::Kind::Duplicate(pb::Duplicate {
                 probability: f.probability,
+                direction: pb::Direction::from(f.direction).into(),
+                r#match: Some(f.matching.into()),
+            }),
+            Fault::Corrupt(f) => pb::fault_spec::Kind::Corrupt(pb::Corrupt {
+                probability: f.probability,
+                recompute_checksums: f.recompute_checksums,
                 direction: pb::Direction::from(f.direction).into(),
                 r#match: Some(f.matching.into()),
             }),
@@ -1026,6 +1053,135 @@ faults:
         let err = parse_err(json, FileFormat::Json);
         assert!(
             err.contains("faults[0].duplicate.match.protocol") && err.contains("sctp"),
+            "expected the JSON error to name the protocol field, got: {err}"
+        );
+    }
+
+    #[test]
+    fn yaml_corrupt_converts_to_proto() {
+        let yaml = r#"
+duration: 1m
+target: {interface: eth0}
+faults:
+  - corrupt:
+      probability: 0.01
+      recompute_checksums: true
+      direction: both
+      match:
+        protocol: tcp
+        src_cidr: 10.0.0.0/8
+        dst_cidr: 10.1.0.0/16
+        src_ports: 8000-8100
+        dst_ports: 5432
+        include_ssh: true
+  - corrupt: {probability: 1}
+"#;
+        let spec = parse_ok(yaml, FileFormat::Yaml);
+        let expected = vec![
+            pb::fault_spec::Kind::Corrupt(pb::Corrupt {
+                probability: 0.01,
+                recompute_checksums: true,
+                direction: pb::Direction::Both.into(),
+                r#match: Some(pb::PacketMatch {
+                    protocol: "tcp".into(),
+                    src_cidr: "10.0.0.0/8".into(),
+                    dst_cidr: "10.1.0.0/16".into(),
+                    src_ports: "8000-8100".into(),
+                    dst_ports: "5432".into(),
+                    include_ssh: true,
+                }),
+            }),
+            // Everything but the probability defaults: checksums left wrong,
+            // egress, any packet.
+            pb::fault_spec::Kind::Corrupt(pb::Corrupt {
+                probability: 1.0,
+                recompute_checksums: false,
+                direction: pb::Direction::Egress.into(),
+                r#match: Some(pb::PacketMatch::default()),
+            }),
+        ];
+        assert_eq!(network_faults(&spec), expected);
+        assert_eq!(
+            spec.target.map(|t| t.interface),
+            Some("eth0".to_owned()),
+            "target.interface goes on the wire"
+        );
+    }
+
+    #[test]
+    fn json_corrupt_converts_to_proto() {
+        let json = r#"{
+          "duration": "30s",
+          "target": {"interface": "lo"},
+          "faults": [
+            {"corrupt": {"probability": 0.5, "recompute_checksums": false,
+                         "direction": "ingress",
+                         "match": {"protocol": "udp", "dst_ports": 53}}}
+          ]
+        }"#;
+        let spec = parse_ok(json, FileFormat::Json);
+        assert_eq!(
+            network_faults(&spec),
+            [pb::fault_spec::Kind::Corrupt(pb::Corrupt {
+                probability: 0.5,
+                recompute_checksums: false,
+                direction: pb::Direction::Ingress.into(),
+                r#match: Some(pb::PacketMatch {
+                    protocol: "udp".into(),
+                    dst_ports: "53".into(),
+                    ..Default::default()
+                }),
+            })]
+        );
+    }
+
+    #[test]
+    fn bad_corrupt_fields_are_rejected_naming_the_field() {
+        let cases = [
+            (
+                "corrupt: {recompute_checksums: true}",
+                FileFormat::Yaml,
+                "faults[0]",
+                "probability",
+            ),
+            (
+                "corrupt: {probability: 0.5, burst_length: 2}",
+                FileFormat::Yaml,
+                "faults[0].corrupt",
+                "unknown field `burst_length`",
+            ),
+            (
+                "corrupt: {probability: 0.5, recompute_checksums: maybe}",
+                FileFormat::Yaml,
+                "faults[0].corrupt.recompute_checksums",
+                "maybe",
+            ),
+            (
+                "corrupt: {probability: 0.5, direction: sideways}",
+                FileFormat::Yaml,
+                "faults[0].corrupt.direction",
+                "`sideways`",
+            ),
+            (
+                "corrupt: {probability: 0.5, match: {dst_ports: 70000}}",
+                FileFormat::Yaml,
+                "faults[0].corrupt.match.dst_ports",
+                "70000",
+            ),
+        ];
+        for (fault, format, path, detail) in cases {
+            let text = format!("duration: 1s\ntarget: {{interface: lo}}\nfaults:\n  - {fault}\n");
+            let err = parse_err(&text, format);
+            assert!(
+                err.contains(path) && err.contains(detail),
+                "expected the error for {fault:?} to name {path} and {detail:?}, got: {err}"
+            );
+        }
+        let json = r#"{"duration": "1s", "target": {"interface": "lo"},
+            "faults": [{"corrupt": {"probability": 0.5, "match": {"protocol": "sctp"}}}]}"#;
+        let err = parse_err(json, FileFormat::Json);
+        assert!(
+            err.contains("faults[0].corrupt.match.protocol") && err.contains("sctp"),
             "expected the JSON error to name the protocol field, got: {err}"
         );
     }

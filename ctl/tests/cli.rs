@@ -58,6 +58,12 @@ fn experiment(spec: pb::ExperimentSpec, state: pb::ExperimentState) -> pb::Exper
             Some(pb::fault_spec::Kind::Duplicate(_)) => {
                 status(index, "duplicate", network, "ingress duplicate p=0.2")
             }
+            Some(pb::fault_spec::Kind::Corrupt(_)) => status(
+                index,
+                "corrupt",
+                network,
+                "both corrupt p=0.05 checksums=recomputed",
+            ),
             _ => status(
                 index,
                 "syscall_error",
@@ -524,6 +530,122 @@ async fn inject_duplicate_sends_the_interface_spec() {
         "/sys/fs/cgroup/app",
         "--duration",
         "20s",
+    ];
+    let run = faultctl(&agent.socket(), &cgroup, None).await;
+    assert_eq!(run.code, Some(2), "stderr: {}", run.stderr);
+    assert!(run.stderr.contains("--cgroup"), "stderr: {}", run.stderr);
+    assert_eq!(
+        agent.fake.started.lock().map(|s| s.len()).ok(),
+        Some(1),
+        "the usage error sent nothing"
+    );
+}
+
+#[tokio::test]
+async fn inject_corrupt_sends_the_interface_spec() {
+    let agent = Agent::start("corrupt");
+    let args = [
+        "--output",
+        "json",
+        "inject",
+        "corrupt",
+        "--probability",
+        "0.05",
+        "--recompute-checksums",
+        "--direction",
+        "both",
+        "--protocol",
+        "tcp",
+        "--dst-cidr",
+        "10.1.0.0/16",
+        "--dst-ports",
+        "5432",
+        "--interface",
+        "lo",
+        "--duration",
+        "15s",
+        "--label",
+        "team=db",
+        "--name",
+        "flip-db",
+    ];
+    let value = json(&success(
+        faultctl(&agent.socket(), &args, None).await,
+        &args,
+    ));
+
+    let spec = agent.fake.last_spec();
+    assert_eq!(
+        (spec.name.as_str(), spec.duration_ms, spec.dry_run),
+        ("flip-db", 15_000, false)
+    );
+    assert_eq!(spec.labels.get("team").map(String::as_str), Some("db"));
+    assert_eq!(
+        spec.target,
+        Some(pb::Target {
+            interface: "lo".into(),
+            ..Default::default()
+        }),
+        "only the interface is targeted"
+    );
+    let expected = pb::fault_spec::Kind::Corrupt(pb::Corrupt {
+        probability: 0.05,
+        recompute_checksums: true,
+        direction: pb::Direction::Both.into(),
+        r#match: Some(pb::PacketMatch {
+            protocol: "tcp".into(),
+            src_cidr: String::new(),
+            dst_cidr: "10.1.0.0/16".into(),
+            src_ports: String::new(),
+            dst_ports: "5432".into(),
+            include_ssh: false,
+        }),
+    });
+    assert_eq!(
+        spec.faults,
+        [pb::FaultSpec {
+            kind: Some(expected)
+        }],
+        "the one corrupt fault"
+    );
+
+    assert_eq!(value["target"]["interface"], "lo", "{value}");
+    let fault = &value["faults"][0];
+    assert_eq!(fault["kind"], "corrupt", "{value}");
+    assert_eq!(fault["mechanism"], "tcx", "{value}");
+    assert_eq!(fault["spec"]["corrupt"]["probability"], 0.05, "{value}");
+    assert_eq!(
+        fault["spec"]["corrupt"]["recompute_checksums"], true,
+        "{value}"
+    );
+    assert_eq!(fault["spec"]["corrupt"]["direction"], "both", "{value}");
+    assert_eq!(
+        fault["spec"]["corrupt"]["match"]["dst_ports"], "5432",
+        "{value}"
+    );
+
+    // The table form of status shows the fault like the other network kinds.
+    let detail = success(
+        faultctl(&agent.socket(), &["status", ID], None).await,
+        &["status", ID],
+    );
+    assert!(
+        detail.contains("Target:   interface=lo")
+            && detail.contains("corrupt")
+            && detail.contains("both corrupt p=0.05 checksums=recomputed"),
+        "status table shows the corrupt fault:\n{detail}"
+    );
+
+    // No cgroup scope for corrupt: a usage error before reaching the agent.
+    let cgroup = [
+        "inject",
+        "corrupt",
+        "--probability",
+        "0.05",
+        "--cgroup",
+        "/sys/fs/cgroup/app",
+        "--duration",
+        "15s",
     ];
     let run = faultctl(&agent.socket(), &cgroup, None).await;
     assert_eq!(run.code, Some(2), "stderr: {}", run.stderr);

@@ -29,6 +29,10 @@ const TC_ACT_SHOT: i32 = 2;
 /// The fields of one packet that faults match on.
 struct Packet {
     v6: bool,
+    l3: usize,
+    l4: usize,
+    /// Offset of the L4 payload (after the UDP or TCP header).
+    payload: usize,
     proto: u32,
     src: [u32; 4],
     dst: [u32; 4],
@@ -57,7 +61,17 @@ impl Headers for TcContext {
 /// Reads L3/L4 headers starting at `l3`.
 #[inline(always)]
 fn parse(eth_proto: u16, l3: usize, ctx: &impl Headers) -> Option<Packet> {
-    let mut p = Packet { v6: false, proto: 0, src: [0; 4], dst: [0; 4], sport: 0, dport: 0 };
+    let mut p = Packet {
+        v6: false,
+        l3,
+        l4: 0,
+        payload: 0,
+        proto: 0,
+        src: [0; 4],
+        dst: [0; 4],
+        sport: 0,
+        dport: 0,
+    };
     let l4 = if eth_proto == ETH_P_IP {
         let h: [u8; 20] = ctx.read(l3)?;
         p.proto = u32::from(h[9]);
@@ -78,6 +92,15 @@ fn parse(eth_proto: u16, l3: usize, ctx: &impl Headers) -> Option<Packet> {
     } else {
         return None;
     };
+    p.l4 = l4;
+    p.payload = l4;
+    if p.proto == 17 {
+        p.payload = l4 + 8;
+    } else if p.proto == 6
+        && let Some(off) = ctx.read::<u8>(l4 + 12)
+    {
+        p.payload = l4 + usize::from(off >> 4) * 4;
+    }
     if p.proto == 6 || p.proto == 17 {
         if let Some(ports) = ctx.read::<[u8; 4]>(l4) {
             p.sport = u32::from(u16::from_be_bytes([ports[0], ports[1]]));
@@ -176,7 +199,8 @@ fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) ->
         }
         if let Some(slot) = SLOTS.get(i) {
             // Duplication needs a TCX program (it clones the packet).
-            let kind_ok = slot.kind == kind::PACKET_DROP || (slot.kind == kind::PACKET_DUP && ifindex != 0);
+            let kind_ok = slot.kind == kind::PACKET_DROP
+                || ((slot.kind == kind::PACKET_DUP || slot.kind == kind::PACKET_CORRUPT) && ifindex != 0);
             if kind_ok
                 && slot.net.direction & dir != 0
                 && slot.net.ifindex == ifindex
@@ -191,7 +215,13 @@ fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) ->
                 let hit = lose(i, slot);
                 count(i, hit);
                 if hit && !dry_run(slot) {
-                    return if slot.kind == kind::PACKET_DUP { Verdict::Duplicate } else { Verdict::Drop };
+                    return if slot.kind == kind::PACKET_DUP {
+                        Verdict::Duplicate
+                    } else if slot.kind == kind::PACKET_CORRUPT {
+                        Verdict::Corrupt(slot.op != 0)
+                    } else {
+                        Verdict::Drop
+                    };
                 }
             }
         }
@@ -205,6 +235,31 @@ enum Verdict {
     Pass,
     Drop,
     Duplicate,
+    /// Flip one bit; `true` recomputes the L4 checksum.
+    Corrupt(bool),
+}
+
+const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
+
+/// Flips one random bit. Left wrong (IPv4): in the IP header's
+/// identification field, whose header checksum every receiver verifies, so
+/// the frame is dropped as a corrupted one would be. Otherwise in the first
+/// two payload bytes, with the L4 checksum fixed when `recompute` (the
+/// receiver gets corrupted data) or not (dropped wherever the checksum is
+/// verified).
+#[inline(always)]
+fn corrupt(ctx: &TcContext, p: &Packet, recompute: bool) {
+    // SAFETY: plain helper call.
+    let bit = unsafe { bpf_get_prandom_u32() } % 16;
+    let (off, fix_l4) = if !recompute && !p.v6 { (p.l3 + 4, false) } else { (p.payload, recompute) };
+    let Ok(old) = ctx.load::<u16>(off) else { return };
+    let new = old ^ (1u16 << bit);
+    if ctx.store(off, &new, 0).is_err() || !fix_l4 {
+        return;
+    }
+    let csum_off = if p.proto == 17 { p.l4 + 6 } else if p.proto == 6 { p.l4 + 16 } else { return };
+    let mangled = if p.proto == 17 { BPF_F_MARK_MANGLED_0 } else { 0 };
+    let _ = ctx.l4_csum_replace(csum_off, u64::from(old), u64::from(new), 2 | mangled);
 }
 
 /// skb mark on our own duplicates, so the copy is not judged again when it
@@ -249,6 +304,10 @@ fn tc_drop(ctx: &TcContext, dir: u32) -> i32 {
     match decide(dir, ifindex, &p, |_| 0) {
         Verdict::Pass => TC_OK as i32,
         Verdict::Drop => TC_ACT_SHOT,
+        Verdict::Corrupt(recompute) => {
+            corrupt(ctx, &p, recompute);
+            TC_OK as i32
+        }
         Verdict::Duplicate => {
             ctx.skb.set_mark(DUP_MARK);
             let flags = if dir == direction::INGRESS { BPF_F_INGRESS } else { 0 };

@@ -213,16 +213,6 @@ async fn duplication_on_an_interface_matches_the_configured_fraction() {
     let mut c = agent.client().await;
     let ns = TestNetns::new();
     let to: SocketAddr = (ns.peer_ips[0], 9000).into();
-    let mut rx = ns
-        .command(bin("fl-probe"))
-        .args(["udp-count", &to.to_string(), "700"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(rx.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line.trim(), "listening");
 
     // Duplicate is interface-only: a cgroup scope is refused.
     let cg = TestCgroup::new("dup");
@@ -238,19 +228,84 @@ async fn duplication_on_an_interface_matches_the_configured_fraction() {
 
     start(&mut c, experiment(dup(0.2), interface_target(&ns.host_if), Duration::from_secs(60))).await;
     const N: u32 = 20_000;
+    let got = udp_through_veth(&ns, to, N);
+    assert_eq!(got.ok, u64::from(N), "every datagram arrives at least once: {got:?}");
+    let (lo, hi) = binomial_bounds(u64::from(N), 0.2, Z999);
+    let repeats = got.errno("repeats") as f64;
+    assert!((lo..=hi).contains(&repeats), "duplicates {repeats} outside {lo:.0}..{hi:.0} for p=0.2 of {N}");
+}
+
+/// Sends `n` numbered datagrams from the root namespace to `to` inside `ns`
+/// and returns what the receiver there counted.
+fn udp_through_veth(ns: &TestNetns, to: SocketAddr, n: u32) -> ProbeResult {
+    let mut rx = ns
+        .command(bin("fl-probe"))
+        .args(["udp-count", &to.to_string(), "700"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(rx.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "listening");
     let sent = Command::new("taskset")
         .args(["-c", "0"])
         .arg(bin("fl-probe"))
-        .args(["udp-send", &to.to_string(), &N.to_string()])
+        .args(["udp-send", &to.to_string(), &n.to_string()])
         .output()
         .unwrap();
     assert!(sent.status.success());
     line.clear();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     let _ = rx.wait();
-    let got: ProbeResult = serde_json::from_str(&line).unwrap();
-    assert_eq!(got.ok, u64::from(N), "every datagram arrives at least once: {got:?}");
-    let (lo, hi) = binomial_bounds(u64::from(N), 0.2, Z999);
-    let repeats = got.errno("repeats") as f64;
-    assert!((lo..=hi).contains(&repeats), "duplicates {repeats} outside {lo:.0}..{hi:.0} for p=0.2 of {N}");
+    serde_json::from_str(&line).unwrap()
+}
+
+/// `IpExt: InCsumErrors` inside the namespace: IPv4 headers that failed
+/// their checksum on receipt.
+fn ip_csum_errors(ns: &TestNetns) -> u64 {
+    let out = ns.command("cat").arg("/proc/net/netstat").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut ip = text.lines().filter(|l| l.starts_with("IpExt:"));
+    let (head, vals) = (ip.next().unwrap(), ip.next().unwrap());
+    let i = head.split_whitespace().position(|h| h == "InCsumErrors").unwrap();
+    vals.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn corruption_is_dropped_by_the_receiver_or_delivered_with_fixed_checksums() {
+    require_root().unwrap();
+    let agent = Agent::start();
+    let mut c = agent.client().await;
+    let ns = TestNetns::new();
+    let to: SocketAddr = (ns.peer_ips[0], 9100).into();
+    let corrupt = |recompute| pb::FaultSpec {
+        kind: Some(pb::fault_spec::Kind::Corrupt(pb::Corrupt {
+            probability: 0.1,
+            recompute_checksums: recompute,
+            direction: pb::Direction::Egress.into(),
+            r#match: Some(udp_to_port(9100)),
+        })),
+    };
+    const N: u32 = 20_000;
+    let (lo, hi) = binomial_bounds(u64::from(N), 0.1, Z999);
+
+    // Checksums left wrong: the receiver's IP layer drops them and counts.
+    let exp = start(&mut c, experiment(corrupt(false), interface_target(&ns.host_if), Duration::from_secs(60))).await;
+    let before = ip_csum_errors(&ns);
+    let got = udp_through_veth(&ns, to, N);
+    let bad = ip_csum_errors(&ns) - before;
+    assert!((lo..=hi).contains(&(bad as f64)), "checksum errors {bad} outside {lo:.0}..{hi:.0}");
+    assert_eq!(got.ok + bad, u64::from(N), "every datagram either arrived intact or failed its checksum: {got:?}");
+    assert_eq!(got.errno("corrupted"), 0, "no corrupted data reaches the application: {got:?}");
+    let view = c.get_experiment(pb::GetExperimentRequest { id: exp.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(view.injected, bad, "the kernel's counter equals the receiver's checksum errors");
+    c.stop_experiment(pb::StopExperimentRequest { id: exp.id }).await.unwrap();
+
+    // Checksums recomputed: corrupted datagrams are delivered.
+    start(&mut c, experiment(corrupt(true), interface_target(&ns.host_if), Duration::from_secs(60))).await;
+    let got = udp_through_veth(&ns, to, N);
+    let corrupted = got.errno("corrupted");
+    assert!((lo..=hi).contains(&(corrupted as f64)), "corrupted deliveries {corrupted} outside {lo:.0}..{hi:.0}");
+    assert_eq!(got.ok + corrupted, u64::from(N), "{got:?}");
 }

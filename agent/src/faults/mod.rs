@@ -48,7 +48,10 @@ pub fn mechanism_of(spec: &FaultSpec, target: &Target) -> Mechanism {
     match spec {
         FaultSpec::SyscallError(_) => Mechanism::CgroupSockAddr,
         FaultSpec::SyscallSignal(_) => Mechanism::SysEnter,
-        FaultSpec::PacketLoss(_) | FaultSpec::Blackhole(_) | FaultSpec::Duplicate(_) => match &target.interface {
+        FaultSpec::PacketLoss(_)
+        | FaultSpec::Blackhole(_)
+        | FaultSpec::Duplicate(_)
+        | FaultSpec::Corrupt(_) => match &target.interface {
             Some(i) => Mechanism::Tcx(i.ifindex),
             None => Mechanism::CgroupSkb,
         },
@@ -86,6 +89,10 @@ pub fn to_kernel(
         }
         FaultSpec::Duplicate(d) => {
             packet_drop::fill_duplicate(d, target, &mut slot);
+            None
+        }
+        FaultSpec::Corrupt(c) => {
+            packet_drop::fill_corrupt(c, target, &mut slot);
             None
         }
     };

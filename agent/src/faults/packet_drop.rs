@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use faultline_common::{FaultSlot, direction, flags, kind};
 
 use crate::domain::{
-    BlackholeSpec, Cidr, Direction, DuplicateSpec, PacketLossSpec, PacketMatch, Target,
+    BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, PacketLossSpec, PacketMatch, Target,
 };
 
 /// 2^32: probabilities are compared against `bpf_get_prandom_u32()`.
@@ -87,6 +87,13 @@ pub fn fill_loss(spec: &PacketLossSpec, target: &Target, slot: &mut FaultSlot) {
 
 pub fn fill_duplicate(spec: &DuplicateSpec, target: &Target, slot: &mut FaultSlot) {
     slot.kind = kind::PACKET_DUP;
+    fill_match(&spec.matching, spec.direction, target, slot);
+    slot.threshold = spec.probability.threshold();
+}
+
+pub fn fill_corrupt(spec: &CorruptSpec, target: &Target, slot: &mut FaultSlot) {
+    slot.kind = kind::PACKET_CORRUPT;
+    slot.op = u32::from(spec.recompute_checksums);
     fill_match(&spec.matching, spec.direction, target, slot);
     slot.threshold = spec.probability.threshold();
 }

@@ -12,7 +12,7 @@ use faultline_proto::v1 as pb;
 use crate::{
     cgroup::Cgroup,
     domain::{
-        BlackholeSpec, Cidr, Direction, DuplicateSpec, ExperimentSpec, FaultSpec, Interface, PacketLossSpec,
+        BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, ExperimentSpec, FaultSpec, Interface, PacketLossSpec,
         PacketMatch, PortRange, Probability, SockCall, SpecError, SyscallErrorSpec,
         SyscallSignalSpec, Target,
     },
@@ -187,6 +187,15 @@ fn fault(i: usize, f: &pb::FaultSpec) -> Result<FaultSpec, SpecError> {
                 matching: packet_match(&p, l.r#match.as_ref())?,
             }))
         }
+        Some(Kind::Corrupt(c)) => {
+            let p = format!("spec.faults[{i}].corrupt");
+            Ok(FaultSpec::Corrupt(CorruptSpec {
+                probability: probability(format!("{p}.probability"), c.probability)?,
+                recompute_checksums: c.recompute_checksums,
+                direction: direction(format!("{p}.direction"), c.direction)?,
+                matching: packet_match(&p, c.r#match.as_ref())?,
+            }))
+        }
         Some(Kind::Duplicate(d)) => {
             let p = format!("spec.faults[{i}].duplicate");
             Ok(FaultSpec::Duplicate(DuplicateSpec {
@@ -301,10 +310,13 @@ pub fn spec_from_proto(spec: Option<&pb::ExperimentSpec>) -> Result<ExperimentSp
                 "packets are matched by cgroup or interface; pids and comm do not apply to network faults",
             ));
         }
-        if matches!(f, FaultSpec::Duplicate(_)) && target.interface.is_none() {
+        if matches!(f, FaultSpec::Duplicate(_) | FaultSpec::Corrupt(_)) && target.interface.is_none() {
             return Err(inv(
                 field(),
-                "duplicate needs an interface scope (spec.target.interface): cgroup_skb programs cannot copy packets",
+                format!(
+                    "{} needs an interface scope (spec.target.interface): cgroup_skb programs cannot change or copy packets",
+                    f.kind_name()
+                ),
             ));
         }
         if !f.is_network() && target.interface.is_some() {
@@ -391,6 +403,12 @@ fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
                     burst_length: l.burst_length,
                     direction: direction_to_proto(l.direction).into(),
                     r#match: Some(match_to_proto(&l.matching)),
+                }),
+                FaultSpec::Corrupt(c) => Kind::Corrupt(pb::Corrupt {
+                    probability: c.probability.value(),
+                    recompute_checksums: c.recompute_checksums,
+                    direction: direction_to_proto(c.direction).into(),
+                    r#match: Some(match_to_proto(&c.matching)),
                 }),
                 FaultSpec::Duplicate(d) => Kind::Duplicate(pb::Duplicate {
                     probability: d.probability.value(),

@@ -81,7 +81,12 @@ fn main() {
             let sock = UdpSocket::bind(any).expect("bind");
             let mut errors = 0u64;
             for seq in 0..count {
-                if sock.send_to(&seq.to_be_bytes(), addr).is_err() {
+                // The sequence number twice, then zeros: a receiver can tell
+                // a corrupted datagram from an intact one.
+                let mut msg = [0u8; 16];
+                msg[..4].copy_from_slice(&seq.to_be_bytes());
+                msg[4..8].copy_from_slice(&seq.to_be_bytes());
+                if sock.send_to(&msg, addr).is_err() {
                     errors += 1;
                 }
                 if seq % 64 == 63 {
@@ -119,17 +124,23 @@ fn main() {
             let mut first = true;
             let mut seen = std::collections::HashSet::new();
             let mut repeats = 0u64;
+            let mut corrupted = 0u64;
             let mut buf = [0u8; 64];
             loop {
                 // Wait as long as it takes for the first datagram.
                 sock.set_read_timeout(if first { None } else { Some(quiet) }).expect("timeout");
                 let Ok(n) = sock.recv(&mut buf) else { break };
                 first = false;
-                if n >= 4 && !seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]])) {
+                if n != 16 || buf[..4] != buf[4..8] || buf[8..16].iter().any(|b| *b != 0) {
+                    corrupted += 1;
+                } else if !seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]])) {
                     repeats += 1;
                 }
             }
-            println!("{}", serde_json::json!({ "ok": seen.len(), "errors": { "repeats": repeats } }));
+            println!(
+                "{}",
+                serde_json::json!({ "ok": seen.len(), "errors": { "repeats": repeats, "corrupted": corrupted } })
+            );
         }
         Some("accept") => {
             let l = std::net::TcpListener::bind(&args[1]).expect("listen");
