@@ -8,10 +8,8 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, RawTracePoint,
-        SchedClassifier, TcAttachType, cgroup_skb::CgroupSkbLinkId,
-        cgroup_sock_addr::CgroupSockAddrLinkId, raw_trace_point::RawTracePointLinkId,
-        tc::SchedClassifierLinkId,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Program, ProgramError,
+        RawTracePoint, SchedClassifier, TcAttachType,
     },
     util::nr_cpus,
 };
@@ -61,11 +59,6 @@ pub enum KernelError {
         program: &'static str,
         source: aya::programs::ProgramError,
     },
-    #[error("detaching {program} failed: {source}")]
-    Detach {
-        program: &'static str,
-        source: aya::programs::ProgramError,
-    },
 }
 
 /// An error with its causes, so "bpf_link_create failed" carries the errno.
@@ -80,13 +73,38 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// The links of one attached mechanism. Each is an owned, unpinned
+/// bpf_link: dropping the attachment detaches everything in it, and so does
+/// the kernel when the agent dies.
 #[derive(Default)]
 struct Attachment {
     users: usize,
-    sock_links: Vec<(&'static str, CgroupSockAddrLinkId)>,
-    sys_enter_link: Option<RawTracePointLinkId>,
-    skb_links: Vec<(&'static str, CgroupSkbLinkId)>,
-    tc_links: Vec<(&'static str, SchedClassifierLinkId)>,
+    links: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+/// A loaded program of the object, as its concrete type.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, ProgramError>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name).ok_or(ProgramError::NotLoaded)?.try_into()
+}
+
+/// Loads the named programs; the first refusal is the mechanism's reason.
+fn load_all<P>(
+    ebpf: &mut Ebpf,
+    names: impl IntoIterator<Item = &'static str>,
+    load: impl Fn(&mut P) -> Result<(), ProgramError>,
+) -> Result<(), String>
+where
+    for<'a> &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    for name in names {
+        program::<P>(ebpf, name)
+            .and_then(&load)
+            .map_err(|e| format!("the kernel refused {name}: {}", chain(&e)))?;
+    }
+    Ok(())
 }
 
 /// The key under which a mechanism's load failure is kept (all interfaces
@@ -161,64 +179,22 @@ impl Kernel {
                 None
             }
         };
-        for name in SOCK_PROGRAMS {
-            if unavailable.contains_key(&Mechanism::CgroupSockAddr) {
-                break;
-            }
-            let res = ebpf
-                .program_mut(name)
-                .ok_or_else(|| format!("program {name} missing from the object"))
-                .and_then(|p| {
-                    let p: &mut CgroupSockAddr = p.try_into().map_err(|e| format!("{e}"))?;
-                    p.load()
-                        .map_err(|e| format!("the kernel refused {name}: {e}"))
-                });
-            if let Err(reason) = res {
+        if !unavailable.contains_key(&Mechanism::CgroupSockAddr) {
+            if let Err(reason) = load_all::<CgroupSockAddr>(&mut ebpf, SOCK_PROGRAMS, |p| p.load()) {
                 unavailable.insert(Mechanism::CgroupSockAddr, reason);
             }
-        }
-        let res = ebpf
-            .program_mut(SYS_ENTER_PROGRAM)
-            .ok_or_else(|| format!("program {SYS_ENTER_PROGRAM} missing from the object"))
-            .and_then(|p| {
-                let p: &mut RawTracePoint = p.try_into().map_err(|e| format!("{e}"))?;
-                p.load()
-                    .map_err(|e| format!("the kernel refused the sys_enter raw tracepoint: {e}"))
-            });
-        if let Err(reason) = res {
-            unavailable.insert(Mechanism::SysEnter, reason);
-        }
-        for (name, _) in SKB_PROGRAMS {
-            if unavailable.contains_key(&Mechanism::CgroupSkb) {
-                break;
-            }
-            if let Some(reason) = unavailable.get(&Mechanism::CgroupSockAddr).filter(|r| r.contains("cgroup2")) {
-                unavailable.insert(Mechanism::CgroupSkb, reason.clone());
-                break;
-            }
-            let res = ebpf
-                .program_mut(name)
-                .ok_or_else(|| format!("program {name} missing from the object"))
-                .and_then(|p| {
-                    let p: &mut CgroupSkb = p.try_into().map_err(|e| format!("{e}"))?;
-                    p.load().map_err(|e| format!("the kernel refused {name}: {}", chain(&e)))
-                });
-            if let Err(reason) = res {
+            if let Err(reason) = load_all::<CgroupSkb>(&mut ebpf, SKB_PROGRAMS.map(|(n, _)| n), |p| p.load()) {
                 unavailable.insert(Mechanism::CgroupSkb, reason);
             }
+        } else if let Some(reason) = unavailable.get(&Mechanism::CgroupSockAddr).cloned() {
+            // Both cgroup mechanisms need the cgroup2 root.
+            unavailable.insert(Mechanism::CgroupSkb, reason);
         }
-        for (name, _) in TC_PROGRAMS {
-            let res = ebpf
-                .program_mut(name)
-                .ok_or_else(|| format!("program {name} missing from the object"))
-                .and_then(|p| {
-                    let p: &mut SchedClassifier = p.try_into().map_err(|e| format!("{e}"))?;
-                    p.load().map_err(|e| format!("the kernel refused {name}: {}", chain(&e)))
-                });
-            if let Err(reason) = res {
-                unavailable.insert(Mechanism::Tcx(0), reason);
-                break;
-            }
+        if let Err(reason) = load_all::<RawTracePoint>(&mut ebpf, [SYS_ENTER_PROGRAM], |p| p.load()) {
+            unavailable.insert(Mechanism::SysEnter, reason);
+        }
+        if let Err(reason) = load_all::<SchedClassifier>(&mut ebpf, TC_PROGRAMS.map(|(n, _)| n), |p| p.load()) {
+            unavailable.insert(Mechanism::Tcx(0), reason);
         }
 
         let slots = take(&mut ebpf, "FL_SLOTS")?;
@@ -423,90 +399,49 @@ impl Kernel {
         if a.users > 0 {
             return Ok(());
         }
-        let a = self.attachments.remove(&m).unwrap_or_default();
-        self.detach(a)
+        // Dropping the links detaches them.
+        drop(self.attachments.remove(&m));
+        Ok(())
     }
 
     pub fn attached(&self, m: Mechanism) -> bool {
         self.attachments.get(&m).is_some_and(|a| a.users > 0)
     }
 
+    /// Attaches every program of a mechanism, or none: on error the links
+    /// made so far are dropped, which detaches them.
     fn attach(&mut self, m: Mechanism) -> Result<Attachment, KernelError> {
         let mut att = Attachment::default();
+        let failed = |program: &'static str| move |source| KernelError::Attach { program, source };
+        let ebpf = &mut self.ebpf;
         match m {
-            Mechanism::CgroupSockAddr => {
-                let root = self
-                    .cgroup_root
-                    .as_ref()
-                    .ok_or_else(|| KernelError::Unavailable {
-                        mechanism: m.name(),
-                        reason: "no cgroup2 root".into(),
-                    })?;
-                for name in SOCK_PROGRAMS {
-                    let res = self
-                        .ebpf
-                        .program_mut(name)
-                        .map(|p| {
-                            let p: &mut CgroupSockAddr = p.try_into()?;
-                            // A cgroup bpf_link always coexists with other programs; the
-                            // kernel refuses any flag on BPF_LINK_CREATE (EINVAL), so no
-                            // ALLOW_MULTI here.
-                            p.attach(root, CgroupAttachMode::Single)
-                        })
-                        .unwrap_or(Err(aya::programs::ProgramError::NotLoaded));
-                    match res {
-                        Ok(id) => att.sock_links.push((name, id)),
-                        Err(source) => {
-                            // All or nothing: undo what this call attached.
-                            let _ = self.detach(att);
-                            return Err(KernelError::Attach {
-                                program: name,
-                                source,
-                            });
-                        }
-                    }
-                }
-            }
-            Mechanism::SysEnter => {
-                let p: &mut RawTracePoint = self
-                    .ebpf
-                    .program_mut(SYS_ENTER_PROGRAM)
-                    .ok_or(aya::programs::ProgramError::NotLoaded)
-                    .and_then(TryInto::try_into)
-                    .map_err(|source| KernelError::Attach {
-                        program: SYS_ENTER_PROGRAM,
-                        source,
-                    })?;
-                let id = p
-                    .attach("sys_enter")
-                    .map_err(|source| KernelError::Attach {
-                        program: SYS_ENTER_PROGRAM,
-                        source,
-                    })?;
-                att.sys_enter_link = Some(id);
-            }
-            Mechanism::CgroupSkb => {
+            Mechanism::CgroupSockAddr | Mechanism::CgroupSkb => {
                 let root = self.cgroup_root.as_ref().ok_or_else(|| KernelError::Unavailable {
                     mechanism: m.name(),
                     reason: "no cgroup2 root".into(),
                 })?;
-                for (name, kind) in SKB_PROGRAMS {
-                    let res = self
-                        .ebpf
-                        .program_mut(name)
-                        .map(|p| {
-                            let p: &mut CgroupSkb = p.try_into()?;
-                            p.attach(root, kind, CgroupAttachMode::Single)
-                        })
-                        .unwrap_or(Err(aya::programs::ProgramError::NotLoaded));
-                    match res {
-                        Ok(id) => att.skb_links.push((name, id)),
-                        Err(source) => {
-                            let _ = self.detach(att);
-                            return Err(KernelError::Attach { program: name, source });
-                        }
+                // A cgroup bpf_link always coexists with other programs; the
+                // kernel refuses any flag on BPF_LINK_CREATE (EINVAL), so the
+                // mode is Single (no flags), not AllowMultiple.
+                if m == Mechanism::CgroupSockAddr {
+                    for name in SOCK_PROGRAMS {
+                        let p = program::<CgroupSockAddr>(ebpf, name).map_err(failed(name))?;
+                        let id = p.attach(root, CgroupAttachMode::Single).map_err(failed(name))?;
+                        att.links.push(Box::new(p.take_link(id).map_err(failed(name))?));
+                    }
+                } else {
+                    for (name, kind) in SKB_PROGRAMS {
+                        let p = program::<CgroupSkb>(ebpf, name).map_err(failed(name))?;
+                        let id = p.attach(root, kind, CgroupAttachMode::Single).map_err(failed(name))?;
+                        att.links.push(Box::new(p.take_link(id).map_err(failed(name))?));
                     }
                 }
+            }
+            Mechanism::SysEnter => {
+                let name = SYS_ENTER_PROGRAM;
+                let p = program::<RawTracePoint>(ebpf, name).map_err(failed(name))?;
+                let id = p.attach("sys_enter").map_err(failed(name))?;
+                att.links.push(Box::new(p.take_link(id).map_err(failed(name))?));
             }
             Mechanism::Tcx(ifindex) => {
                 let ifname = if_name(ifindex).ok_or_else(|| KernelError::Unavailable {
@@ -514,87 +449,12 @@ impl Kernel {
                     reason: format!("no interface with index {ifindex}"),
                 })?;
                 for (name, kind) in TC_PROGRAMS {
-                    let res = self
-                        .ebpf
-                        .program_mut(name)
-                        .map(|p| {
-                            let p: &mut SchedClassifier = p.try_into()?;
-                            p.attach(&ifname, kind)
-                        })
-                        .unwrap_or(Err(aya::programs::ProgramError::NotLoaded));
-                    match res {
-                        Ok(id) => att.tc_links.push((name, id)),
-                        Err(source) => {
-                            let _ = self.detach(att);
-                            return Err(KernelError::Attach { program: name, source });
-                        }
-                    }
+                    let p = program::<SchedClassifier>(ebpf, name).map_err(failed(name))?;
+                    let id = p.attach(&ifname, kind).map_err(failed(name))?;
+                    att.links.push(Box::new(p.take_link(id).map_err(failed(name))?));
                 }
             }
         }
         Ok(att)
-    }
-
-    fn detach(&mut self, att: Attachment) -> Result<(), KernelError> {
-        let mut first_err = None;
-        for (name, id) in att.sock_links {
-            let res = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(aya::programs::ProgramError::NotLoaded)
-                .and_then(|p| {
-                    let p: &mut CgroupSockAddr = p.try_into()?;
-                    p.detach(id)
-                });
-            if let Err(source) = res {
-                first_err.get_or_insert(KernelError::Detach {
-                    program: name,
-                    source,
-                });
-            }
-        }
-        for (name, id) in att.skb_links {
-            let res = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(aya::programs::ProgramError::NotLoaded)
-                .and_then(|p| {
-                    let p: &mut CgroupSkb = p.try_into()?;
-                    p.detach(id)
-                });
-            if let Err(source) = res {
-                first_err.get_or_insert(KernelError::Detach { program: name, source });
-            }
-        }
-        for (name, id) in att.tc_links {
-            let res = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(aya::programs::ProgramError::NotLoaded)
-                .and_then(|p| {
-                    let p: &mut SchedClassifier = p.try_into()?;
-                    p.detach(id)
-                });
-            if let Err(source) = res {
-                first_err.get_or_insert(KernelError::Detach { program: name, source });
-            }
-        }
-        if let Some(id) = att.sys_enter_link {
-            let res = self
-                .ebpf
-                .program_mut(SYS_ENTER_PROGRAM)
-                .ok_or(aya::programs::ProgramError::NotLoaded)
-                .and_then(|p| {
-                    let p: &mut RawTracePoint = p.try_into()?;
-                    p.detach(id)
-                });
-            if let Err(source) = res {
-                first_err.get_or_insert(KernelError::Detach {
-                    program: SYS_ENTER_PROGRAM,
-                    source,
-                });
-            }
-        }
-        first_err.map_or(Ok(()), Err)
     }
 }
