@@ -542,6 +542,7 @@ fn ip(args: &[&str]) {
 }
 
 impl TestNetns {
+    #[expect(clippy::new_without_default, reason = "creating a namespace is not a default value")]
     pub fn new() -> Self {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}{}", std::process::id() % 10000, n);
