@@ -127,6 +127,40 @@ impl Agent {
         self.child.as_ref().expect("agent running").id()
     }
 
+    /// ids of the bpf_links this agent holds open (its attachments), from
+    /// /proc/PID/fdinfo: precise even when other agents run on the host.
+    pub fn links(&self) -> Vec<u32> {
+        self.fdinfo_ids("link_id:")
+    }
+
+    /// ids of the programs this agent holds loaded.
+    pub fn programs(&self) -> Vec<u32> {
+        self.fdinfo_ids("prog_id:")
+    }
+
+    fn fdinfo_ids(&self, key: &str) -> Vec<u32> {
+        let Some(child) = self.child.as_ref() else {
+            return Vec::new();
+        };
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fdinfo", child.id())) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<u32> = dir
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            // A link's fdinfo names its program too: count programs only
+            // from program fds.
+            .filter(|info| key == "link_id:" || !info.contains("link_id:"))
+            .filter_map(|info| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
@@ -470,6 +504,22 @@ pub async fn start(
         .expect("experiment in response")
 }
 
+/// Ids of every bpf_link in the kernel.
+pub fn live_links() -> std::collections::HashSet<u32> {
+    aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .map(|l| l.id())
+        .collect()
+}
+
+/// Ids of every program in the kernel.
+pub fn live_programs() -> std::collections::HashSet<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| p.id())
+        .collect()
+}
+
 /// bpf_link ids whose program is one of ours (names start with `fl_`).
 pub fn our_links() -> Vec<u32> {
     let ours: std::collections::HashSet<u32> = aya::programs::loaded_programs()
@@ -538,11 +588,19 @@ pub struct TestNetns {
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl TestNetns {
-    #[expect(clippy::new_without_default, reason = "creating a namespace is not a default value")]
+    #[expect(
+        clippy::new_without_default,
+        reason = "creating a namespace is not a default value"
+    )]
     pub fn new() -> Self {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}{}", std::process::id() % 10000, n);
@@ -552,14 +610,32 @@ impl TestNetns {
         // 10.213.<n>.0/24: a private range used only inside this test's pair.
         let octet = (std::process::id() as u8).wrapping_add(n as u8);
         let host_ip = std::net::Ipv4Addr::new(10, 213, octet, 1);
-        let peer_ips = vec![std::net::Ipv4Addr::new(10, 213, octet, 2), std::net::Ipv4Addr::new(10, 213, octet, 3)];
+        let peer_ips = vec![
+            std::net::Ipv4Addr::new(10, 213, octet, 2),
+            std::net::Ipv4Addr::new(10, 213, octet, 3),
+        ];
         ip(&["netns", "add", &name]);
-        let ns = Self { name: name.clone(), host_if: host_if.clone(), host_ip, peer_ips: peer_ips.clone() };
-        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &peer_if, "netns", &name]);
+        let ns = Self {
+            name: name.clone(),
+            host_if: host_if.clone(),
+            host_ip,
+            peer_ips: peer_ips.clone(),
+        };
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if, "netns", &name,
+        ]);
         ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &host_if]);
         ip(&["link", "set", &host_if, "up"]);
         for a in &peer_ips {
-            ip(&["-n", &name, "addr", "add", &format!("{a}/24"), "dev", &peer_if]);
+            ip(&[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{a}/24"),
+                "dev",
+                &peer_if,
+            ]);
         }
         ip(&["-n", &name, "link", "set", &peer_if, "up"]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
@@ -570,7 +646,9 @@ impl TestNetns {
     /// keeps /sys and the cgroup mounts visible, unlike `ip netns exec`).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{}", self.name)).arg("--").arg(program);
+        cmd.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
         cmd
     }
 
@@ -583,7 +661,9 @@ impl TestNetns {
             .spawn()
             .expect("spawn acceptor in netns");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("acceptor ready");
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("acceptor ready");
         assert_eq!(line.trim(), "listening");
         ChildGuard(child)
     }
@@ -591,8 +671,13 @@ impl TestNetns {
 
 impl Drop for TestNetns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -613,7 +698,10 @@ pub fn tcp_reachable(addr: SocketAddr, timeout: Duration) -> bool {
 
 /// Receives numbered datagrams on a socket until `quiet` passes with none;
 /// returns the set of sequence numbers seen.
-pub fn receive_numbered(sock: &std::net::UdpSocket, quiet: Duration) -> std::collections::BTreeSet<u32> {
+pub fn receive_numbered(
+    sock: &std::net::UdpSocket,
+    quiet: Duration,
+) -> std::collections::BTreeSet<u32> {
     sock.set_read_timeout(Some(quiet)).expect("timeout");
     let mut seen = std::collections::BTreeSet::new();
     let mut buf = [0u8; 64];
@@ -644,7 +732,12 @@ pub fn udp_receiver(ip: &str) -> std::net::UdpSocket {
     sock
 }
 
-pub fn packet_loss(probability: f64, burst_length: f64, direction: pb::Direction, m: pb::PacketMatch) -> pb::FaultSpec {
+pub fn packet_loss(
+    probability: f64,
+    burst_length: f64,
+    direction: pb::Direction,
+    m: pb::PacketMatch,
+) -> pb::FaultSpec {
     pb::FaultSpec {
         kind: Some(pb::fault_spec::Kind::PacketLoss(pb::PacketLoss {
             probability,
@@ -657,10 +750,16 @@ pub fn packet_loss(probability: f64, burst_length: f64, direction: pb::Direction
 
 pub fn blackhole(direction: pb::Direction, m: pb::PacketMatch) -> pb::FaultSpec {
     pb::FaultSpec {
-        kind: Some(pb::fault_spec::Kind::Blackhole(pb::Blackhole { direction: direction.into(), r#match: Some(m) })),
+        kind: Some(pb::fault_spec::Kind::Blackhole(pb::Blackhole {
+            direction: direction.into(),
+            r#match: Some(m),
+        })),
     }
 }
 
 pub fn interface_target(name: &str) -> pb::Target {
-    pb::Target { interface: name.into(), ..Default::default() }
+    pb::Target {
+        interface: name.into(),
+        ..Default::default()
+    }
 }

@@ -45,7 +45,7 @@ async fn injection_stops_at_the_deadline() {
     );
 
     assert!(
-        wait_for(Duration::from_secs(3), || our_links().is_empty()),
+        wait_for(Duration::from_secs(3), || agent.links().is_empty()),
         "the agent detaches after the deadline"
     );
     let view = client
@@ -90,7 +90,7 @@ async fn deadline_holds_in_the_kernel_while_the_agent_is_frozen() {
         Duration::from_millis(1500).saturating_sub(t0.elapsed()) + Duration::from_millis(150),
     );
     assert!(
-        !our_links().is_empty(),
+        !agent.links().is_empty(),
         "the frozen agent cannot have detached; the kernel deadline is what is tested"
     );
     let after = target.run("connect", acc.addr, 50);
@@ -104,8 +104,6 @@ async fn deadline_holds_in_the_kernel_while_the_agent_is_frozen() {
 #[tokio::test]
 async fn faults_vanish_when_the_agent_is_killed_and_a_restart_is_clean() {
     require_root().unwrap();
-    // Programs of other agents on this host (if any) are not ours to judge.
-    let before = our_programs();
     let mut agent = Agent::start();
     let mut client = agent.client().await;
     let cg = TestCgroup::new("sigkill");
@@ -138,10 +136,16 @@ async fn faults_vanish_when_the_agent_is_killed_and_a_restart_is_clean() {
         target.run("connect", acc.addr, 20).errno("ECONNREFUSED"),
         20
     );
+    let links = agent.links();
+    let programs = agent.programs();
     assert_eq!(
-        our_links().len(),
+        links.len(),
         7,
         "six sock_addr links and one raw tracepoint link"
+    );
+    assert!(
+        programs.len() >= 7,
+        "the agent holds its programs: {programs:?}"
     );
 
     agent.kill();
@@ -150,17 +154,18 @@ async fn faults_vanish_when_the_agent_is_killed_and_a_restart_is_clean() {
         after.ok, 50,
         "right after SIGKILL of the agent every connect succeeds: {after:?}"
     );
+    // Links and programs are released asynchronously after the last fd closes.
     assert!(
-        wait_for(Duration::from_secs(2), || our_links().is_empty()),
-        "links left: {:?}",
-        our_links()
+        wait_for(Duration::from_secs(2), || links
+            .iter()
+            .all(|l| !live_links().contains(l))),
+        "links of the killed agent are still in the kernel: {links:?}"
     );
     assert!(
-        wait_for(Duration::from_secs(2), || our_programs()
+        wait_for(Duration::from_secs(2), || programs
             .iter()
-            .all(|p| before.contains(p))),
-        "programs left: {:?}",
-        our_programs()
+            .all(|p| !live_programs().contains(p))),
+        "programs of the killed agent are still in the kernel: {programs:?}"
     );
 
     // A new agent on the same state directory starts clean.
@@ -177,7 +182,7 @@ async fn faults_vanish_when_the_agent_is_killed_and_a_restart_is_clean() {
         "a restarted agent has no experiments: {list:?}"
     );
     assert!(
-        our_links().is_empty(),
+        restarted.links().is_empty(),
         "a restarted agent attaches nothing until asked"
     );
     assert!(
@@ -224,7 +229,6 @@ async fn dry_run_counts_but_injects_nothing() {
 #[tokio::test]
 async fn fifty_concurrent_experiments_all_end_and_leave_nothing() {
     require_root().unwrap();
-    let before = our_programs();
     let agent = Agent::start();
     let client = agent.client().await;
     let cg = TestCgroup::new("fifty");
@@ -278,9 +282,9 @@ async fn fifty_concurrent_experiments_all_end_and_leave_nothing() {
         "nothing still running: {running:?}"
     );
     assert!(
-        our_links().is_empty(),
+        agent.links().is_empty(),
         "no link left behind: {:?}",
-        our_links()
+        agent.links()
     );
     assert_eq!(
         probe(Some(&cg), "connect", acc.addr, 100).ok,
@@ -291,12 +295,16 @@ async fn fifty_concurrent_experiments_all_end_and_leave_nothing() {
     let _ = sleeper.wait();
     drop(c);
     drop(client);
+    let programs = agent.programs();
+    assert!(
+        !programs.is_empty(),
+        "the agent holds its programs while it runs"
+    );
     drop(agent);
     assert!(
-        wait_for(Duration::from_secs(3), || our_programs()
+        wait_for(Duration::from_secs(3), || programs
             .iter()
-            .all(|p| before.contains(p))),
-        "programs left after the agent stopped: {:?}",
-        our_programs()
+            .all(|p| !live_programs().contains(p))),
+        "programs of the stopped agent are still in the kernel: {programs:?}"
     );
 }

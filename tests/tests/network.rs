@@ -17,10 +17,15 @@ const Z999: f64 = 3.29;
 
 /// Sends `count` numbered datagrams from a process (optionally in `cg`,
 /// pinned to CPU 0) to `to`, and returns the sequence numbers that arrived.
-fn send_numbered(cg: Option<&TestCgroup>, rx: &UdpSocket, count: u32) -> std::collections::BTreeSet<u32> {
+fn send_numbered(
+    cg: Option<&TestCgroup>,
+    rx: &UdpSocket,
+    count: u32,
+) -> std::collections::BTreeSet<u32> {
     let to = rx.local_addr().unwrap();
     let receiver = rx.try_clone().unwrap();
-    let handle = std::thread::spawn(move || receive_numbered(&receiver, Duration::from_millis(700)));
+    let handle =
+        std::thread::spawn(move || receive_numbered(&receiver, Duration::from_millis(700)));
     let mut cmd = match cg {
         Some(cg) => cg.command("taskset"),
         None => Command::new("taskset"),
@@ -31,14 +36,26 @@ fn send_numbered(cg: Option<&TestCgroup>, rx: &UdpSocket, count: u32) -> std::co
         .args(["udp-send", &to.to_string(), &count.to_string()])
         .output()
         .expect("run fl-probe udp-send");
-    assert!(out.status.success(), "udp-send failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "udp-send failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sent: ProbeResult = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(sent.ok, u64::from(count), "silent loss: the sender must see no error: {sent:?}");
+    assert_eq!(
+        sent.ok,
+        u64::from(count),
+        "silent loss: the sender must see no error: {sent:?}"
+    );
     handle.join().unwrap()
 }
 
 fn udp_to_port(port: u16) -> pb::PacketMatch {
-    pb::PacketMatch { protocol: "udp".into(), dst_ports: port.to_string(), ..Default::default() }
+    pb::PacketMatch {
+        protocol: "udp".into(),
+        dst_ports: port.to_string(),
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -52,31 +69,82 @@ async fn udp_loss_matches_the_configured_probability_and_stays_in_scope() {
     const N: u32 = 20_000;
 
     for p in [0.01, 0.10, 0.50] {
-        let exp = start(&mut c, experiment(packet_loss(p, 0.0, pb::Direction::Egress, udp_to_port(port)), cgroup_target(&cg), Duration::from_secs(60))).await;
+        let exp = start(
+            &mut c,
+            experiment(
+                packet_loss(p, 0.0, pb::Direction::Egress, udp_to_port(port)),
+                cgroup_target(&cg),
+                Duration::from_secs(60),
+            ),
+        )
+        .await;
         let seen = send_numbered(Some(&cg), &rx, N);
         let lost = u64::from(N) - seen.len() as u64;
         let (lo, hi) = binomial_bounds(u64::from(N), p, Z999);
-        assert!((lo..=hi).contains(&(lost as f64)), "p={p}: lost {lost} of {N}, expected {lo:.0}..{hi:.0}");
-        let view = c.get_experiment(pb::GetExperimentRequest { id: exp.id.clone() }).await.unwrap().into_inner();
-        assert_eq!(view.injected, lost, "p={p}: the kernel's drop counter equals the datagrams that did not arrive");
-        assert_eq!(view.matched, u64::from(N), "p={p}: every datagram of the flow matched");
+        assert!(
+            (lo..=hi).contains(&(lost as f64)),
+            "p={p}: lost {lost} of {N}, expected {lo:.0}..{hi:.0}"
+        );
+        let view = c
+            .get_experiment(pb::GetExperimentRequest { id: exp.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            view.injected, lost,
+            "p={p}: the kernel's drop counter equals the datagrams that did not arrive"
+        );
+        assert_eq!(
+            view.matched,
+            u64::from(N),
+            "p={p}: every datagram of the flow matched"
+        );
 
         if p == 0.50 {
             let outside = send_numbered(None, &rx, 5_000);
-            assert_eq!(outside.len(), 5_000, "a sender outside the cgroup loses nothing");
+            assert_eq!(
+                outside.len(),
+                5_000,
+                "a sender outside the cgroup loses nothing"
+            );
             let other_rx = udp_receiver("127.0.0.1");
             let other_port = send_numbered(Some(&cg), &other_rx, 5_000);
-            assert_eq!(other_port.len(), 5_000, "another destination port loses nothing");
+            assert_eq!(
+                other_port.len(),
+                5_000,
+                "another destination port loses nothing"
+            );
         }
-        c.stop_experiment(pb::StopExperimentRequest { id: exp.id }).await.unwrap();
+        c.stop_experiment(pb::StopExperimentRequest { id: exp.id })
+            .await
+            .unwrap();
     }
 
     // A CIDR filter: only 127.0.0.1 is in scope, 127.0.0.2 is not.
-    let m = pb::PacketMatch { protocol: "udp".into(), dst_cidr: "127.0.0.1/32".into(), ..Default::default() };
-    start(&mut c, experiment(packet_loss(0.5, 0.0, pb::Direction::Egress, m), cgroup_target(&cg), Duration::from_secs(60))).await;
+    let m = pb::PacketMatch {
+        protocol: "udp".into(),
+        dst_cidr: "127.0.0.1/32".into(),
+        ..Default::default()
+    };
+    start(
+        &mut c,
+        experiment(
+            packet_loss(0.5, 0.0, pb::Direction::Egress, m),
+            cgroup_target(&cg),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
     let rx2 = udp_receiver("127.0.0.2");
-    assert_eq!(send_numbered(Some(&cg), &rx2, 5_000).len(), 5_000, "another CIDR loses nothing");
-    assert!(send_numbered(Some(&cg), &rx, 5_000).len() < 3_000, "the CIDR in scope does lose");
+    assert_eq!(
+        send_numbered(Some(&cg), &rx2, 5_000).len(),
+        5_000,
+        "another CIDR loses nothing"
+    );
+    assert!(
+        send_numbered(Some(&cg), &rx, 5_000).len() < 3_000,
+        "the CIDR in scope does lose"
+    );
 }
 
 #[tokio::test]
@@ -90,14 +158,29 @@ async fn bursty_loss_has_the_configured_mean_and_burst_length() {
     const N: u32 = 60_000;
     let (p, burst) = (0.10, 4.0);
 
-    start(&mut c, experiment(packet_loss(p, burst, pb::Direction::Egress, udp_to_port(port)), cgroup_target(&cg), Duration::from_secs(60))).await;
+    start(
+        &mut c,
+        experiment(
+            packet_loss(p, burst, pb::Direction::Egress, udp_to_port(port)),
+            cgroup_target(&cg),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
     let seen = send_numbered(Some(&cg), &rx, N);
     let lost: Vec<u32> = (0..N).filter(|s| !seen.contains(s)).collect();
-    let bursts = lost.windows(2).filter(|w| w[1] != w[0] + 1).count() + usize::from(!lost.is_empty());
+    let bursts =
+        lost.windows(2).filter(|w| w[1] != w[0] + 1).count() + usize::from(!lost.is_empty());
     let mean_loss = lost.len() as f64 / f64::from(N);
     let mean_burst = lost.len() as f64 / bursts.max(1) as f64;
-    assert!((mean_loss - p).abs() <= 0.1 * p, "mean loss {mean_loss:.4}, expected {p} ± 10 %");
-    assert!((mean_burst - burst).abs() <= 0.1 * burst, "mean burst {mean_burst:.2} packets, expected {burst} ± 10 %");
+    assert!(
+        (mean_loss - p).abs() <= 0.1 * p,
+        "mean loss {mean_loss:.4}, expected {p} ± 10 %"
+    );
+    assert!(
+        (mean_burst - burst).abs() <= 0.1 * burst,
+        "mean burst {mean_burst:.2} packets, expected {burst} ± 10 %"
+    );
 }
 
 #[tokio::test]
@@ -110,23 +193,64 @@ async fn blackhole_on_an_interface_partitions_one_cidr_and_lifts_at_once() {
     let cut: SocketAddr = (ns.peer_ips[0], 7000).into();
     let other: SocketAddr = (ns.peer_ips[1], 7000).into();
     let t = Duration::from_millis(800);
-    assert!(tcp_reachable(cut, t) && tcp_reachable(other, t), "both addresses answer before the fault");
+    assert!(
+        tcp_reachable(cut, t) && tcp_reachable(other, t),
+        "both addresses answer before the fault"
+    );
 
-    let m = pb::PacketMatch { protocol: "tcp".into(), dst_cidr: format!("{}/32", ns.peer_ips[0]), ..Default::default() };
-    let exp = start(&mut c, experiment(blackhole(pb::Direction::Egress, m.clone()), interface_target(&ns.host_if), Duration::from_secs(60))).await;
-    assert!(!tcp_reachable(cut, t), "a connect to the blackholed address must time out");
-    assert!(tcp_reachable(other, t), "another address behind the same interface still works");
-    let view = c.get_experiment(pb::GetExperimentRequest { id: exp.id.clone() }).await.unwrap().into_inner();
-    assert!(view.injected >= 1, "the SYNs were counted as dropped: {view:?}");
+    let m = pb::PacketMatch {
+        protocol: "tcp".into(),
+        dst_cidr: format!("{}/32", ns.peer_ips[0]),
+        ..Default::default()
+    };
+    let exp = start(
+        &mut c,
+        experiment(
+            blackhole(pb::Direction::Egress, m.clone()),
+            interface_target(&ns.host_if),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
+    assert!(
+        !tcp_reachable(cut, t),
+        "a connect to the blackholed address must time out"
+    );
+    assert!(
+        tcp_reachable(other, t),
+        "another address behind the same interface still works"
+    );
+    let view = c
+        .get_experiment(pb::GetExperimentRequest { id: exp.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        view.injected >= 1,
+        "the SYNs were counted as dropped: {view:?}"
+    );
 
-    c.stop_experiment(pb::StopExperimentRequest { id: exp.id }).await.unwrap();
+    c.stop_experiment(pb::StopExperimentRequest { id: exp.id })
+        .await
+        .unwrap();
     assert!(tcp_reachable(cut, t), "removal restores the path at once");
 
     // Agent death lifts it too.
-    start(&mut c, experiment(blackhole(pb::Direction::Egress, m), interface_target(&ns.host_if), Duration::from_secs(60))).await;
+    start(
+        &mut c,
+        experiment(
+            blackhole(pb::Direction::Egress, m),
+            interface_target(&ns.host_if),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
     assert!(!tcp_reachable(cut, t));
     agent.kill();
-    assert!(tcp_reachable(cut, t), "traffic is normal right after SIGKILL of the agent");
+    assert!(
+        tcp_reachable(cut, t),
+        "traffic is normal right after SIGKILL of the agent"
+    );
 }
 
 #[tokio::test]
@@ -135,26 +259,56 @@ async fn network_faults_need_a_cgroup_or_interface_and_never_touch_ssh() {
     let agent = Agent::start();
     let mut c = agent.client().await;
     let s = c
-        .start_experiment(experiment(blackhole(pb::Direction::Egress, Default::default()), pid_target(std::process::id()), Duration::from_secs(10)))
+        .start_experiment(experiment(
+            blackhole(pb::Direction::Egress, Default::default()),
+            pid_target(std::process::id()),
+            Duration::from_secs(10),
+        ))
         .await
         .unwrap_err();
     assert_eq!(s.code(), tonic::Code::InvalidArgument);
-    assert!(s.message().starts_with("spec.faults[0].blackhole"), "{}", s.message());
+    assert!(
+        s.message().starts_with("spec.faults[0].blackhole"),
+        "{}",
+        s.message()
+    );
     let s = c
-        .start_experiment(experiment(blackhole(pb::Direction::Egress, Default::default()), interface_target("nosuchif0"), Duration::from_secs(10)))
+        .start_experiment(experiment(
+            blackhole(pb::Direction::Egress, Default::default()),
+            interface_target("nosuchif0"),
+            Duration::from_secs(10),
+        ))
         .await
         .unwrap_err();
-    assert!(s.message().starts_with("spec.target.interface"), "{}", s.message());
-    assert!(our_links().is_empty());
+    assert!(
+        s.message().starts_with("spec.target.interface"),
+        "{}",
+        s.message()
+    );
+    assert!(agent.links().is_empty());
 
     // Everything to the namespace is blackholed, except SSH.
     let ns = TestNetns::new();
     let _ssh = ns.spawn_acceptor("0.0.0.0:22".parse().unwrap());
     let _web = ns.spawn_acceptor("0.0.0.0:80".parse().unwrap());
-    start(&mut c, experiment(blackhole(pb::Direction::Both, Default::default()), interface_target(&ns.host_if), Duration::from_secs(60))).await;
+    start(
+        &mut c,
+        experiment(
+            blackhole(pb::Direction::Both, Default::default()),
+            interface_target(&ns.host_if),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
     let t = Duration::from_millis(800);
-    assert!(!tcp_reachable((ns.peer_ips[0], 80).into(), t), "port 80 is blackholed");
-    assert!(tcp_reachable((ns.peer_ips[0], 22).into(), t), "SSH must never be cut unless the spec says so");
+    assert!(
+        !tcp_reachable((ns.peer_ips[0], 80).into(), t),
+        "port 80 is blackholed"
+    );
+    assert!(
+        tcp_reachable((ns.peer_ips[0], 22).into(), t),
+        "SSH must never be cut unless the spec says so"
+    );
 }
 
 /// TCP retransmissions on this host (all sockets of the namespace).
@@ -162,7 +316,10 @@ fn retrans_segs() -> u64 {
     let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap();
     let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
     let (head, vals) = (tcp.next().unwrap(), tcp.next().unwrap());
-    let i = head.split_whitespace().position(|h| h == "RetransSegs").unwrap();
+    let i = head
+        .split_whitespace()
+        .position(|h| h == "RetransSegs")
+        .unwrap();
     vals.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
@@ -176,7 +333,11 @@ async fn tcp_transfer_completes_under_five_percent_loss_with_retransmissions() {
     // ingress drop is silent, so the sender sees real loss and retransmits.
     // (An egress drop in cgroup scope is reported to the local TCP stack,
     // which backs off and resends without counting a retransmission.)
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let mut sink = cg
         .command(bin("fl-probe"))
@@ -186,11 +347,27 @@ async fn tcp_transfer_completes_under_five_percent_loss_with_retransmissions() {
         .spawn()
         .unwrap();
     let mut ready = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(sink.stdout.take().unwrap()), &mut ready).unwrap();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sink.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
     assert_eq!(ready.trim(), "listening");
 
-    let m = pb::PacketMatch { protocol: "tcp".into(), dst_ports: port.to_string(), ..Default::default() };
-    let exp = start(&mut c, experiment(packet_loss(0.05, 0.0, pb::Direction::Ingress, m), cgroup_target(&cg), Duration::from_secs(120))).await;
+    let m = pb::PacketMatch {
+        protocol: "tcp".into(),
+        dst_ports: port.to_string(),
+        ..Default::default()
+    };
+    let exp = start(
+        &mut c,
+        experiment(
+            packet_loss(0.05, 0.0, pb::Direction::Ingress, m),
+            cgroup_target(&cg),
+            Duration::from_secs(120),
+        ),
+    )
+    .await;
 
     const BYTES: usize = 8 << 20;
     let before = retrans_segs();
@@ -199,11 +376,22 @@ async fn tcp_transfer_completes_under_five_percent_loss_with_retransmissions() {
     drop(s);
     let out = sink.wait_with_output().unwrap();
     let report = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(report.trim(), format!("received {BYTES}"), "every byte arrives: TCP recovered the losses");
-    let view = c.get_experiment(pb::GetExperimentRequest { id: exp.id }).await.unwrap().into_inner();
+    assert_eq!(
+        report.trim(),
+        format!("received {BYTES}"),
+        "every byte arrives: TCP recovered the losses"
+    );
+    let view = c
+        .get_experiment(pb::GetExperimentRequest { id: exp.id })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(view.injected > 0, "segments were dropped: {view:?}");
     let retrans = retrans_segs() - before;
-    assert!(retrans > 0, "retransmissions are visible in /proc/net/snmp (saw {retrans})");
+    assert!(
+        retrans > 0,
+        "retransmissions are visible in /proc/net/snmp (saw {retrans})"
+    );
 }
 
 #[tokio::test]
@@ -223,16 +411,42 @@ async fn duplication_on_an_interface_matches_the_configured_fraction() {
             r#match: Some(udp_to_port(9000)),
         })),
     };
-    let s = c.start_experiment(experiment(dup(0.2), cgroup_target(&cg), Duration::from_secs(30))).await.unwrap_err();
-    assert!(s.message().starts_with("spec.faults[0].duplicate"), "{}", s.message());
+    let s = c
+        .start_experiment(experiment(
+            dup(0.2),
+            cgroup_target(&cg),
+            Duration::from_secs(30),
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        s.message().starts_with("spec.faults[0].duplicate"),
+        "{}",
+        s.message()
+    );
 
-    start(&mut c, experiment(dup(0.2), interface_target(&ns.host_if), Duration::from_secs(60))).await;
+    start(
+        &mut c,
+        experiment(
+            dup(0.2),
+            interface_target(&ns.host_if),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
     const N: u32 = 20_000;
     let got = udp_through_veth(&ns, to, N);
-    assert_eq!(got.ok, u64::from(N), "every datagram arrives at least once: {got:?}");
+    assert_eq!(
+        got.ok,
+        u64::from(N),
+        "every datagram arrives at least once: {got:?}"
+    );
     let (lo, hi) = binomial_bounds(u64::from(N), 0.2, Z999);
     let repeats = got.errno("repeats") as f64;
-    assert!((lo..=hi).contains(&repeats), "duplicates {repeats} outside {lo:.0}..{hi:.0} for p=0.2 of {N}");
+    assert!(
+        (lo..=hi).contains(&repeats),
+        "duplicates {repeats} outside {lo:.0}..{hi:.0} for p=0.2 of {N}"
+    );
 }
 
 /// Sends `n` numbered datagrams from the root namespace to `to` inside `ns`
@@ -268,7 +482,10 @@ fn ip_csum_errors(ns: &TestNetns) -> u64 {
     let text = String::from_utf8(out.stdout).unwrap();
     let mut ip = text.lines().filter(|l| l.starts_with("IpExt:"));
     let (head, vals) = (ip.next().unwrap(), ip.next().unwrap());
-    let i = head.split_whitespace().position(|h| h == "InCsumErrors").unwrap();
+    let i = head
+        .split_whitespace()
+        .position(|h| h == "InCsumErrors")
+        .unwrap();
     vals.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
@@ -291,21 +508,60 @@ async fn corruption_is_dropped_by_the_receiver_or_delivered_with_fixed_checksums
     let (lo, hi) = binomial_bounds(u64::from(N), 0.1, Z999);
 
     // Checksums left wrong: the receiver's IP layer drops them and counts.
-    let exp = start(&mut c, experiment(corrupt(false), interface_target(&ns.host_if), Duration::from_secs(60))).await;
+    let exp = start(
+        &mut c,
+        experiment(
+            corrupt(false),
+            interface_target(&ns.host_if),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
     let before = ip_csum_errors(&ns);
     let got = udp_through_veth(&ns, to, N);
     let bad = ip_csum_errors(&ns) - before;
-    assert!((lo..=hi).contains(&(bad as f64)), "checksum errors {bad} outside {lo:.0}..{hi:.0}");
-    assert_eq!(got.ok + bad, u64::from(N), "every datagram either arrived intact or failed its checksum: {got:?}");
-    assert_eq!(got.errno("corrupted"), 0, "no corrupted data reaches the application: {got:?}");
-    let view = c.get_experiment(pb::GetExperimentRequest { id: exp.id.clone() }).await.unwrap().into_inner();
-    assert_eq!(view.injected, bad, "the kernel's counter equals the receiver's checksum errors");
-    c.stop_experiment(pb::StopExperimentRequest { id: exp.id }).await.unwrap();
+    assert!(
+        (lo..=hi).contains(&(bad as f64)),
+        "checksum errors {bad} outside {lo:.0}..{hi:.0}"
+    );
+    assert_eq!(
+        got.ok + bad,
+        u64::from(N),
+        "every datagram either arrived intact or failed its checksum: {got:?}"
+    );
+    assert_eq!(
+        got.errno("corrupted"),
+        0,
+        "no corrupted data reaches the application: {got:?}"
+    );
+    let view = c
+        .get_experiment(pb::GetExperimentRequest { id: exp.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        view.injected, bad,
+        "the kernel's counter equals the receiver's checksum errors"
+    );
+    c.stop_experiment(pb::StopExperimentRequest { id: exp.id })
+        .await
+        .unwrap();
 
     // Checksums recomputed: corrupted datagrams are delivered.
-    start(&mut c, experiment(corrupt(true), interface_target(&ns.host_if), Duration::from_secs(60))).await;
+    start(
+        &mut c,
+        experiment(
+            corrupt(true),
+            interface_target(&ns.host_if),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
     let got = udp_through_veth(&ns, to, N);
     let corrupted = got.errno("corrupted");
-    assert!((lo..=hi).contains(&(corrupted as f64)), "corrupted deliveries {corrupted} outside {lo:.0}..{hi:.0}");
+    assert!(
+        (lo..=hi).contains(&(corrupted as f64)),
+        "corrupted deliveries {corrupted} outside {lo:.0}..{hi:.0}"
+    );
     assert_eq!(got.ok + corrupted, u64::from(N), "{got:?}");
 }

@@ -107,7 +107,7 @@ async fn sys_enter_is_attached_only_while_a_signal_fault_is_active() {
     let agent = Agent::start();
     let mut client = agent.client().await;
     let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
-    let ours_before = our_links();
+    let ours_before = agent.links();
     assert!(
         ours_before.is_empty(),
         "no link may exist before any fault: {ours_before:?}"
@@ -123,7 +123,7 @@ async fn sys_enter_is_attached_only_while_a_signal_fault_is_active() {
     )
     .await;
     assert_eq!(
-        our_links().len(),
+        agent.links().len(),
         1,
         "one raw tracepoint link while the fault is active"
     );
@@ -132,9 +132,9 @@ async fn sys_enter_is_attached_only_while_a_signal_fault_is_active() {
         .await
         .unwrap();
     assert!(
-        our_links().is_empty(),
+        agent.links().is_empty(),
         "the link must be gone after stop: {:?}",
-        our_links()
+        agent.links()
     );
     let _ = sleeper.kill();
     let _ = sleeper.wait();

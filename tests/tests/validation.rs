@@ -8,6 +8,7 @@ use faultline_tests::*;
 use tonic::Code;
 
 async fn refused(
+    agent: &Agent,
     client: &mut pb::fault_service_client::FaultServiceClient<tonic::transport::Channel>,
     req: pb::StartExperimentRequest,
 ) -> tonic::Status {
@@ -16,9 +17,9 @@ async fn refused(
         .await
         .expect_err("the request should have been refused");
     assert!(
-        our_links().is_empty(),
+        agent.links().is_empty(),
         "a refused request attached something: {:?}",
-        our_links()
+        agent.links()
     );
     status
 }
@@ -49,6 +50,7 @@ async fn invalid_specs_name_the_field_and_attach_nothing() {
     let d = Duration::from_secs(30);
 
     let s = refused(
+        &agent,
         &mut c,
         experiment(connect_error("EFOO", 0.5, 8080, ""), cgroup_target(&cg), d),
     )
@@ -61,6 +63,7 @@ async fn invalid_specs_name_the_field_and_attach_nothing() {
     assert!(s.message().contains("EFOO"), "{}", s.message());
 
     let s = refused(
+        &agent,
         &mut c,
         experiment(
             syscall_error("frobnicate", "EIO", 0.5, 0, ""),
@@ -76,6 +79,7 @@ async fn invalid_specs_name_the_field_and_attach_nothing() {
     );
 
     let s = refused(
+        &agent,
         &mut c,
         experiment(
             syscall_signal("not_a_syscall", "KILL", 1.0, 0),
@@ -92,6 +96,7 @@ async fn invalid_specs_name_the_field_and_attach_nothing() {
 
     for p in [-0.1, 1.01, f64::NAN] {
         let s = refused(
+            &agent,
             &mut c,
             experiment(
                 connect_error("ECONNREFUSED", p, 8080, ""),
@@ -108,12 +113,14 @@ async fn invalid_specs_name_the_field_and_attach_nothing() {
     }
 
     let s = refused(
+        &agent,
         &mut c,
         experiment(ok_fault(), cgroup_target(&cg), Duration::ZERO),
     )
     .await;
     assert_refusal(&s, Code::InvalidArgument, "spec.duration_ms");
     let s = refused(
+        &agent,
         &mut c,
         experiment(ok_fault(), cgroup_target(&cg), Duration::from_secs(11 * 60)),
     )
@@ -121,6 +128,7 @@ async fn invalid_specs_name_the_field_and_attach_nothing() {
     assert_refusal(&s, Code::InvalidArgument, "spec.duration_ms");
 
     let s = refused(
+        &agent,
         &mut c,
         experiment(
             ok_fault(),
@@ -134,6 +142,7 @@ async fn invalid_specs_name_the_field_and_attach_nothing() {
     .await;
     assert_refusal(&s, Code::InvalidArgument, "spec.target.cgroup");
     let s = refused(
+        &agent,
         &mut c,
         experiment(
             ok_fault(),
@@ -147,17 +156,33 @@ async fn invalid_specs_name_the_field_and_attach_nothing() {
     .await;
     assert_refusal(&s, Code::InvalidArgument, "spec.target.cgroup");
 
-    let s = refused(&mut c, experiment(ok_fault(), pid_target(4_000_000), d)).await;
+    let s = refused(
+        &agent,
+        &mut c,
+        experiment(ok_fault(), pid_target(4_000_000), d),
+    )
+    .await;
     assert_refusal(&s, Code::InvalidArgument, "spec.target.pids[0]");
 
-    let s = refused(&mut c, experiment(ok_fault(), pb::Target::default(), d)).await;
+    let s = refused(
+        &agent,
+        &mut c,
+        experiment(ok_fault(), pb::Target::default(), d),
+    )
+    .await;
     assert_refusal(&s, Code::InvalidArgument, "spec.target");
 
-    let s = refused(&mut c, experiment(ok_fault(), pid_target(agent.pid()), d)).await;
+    let s = refused(
+        &agent,
+        &mut c,
+        experiment(ok_fault(), pid_target(agent.pid()), d),
+    )
+    .await;
     assert_refusal(&s, Code::PermissionDenied, "spec.target.pids[0]");
-    let s = refused(&mut c, experiment(ok_fault(), pid_target(1), d)).await;
+    let s = refused(&agent, &mut c, experiment(ok_fault(), pid_target(1), d)).await;
     assert_refusal(&s, Code::PermissionDenied, "spec.target.pids[0]");
     let s = refused(
+        &agent,
         &mut c,
         experiment(
             ok_fault(),
@@ -178,7 +203,7 @@ async fn invalid_specs_name_the_field_and_attach_nothing() {
         .unwrap()
         .faults
         .push(syscall_signal("getppid", "NOPE", 1.0, 0));
-    let s = refused(&mut c, req).await;
+    let s = refused(&agent, &mut c, req).await;
     assert_refusal(
         &s,
         Code::InvalidArgument,
