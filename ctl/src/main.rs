@@ -3,6 +3,8 @@
 mod connect;
 mod output;
 mod spec;
+#[cfg(test)]
+mod test_support;
 
 use std::{
     collections::BTreeMap,
@@ -117,7 +119,7 @@ enum InjectCommand {
     /// Drop a fraction of the matching packets of a cgroup or an interface.
     PacketLoss(PacketLossArgs),
     /// Drop every matching packet of a cgroup or an interface: a partition.
-    Blackhole(BlackholeArgs),
+    Blackhole(NetworkArgs<CgroupOrInterface>),
     /// Send a fraction of the matching packets of an interface twice.
     Duplicate(DuplicateArgs),
     /// Flip one bit in a fraction of the matching packets of an interface.
@@ -171,41 +173,26 @@ struct PacketLossArgs {
     /// Mean length of a loss burst in packets; 0 or 1 = independent losses.
     #[arg(long, value_name = "N", default_value_t = 0.0, value_parser = parse_burst_length)]
     burst_length: f64,
-    /// Drop received (ingress) or sent (egress) packets, or both.
-    #[arg(long, value_enum, default_value_t = spec::Direction::Egress)]
-    direction: spec::Direction,
     #[command(flatten)]
-    matching: PacketMatchArgs,
-    #[command(flatten)]
-    experiment: NetworkExperimentArgs,
+    network: NetworkArgs<CgroupOrInterface>,
 }
 
 #[derive(Debug, Args)]
-struct BlackholeArgs {
-    /// Drop received (ingress) or sent (egress) packets, or both.
-    #[arg(long, value_enum, default_value_t = spec::Direction::Egress)]
-    direction: spec::Direction,
-    #[command(flatten)]
-    matching: PacketMatchArgs,
-    #[command(flatten)]
-    experiment: NetworkExperimentArgs,
-}
-
-#[derive(Debug, Args)]
+#[command(mut_arg("direction", |arg| {
+    arg.help("Duplicate received (ingress) or sent (egress) packets, or both")
+}))]
 struct DuplicateArgs {
     /// Fraction of matching packets sent twice, in [0, 1].
     #[arg(long, value_parser = parse_probability)]
     probability: f64,
-    /// Duplicate received (ingress) or sent (egress) packets, or both.
-    #[arg(long, value_enum, default_value_t = spec::Direction::Egress)]
-    direction: spec::Direction,
     #[command(flatten)]
-    matching: PacketMatchArgs,
-    #[command(flatten)]
-    experiment: InterfaceExperimentArgs,
+    network: NetworkArgs<InterfaceOnly>,
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("direction", |arg| {
+    arg.help("Corrupt received (ingress) or sent (egress) packets, or both")
+}))]
 struct CorruptArgs {
     /// Fraction of matching packets with one bit flipped, in [0, 1].
     #[arg(long, value_parser = parse_probability)]
@@ -214,13 +201,24 @@ struct CorruptArgs {
     /// by default the checksums stay wrong and the receiver drops the packet.
     #[arg(long)]
     recompute_checksums: bool,
-    /// Corrupt received (ingress) or sent (egress) packets, or both.
+    #[command(flatten)]
+    network: NetworkArgs<InterfaceOnly>,
+}
+
+/// The flags every network fault takes after its own: which way, which
+/// packets, where (`S`, the scope the kind supports) and for how long.
+#[derive(Debug, Args)]
+struct NetworkArgs<S: Args> {
+    // `duplicate` and `corrupt` reword this help (`mut_arg`) with their verb.
+    /// Drop received (ingress) or sent (egress) packets, or both.
     #[arg(long, value_enum, default_value_t = spec::Direction::Egress)]
     direction: spec::Direction,
     #[command(flatten)]
     matching: PacketMatchArgs,
     #[command(flatten)]
-    experiment: InterfaceExperimentArgs,
+    scope: S,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 /// Packet filters shared by the network faults; each one defaults to any.
@@ -274,34 +272,34 @@ struct ExperimentArgs {
     run: RunArgs,
 }
 
-/// Target and lifetime flags of the network faults: exactly one of a cgroup
-/// or an interface.
+/// Scope of the network faults that work on both: exactly one of a cgroup
+/// or an interface. Its only group is that choice (`group(skip)`), so that
+/// usage lines show the flags themselves.
 #[derive(Debug, Args)]
+#[group(skip)]
 #[command(group(
     ArgGroup::new("target")
         .args(["cgroup", "interface"])
         .required(true)
 ))]
-struct NetworkExperimentArgs {
+struct CgroupOrInterface {
     /// Fault the packets of processes in this cgroup v2 directory and its descendants.
     #[arg(long, value_name = "PATH")]
     cgroup: Option<String>,
     /// Fault the packets on this network interface, e.g. eth0.
     #[arg(long, value_name = "NAME")]
     interface: Option<String>,
-    #[command(flatten)]
-    run: RunArgs,
 }
 
-/// Target and lifetime flags of the network faults that only work on an
-/// interface (`duplicate`, `corrupt`): there is no cgroup scope for them.
+/// Scope of the network faults that only work on an interface (`duplicate`,
+/// `corrupt`): there is no cgroup scope for them. No group (`group(skip)`),
+/// so that usage lines show `--interface` as a plain required flag.
 #[derive(Debug, Args)]
-struct InterfaceExperimentArgs {
+#[group(skip)]
+struct InterfaceOnly {
     /// Fault the packets on this network interface, e.g. eth0.
     #[arg(long, value_name = "NAME")]
     interface: String,
-    #[command(flatten)]
-    run: RunArgs,
 }
 
 /// Lifetime flags shared by every `inject` subcommand.
@@ -368,24 +366,34 @@ impl ExperimentArgs {
     }
 }
 
-impl NetworkExperimentArgs {
-    fn into_experiment(self, fault: spec::Fault) -> anyhow::Result<spec::Experiment> {
-        let target = spec::Target {
-            cgroup: self.cgroup.unwrap_or_default(),
-            interface: self.interface.unwrap_or_default(),
-            ..spec::Target::default()
-        };
-        self.run.into_experiment(target, fault)
+impl From<CgroupOrInterface> for spec::Target {
+    fn from(scope: CgroupOrInterface) -> Self {
+        Self {
+            cgroup: scope.cgroup.unwrap_or_default(),
+            interface: scope.interface.unwrap_or_default(),
+            ..Self::default()
+        }
     }
 }
 
-impl InterfaceExperimentArgs {
-    fn into_experiment(self, fault: spec::Fault) -> anyhow::Result<spec::Experiment> {
-        let target = spec::Target {
-            interface: self.interface,
-            ..spec::Target::default()
-        };
-        self.run.into_experiment(target, fault)
+impl From<InterfaceOnly> for spec::Target {
+    fn from(scope: InterfaceOnly) -> Self {
+        Self {
+            interface: scope.interface,
+            ..Self::default()
+        }
+    }
+}
+
+impl<S: Args + Into<spec::Target>> NetworkArgs<S> {
+    /// The experiment of the network fault that `fault` builds from the
+    /// direction and the packet match.
+    fn into_experiment(
+        self,
+        fault: impl FnOnce(spec::Direction, spec::PacketMatch) -> spec::Fault,
+    ) -> anyhow::Result<spec::Experiment> {
+        let fault = fault(self.direction, self.matching.into());
+        self.run.into_experiment(self.scope.into(), fault)
     }
 }
 
@@ -425,39 +433,35 @@ impl InjectCommand {
                         nth_call: args.nth_call.unwrap_or(0),
                     }))
             }
-            Self::PacketLoss(args) => {
-                args.experiment
-                    .into_experiment(spec::Fault::PacketLoss(spec::PacketLoss {
-                        probability: args.probability,
-                        burst_length: args.burst_length,
-                        direction: args.direction,
-                        matching: args.matching.into(),
-                    }))
-            }
-            Self::Blackhole(args) => {
-                args.experiment
-                    .into_experiment(spec::Fault::Blackhole(spec::Blackhole {
-                        direction: args.direction,
-                        matching: args.matching.into(),
-                    }))
-            }
-            Self::Duplicate(args) => {
-                args.experiment
-                    .into_experiment(spec::Fault::Duplicate(spec::Duplicate {
-                        probability: args.probability,
-                        direction: args.direction,
-                        matching: args.matching.into(),
-                    }))
-            }
-            Self::Corrupt(args) => {
-                args.experiment
-                    .into_experiment(spec::Fault::Corrupt(spec::Corrupt {
-                        probability: args.probability,
-                        recompute_checksums: args.recompute_checksums,
-                        direction: args.direction,
-                        matching: args.matching.into(),
-                    }))
-            }
+            Self::PacketLoss(args) => args.network.into_experiment(|direction, matching| {
+                spec::Fault::PacketLoss(spec::PacketLoss {
+                    probability: args.probability,
+                    burst_length: args.burst_length,
+                    direction,
+                    matching,
+                })
+            }),
+            Self::Blackhole(network) => network.into_experiment(|direction, matching| {
+                spec::Fault::Blackhole(spec::Blackhole {
+                    direction,
+                    matching,
+                })
+            }),
+            Self::Duplicate(args) => args.network.into_experiment(|direction, matching| {
+                spec::Fault::Duplicate(spec::Duplicate {
+                    probability: args.probability,
+                    direction,
+                    matching,
+                })
+            }),
+            Self::Corrupt(args) => args.network.into_experiment(|direction, matching| {
+                spec::Fault::Corrupt(spec::Corrupt {
+                    probability: args.probability,
+                    recompute_checksums: args.recompute_checksums,
+                    direction,
+                    matching,
+                })
+            }),
         }
     }
 }
@@ -785,10 +789,50 @@ fn is_final(event: &pb::Event) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{
+        FULL_MATCH_FLAGS, any_packet, blackhole, corrupt, duplicate, full_match, packet_loss,
+    };
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("faultctl").chain(args.iter().copied()))
     }
+
+    /// A command line written as one string; no argument in these tests has a space.
+    fn words(line: &str) -> Vec<&str> {
+        line.split_whitespace().collect()
+    }
+
+    /// The spec that `inject ...` sends, or why there is none.
+    fn inject_spec(args: &[&str]) -> Result<pb::ExperimentSpec, String> {
+        let cli = parse(args).map_err(|err| err.to_string())?;
+        let Command::Inject(inject) = cli.command else {
+            return Err(format!("expected an inject command, got {:?}", cli.command));
+        };
+        let experiment = inject.into_experiment().map_err(|err| err.to_string())?;
+        Ok(experiment.into())
+    }
+
+    /// Asserts that `base` followed by each `extra` is a usage error (exit
+    /// code 2) whose message mentions `expected`.
+    fn assert_usage_errors(base: &str, cases: &[(&str, &str)]) {
+        for (extra, expected) in cases {
+            let line = format!("{base} {extra}");
+            match parse(&words(&line)) {
+                Ok(cli) => panic!("expected {line:?} to be a usage error, got {cli:?}"),
+                Err(err) => {
+                    assert_eq!(err.exit_code(), 2, "usage errors exit with 2: {line:?}");
+                    assert!(
+                        err.to_string().contains(expected),
+                        "expected the error for {line:?} to mention {expected:?}, got: {err}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A valid `syscall-error` injection, for the tests of the flags all faults share.
+    const SYSCALL_ERROR: &str =
+        "inject syscall-error --syscall connect --errno EPERM --pid 1 --duration 1s";
 
     #[test]
     fn cli_definition_is_consistent() {
@@ -820,93 +864,26 @@ mod tests {
                 ),
             }
         }
-        let err = match parse(&[
-            "inject",
-            "syscall-error",
-            "--syscall",
-            "connect",
-            "--errno",
-            "EPERM",
-            "--pid",
-            "1",
-            "--duration",
-            "1s",
-            "--label",
-            "oops",
-        ]) {
-            Ok(cli) => panic!("expected --label oops to be a usage error, got {cli:?}"),
-            Err(err) => err,
-        };
-        assert_eq!(err.exit_code(), 2, "usage errors exit with 2");
-        assert!(
-            err.to_string().contains("--label"),
-            "expected the error to name --label, got: {err}"
-        );
+        assert_usage_errors(SYSCALL_ERROR, &[("--label oops", "--label")]);
     }
 
     #[test]
     fn repeated_label_key_is_rejected() {
-        let cli = match parse(&[
-            "inject",
-            "syscall-error",
-            "--syscall",
-            "connect",
-            "--errno",
-            "EPERM",
-            "--pid",
-            "1",
-            "--duration",
-            "1s",
-            "--label",
-            "a=1",
-            "--label",
-            "a=2",
-        ]) {
-            Ok(cli) => cli,
-            Err(err) => panic!("expected the flags to parse, got: {err}"),
-        };
-        let Command::Inject(inject) = cli.command else {
-            panic!("expected an inject command, got {:?}", cli.command);
-        };
-        match inject.into_experiment() {
-            Ok(experiment) => panic!("expected a duplicate label error, got {experiment:?}"),
-            Err(err) => assert_eq!(err.to_string(), "--label a is given more than once"),
+        let line = format!("{SYSCALL_ERROR} --label a=1 --label a=2");
+        match inject_spec(&words(&line)) {
+            Ok(spec) => panic!("expected a duplicate label error, got {spec:?}"),
+            Err(err) => assert_eq!(err, "--label a is given more than once"),
         }
     }
 
     #[test]
     fn inject_syscall_error_builds_the_spec() {
-        let cli = match parse(&[
-            "inject",
-            "syscall-error",
-            "--syscall",
-            "connect",
-            "--errno",
-            "ECONNREFUSED",
-            "--probability",
-            "0.5",
-            "--port",
-            "8080",
-            "--cidr",
-            "10.0.0.0/8",
-            "--cgroup",
-            "/sys/fs/cgroup/unified/app",
-            "--pid",
-            "7",
-            "--pid",
-            "8",
-            "--exclude-pid",
-            "9",
-            "--duration",
-            "30s",
-            "--dry-run",
-            "--label",
-            "team=payments",
-            "--name",
-            "checkout",
-            "--output",
-            "json",
-        ]) {
+        let cli = match parse(&words(
+            "inject syscall-error --syscall connect --errno ECONNREFUSED --probability 0.5 \
+             --port 8080 --cidr 10.0.0.0/8 --cgroup /sys/fs/cgroup/unified/app \
+             --pid 7 --pid 8 --exclude-pid 9 --duration 30s --dry-run \
+             --label team=payments --name checkout --output json",
+        )) {
             Ok(cli) => cli,
             Err(err) => panic!("expected the flags to parse, got: {err}"),
         };
@@ -946,613 +923,221 @@ mod tests {
 
     #[test]
     fn inject_syscall_signal_takes_nth_call_or_probability() {
-        let base = [
-            "inject",
-            "syscall-signal",
-            "--syscall",
-            "openat",
-            "--signal",
-            "KILL",
-            "--comm",
-            "curl",
-            "--duration",
-            "2m",
-        ];
-        let signal_of = |extra: &[&str]| -> Result<pb::SyscallSignal, String> {
-            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
-            let cli = parse(&args).map_err(|err| err.to_string())?;
-            let Command::Inject(inject) = cli.command else {
-                return Err(format!("expected an inject command, got {:?}", cli.command));
-            };
-            let spec =
-                pb::ExperimentSpec::from(inject.into_experiment().map_err(|err| err.to_string())?);
+        let signal_of = |extra: &str| -> Result<pb::SyscallSignal, String> {
+            let line = format!(
+                "inject syscall-signal --syscall openat --signal KILL --comm curl \
+                 --duration 2m {extra}"
+            );
+            let spec = inject_spec(&words(&line))?;
             match spec.faults.into_iter().next().and_then(|f| f.kind) {
                 Some(pb::fault_spec::Kind::SyscallSignal(signal)) => Ok(signal),
                 other => Err(format!("expected one syscall_signal fault, got {other:?}")),
             }
         };
-        let nth =
-            signal_of(&["--nth-call", "3"]).unwrap_or_else(|err| panic!("--nth-call 3: {err}"));
+        let nth = signal_of("--nth-call 3").unwrap_or_else(|err| panic!("--nth-call 3: {err}"));
         assert_eq!((nth.nth_call, nth.signal.as_str()), (3, "KILL"));
-        let chance = signal_of(&["--probability", "0.25"])
-            .unwrap_or_else(|err| panic!("--probability: {err}"));
+        let chance =
+            signal_of("--probability 0.25").unwrap_or_else(|err| panic!("--probability: {err}"));
         assert_eq!(chance.nth_call, 0, "no nth_call unless asked");
         assert!(
             (chance.probability - 0.25).abs() < f64::EPSILON,
             "probability 0.25, got {}",
             chance.probability
         );
-        if let Ok(both) = signal_of(&["--probability", "0.5", "--nth-call", "2"]) {
+        if let Ok(both) = signal_of("--probability 0.5 --nth-call 2") {
             panic!("expected --probability with --nth-call to be a usage error, got {both:?}");
         }
     }
 
-    fn inject_spec(args: &[&str]) -> Result<pb::ExperimentSpec, String> {
-        let cli = parse(args).map_err(|err| err.to_string())?;
-        let Command::Inject(inject) = cli.command else {
-            return Err(format!("expected an inject command, got {:?}", cli.command));
-        };
-        let experiment = inject.into_experiment().map_err(|err| err.to_string())?;
-        Ok(experiment.into())
-    }
+    /// Each network subcommand with the flags it needs besides a scope and a duration.
+    const NETWORK_KINDS: [&str; 4] = [
+        "packet-loss --probability 0.5",
+        "blackhole",
+        "duplicate --probability 0.5",
+        "corrupt --probability 0.5",
+    ];
 
     #[test]
-    fn inject_packet_loss_builds_the_spec() {
-        let spec = inject_spec(&[
-            "inject",
-            "packet-loss",
-            "--probability",
-            "0.3",
-            "--burst-length",
-            "4",
-            "--direction",
-            "both",
-            "--protocol",
-            "tcp",
-            "--src-cidr",
-            "10.0.0.0/8",
-            "--dst-cidr",
-            "10.1.0.0/16",
-            "--src-ports",
-            "8000-8100",
-            "--dst-ports",
-            "5432",
-            "--include-ssh",
-            "--interface",
-            "eth0",
-            "--duration",
-            "1m",
-            "--dry-run",
-            "--label",
-            "team=db",
-            "--name",
-            "lossy-db",
-        ])
-        .unwrap_or_else(|err| panic!("expected the flags to build a spec, got: {err}"));
-        let expected = pb::ExperimentSpec {
-            name: "lossy-db".into(),
-            faults: vec![pb::FaultSpec {
-                kind: Some(pb::fault_spec::Kind::PacketLoss(pb::PacketLoss {
-                    probability: 0.3,
-                    burst_length: 4.0,
-                    direction: pb::Direction::Both.into(),
-                    r#match: Some(pb::PacketMatch {
-                        protocol: "tcp".into(),
-                        src_cidr: "10.0.0.0/8".into(),
-                        dst_cidr: "10.1.0.0/16".into(),
-                        src_ports: "8000-8100".into(),
-                        dst_ports: "5432".into(),
-                        include_ssh: true,
-                    }),
-                })),
-            }],
-            target: Some(pb::Target {
-                interface: "eth0".into(),
-                ..Default::default()
-            }),
-            duration_ms: 60_000,
-            dry_run: true,
-            labels: [("team".to_owned(), "db".to_owned())].into(),
-        };
-        assert_eq!(spec, expected);
-    }
-
-    #[test]
-    fn inject_blackhole_defaults_to_egress_and_any_packet() {
-        let spec = inject_spec(&[
-            "inject",
-            "blackhole",
-            "--cgroup",
-            "/sys/fs/cgroup/app",
-            "--duration",
-            "30s",
-        ])
-        .unwrap_or_else(|err| panic!("expected the flags to build a spec, got: {err}"));
-        assert_eq!(
-            spec.faults,
-            [pb::FaultSpec {
-                kind: Some(pb::fault_spec::Kind::Blackhole(pb::Blackhole {
-                    direction: pb::Direction::Egress.into(),
-                    r#match: Some(pb::PacketMatch::default()),
-                })),
-            }]
-        );
-        assert_eq!(
-            spec.target,
-            Some(pb::Target {
-                cgroup: "/sys/fs/cgroup/app".into(),
-                ..Default::default()
-            })
-        );
-    }
-
-    #[test]
-    fn inject_duplicate_builds_the_spec() {
-        let spec = inject_spec(&[
-            "inject",
-            "duplicate",
-            "--probability",
-            "0.2",
-            "--direction",
-            "ingress",
-            "--protocol",
-            "udp",
-            "--src-cidr",
-            "10.0.0.0/8",
-            "--dst-cidr",
-            "fd00::/8",
-            "--src-ports",
-            "53",
-            "--dst-ports",
-            "1024-65535",
-            "--include-ssh",
-            "--interface",
-            "eth1",
-            "--duration",
-            "90s",
-            "--dry-run",
-            "--label",
-            "team=dns",
-            "--name",
-            "dup-dns",
-        ])
-        .unwrap_or_else(|err| panic!("expected the flags to build a spec, got: {err}"));
-        let expected = pb::ExperimentSpec {
-            name: "dup-dns".into(),
-            faults: vec![pb::FaultSpec {
-                kind: Some(pb::fault_spec::Kind::Duplicate(pb::Duplicate {
-                    probability: 0.2,
-                    direction: pb::Direction::Ingress.into(),
-                    r#match: Some(pb::PacketMatch {
-                        protocol: "udp".into(),
-                        src_cidr: "10.0.0.0/8".into(),
-                        dst_cidr: "fd00::/8".into(),
-                        src_ports: "53".into(),
-                        dst_ports: "1024-65535".into(),
-                        include_ssh: true,
-                    }),
-                })),
-            }],
-            target: Some(pb::Target {
-                interface: "eth1".into(),
-                ..Default::default()
-            }),
-            duration_ms: 90_000,
-            dry_run: true,
-            labels: [("team".to_owned(), "dns".to_owned())].into(),
-        };
-        assert_eq!(spec, expected);
-    }
-
-    #[test]
-    fn inject_duplicate_defaults_to_egress_and_any_packet() {
-        let spec = inject_spec(&[
-            "inject",
-            "duplicate",
-            "--probability",
-            "1",
-            "--interface",
-            "lo",
-            "--duration",
-            "5s",
-        ])
-        .unwrap_or_else(|err| panic!("expected the flags to build a spec, got: {err}"));
-        assert_eq!(
-            spec.faults,
-            [pb::FaultSpec {
-                kind: Some(pb::fault_spec::Kind::Duplicate(pb::Duplicate {
-                    probability: 1.0,
-                    direction: pb::Direction::Egress.into(),
-                    r#match: Some(pb::PacketMatch::default()),
-                })),
-            }]
-        );
-        assert_eq!(
-            spec.target,
-            Some(pb::Target {
-                interface: "lo".into(),
-                ..Default::default()
-            })
-        );
-        assert_eq!((spec.name.as_str(), spec.dry_run), ("", false));
-    }
-
-    #[test]
-    fn duplicate_takes_only_an_interface() {
-        let base = ["inject", "duplicate", "--probability", "0.5"];
-        for (extra, expected) in [
-            (&["--duration", "1s"][..], "--interface"),
-            (&["--interface", "lo"][..], "--duration"),
+    fn inject_network_faults_build_the_spec() {
+        use pb::Direction::{Both, Ingress};
+        let cases = [
             (
-                &["--cgroup", "/sys/fs/cgroup/app", "--duration", "1s"][..],
-                "--cgroup",
+                "packet-loss --probability 0.3 --burst-length 4 --direction both",
+                packet_loss(0.3, 4.0, Both, full_match()),
             ),
             (
-                &[
-                    "--cgroup",
-                    "/sys/fs/cgroup/app",
-                    "--interface",
-                    "lo",
-                    "--duration",
-                    "1s",
-                ][..],
-                "--cgroup",
+                "blackhole --direction ingress",
+                blackhole(Ingress, full_match()),
             ),
             (
-                &["--pid", "1", "--interface", "lo", "--duration", "1s"][..],
-                "--pid",
+                "duplicate --probability 0.2 --direction ingress",
+                duplicate(0.2, Ingress, full_match()),
             ),
             (
-                &[
-                    "--interface",
-                    "lo",
-                    "--duration",
-                    "1s",
-                    "--burst-length",
-                    "2",
-                ][..],
-                "--burst-length",
+                "corrupt --probability 0.01 --recompute-checksums --direction both",
+                corrupt(0.01, true, Both, full_match()),
             ),
-        ] {
-            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
-            match parse(&args) {
-                Ok(cli) => panic!("expected {extra:?} to be a usage error, got {cli:?}"),
-                Err(err) => assert!(
-                    err.to_string().contains(expected),
-                    "expected the error for {extra:?} to mention {expected:?}, got: {err}"
-                ),
-            }
-        }
-    }
-
-    #[test]
-    fn bad_duplicate_flags_are_usage_errors() {
-        let base = [
-            "inject",
-            "duplicate",
-            "--interface",
-            "lo",
-            "--duration",
-            "1s",
         ];
-        for (extra, flag) in [
-            (&[][..], "--probability"),
-            (&["--probability", "1.5"][..], "--probability"),
-            (&["--probability=-0.1"][..], "--probability"),
-            (
-                &["--probability", "0.5", "--direction", "up"][..],
-                "--direction",
-            ),
-            (
-                &["--probability", "0.5", "--protocol", "sctp"][..],
-                "--protocol",
-            ),
-            (
-                &["--probability", "0.5", "--dst-ports", "90-80"][..],
-                "--dst-ports",
-            ),
-        ] {
-            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
-            match parse(&args) {
-                Ok(cli) => panic!("expected {extra:?} to be a usage error, got {cli:?}"),
-                Err(err) => assert!(
-                    err.to_string().contains(flag),
-                    "expected the error for {extra:?} to name {flag}, got: {err}"
-                ),
-            }
+        for (flags, kind) in cases {
+            let line = format!(
+                "inject {flags} {FULL_MATCH_FLAGS} --interface eth0 --duration 1m --dry-run \
+                 --label team=db --name net-db"
+            );
+            let spec = inject_spec(&words(&line))
+                .unwrap_or_else(|err| panic!("expected {line:?} to build a spec, got: {err}"));
+            let expected = pb::ExperimentSpec {
+                name: "net-db".into(),
+                faults: vec![pb::FaultSpec { kind: Some(kind) }],
+                target: Some(pb::Target {
+                    interface: "eth0".into(),
+                    ..Default::default()
+                }),
+                duration_ms: 60_000,
+                dry_run: true,
+                labels: [("team".to_owned(), "db".to_owned())].into(),
+            };
+            assert_eq!(spec, expected, "{line}");
         }
     }
 
     #[test]
-    fn inject_corrupt_builds_the_spec() {
-        let spec = inject_spec(&[
-            "inject",
-            "corrupt",
-            "--probability",
-            "0.01",
-            "--recompute-checksums",
-            "--direction",
-            "both",
-            "--protocol",
-            "tcp",
-            "--src-cidr",
-            "10.0.0.0/8",
-            "--dst-cidr",
-            "fd00::/8",
-            "--src-ports",
-            "8000-8100",
-            "--dst-ports",
-            "5432",
-            "--include-ssh",
-            "--interface",
-            "eth0",
-            "--duration",
-            "2m",
-            "--dry-run",
-            "--label",
-            "team=db",
-            "--name",
-            "flip-db",
-        ])
-        .unwrap_or_else(|err| panic!("expected the flags to build a spec, got: {err}"));
-        let expected = pb::ExperimentSpec {
-            name: "flip-db".into(),
-            faults: vec![pb::FaultSpec {
-                kind: Some(pb::fault_spec::Kind::Corrupt(pb::Corrupt {
-                    probability: 0.01,
-                    recompute_checksums: true,
-                    direction: pb::Direction::Both.into(),
-                    r#match: Some(pb::PacketMatch {
-                        protocol: "tcp".into(),
-                        src_cidr: "10.0.0.0/8".into(),
-                        dst_cidr: "fd00::/8".into(),
-                        src_ports: "8000-8100".into(),
-                        dst_ports: "5432".into(),
-                        include_ssh: true,
-                    }),
-                })),
-            }],
-            target: Some(pb::Target {
-                interface: "eth0".into(),
-                ..Default::default()
-            }),
-            duration_ms: 120_000,
-            dry_run: true,
-            labels: [("team".to_owned(), "db".to_owned())].into(),
+    fn network_faults_default_to_egress_and_any_packet() {
+        use pb::Direction::Egress;
+        let cgroup = pb::Target {
+            cgroup: "/sys/fs/cgroup/app".into(),
+            ..Default::default()
         };
-        assert_eq!(spec, expected);
+        let lo = pb::Target {
+            interface: "lo".into(),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                "packet-loss --probability 1 --cgroup /sys/fs/cgroup/app",
+                packet_loss(1.0, 0.0, Egress, any_packet()),
+                &cgroup,
+            ),
+            (
+                "blackhole --cgroup /sys/fs/cgroup/app",
+                blackhole(Egress, any_packet()),
+                &cgroup,
+            ),
+            (
+                "duplicate --probability 1 --interface lo",
+                duplicate(1.0, Egress, any_packet()),
+                &lo,
+            ),
+            // The checksums stay wrong unless asked.
+            (
+                "corrupt --probability 1 --interface lo",
+                corrupt(1.0, false, Egress, any_packet()),
+                &lo,
+            ),
+        ];
+        for (flags, kind, target) in cases {
+            let line = format!("inject {flags} --duration 5s");
+            let spec = inject_spec(&words(&line))
+                .unwrap_or_else(|err| panic!("expected {line:?} to build a spec, got: {err}"));
+            assert_eq!(spec.faults, [pb::FaultSpec { kind: Some(kind) }], "{line}");
+            assert_eq!(spec.target.as_ref(), Some(target), "{line}");
+            assert_eq!((spec.name.as_str(), spec.dry_run), ("", false), "{line}");
+        }
     }
 
     #[test]
-    fn inject_corrupt_defaults_to_egress_wrong_checksums_and_any_packet() {
-        let spec = inject_spec(&[
-            "inject",
-            "corrupt",
-            "--probability",
-            "1",
-            "--interface",
-            "lo",
-            "--duration",
-            "5s",
-        ])
-        .unwrap_or_else(|err| panic!("expected the flags to build a spec, got: {err}"));
-        assert_eq!(
-            spec.faults,
-            [pb::FaultSpec {
-                kind: Some(pb::fault_spec::Kind::Corrupt(pb::Corrupt {
-                    probability: 1.0,
-                    recompute_checksums: false,
-                    direction: pb::Direction::Egress.into(),
-                    r#match: Some(pb::PacketMatch::default()),
-                })),
-            }]
-        );
-        assert_eq!(
-            spec.target,
-            Some(pb::Target {
-                interface: "lo".into(),
-                ..Default::default()
-            })
-        );
-        assert_eq!((spec.name.as_str(), spec.dry_run), ("", false));
-    }
-
-    #[test]
-    fn corrupt_takes_only_an_interface() {
-        let base = ["inject", "corrupt", "--probability", "0.5"];
-        for (extra, expected) in [
-            (&["--duration", "1s"][..], "--interface"),
-            (&["--interface", "lo"][..], "--duration"),
-            (
-                &["--cgroup", "/sys/fs/cgroup/app", "--duration", "1s"][..],
-                "--cgroup",
-            ),
-            (
-                &["--comm", "curl", "--interface", "lo", "--duration", "1s"][..],
-                "--comm",
-            ),
-            (
+    fn packet_loss_and_blackhole_take_exactly_one_of_cgroup_or_interface() {
+        for kind in ["packet-loss --probability 0.5", "blackhole"] {
+            assert_usage_errors(
+                &format!("inject {kind} --duration 1s"),
                 &[
-                    "--interface",
-                    "lo",
-                    "--duration",
-                    "1s",
-                    "--burst-length",
-                    "2",
-                ][..],
-                "--burst-length",
-            ),
-        ] {
-            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
-            match parse(&args) {
-                Ok(cli) => panic!("expected {extra:?} to be a usage error, got {cli:?}"),
-                Err(err) => assert!(
-                    err.to_string().contains(expected),
-                    "expected the error for {extra:?} to mention {expected:?}, got: {err}"
-                ),
-            }
+                    ("", "--cgroup"),
+                    ("--cgroup /a --interface eth0", "cannot be used"),
+                    ("--pid 1", "--pid"),
+                    ("--comm curl", "--comm"),
+                ],
+            );
         }
     }
 
     #[test]
-    fn bad_corrupt_flags_are_usage_errors() {
-        let base = ["inject", "corrupt", "--interface", "lo", "--duration", "1s"];
-        for (extra, flag) in [
-            (&[][..], "--probability"),
-            (&["--probability", "1.5"][..], "--probability"),
-            (&["--probability=-0.1"][..], "--probability"),
-            (
-                &["--probability", "0.5", "--recompute-checksums=yes"][..],
-                "--recompute-checksums",
-            ),
-            (
-                &["--probability", "0.5", "--direction", "up"][..],
-                "--direction",
-            ),
-            (
-                &["--probability", "0.5", "--protocol", "sctp"][..],
-                "--protocol",
-            ),
-            (
-                &["--probability", "0.5", "--src-ports", "ssh"][..],
-                "--src-ports",
-            ),
-        ] {
-            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
-            match parse(&args) {
-                Ok(cli) => panic!("expected {extra:?} to be a usage error, got {cli:?}"),
-                Err(err) => assert!(
-                    err.to_string().contains(flag),
-                    "expected the error for {extra:?} to name {flag}, got: {err}"
-                ),
-            }
-        }
-    }
-
-    #[test]
-    fn network_faults_take_exactly_one_of_cgroup_or_interface() {
-        let base = ["inject", "blackhole", "--duration", "1s"];
-        for (extra, expected) in [
-            (&[][..], "--cgroup"),
-            (
-                &["--cgroup", "/a", "--interface", "eth0"][..],
-                "cannot be used",
-            ),
-            (&["--pid", "1"][..], "--pid"),
-            (&["--comm", "curl"][..], "--comm"),
-        ] {
-            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
-            match parse(&args) {
-                Ok(cli) => panic!("expected {extra:?} to be a usage error, got {cli:?}"),
-                Err(err) => assert!(
-                    err.to_string().contains(expected),
-                    "expected the error for {extra:?} to mention {expected:?}, got: {err}"
-                ),
-            }
+    fn duplicate_and_corrupt_take_only_an_interface() {
+        for kind in ["duplicate --probability 0.5", "corrupt --probability 0.5"] {
+            assert_usage_errors(
+                &format!("inject {kind}"),
+                &[
+                    ("--duration 1s", "--interface"),
+                    ("--interface lo", "--duration"),
+                    ("--cgroup /sys/fs/cgroup/app --duration 1s", "--cgroup"),
+                    (
+                        "--cgroup /sys/fs/cgroup/app --interface lo --duration 1s",
+                        "--cgroup",
+                    ),
+                    ("--pid 1 --interface lo --duration 1s", "--pid"),
+                    ("--comm curl --interface lo --duration 1s", "--comm"),
+                    (
+                        "--interface lo --duration 1s --burst-length 2",
+                        "--burst-length",
+                    ),
+                ],
+            );
         }
     }
 
     #[test]
     fn bad_network_flags_are_usage_errors() {
-        let base = [
-            "inject",
-            "packet-loss",
-            "--interface",
-            "lo",
-            "--duration",
-            "1s",
-        ];
-        for (extra, flag) in [
-            (&[][..], "--probability"),
-            (&["--probability", "1.5"][..], "--probability"),
+        for kind in NETWORK_KINDS {
+            assert_usage_errors(
+                &format!("inject {kind} --interface lo --duration 1s"),
+                &[
+                    ("--direction up", "--direction"),
+                    ("--protocol sctp", "--protocol"),
+                    ("--dst-ports 90-80", "--dst-ports"),
+                    ("--src-ports ssh", "--src-ports"),
+                ],
+            );
+        }
+        for kind in ["packet-loss", "duplicate", "corrupt"] {
+            assert_usage_errors(
+                &format!("inject {kind} --interface lo --duration 1s"),
+                &[
+                    ("", "--probability"),
+                    ("--probability 1.5", "--probability"),
+                    ("--probability=-0.1", "--probability"),
+                ],
+            );
+        }
+        for (kind, extra, flag) in [
             (
-                &["--probability", "0.5", "--burst-length=-2"][..],
+                "packet-loss --probability 0.5",
+                "--burst-length=-2",
                 "--burst-length",
             ),
             (
-                &["--probability", "0.5", "--direction", "up"][..],
-                "--direction",
+                "corrupt --probability 0.5",
+                "--recompute-checksums=yes",
+                "--recompute-checksums",
             ),
-            (
-                &["--probability", "0.5", "--protocol", "sctp"][..],
-                "--protocol",
-            ),
-            (
-                &["--probability", "0.5", "--dst-ports", "90-80"][..],
-                "--dst-ports",
-            ),
-            (
-                &["--probability", "0.5", "--src-ports", "ssh"][..],
-                "--src-ports",
-            ),
+            // blackhole drops every matching packet.
+            ("blackhole", "--probability 0.5", "--probability"),
         ] {
-            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
-            match parse(&args) {
-                Ok(cli) => panic!("expected {extra:?} to be a usage error, got {cli:?}"),
-                Err(err) => assert!(
-                    err.to_string().contains(flag),
-                    "expected the error for {extra:?} to name {flag}, got: {err}"
-                ),
-            }
-        }
-        if let Ok(cli) = parse(&[
-            "inject",
-            "blackhole",
-            "--probability",
-            "0.5",
-            "--interface",
-            "lo",
-            "--duration",
-            "1s",
-        ]) {
-            panic!("blackhole takes no --probability, got {cli:?}");
+            assert_usage_errors(
+                &format!("inject {kind} --interface lo --duration 1s"),
+                &[(extra, flag)],
+            );
         }
     }
 
     #[test]
     fn inject_requires_a_target_and_a_duration() {
-        let base = [
-            "inject",
-            "syscall-error",
-            "--syscall",
-            "connect",
-            "--errno",
-            "EPERM",
-        ];
-        for (extra, missing) in [
-            (&["--duration", "1s"][..], "--pid"),
-            (&["--pid", "1"][..], "--duration"),
-        ] {
-            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
-            match parse(&args) {
-                Ok(cli) => panic!("expected a usage error without {missing}, got {cli:?}"),
-                Err(err) => assert!(
-                    err.to_string().contains(missing),
-                    "expected the error to mention {missing}, got: {err}"
-                ),
-            }
-        }
+        assert_usage_errors(
+            "inject syscall-error --syscall connect --errno EPERM",
+            &[("--duration 1s", "--pid"), ("--pid 1", "--duration")],
+        );
     }
 
     #[test]
     fn out_of_range_probability_is_a_usage_error() {
-        let args = [
-            "inject",
-            "syscall-error",
-            "--syscall",
-            "connect",
-            "--errno",
-            "EPERM",
-            "--pid",
-            "1",
-            "--duration",
-            "1s",
-            "--probability",
-            "1.5",
-        ];
-        if let Ok(cli) = parse(&args) {
-            panic!("expected --probability 1.5 to be rejected, got {cli:?}");
-        }
+        assert_usage_errors(SYSCALL_ERROR, &[("--probability 1.5", "--probability")]);
     }
 
     #[test]

@@ -106,31 +106,25 @@ pub enum FaultSpecJson {
         probability: f64,
         nth_call: u64,
     },
-    PacketLoss {
-        probability: f64,
-        burst_length: f64,
-        direction: &'static str,
-        #[serde(rename = "match")]
-        matching: PacketMatchJson,
-    },
-    Blackhole {
-        direction: &'static str,
-        #[serde(rename = "match")]
-        matching: PacketMatchJson,
-    },
-    Duplicate {
-        probability: f64,
-        direction: &'static str,
-        #[serde(rename = "match")]
-        matching: PacketMatchJson,
-    },
-    Corrupt {
-        probability: f64,
-        recompute_checksums: bool,
-        direction: &'static str,
-        #[serde(rename = "match")]
-        matching: PacketMatchJson,
-    },
+    PacketLoss(NetworkFaultJson),
+    Blackhole(NetworkFaultJson),
+    Duplicate(NetworkFaultJson),
+    Corrupt(NetworkFaultJson),
+}
+
+/// A network fault: the settings of its kind, then the direction and the
+/// packets it applies to. Settings that a kind does not have are left out.
+#[derive(Debug, Serialize)]
+pub struct NetworkFaultJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst_length: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recompute_checksums: Option<bool>,
+    pub direction: &'static str,
+    #[serde(rename = "match")]
+    pub matching: PacketMatchJson,
 }
 
 #[derive(Debug, Serialize)]
@@ -242,43 +236,37 @@ impl From<&pb::fault_spec::Kind> for FaultSpecJson {
                 probability: f.probability,
                 nth_call: f.nth_call,
             },
-            Kind::PacketLoss(f) => Self::PacketLoss {
-                probability: f.probability,
-                burst_length: f.burst_length,
-                direction: direction_name(f.direction),
-                matching: f
-                    .r#match
-                    .as_ref()
-                    .map(PacketMatchJson::from)
-                    .unwrap_or_default(),
-            },
-            Kind::Blackhole(f) => Self::Blackhole {
-                direction: direction_name(f.direction),
-                matching: f
-                    .r#match
-                    .as_ref()
-                    .map(PacketMatchJson::from)
-                    .unwrap_or_default(),
-            },
-            Kind::Duplicate(f) => Self::Duplicate {
-                probability: f.probability,
-                direction: direction_name(f.direction),
-                matching: f
-                    .r#match
-                    .as_ref()
-                    .map(PacketMatchJson::from)
-                    .unwrap_or_default(),
-            },
-            Kind::Corrupt(f) => Self::Corrupt {
-                probability: f.probability,
-                recompute_checksums: f.recompute_checksums,
-                direction: direction_name(f.direction),
-                matching: f
-                    .r#match
-                    .as_ref()
-                    .map(PacketMatchJson::from)
-                    .unwrap_or_default(),
-            },
+            Kind::PacketLoss(f) => Self::PacketLoss(NetworkFaultJson {
+                probability: Some(f.probability),
+                burst_length: Some(f.burst_length),
+                ..NetworkFaultJson::new(f.direction, f.r#match.as_ref())
+            }),
+            Kind::Blackhole(f) => {
+                Self::Blackhole(NetworkFaultJson::new(f.direction, f.r#match.as_ref()))
+            }
+            Kind::Duplicate(f) => Self::Duplicate(NetworkFaultJson {
+                probability: Some(f.probability),
+                ..NetworkFaultJson::new(f.direction, f.r#match.as_ref())
+            }),
+            Kind::Corrupt(f) => Self::Corrupt(NetworkFaultJson {
+                probability: Some(f.probability),
+                recompute_checksums: Some(f.recompute_checksums),
+                ..NetworkFaultJson::new(f.direction, f.r#match.as_ref())
+            }),
+        }
+    }
+}
+
+impl NetworkFaultJson {
+    /// What every network fault has, without the settings of its kind: an
+    /// unspecified direction is egress and a missing match is any packet.
+    fn new(direction: i32, matching: Option<&pb::PacketMatch>) -> Self {
+        Self {
+            probability: None,
+            burst_length: None,
+            recompute_checksums: None,
+            direction: direction_name(direction),
+            matching: matching.map(PacketMatchJson::from).unwrap_or_default(),
         }
     }
 }
@@ -651,6 +639,7 @@ fn or_dash(text: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{blackhole, corrupt, duplicate, packet_loss, to_ports};
 
     fn running_experiment() -> pb::Experiment {
         pb::Experiment {
@@ -732,53 +721,29 @@ mod tests {
     }
 
     fn network_experiment() -> pb::Experiment {
+        use pb::Direction::{Both, Egress, Ingress, Unspecified};
+        let tcp_to_db = pb::PacketMatch {
+            protocol: "tcp".into(),
+            dst_cidr: "10.0.0.0/8".into(),
+            dst_ports: "5432".into(),
+            ..Default::default()
+        };
+        let udp_from_dns = pb::PacketMatch {
+            protocol: "UDP".into(),
+            src_ports: "53".into(),
+            include_ssh: true,
+            ..Default::default()
+        };
         let spec = pb::ExperimentSpec {
             name: "partition".into(),
-            faults: vec![
-                pb::FaultSpec {
-                    kind: Some(pb::fault_spec::Kind::PacketLoss(pb::PacketLoss {
-                        probability: 0.25,
-                        burst_length: 3.0,
-                        direction: pb::Direction::Both.into(),
-                        r#match: Some(pb::PacketMatch {
-                            protocol: "tcp".into(),
-                            dst_cidr: "10.0.0.0/8".into(),
-                            dst_ports: "5432".into(),
-                            ..Default::default()
-                        }),
-                    })),
-                },
-                pb::FaultSpec {
-                    kind: Some(pb::fault_spec::Kind::Blackhole(pb::Blackhole {
-                        direction: pb::Direction::Unspecified.into(),
-                        r#match: None,
-                    })),
-                },
-                pb::FaultSpec {
-                    kind: Some(pb::fault_spec::Kind::Duplicate(pb::Duplicate {
-                        probability: 0.1,
-                        direction: pb::Direction::Ingress.into(),
-                        r#match: Some(pb::PacketMatch {
-                            protocol: "UDP".into(),
-                            src_ports: "53".into(),
-                            include_ssh: true,
-                            ..Default::default()
-                        }),
-                    })),
-                },
-                pb::FaultSpec {
-                    kind: Some(pb::fault_spec::Kind::Corrupt(pb::Corrupt {
-                        probability: 0.01,
-                        recompute_checksums: true,
-                        direction: pb::Direction::Egress.into(),
-                        r#match: Some(pb::PacketMatch {
-                            protocol: "tcp".into(),
-                            dst_ports: "5432".into(),
-                            ..Default::default()
-                        }),
-                    })),
-                },
-            ],
+            faults: [
+                packet_loss(0.25, 3.0, Both, Some(tcp_to_db)),
+                blackhole(Unspecified, None),
+                duplicate(0.1, Ingress, Some(udp_from_dns)),
+                corrupt(0.01, true, Egress, to_ports("tcp", "5432")),
+            ]
+            .map(|kind| pb::FaultSpec { kind: Some(kind) })
+            .into(),
             target: Some(pb::Target {
                 interface: "eth0".into(),
                 ..Default::default()
@@ -920,55 +885,47 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_is_named_by_its_spec() {
-        let spec = FaultSpecJson::from(&pb::fault_spec::Kind::Duplicate(pb::Duplicate {
-            probability: 0.5,
-            ..Default::default()
-        }));
-        assert_eq!(spec.kind_name(), "duplicate");
-        let status = pb::FaultStatus {
-            index: 0,
-            mechanism: "tcx".into(),
-            ..Default::default()
-        };
-        let fault = FaultJson::new(
-            &status,
-            Some(&pb::FaultSpec {
-                kind: Some(pb::fault_spec::Kind::Duplicate(pb::Duplicate::default())),
-            }),
+    fn network_faults_are_named_by_their_spec() {
+        use pb::fault_spec::Kind;
+        let any = concat!(
+            r#""match":{"protocol":"any","src_cidr":"","dst_cidr":"","#,
+            r#""src_ports":"","dst_ports":"","include_ssh":false}"#
         );
-        assert_eq!(fault.kind, "duplicate", "without a kind from the agent");
-    }
-
-    #[test]
-    fn corrupt_is_named_by_its_spec() {
-        let spec = FaultSpecJson::from(&pb::fault_spec::Kind::Corrupt(pb::Corrupt {
-            probability: 0.5,
-            ..Default::default()
-        }));
-        assert_eq!(spec.kind_name(), "corrupt");
-        let status = pb::FaultStatus {
-            index: 0,
-            mechanism: "tcx".into(),
-            ..Default::default()
-        };
-        let fault = FaultJson::new(
-            &status,
-            Some(&pb::FaultSpec {
-                kind: Some(pb::fault_spec::Kind::Corrupt(pb::Corrupt::default())),
-            }),
-        );
-        assert_eq!(fault.kind, "corrupt", "without a kind from the agent");
-        let value = serde_json::to_value(&fault.spec)
-            .unwrap_or_else(|err| panic!("expected the spec to serialize, got error: {err}"));
-        assert_eq!(
-            value,
-            serde_json::json!({"corrupt": {
-                "probability": 0.0, "recompute_checksums": false, "direction": "egress",
-                "match": {"protocol": "any", "src_cidr": "", "dst_cidr": "",
-                          "src_ports": "", "dst_ports": "", "include_ssh": false}}}),
-            "a default corrupt spec"
-        );
+        // Each kind at its defaults, with the fields of its own in front.
+        for (kind, name, own) in [
+            (
+                Kind::PacketLoss(pb::PacketLoss::default()),
+                "packet_loss",
+                r#""probability":0.0,"burst_length":0.0,"#,
+            ),
+            (Kind::Blackhole(pb::Blackhole::default()), "blackhole", ""),
+            (
+                Kind::Duplicate(pb::Duplicate::default()),
+                "duplicate",
+                r#""probability":0.0,"#,
+            ),
+            (
+                Kind::Corrupt(pb::Corrupt::default()),
+                "corrupt",
+                r#""probability":0.0,"recompute_checksums":false,"#,
+            ),
+        ] {
+            assert_eq!(FaultSpecJson::from(&kind).kind_name(), name);
+            let status = pb::FaultStatus {
+                index: 0,
+                mechanism: "tcx".into(),
+                ..Default::default()
+            };
+            let fault = FaultJson::new(&status, Some(&pb::FaultSpec { kind: Some(kind) }));
+            assert_eq!(fault.kind, name, "without a kind from the agent");
+            let json = serde_json::to_string(&fault.spec)
+                .unwrap_or_else(|err| panic!("expected the spec to serialize, got error: {err}"));
+            assert_eq!(
+                json,
+                format!(r#"{{"{name}":{{{own}"direction":"egress",{any}}}}}"#),
+                "a default {name} spec"
+            );
+        }
     }
 
     #[test]

@@ -274,6 +274,13 @@ impl From<Direction> for pb::Direction {
     }
 }
 
+impl Direction {
+    /// The wire form, as a network fault's `direction` field holds it.
+    fn wire(self) -> i32 {
+        pb::Direction::from(self).into()
+    }
+}
+
 impl Protocol {
     /// The wire form: the lowercase name, or empty for any protocol.
     pub fn wire_name(self) -> &'static str {
@@ -318,22 +325,22 @@ impl From<Fault> for pb::FaultSpec {
             Fault::PacketLoss(f) => pb::fault_spec::Kind::PacketLoss(pb::PacketLoss {
                 probability: f.probability,
                 burst_length: f.burst_length,
-                direction: pb::Direction::from(f.direction).into(),
+                direction: f.direction.wire(),
                 r#match: Some(f.matching.into()),
             }),
             Fault::Blackhole(f) => pb::fault_spec::Kind::Blackhole(pb::Blackhole {
-                direction: pb::Direction::from(f.direction).into(),
+                direction: f.direction.wire(),
                 r#match: Some(f.matching.into()),
             }),
             Fault::Duplicate(f) => pb::fault_spec::Kind::Duplicate(pb::Duplicate {
                 probability: f.probability,
-                direction: pb::Direction::from(f.direction).into(),
+                direction: f.direction.wire(),
                 r#match: Some(f.matching.into()),
             }),
             Fault::Corrupt(f) => pb::fault_spec::Kind::Corrupt(pb::Corrupt {
                 probability: f.probability,
                 recompute_checksums: f.recompute_checksums,
-                direction: pb::Direction::from(f.direction).into(),
+                direction: f.direction.wire(),
                 r#match: Some(f.matching.into()),
             }),
         };
@@ -537,6 +544,9 @@ pub fn parse(text: &str, format: FileFormat) -> Result<Experiment, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{
+        any_packet, blackhole, corrupt, duplicate, full_match, packet_loss, to_ports,
+    };
 
     const YAML: &str = r#"
 name: checkout-connect-refused
@@ -747,8 +757,21 @@ faults:
         spec.faults.iter().filter_map(|f| f.kind.clone()).collect()
     }
 
+    /// A document whose only fault is `fault`, on interface `lo`.
+    fn one_fault(fault: &str, format: FileFormat) -> String {
+        match format {
+            FileFormat::Yaml => {
+                format!("duration: 1s\ntarget: {{interface: lo}}\nfaults:\n  - {fault}\n")
+            }
+            FileFormat::Json => format!(
+                r#"{{"duration": "1s", "target": {{"interface": "lo"}}, "faults": [{{{fault}}}]}}"#
+            ),
+        }
+    }
+
     #[test]
     fn yaml_network_faults_convert_to_proto() {
+        use pb::Direction::{Both, Egress, Ingress};
         let spec = parse_ok(NETWORK_YAML, FileFormat::Yaml);
         assert_eq!(
             spec.target,
@@ -759,32 +782,10 @@ faults:
             "target.interface goes on the wire"
         );
         let expected = vec![
-            pb::fault_spec::Kind::PacketLoss(pb::PacketLoss {
-                probability: 0.3,
-                burst_length: 4.0,
-                direction: pb::Direction::Both.into(),
-                r#match: Some(pb::PacketMatch {
-                    protocol: "tcp".into(),
-                    src_cidr: "10.0.0.0/8".into(),
-                    dst_cidr: "10.1.0.0/16".into(),
-                    src_ports: "8000-8100".into(),
-                    dst_ports: "5432".into(),
-                    include_ssh: true,
-                }),
-            }),
-            pb::fault_spec::Kind::Blackhole(pb::Blackhole {
-                direction: pb::Direction::Ingress.into(),
-                r#match: Some(pb::PacketMatch {
-                    protocol: "udp".into(),
-                    dst_ports: "53".into(),
-                    ..Default::default()
-                }),
-            }),
+            packet_loss(0.3, 4.0, Both, full_match()),
+            blackhole(Ingress, to_ports("udp", "53")),
             // Everything defaults: egress, any packet, SSH spared.
-            pb::fault_spec::Kind::Blackhole(pb::Blackhole {
-                direction: pb::Direction::Egress.into(),
-                r#match: Some(pb::PacketMatch::default()),
-            }),
+            blackhole(Egress, any_packet()),
         ];
         assert_eq!(network_faults(&spec), expected);
     }
@@ -800,24 +801,14 @@ faults:
           ]
         }"#;
         let spec = parse_ok(json, FileFormat::Json);
+        let fd00_https = pb::PacketMatch {
+            dst_cidr: "fd00::/8".into(),
+            dst_ports: "443".into(),
+            ..Default::default()
+        };
         let expected = vec![
-            pb::fault_spec::Kind::PacketLoss(pb::PacketLoss {
-                probability: 0.1,
-                burst_length: 0.0,
-                direction: pb::Direction::Egress.into(),
-                r#match: Some(pb::PacketMatch {
-                    protocol: "icmp".into(),
-                    ..Default::default()
-                }),
-            }),
-            pb::fault_spec::Kind::Blackhole(pb::Blackhole {
-                direction: pb::Direction::Egress.into(),
-                r#match: Some(pb::PacketMatch {
-                    dst_cidr: "fd00::/8".into(),
-                    dst_ports: "443".into(),
-                    ..Default::default()
-                }),
-            }),
+            packet_loss(0.1, 0.0, pb::Direction::Egress, to_ports("icmp", "")),
+            blackhole(pb::Direction::Egress, Some(fd00_https)),
         ];
         assert_eq!(network_faults(&spec), expected);
         assert_eq!(
@@ -834,9 +825,7 @@ faults:
             ("direction: both", pb::Direction::Both),
             ("", pb::Direction::Egress),
         ] {
-            let yaml = format!(
-                "duration: 1s\ntarget: {{interface: lo}}\nfaults:\n  - blackhole: {{{direction}}}\n"
-            );
+            let yaml = one_fault(&format!("blackhole: {{{direction}}}"), FileFormat::Yaml);
             let spec = parse_ok(&yaml, FileFormat::Yaml);
             match network_faults(&spec).as_slice() {
                 [pb::fault_spec::Kind::Blackhole(fault)] => assert_eq!(
@@ -929,260 +918,163 @@ faults:
         }
     }
 
-    #[test]
-    fn packet_loss_needs_a_probability() {
-        let yaml =
-            "duration: 1s\ntarget: {interface: lo}\nfaults:\n  - packet_loss: {direction: both}\n";
-        let err = parse_err(yaml, FileFormat::Yaml);
-        assert!(
-            err.contains("probability") && err.contains("faults[0]"),
-            "expected the error to name the missing probability, got: {err}"
-        );
-    }
+    /// `full_match()` in YAML.
+    const FULL_MATCH: &str = "{protocol: tcp, src_cidr: 10.0.0.0/8, dst_cidr: 10.1.0.0/16, \
+                              src_ports: 8000-8100, dst_ports: 5432, include_ssh: true}";
+
+    /// Each network kind with the fields it needs, written so that YAML and
+    /// JSON both read them.
+    const NETWORK_KINDS: [(&str, &str); 4] = [
+        ("packet_loss", r#""probability": 0.5, "#),
+        ("blackhole", ""),
+        ("duplicate", r#""probability": 0.5, "#),
+        ("corrupt", r#""probability": 0.5, "#),
+    ];
 
     #[test]
-    fn yaml_duplicate_converts_to_proto() {
-        let yaml = r#"
-duration: 1m
-target: {interface: eth0}
-faults:
-  - duplicate:
-      probability: 0.05
-      direction: both
-      match:
-        protocol: tcp
-        src_cidr: 10.0.0.0/8
-        dst_cidr: 10.1.0.0/16
-        src_ports: 8000-8100
-        dst_ports: 5432
-        include_ssh: true
-  - duplicate: {probability: 1}
-"#;
-        let spec = parse_ok(yaml, FileFormat::Yaml);
-        let expected = vec![
-            pb::fault_spec::Kind::Duplicate(pb::Duplicate {
-                probability: 0.05,
-                direction: pb::Direction::Both.into(),
-                r#match: Some(pb::PacketMatch {
-                    protocol: "tcp".into(),
-                    src_cidr: "10.0.0.0/8".into(),
-                    dst_cidr: "10.1.0.0/16".into(),
-                    src_ports: "8000-8100".into(),
-                    dst_ports: "5432".into(),
-                    include_ssh: true,
-                }),
-            }),
-            // Everything but the probability defaults: egress, any packet.
-            pb::fault_spec::Kind::Duplicate(pb::Duplicate {
-                probability: 1.0,
-                direction: pb::Direction::Egress.into(),
-                r#match: Some(pb::PacketMatch::default()),
-            }),
-        ];
-        assert_eq!(network_faults(&spec), expected);
-        assert_eq!(
-            spec.target.map(|t| t.interface),
-            Some("eth0".to_owned()),
-            "target.interface goes on the wire"
-        );
-    }
-
-    #[test]
-    fn json_duplicate_converts_to_proto() {
-        let json = r#"{
-          "duration": "30s",
-          "target": {"interface": "lo"},
-          "faults": [
-            {"duplicate": {"probability": 0.5, "direction": "ingress",
-                           "match": {"protocol": "udp", "dst_ports": 53}}}
-          ]
-        }"#;
-        let spec = parse_ok(json, FileFormat::Json);
-        assert_eq!(
-            network_faults(&spec),
-            [pb::fault_spec::Kind::Duplicate(pb::Duplicate {
-                probability: 0.5,
-                direction: pb::Direction::Ingress.into(),
-                r#match: Some(pb::PacketMatch {
-                    protocol: "udp".into(),
-                    dst_ports: "53".into(),
-                    ..Default::default()
-                }),
-            })]
-        );
-    }
-
-    #[test]
-    fn bad_duplicate_fields_are_rejected_naming_the_field() {
+    fn network_kinds_convert_to_proto() {
+        use FileFormat::{Json, Yaml};
+        use pb::Direction::{Both, Egress, Ingress};
+        // A port may be a number.
+        let udp_53 = r#""match": {"protocol": "udp", "dst_ports": 53}"#;
         let cases = [
+            // Every field.
             (
-                "duplicate: {direction: both}",
-                FileFormat::Yaml,
-                "faults[0]",
-                "probability",
+                Yaml,
+                format!(
+                    "packet_loss: {{probability: 0.3, burst_length: 4, direction: both, \
+                     match: {FULL_MATCH}}}"
+                ),
+                packet_loss(0.3, 4.0, Both, full_match()),
             ),
             (
-                "duplicate: {probability: 0.5, burst_length: 2}",
-                FileFormat::Yaml,
-                "faults[0].duplicate",
-                "unknown field `burst_length`",
+                Yaml,
+                format!("blackhole: {{direction: both, match: {FULL_MATCH}}}"),
+                blackhole(Both, full_match()),
             ),
             (
-                "duplicate: {probability: 0.5, direction: sideways}",
-                FileFormat::Yaml,
-                "faults[0].duplicate.direction",
-                "`sideways`",
+                Yaml,
+                format!("duplicate: {{probability: 0.05, direction: both, match: {FULL_MATCH}}}"),
+                duplicate(0.05, Both, full_match()),
             ),
             (
-                "duplicate: {probability: 0.5, match: {dst_ports: 70000}}",
-                FileFormat::Yaml,
-                "faults[0].duplicate.match.dst_ports",
-                "70000",
+                Yaml,
+                format!(
+                    "corrupt: {{probability: 0.01, recompute_checksums: true, direction: both, \
+                     match: {FULL_MATCH}}}"
+                ),
+                corrupt(0.01, true, Both, full_match()),
+            ),
+            // Everything but the probability defaults: no bursts, checksums
+            // left wrong, egress, any packet.
+            (
+                Yaml,
+                "packet_loss: {probability: 1}".into(),
+                packet_loss(1.0, 0.0, Egress, any_packet()),
+            ),
+            (
+                Yaml,
+                "blackhole: {}".into(),
+                blackhole(Egress, any_packet()),
+            ),
+            (
+                Yaml,
+                "duplicate: {probability: 1}".into(),
+                duplicate(1.0, Egress, any_packet()),
+            ),
+            (
+                Yaml,
+                "corrupt: {probability: 1}".into(),
+                corrupt(1.0, false, Egress, any_packet()),
+            ),
+            (
+                Json,
+                format!(
+                    r#""packet_loss": {{"probability": 0.5, "direction": "ingress", {udp_53}}}"#
+                ),
+                packet_loss(0.5, 0.0, Ingress, to_ports("udp", "53")),
+            ),
+            (
+                Json,
+                format!(r#""blackhole": {{"direction": "ingress", {udp_53}}}"#),
+                blackhole(Ingress, to_ports("udp", "53")),
+            ),
+            (
+                Json,
+                format!(r#""duplicate": {{"probability": 0.5, "direction": "ingress", {udp_53}}}"#),
+                duplicate(0.5, Ingress, to_ports("udp", "53")),
+            ),
+            (
+                Json,
+                format!(
+                    r#""corrupt": {{"probability": 0.5, "recompute_checksums": false,
+                                   "direction": "ingress", {udp_53}}}"#
+                ),
+                corrupt(0.5, false, Ingress, to_ports("udp", "53")),
             ),
         ];
-        for (fault, format, path, detail) in cases {
-            let text = format!("duration: 1s\ntarget: {{interface: lo}}\nfaults:\n  - {fault}\n");
-            let err = parse_err(&text, format);
-            assert!(
-                err.contains(path) && err.contains(detail),
-                "expected the error for {fault:?} to name {path} and {detail:?}, got: {err}"
+        for (format, fault, expected) in cases {
+            let spec = parse_ok(&one_fault(&fault, format), format);
+            assert_eq!(network_faults(&spec), [expected], "{format} {fault}");
+            assert_eq!(
+                spec.target.map(|t| t.interface).as_deref(),
+                Some("lo"),
+                "target.interface goes on the wire"
             );
         }
-        let json = r#"{"duration": "1s", "target": {"interface": "lo"},
-            "faults": [{"duplicate": {"probability": 0.5, "match": {"protocol": "sctp"}}}]}"#;
-        let err = parse_err(json, FileFormat::Json);
-        assert!(
-            err.contains("faults[0].duplicate.match.protocol") && err.contains("sctp"),
-            "expected the JSON error to name the protocol field, got: {err}"
-        );
     }
 
     #[test]
-    fn yaml_corrupt_converts_to_proto() {
-        let yaml = r#"
-duration: 1m
-target: {interface: eth0}
-faults:
-  - corrupt:
-      probability: 0.01
-      recompute_checksums: true
-      direction: both
-      match:
-        protocol: tcp
-        src_cidr: 10.0.0.0/8
-        dst_cidr: 10.1.0.0/16
-        src_ports: 8000-8100
-        dst_ports: 5432
-        include_ssh: true
-  - corrupt: {probability: 1}
-"#;
-        let spec = parse_ok(yaml, FileFormat::Yaml);
-        let expected = vec![
-            pb::fault_spec::Kind::Corrupt(pb::Corrupt {
-                probability: 0.01,
-                recompute_checksums: true,
-                direction: pb::Direction::Both.into(),
-                r#match: Some(pb::PacketMatch {
-                    protocol: "tcp".into(),
-                    src_cidr: "10.0.0.0/8".into(),
-                    dst_cidr: "10.1.0.0/16".into(),
-                    src_ports: "8000-8100".into(),
-                    dst_ports: "5432".into(),
-                    include_ssh: true,
-                }),
-            }),
-            // Everything but the probability defaults: checksums left wrong,
-            // egress, any packet.
-            pb::fault_spec::Kind::Corrupt(pb::Corrupt {
-                probability: 1.0,
-                recompute_checksums: false,
-                direction: pb::Direction::Egress.into(),
-                r#match: Some(pb::PacketMatch::default()),
-            }),
-        ];
-        assert_eq!(network_faults(&spec), expected);
-        assert_eq!(
-            spec.target.map(|t| t.interface),
-            Some("eth0".to_owned()),
-            "target.interface goes on the wire"
-        );
-    }
-
-    #[test]
-    fn json_corrupt_converts_to_proto() {
-        let json = r#"{
-          "duration": "30s",
-          "target": {"interface": "lo"},
-          "faults": [
-            {"corrupt": {"probability": 0.5, "recompute_checksums": false,
-                         "direction": "ingress",
-                         "match": {"protocol": "udp", "dst_ports": 53}}}
-          ]
-        }"#;
-        let spec = parse_ok(json, FileFormat::Json);
-        assert_eq!(
-            network_faults(&spec),
-            [pb::fault_spec::Kind::Corrupt(pb::Corrupt {
-                probability: 0.5,
-                recompute_checksums: false,
-                direction: pb::Direction::Ingress.into(),
-                r#match: Some(pb::PacketMatch {
-                    protocol: "udp".into(),
-                    dst_ports: "53".into(),
-                    ..Default::default()
-                }),
-            })]
-        );
-    }
-
-    #[test]
-    fn bad_corrupt_fields_are_rejected_naming_the_field() {
-        let cases = [
-            (
-                "corrupt: {recompute_checksums: true}",
-                FileFormat::Yaml,
-                "faults[0]",
-                "probability",
-            ),
-            (
-                "corrupt: {probability: 0.5, burst_length: 2}",
-                FileFormat::Yaml,
-                "faults[0].corrupt",
-                "unknown field `burst_length`",
-            ),
-            (
-                "corrupt: {probability: 0.5, recompute_checksums: maybe}",
-                FileFormat::Yaml,
-                "faults[0].corrupt.recompute_checksums",
-                "maybe",
-            ),
-            (
-                "corrupt: {probability: 0.5, direction: sideways}",
-                FileFormat::Yaml,
-                "faults[0].corrupt.direction",
-                "`sideways`",
-            ),
-            (
-                "corrupt: {probability: 0.5, match: {dst_ports: 70000}}",
-                FileFormat::Yaml,
-                "faults[0].corrupt.match.dst_ports",
-                "70000",
-            ),
-        ];
-        for (fault, format, path, detail) in cases {
-            let text = format!("duration: 1s\ntarget: {{interface: lo}}\nfaults:\n  - {fault}\n");
-            let err = parse_err(&text, format);
+    fn bad_network_fields_are_rejected_naming_the_field() {
+        let rejected = |format, fault: &str, path: &str, detail: &str| {
+            let err = parse_err(&one_fault(fault, format), format);
             assert!(
                 err.contains(path) && err.contains(detail),
-                "expected the error for {fault:?} to name {path} and {detail:?}, got: {err}"
+                "expected the {format} error for {fault:?} to name {path} and {detail:?}: {err}"
             );
+        };
+        for (kind, needed) in NETWORK_KINDS {
+            let at = format!("faults[0].{kind}");
+            rejected(
+                FileFormat::Yaml,
+                &format!("{kind}: {{{needed}direction: sideways}}"),
+                &format!("{at}.direction"),
+                "`sideways`",
+            );
+            rejected(
+                FileFormat::Yaml,
+                &format!("{kind}: {{{needed}match: {{dst_ports: 70000}}}}"),
+                &format!("{at}.match.dst_ports"),
+                "70000",
+            );
+            rejected(
+                FileFormat::Json,
+                &format!(r#""{kind}": {{{needed}"match": {{"protocol": "sctp"}}}}"#),
+                &format!("{at}.match.protocol"),
+                "sctp",
+            );
+            if kind != "packet_loss" {
+                rejected(
+                    FileFormat::Yaml,
+                    &format!("{kind}: {{{needed}burst_length: 2}}"),
+                    &at,
+                    "unknown field `burst_length`",
+                );
+            }
+            if !needed.is_empty() {
+                rejected(
+                    FileFormat::Yaml,
+                    &format!("{kind}: {{direction: both}}"),
+                    &at,
+                    "missing field `probability`",
+                );
+            }
         }
-        let json = r#"{"duration": "1s", "target": {"interface": "lo"},
-            "faults": [{"corrupt": {"probability": 0.5, "match": {"protocol": "sctp"}}}]}"#;
-        let err = parse_err(json, FileFormat::Json);
-        assert!(
-            err.contains("faults[0].corrupt.match.protocol") && err.contains("sctp"),
-            "expected the JSON error to name the protocol field, got: {err}"
+        rejected(
+            FileFormat::Yaml,
+            "corrupt: {probability: 0.5, recompute_checksums: maybe}",
+            "faults[0].corrupt.recompute_checksums",
+            "maybe",
         );
     }
 

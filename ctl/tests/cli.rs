@@ -16,6 +16,12 @@ use tokio::{io::AsyncWriteExt as _, net::UnixListener, process::Command};
 use tokio_stream::{Stream, wrappers::UnixListenerStream};
 use tonic::{Request, Response, Status};
 
+#[path = "../src/test_support.rs"]
+mod test_support;
+use test_support::{
+    FULL_MATCH_FLAGS, any_packet, blackhole, corrupt, duplicate, full_match, packet_loss, to_ports,
+};
+
 const ID: &str = "0a1b2c3d";
 
 /// The experiment as the agent reports it: one status per fault of the spec,
@@ -360,301 +366,131 @@ async fn inject_prints_the_id_and_sends_the_spec() {
 }
 
 #[tokio::test]
-async fn inject_packet_loss_sends_the_network_spec() {
-    let agent = Agent::start("packet-loss");
-    let args = [
-        "--output",
-        "json",
-        "inject",
-        "packet-loss",
-        "--probability",
-        "0.3",
-        "--burst-length",
-        "4",
-        "--direction",
-        "both",
-        "--protocol",
-        "tcp",
-        "--dst-cidr",
-        "10.1.0.0/16",
-        "--dst-ports",
-        "5432",
-        "--src-ports",
-        "1024-65535",
-        "--interface",
-        "lo",
-        "--duration",
-        "45s",
-        "--name",
-        "lossy-db",
+async fn inject_network_faults_send_the_spec_and_print_it() {
+    use pb::Direction::{Both, Egress, Ingress};
+    use serde_json::json;
+    let any = json!({"protocol": "any", "src_cidr": "", "dst_cidr": "", "src_ports": "",
+                     "dst_ports": "", "include_ssh": false});
+    let tcp_5432 = json!({"protocol": "tcp", "src_cidr": "", "dst_cidr": "", "src_ports": "",
+                          "dst_ports": "5432", "include_ssh": false});
+    let full = json!({"protocol": "tcp", "src_cidr": "10.0.0.0/8", "dst_cidr": "10.1.0.0/16",
+                      "src_ports": "8000-8100", "dst_ports": "5432", "include_ssh": true});
+    // The flags after `inject` and whether to add --dry-run; the fault that
+    // the agent should receive; the fault's spec in `--output json`.
+    let cases = [
+        (
+            &[
+                "packet-loss --probability 0.3 --burst-length 4 --direction both",
+                "--protocol tcp --dst-ports 5432",
+            ][..],
+            false,
+            packet_loss(0.3, 4.0, Both, to_ports("tcp", "5432")),
+            json!({"packet_loss": {"probability": 0.3, "burst_length": 4.0, "direction": "both",
+                                   "match": tcp_5432}}),
+        ),
+        (
+            &["blackhole"][..],
+            true,
+            blackhole(Egress, any_packet()),
+            json!({"blackhole": {"direction": "egress", "match": any}}),
+        ),
+        (
+            &[
+                "duplicate --probability 0.2 --direction ingress",
+                FULL_MATCH_FLAGS,
+            ][..],
+            true,
+            duplicate(0.2, Ingress, full_match()),
+            json!({"duplicate": {"probability": 0.2, "direction": "ingress", "match": full}}),
+        ),
+        (
+            &[
+                "corrupt --probability 0.05 --recompute-checksums --direction both",
+                "--protocol tcp --dst-ports 5432",
+            ][..],
+            false,
+            corrupt(0.05, true, Both, to_ports("tcp", "5432")),
+            json!({"corrupt": {"probability": 0.05, "recompute_checksums": true,
+                               "direction": "both", "match": tcp_5432}}),
+        ),
     ];
-    let value = json(&success(
-        faultctl(&agent.socket(), &args, None).await,
-        &args,
-    ));
+    for (flags, dry_run, fault, spec_json) in cases {
+        let line = format!(
+            "--output json inject {} --interface lo --duration 20s --label team=db --name net-db{}",
+            flags.join(" "),
+            if dry_run { " --dry-run" } else { "" }
+        );
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let (subcommand, kind) = (args[3], args[3].replace('-', "_"));
+        let agent = Agent::start(subcommand);
+        let value = json(&success(
+            faultctl(&agent.socket(), &args, None).await,
+            &args,
+        ));
 
-    let spec = agent.fake.last_spec();
-    assert_eq!(
-        (spec.name.as_str(), spec.duration_ms, spec.dry_run),
-        ("lossy-db", 45_000, false)
-    );
-    assert_eq!(
-        spec.target,
-        Some(pb::Target {
-            interface: "lo".into(),
-            ..Default::default()
-        }),
-        "only the interface is targeted"
-    );
-    let expected = pb::fault_spec::Kind::PacketLoss(pb::PacketLoss {
-        probability: 0.3,
-        burst_length: 4.0,
-        direction: pb::Direction::Both.into(),
-        r#match: Some(pb::PacketMatch {
-            protocol: "tcp".into(),
-            src_cidr: String::new(),
-            dst_cidr: "10.1.0.0/16".into(),
-            src_ports: "1024-65535".into(),
-            dst_ports: "5432".into(),
-            include_ssh: false,
-        }),
-    });
-    assert_eq!(
-        spec.faults,
-        [pb::FaultSpec {
-            kind: Some(expected)
-        }],
-        "the one packet_loss fault"
-    );
+        let expected = pb::ExperimentSpec {
+            name: "net-db".into(),
+            faults: vec![pb::FaultSpec { kind: Some(fault) }],
+            // Only the interface is targeted.
+            target: Some(pb::Target {
+                interface: "lo".into(),
+                ..Default::default()
+            }),
+            duration_ms: 20_000,
+            dry_run,
+            labels: [("team".to_owned(), "db".to_owned())].into(),
+        };
+        assert_eq!(
+            agent.fake.last_spec(),
+            expected,
+            "the spec sent by {line:?}"
+        );
 
-    assert_eq!(value["target"]["interface"], "lo", "{value}");
-    let fault = &value["faults"][0];
-    assert_eq!(fault["kind"], "packet_loss", "{value}");
-    assert_eq!(fault["mechanism"], "tcx", "{value}");
-    assert_eq!(fault["spec"]["packet_loss"]["direction"], "both", "{value}");
-    assert_eq!(
-        fault["spec"]["packet_loss"]["match"]["dst_ports"], "5432",
-        "{value}"
-    );
+        assert_eq!(value["target"]["interface"], "lo", "{value}");
+        let printed = &value["faults"][0];
+        assert_eq!(printed["kind"], kind, "{value}");
+        assert_eq!(printed["mechanism"], "tcx", "{value}");
+        assert_eq!(printed["spec"], spec_json, "{value}");
+
+        // The table form of status shows the fault like the other kinds.
+        let detail = success(
+            faultctl(&agent.socket(), &["status", ID], None).await,
+            &["status", ID],
+        );
+        let summary = printed["summary"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("Target:   interface=lo")
+                && detail.contains(&kind)
+                && !summary.is_empty()
+                && detail.contains(summary),
+            "status table shows the {kind} fault and its summary {summary:?}:\n{detail}"
+        );
+    }
 }
 
 #[tokio::test]
-async fn inject_duplicate_sends_the_interface_spec() {
-    let agent = Agent::start("duplicate");
-    let args = [
-        "--output",
-        "json",
-        "inject",
-        "duplicate",
-        "--probability",
-        "0.2",
-        "--direction",
-        "ingress",
-        "--protocol",
-        "udp",
-        "--src-cidr",
-        "10.0.0.0/8",
-        "--src-ports",
-        "53",
-        "--include-ssh",
-        "--interface",
-        "lo",
-        "--duration",
-        "20s",
-        "--dry-run",
-        "--label",
-        "team=dns",
-        "--name",
-        "dup-dns",
-    ];
-    let value = json(&success(
-        faultctl(&agent.socket(), &args, None).await,
-        &args,
-    ));
-
-    let spec = agent.fake.last_spec();
-    assert_eq!(
-        (spec.name.as_str(), spec.duration_ms, spec.dry_run),
-        ("dup-dns", 20_000, true)
-    );
-    assert_eq!(spec.labels.get("team").map(String::as_str), Some("dns"));
-    assert_eq!(
-        spec.target,
-        Some(pb::Target {
-            interface: "lo".into(),
-            ..Default::default()
-        }),
-        "only the interface is targeted"
-    );
-    let expected = pb::fault_spec::Kind::Duplicate(pb::Duplicate {
-        probability: 0.2,
-        direction: pb::Direction::Ingress.into(),
-        r#match: Some(pb::PacketMatch {
-            protocol: "udp".into(),
-            src_cidr: "10.0.0.0/8".into(),
-            dst_cidr: String::new(),
-            src_ports: "53".into(),
-            dst_ports: String::new(),
-            include_ssh: true,
-        }),
-    });
-    assert_eq!(
-        spec.faults,
-        [pb::FaultSpec {
-            kind: Some(expected)
-        }],
-        "the one duplicate fault"
-    );
-
-    assert_eq!(value["target"]["interface"], "lo", "{value}");
-    let fault = &value["faults"][0];
-    assert_eq!(fault["kind"], "duplicate", "{value}");
-    assert_eq!(fault["mechanism"], "tcx", "{value}");
-    assert_eq!(fault["spec"]["duplicate"]["probability"], 0.2, "{value}");
-    assert_eq!(
-        fault["spec"]["duplicate"]["direction"], "ingress",
-        "{value}"
-    );
-    assert_eq!(
-        fault["spec"]["duplicate"]["match"]["src_ports"], "53",
-        "{value}"
-    );
-
-    // No cgroup scope for duplicate: a usage error before reaching the agent.
-    let cgroup = [
-        "inject",
-        "duplicate",
-        "--probability",
-        "0.2",
-        "--cgroup",
-        "/sys/fs/cgroup/app",
-        "--duration",
-        "20s",
-    ];
-    let run = faultctl(&agent.socket(), &cgroup, None).await;
-    assert_eq!(run.code, Some(2), "stderr: {}", run.stderr);
-    assert!(run.stderr.contains("--cgroup"), "stderr: {}", run.stderr);
-    assert_eq!(
-        agent.fake.started.lock().map(|s| s.len()).ok(),
-        Some(1),
-        "the usage error sent nothing"
-    );
-}
-
-#[tokio::test]
-async fn inject_corrupt_sends_the_interface_spec() {
-    let agent = Agent::start("corrupt");
-    let args = [
-        "--output",
-        "json",
-        "inject",
-        "corrupt",
-        "--probability",
-        "0.05",
-        "--recompute-checksums",
-        "--direction",
-        "both",
-        "--protocol",
-        "tcp",
-        "--dst-cidr",
-        "10.1.0.0/16",
-        "--dst-ports",
-        "5432",
-        "--interface",
-        "lo",
-        "--duration",
-        "15s",
-        "--label",
-        "team=db",
-        "--name",
-        "flip-db",
-    ];
-    let value = json(&success(
-        faultctl(&agent.socket(), &args, None).await,
-        &args,
-    ));
-
-    let spec = agent.fake.last_spec();
-    assert_eq!(
-        (spec.name.as_str(), spec.duration_ms, spec.dry_run),
-        ("flip-db", 15_000, false)
-    );
-    assert_eq!(spec.labels.get("team").map(String::as_str), Some("db"));
-    assert_eq!(
-        spec.target,
-        Some(pb::Target {
-            interface: "lo".into(),
-            ..Default::default()
-        }),
-        "only the interface is targeted"
-    );
-    let expected = pb::fault_spec::Kind::Corrupt(pb::Corrupt {
-        probability: 0.05,
-        recompute_checksums: true,
-        direction: pb::Direction::Both.into(),
-        r#match: Some(pb::PacketMatch {
-            protocol: "tcp".into(),
-            src_cidr: String::new(),
-            dst_cidr: "10.1.0.0/16".into(),
-            src_ports: String::new(),
-            dst_ports: "5432".into(),
-            include_ssh: false,
-        }),
-    });
-    assert_eq!(
-        spec.faults,
-        [pb::FaultSpec {
-            kind: Some(expected)
-        }],
-        "the one corrupt fault"
-    );
-
-    assert_eq!(value["target"]["interface"], "lo", "{value}");
-    let fault = &value["faults"][0];
-    assert_eq!(fault["kind"], "corrupt", "{value}");
-    assert_eq!(fault["mechanism"], "tcx", "{value}");
-    assert_eq!(fault["spec"]["corrupt"]["probability"], 0.05, "{value}");
-    assert_eq!(
-        fault["spec"]["corrupt"]["recompute_checksums"], true,
-        "{value}"
-    );
-    assert_eq!(fault["spec"]["corrupt"]["direction"], "both", "{value}");
-    assert_eq!(
-        fault["spec"]["corrupt"]["match"]["dst_ports"], "5432",
-        "{value}"
-    );
-
-    // The table form of status shows the fault like the other network kinds.
-    let detail = success(
-        faultctl(&agent.socket(), &["status", ID], None).await,
-        &["status", ID],
-    );
-    assert!(
-        detail.contains("Target:   interface=lo")
-            && detail.contains("corrupt")
-            && detail.contains("both corrupt p=0.05 checksums=recomputed"),
-        "status table shows the corrupt fault:\n{detail}"
-    );
-
-    // No cgroup scope for corrupt: a usage error before reaching the agent.
-    let cgroup = [
-        "inject",
-        "corrupt",
-        "--probability",
-        "0.05",
-        "--cgroup",
-        "/sys/fs/cgroup/app",
-        "--duration",
-        "15s",
-    ];
-    let run = faultctl(&agent.socket(), &cgroup, None).await;
-    assert_eq!(run.code, Some(2), "stderr: {}", run.stderr);
-    assert!(run.stderr.contains("--cgroup"), "stderr: {}", run.stderr);
-    assert_eq!(
-        agent.fake.started.lock().map(|s| s.len()).ok(),
-        Some(1),
-        "the usage error sent nothing"
-    );
+async fn duplicate_and_corrupt_refuse_a_cgroup_before_reaching_the_agent() {
+    for kind in ["duplicate", "corrupt"] {
+        let agent = Agent::start(&format!("{kind}-cgroup"));
+        let args = [
+            "inject",
+            kind,
+            "--probability",
+            "0.2",
+            "--cgroup",
+            "/sys/fs/cgroup/app",
+            "--duration",
+            "20s",
+        ];
+        let run = faultctl(&agent.socket(), &args, None).await;
+        assert_eq!(run.code, Some(2), "{kind}: stderr: {}", run.stderr);
+        assert!(run.stderr.contains("--cgroup"), "stderr: {}", run.stderr);
+        assert_eq!(
+            agent.fake.started.lock().map(|s| s.len()).ok(),
+            Some(0),
+            "the usage error sent nothing"
+        );
+    }
 }
 
 #[tokio::test]
