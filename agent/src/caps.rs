@@ -35,6 +35,8 @@ pub fn probe(kernel: &Kernel) -> Vec<Capability> {
         row("blackhole", Mechanism::Tcx(0), &["interface scope", "ingress", "egress"]),
         row("duplicate", Mechanism::Tcx(0), &["interface scope", "ingress", "egress"]),
         row("corrupt", Mechanism::Tcx(0), &["interface scope", "ingress", "egress"]),
+        row("bandwidth", Mechanism::CgroupSkb, &["cgroup scope", "ingress", "egress"]),
+        row("bandwidth", Mechanism::Tcx(0), &["interface scope", "ingress", "egress"]),
     ];
     caps.push(Capability {
         fault_kind: "syscall_error",

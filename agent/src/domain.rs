@@ -274,6 +274,14 @@ pub struct CorruptSpec {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+pub struct BandwidthSpec {
+    pub rate_bytes_per_sec: u64,
+    pub burst_bytes: u32,
+    pub direction: Direction,
+    pub matching: PacketMatch,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub enum FaultSpec {
     SyscallError(SyscallErrorSpec),
     SyscallSignal(SyscallSignalSpec),
@@ -281,6 +289,7 @@ pub enum FaultSpec {
     Blackhole(BlackholeSpec),
     Duplicate(DuplicateSpec),
     Corrupt(CorruptSpec),
+    Bandwidth(BandwidthSpec),
 }
 
 impl FaultSpec {
@@ -292,11 +301,13 @@ impl FaultSpec {
             Self::Blackhole(_) => "blackhole",
             Self::Duplicate(_) => "duplicate",
             Self::Corrupt(_) => "corrupt",
+            Self::Bandwidth(_) => "bandwidth",
         }
     }
 
     pub fn is_network(&self) -> bool {
         matches!(self, Self::PacketLoss(_) | Self::Blackhole(_) | Self::Duplicate(_) | Self::Corrupt(_)
+                | Self::Bandwidth(_)
         )
     }
 
@@ -335,6 +346,13 @@ impl FaultSpec {
                 )
             }
             Self::Blackhole(b) => format!("{} blackhole{}", b.direction.name(), b.matching.summary()),
+            Self::Bandwidth(b) => format!(
+                "{} rate={} bit/s burst={} B{}",
+                b.direction.name(),
+                b.rate_bytes_per_sec * 8,
+                b.burst_bytes,
+                b.matching.summary()
+            ),
             Self::Corrupt(c) => format!(
                 "{} corrupt p={}{}{}",
                 c.direction.name(),

@@ -27,6 +27,8 @@ pub mod kind {
     /// `corrupt` through TCX programs (interface scope only); `FaultSlot::op`
     /// is 1 to recompute checksums, 0 to leave them wrong.
     pub const PACKET_CORRUPT: u32 = 5;
+    /// `bandwidth`: a token-bucket policer; packets over the rate are dropped.
+    pub const PACKET_RATE: u32 = 6;
 }
 
 /// Packet directions (bit flags in `NetMatch::direction`).
@@ -105,6 +107,11 @@ pub struct NetMatch {
     /// this is P(bad -> good), per packet, scaled to 2^32. Every packet in the
     /// bad state is dropped.
     pub leave_bad: u32,
+    /// `bandwidth`: bucket depth in bytes.
+    pub burst_bytes: u32,
+    pub _pad: u32,
+    /// `bandwidth`: token rate in bytes per second.
+    pub rate_bytes_per_sec: u64,
 }
 
 /// One fault's parameters, written by the agent and read by the programs.

@@ -8,14 +8,30 @@
 
 use aya_ebpf::{
     bindings::TC_ACT_OK as TC_OK,
-    helpers::generated::{bpf_get_prandom_u32, bpf_skb_ancestor_cgroup_id},
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_skb_ancestor_cgroup_id},
     macros::{cgroup_skb, classifier, map},
-    maps::PerCpuArray,
+    maps::{Array, PerCpuArray},
     programs::{SkBuffContext, TcContext},
 };
 use faultline_common::{FaultSlot, MAX_FAULTS, NetMatch, direction, flags, kind};
 
 use crate::slots::{CONFIG, SLOTS, count, dry_run, live};
+
+/// Token bucket of a `bandwidth` slot, in nano-bytes (bytes x 1e9) so that
+/// refills need no division and lose no fractions.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Bucket {
+    tokens: u64,
+    last_ns: u64,
+    debt: u64,
+}
+
+/// One bucket per slot, shared by all CPUs. Updated without atomics (the
+/// bpfel target has none in core): two CPUs racing may both spend the same
+/// tokens, which lets a little more through than the rate at worst.
+#[map(name = "FL_BUCKETS")]
+static BUCKETS: Array<Bucket> = Array::with_max_entries(MAX_FAULTS, 0);
 
 /// Gilbert model state per slot and CPU: 0 = good, 1 = bad (dropping).
 #[map(name = "FL_GE_STATE")]
@@ -28,6 +44,8 @@ const TC_ACT_SHOT: i32 = 2;
 
 /// The fields of one packet that faults match on.
 struct Packet {
+    /// Bytes on the wire as the hook sees them (skb->len).
+    len: u32,
     v6: bool,
     l3: usize,
     l4: usize,
@@ -62,6 +80,7 @@ impl Headers for TcContext {
 #[inline(always)]
 fn parse(eth_proto: u16, l3: usize, ctx: &impl Headers) -> Option<Packet> {
     let mut p = Packet {
+        len: 0,
         v6: false,
         l3,
         l4: 0,
@@ -164,6 +183,46 @@ fn packet_matches(m: &NetMatch, fl: u32, p: &Packet, ctl_port: u32) -> bool {
     p.sport >= m.sport_lo && p.sport <= m.sport_hi && p.dport >= m.dport_lo && p.dport <= m.dport_hi
 }
 
+/// Token-bucket policing: true when the packet exceeds the rate.
+#[inline(always)]
+fn over_rate(index: u32, slot: &FaultSlot, len: u32) -> bool {
+    const NANO: u64 = 1_000_000_000;
+    let Some(b) = BUCKETS.get_ptr_mut(index) else { return false };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    // SAFETY: the pointer is valid for the program's run (see BUCKETS).
+    unsafe {
+        // At most one second of refill: rate x elapsed then stays below 2^64
+        // for rates up to 10 GB/s (validated by the agent).
+        let elapsed = if now > (*b).last_ns { now - (*b).last_ns } else { 0 };
+        let elapsed = if elapsed > NANO { NANO } else { elapsed };
+        let cap = u64::from(slot.net.burst_bytes) * NANO;
+        let mut tokens = (*b).tokens + elapsed * slot.net.rate_bytes_per_sec;
+        if tokens > cap {
+            tokens = cap;
+        }
+        (*b).last_ns = now;
+        // A packet passes while the bucket holds anything and may take it
+        // below zero (debt, kept as `debt`): GSO packets of up to 64 KiB are
+        // then charged in full without needing a bucket deeper than they are.
+        let cost = u64::from(len) * NANO;
+        if (*b).debt >= tokens {
+            (*b).debt -= tokens;
+            (*b).tokens = 0;
+            return true;
+        }
+        let avail = tokens - (*b).debt;
+        (*b).debt = 0;
+        if cost <= avail {
+            (*b).tokens = avail - cost;
+        } else {
+            (*b).tokens = 0;
+            (*b).debt = cost - avail;
+        }
+        false
+    }
+}
+
 /// Bernoulli, or the Gilbert model when `leave_bad` is set.
 #[inline(always)]
 fn lose(index: u32, slot: &FaultSlot) -> bool {
@@ -200,6 +259,7 @@ fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) ->
         if let Some(slot) = SLOTS.get(i) {
             // Duplication needs a TCX program (it clones the packet).
             let kind_ok = slot.kind == kind::PACKET_DROP
+                || slot.kind == kind::PACKET_RATE
                 || ((slot.kind == kind::PACKET_DUP || slot.kind == kind::PACKET_CORRUPT) && ifindex != 0);
             if kind_ok
                 && slot.net.direction & dir != 0
@@ -212,7 +272,7 @@ fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) ->
                         && cgroup_of(slot.target.cgroup_level) == slot.target.cgroup_id))
                 && packet_matches(&slot.net, slot.flags, p, cfg.control_port)
             {
-                let hit = lose(i, slot);
+                let hit = if slot.kind == kind::PACKET_RATE { over_rate(i, slot, p.len) } else { lose(i, slot) };
                 count(i, hit);
                 if hit && !dry_run(slot) {
                     return if slot.kind == kind::PACKET_DUP {
@@ -270,9 +330,10 @@ const BPF_F_INGRESS: u64 = 1;
 #[inline(always)]
 fn cgroup_skb_drop(ctx: &SkBuffContext, dir: u32) -> bool {
     let eth_proto = u16::from_be(ctx.skb.protocol() as u16);
-    let Some(p) = parse(eth_proto, 0, ctx) else {
+    let Some(mut p) = parse(eth_proto, 0, ctx) else {
         return false;
     };
+    p.len = ctx.len();
     let skb = ctx.skb.skb;
     // SAFETY: plain helper call on the program's own context.
     decide(dir, 0, &p, |level| unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level as i32) })
@@ -298,9 +359,10 @@ fn tc_drop(ctx: &TcContext, dir: u32) -> i32 {
     if mark == DUP_MARK {
         return TC_OK as i32;
     }
-    let Some(p) = parse(eth_proto, ETH_HLEN, ctx) else {
+    let Some(mut p) = parse(eth_proto, ETH_HLEN, ctx) else {
         return TC_OK as i32;
     };
+    p.len = ctx.len();
     match decide(dir, ifindex, &p, |_| 0) {
         Verdict::Pass => TC_OK as i32,
         Verdict::Drop => TC_ACT_SHOT,

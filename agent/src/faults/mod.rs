@@ -51,7 +51,8 @@ pub fn mechanism_of(spec: &FaultSpec, target: &Target) -> Mechanism {
         FaultSpec::PacketLoss(_)
         | FaultSpec::Blackhole(_)
         | FaultSpec::Duplicate(_)
-        | FaultSpec::Corrupt(_) => match &target.interface {
+        | FaultSpec::Corrupt(_)
+        | FaultSpec::Bandwidth(_) => match &target.interface {
             Some(i) => Mechanism::Tcx(i.ifindex),
             None => Mechanism::CgroupSkb,
         },
@@ -93,6 +94,10 @@ pub fn to_kernel(
         }
         FaultSpec::Corrupt(c) => {
             packet_drop::fill_corrupt(c, target, &mut slot);
+            None
+        }
+        FaultSpec::Bandwidth(b) => {
+            packet_drop::fill_bandwidth(b, target, &mut slot);
             None
         }
     };

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use faultline_common::{FaultSlot, direction, flags, kind};
 
 use crate::domain::{
-    BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, PacketLossSpec, PacketMatch, Target,
+    BandwidthSpec, BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, PacketLossSpec, PacketMatch, Target,
 };
 
 /// 2^32: probabilities are compared against `bpf_get_prandom_u32()`.
@@ -96,6 +96,13 @@ pub fn fill_corrupt(spec: &CorruptSpec, target: &Target, slot: &mut FaultSlot) {
     slot.op = u32::from(spec.recompute_checksums);
     fill_match(&spec.matching, spec.direction, target, slot);
     slot.threshold = spec.probability.threshold();
+}
+
+pub fn fill_bandwidth(spec: &BandwidthSpec, target: &Target, slot: &mut FaultSlot) {
+    slot.kind = kind::PACKET_RATE;
+    fill_match(&spec.matching, spec.direction, target, slot);
+    slot.net.rate_bytes_per_sec = spec.rate_bytes_per_sec;
+    slot.net.burst_bytes = spec.burst_bytes;
 }
 
 pub fn fill_blackhole(spec: &BlackholeSpec, target: &Target, slot: &mut FaultSlot) {

@@ -12,7 +12,7 @@ use faultline_proto::v1 as pb;
 use crate::{
     cgroup::Cgroup,
     domain::{
-        BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, ExperimentSpec, FaultSpec, Interface, PacketLossSpec,
+        BandwidthSpec, BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, ExperimentSpec, FaultSpec, Interface, PacketLossSpec,
         PacketMatch, PortRange, Probability, SockCall, SpecError, SyscallErrorSpec,
         SyscallSignalSpec, Target,
     },
@@ -185,6 +185,32 @@ fn fault(i: usize, f: &pb::FaultSpec) -> Result<FaultSpec, SpecError> {
                 burst_length,
                 direction: direction(format!("{p}.direction"), l.direction)?,
                 matching: packet_match(&p, l.r#match.as_ref())?,
+            }))
+        }
+        Some(Kind::Bandwidth(b)) => {
+            let p = format!("spec.faults[{i}].bandwidth");
+            if !(8_000..=80_000_000_000).contains(&b.rate_bits_per_sec) {
+                return Err(inv(
+                    format!("{p}.rate_bits_per_sec"),
+                    format!("{} is outside 8000 ..= 80000000000 bit/s", b.rate_bits_per_sec),
+                ));
+            }
+            let rate_bytes_per_sec = b.rate_bits_per_sec / 8;
+            let burst_bytes = match b.burst_bytes {
+                0 => (rate_bytes_per_sec / 50).clamp(64 * 1024, 1 << 30) as u32,
+                n if (1514..=1 << 30).contains(&n) => n,
+                n => {
+                    return Err(inv(
+                        format!("{p}.burst_bytes"),
+                        format!("{n} must hold a full frame: 1514 ..= 1073741824 bytes"),
+                    ));
+                }
+            };
+            Ok(FaultSpec::Bandwidth(BandwidthSpec {
+                rate_bytes_per_sec,
+                burst_bytes,
+                direction: direction(format!("{p}.direction"), b.direction)?,
+                matching: packet_match(&p, b.r#match.as_ref())?,
             }))
         }
         Some(Kind::Corrupt(c)) => {
@@ -403,6 +429,12 @@ fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
                     burst_length: l.burst_length,
                     direction: direction_to_proto(l.direction).into(),
                     r#match: Some(match_to_proto(&l.matching)),
+                }),
+                FaultSpec::Bandwidth(b) => Kind::Bandwidth(pb::Bandwidth {
+                    rate_bits_per_sec: b.rate_bytes_per_sec * 8,
+                    burst_bytes: b.burst_bytes,
+                    direction: direction_to_proto(b.direction).into(),
+                    r#match: Some(match_to_proto(&b.matching)),
                 }),
                 FaultSpec::Corrupt(c) => Kind::Corrupt(pb::Corrupt {
                     probability: c.probability.value(),

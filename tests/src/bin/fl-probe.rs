@@ -103,6 +103,25 @@ fn main() {
             let n = std::io::copy(&mut c, &mut std::io::sink()).expect("read");
             eprintln!("received {n}");
         }
+        Some("udp-blast") => {
+            // As fast as possible for SECONDS: datagrams of SIZE bytes in the
+            // same numbered format as udp-send, zero-padded.
+            let addr: SocketAddr = args[1].parse().expect("ADDR");
+            let secs: f64 = args[2].parse().expect("SECONDS");
+            let size: usize = args[3].parse().expect("SIZE");
+            let any = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let sock = UdpSocket::bind(any).expect("bind");
+            let mut msg = vec![0u8; size.max(16)];
+            let t0 = std::time::Instant::now();
+            let mut seq = 0u32;
+            while t0.elapsed().as_secs_f64() < secs {
+                msg[..4].copy_from_slice(&seq.to_be_bytes());
+                msg[4..8].copy_from_slice(&seq.to_be_bytes());
+                let _ = sock.send_to(&msg, addr);
+                seq += 1;
+            }
+            println!("{}", serde_json::json!({ "ok": seq, "errors": {} }));
+        }
         Some("udp-count") => {
             // Receive numbered datagrams until QUIET_MS pass with none; report
             // how many distinct sequence numbers came and how many repeats.
@@ -125,13 +144,15 @@ fn main() {
             let mut seen = std::collections::HashSet::new();
             let mut repeats = 0u64;
             let mut corrupted = 0u64;
-            let mut buf = [0u8; 64];
+            let mut buf = [0u8; 2048];
+            let mut bytes = 0u64;
             loop {
                 // Wait as long as it takes for the first datagram.
                 sock.set_read_timeout(if first { None } else { Some(quiet) }).expect("timeout");
                 let Ok(n) = sock.recv(&mut buf) else { break };
                 first = false;
-                if n != 16 || buf[..4] != buf[4..8] || buf[8..16].iter().any(|b| *b != 0) {
+                bytes += n as u64;
+                if n < 16 || buf[..4] != buf[4..8] || buf[8..n.min(buf.len())].iter().any(|b| *b != 0) {
                     corrupted += 1;
                 } else if !seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]])) {
                     repeats += 1;
@@ -139,7 +160,7 @@ fn main() {
             }
             println!(
                 "{}",
-                serde_json::json!({ "ok": seen.len(), "errors": { "repeats": repeats, "corrupted": corrupted } })
+                serde_json::json!({ "ok": seen.len(), "errors": { "repeats": repeats, "corrupted": corrupted, "bytes": bytes } })
             );
         }
         Some("accept") => {
