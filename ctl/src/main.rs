@@ -124,6 +124,9 @@ enum InjectCommand {
     Duplicate(DuplicateArgs),
     /// Flip one bit in a fraction of the matching packets of an interface.
     Corrupt(CorruptArgs),
+    /// Limit the matching traffic of a cgroup or an interface to a rate;
+    /// packets over it are dropped.
+    Bandwidth(BandwidthArgs),
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +206,24 @@ struct CorruptArgs {
     recompute_checksums: bool,
     #[command(flatten)]
     network: NetworkArgs<InterfaceOnly>,
+}
+
+#[derive(Debug, Args)]
+#[command(mut_arg("direction", |arg| {
+    arg.help("Limit received (ingress) or sent (egress) packets, or both")
+}))]
+struct BandwidthArgs {
+    /// Rate in bits per second: a number, or one with kbit, mbit or gbit
+    /// (×1000), e.g. 500kbit, 10mbit, 2.5gbit; kbps, mbps and gbps mean the
+    /// same (bits, not bytes).
+    #[arg(long, value_name = "RATE", value_parser = spec::parse_rate)]
+    rate: u64,
+    /// Bucket depth in bytes, with k or m for ×1024, e.g. 64k; 0 lets the
+    /// agent pick max(64k, 20ms at the rate).
+    #[arg(long, value_name = "BYTES", default_value_t = 0, value_parser = spec::parse_burst)]
+    burst: u32,
+    #[command(flatten)]
+    network: NetworkArgs<CgroupOrInterface>,
 }
 
 /// The flags every network fault takes after its own: which way, which
@@ -458,6 +479,14 @@ impl InjectCommand {
                 spec::Fault::Corrupt(spec::Corrupt {
                     probability: args.probability,
                     recompute_checksums: args.recompute_checksums,
+                    direction,
+                    matching,
+                })
+            }),
+            Self::Bandwidth(args) => args.network.into_experiment(|direction, matching| {
+                spec::Fault::Bandwidth(spec::Bandwidth {
+                    rate_bits_per_sec: args.rate,
+                    burst_bytes: args.burst,
                     direction,
                     matching,
                 })
@@ -790,7 +819,8 @@ fn is_final(event: &pb::Event) -> bool {
 mod tests {
     use super::*;
     use crate::test_support::{
-        FULL_MATCH_FLAGS, any_packet, blackhole, corrupt, duplicate, full_match, packet_loss,
+        FULL_MATCH_FLAGS, any_packet, bandwidth, blackhole, corrupt, duplicate, full_match,
+        packet_loss,
     };
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -950,11 +980,12 @@ mod tests {
     }
 
     /// Each network subcommand with the flags it needs besides a scope and a duration.
-    const NETWORK_KINDS: [&str; 4] = [
+    const NETWORK_KINDS: [&str; 5] = [
         "packet-loss --probability 0.5",
         "blackhole",
         "duplicate --probability 0.5",
         "corrupt --probability 0.5",
+        "bandwidth --rate 10mbit",
     ];
 
     #[test]
@@ -976,6 +1007,10 @@ mod tests {
             (
                 "corrupt --probability 0.01 --recompute-checksums --direction both",
                 corrupt(0.01, true, Both, full_match()),
+            ),
+            (
+                "bandwidth --rate 2.5gbit --burst 64k --direction both",
+                bandwidth(2_500_000_000, 65_536, Both, full_match()),
             ),
         ];
         for (flags, kind) in cases {
@@ -1033,6 +1068,12 @@ mod tests {
                 corrupt(1.0, false, Egress, any_packet()),
                 &lo,
             ),
+            // The agent picks the burst.
+            (
+                "bandwidth --rate 10mbit --cgroup /sys/fs/cgroup/app",
+                bandwidth(10_000_000, 0, Egress, any_packet()),
+                &cgroup,
+            ),
         ];
         for (flags, kind, target) in cases {
             let line = format!("inject {flags} --duration 5s");
@@ -1045,8 +1086,12 @@ mod tests {
     }
 
     #[test]
-    fn packet_loss_and_blackhole_take_exactly_one_of_cgroup_or_interface() {
-        for kind in ["packet-loss --probability 0.5", "blackhole"] {
+    fn packet_loss_blackhole_and_bandwidth_take_exactly_one_of_cgroup_or_interface() {
+        for kind in [
+            "packet-loss --probability 0.5",
+            "blackhole",
+            "bandwidth --rate 1mbit",
+        ] {
             assert_usage_errors(
                 &format!("inject {kind} --duration 1s"),
                 &[
@@ -1119,12 +1164,68 @@ mod tests {
             ),
             // blackhole drops every matching packet.
             ("blackhole", "--probability 0.5", "--probability"),
+            (
+                "bandwidth --rate 1mbit",
+                "--probability 0.5",
+                "--probability",
+            ),
+            (
+                "bandwidth --rate 1mbit",
+                "--burst-length 2",
+                "--burst-length",
+            ),
         ] {
             assert_usage_errors(
                 &format!("inject {kind} --interface lo --duration 1s"),
                 &[(extra, flag)],
             );
         }
+    }
+
+    #[test]
+    fn bandwidth_rate_and_burst_parse_with_units() {
+        let of = |flags: &str| -> Result<(u64, u32), String> {
+            let line = format!("inject bandwidth {flags} --interface lo --duration 1s");
+            match inject_spec(&words(&line))?
+                .faults
+                .first()
+                .and_then(|f| f.kind.clone())
+            {
+                Some(pb::fault_spec::Kind::Bandwidth(b)) => {
+                    Ok((b.rate_bits_per_sec, b.burst_bytes))
+                }
+                other => Err(format!("expected one bandwidth fault, got {other:?}")),
+            }
+        };
+        for (flags, expected) in [
+            ("--rate 64000", (64_000, 0)),
+            ("--rate 500kbit --burst 1514", (500_000, 1_514)),
+            ("--rate 10Mbit --burst 64k", (10_000_000, 65_536)),
+            ("--rate 10mbps --burst 1m", (10_000_000, 1_048_576)),
+            ("--rate 1gbps --burst 0", (1_000_000_000, 0)),
+        ] {
+            assert_eq!(of(flags), Ok(expected), "{flags}");
+        }
+    }
+
+    #[test]
+    fn bad_bandwidth_flags_are_usage_errors_naming_the_flag() {
+        assert_usage_errors(
+            "inject bandwidth --interface lo --duration 1s",
+            &[
+                ("", "--rate"),
+                (
+                    "--rate 10mb",
+                    "'--rate <RATE>': invalid rate \"10mb\": unknown unit \"mb\"",
+                ),
+                ("--rate 0", "'--rate <RATE>'"),
+                ("--rate fast", "'--rate <RATE>'"),
+                ("--rate=-1mbit", "'--rate <RATE>'"),
+                ("--rate 1mbit --burst 64kb", "'--burst <BYTES>'"),
+                ("--rate 1mbit --burst 4g", "'--burst <BYTES>'"),
+                ("--rate 1mbit --burst 4194304k", "'--burst <BYTES>'"),
+            ],
+        );
     }
 
     #[test]

@@ -110,6 +110,7 @@ pub enum FaultSpecJson {
     Blackhole(NetworkFaultJson),
     Duplicate(NetworkFaultJson),
     Corrupt(NetworkFaultJson),
+    Bandwidth(NetworkFaultJson),
 }
 
 /// A network fault: the settings of its kind, then the direction and the
@@ -122,6 +123,11 @@ pub struct NetworkFaultJson {
     pub burst_length: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recompute_checksums: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_bits_per_sec: Option<u64>,
+    /// 0 asks the agent to pick; the agent may report the depth it picked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst_bytes: Option<u32>,
     pub direction: &'static str,
     #[serde(rename = "match")]
     pub matching: PacketMatchJson,
@@ -215,6 +221,7 @@ impl FaultSpecJson {
             Self::Blackhole { .. } => "blackhole",
             Self::Duplicate { .. } => "duplicate",
             Self::Corrupt { .. } => "corrupt",
+            Self::Bandwidth { .. } => "bandwidth",
         }
     }
 }
@@ -253,6 +260,11 @@ impl From<&pb::fault_spec::Kind> for FaultSpecJson {
                 recompute_checksums: Some(f.recompute_checksums),
                 ..NetworkFaultJson::new(f.direction, f.r#match.as_ref())
             }),
+            Kind::Bandwidth(f) => Self::Bandwidth(NetworkFaultJson {
+                rate_bits_per_sec: Some(f.rate_bits_per_sec),
+                burst_bytes: Some(f.burst_bytes),
+                ..NetworkFaultJson::new(f.direction, f.r#match.as_ref())
+            }),
         }
     }
 }
@@ -265,6 +277,8 @@ impl NetworkFaultJson {
             probability: None,
             burst_length: None,
             recompute_checksums: None,
+            rate_bits_per_sec: None,
+            burst_bytes: None,
             direction: direction_name(direction),
             matching: matching.map(PacketMatchJson::from).unwrap_or_default(),
         }
@@ -639,7 +653,7 @@ fn or_dash(text: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{blackhole, corrupt, duplicate, packet_loss, to_ports};
+    use crate::test_support::{bandwidth, blackhole, corrupt, duplicate, packet_loss, to_ports};
 
     fn running_experiment() -> pb::Experiment {
         pb::Experiment {
@@ -741,6 +755,7 @@ mod tests {
                 blackhole(Unspecified, None),
                 duplicate(0.1, Ingress, Some(udp_from_dns)),
                 corrupt(0.01, true, Egress, to_ports("tcp", "5432")),
+                bandwidth(10_000_000, 65_536, Egress, to_ports("udp", "")),
             ]
             .map(|kind| pb::FaultSpec { kind: Some(kind) })
             .into(),
@@ -789,6 +804,14 @@ mod tests {
                     summary: "egress corrupt p=0.01 checksums=recomputed tcp dport=5432-5432"
                         .into(),
                 },
+                pb::FaultStatus {
+                    index: 4,
+                    kind: "bandwidth".into(),
+                    mechanism: "tcx".into(),
+                    matched: 1_000,
+                    injected: 30,
+                    summary: "egress rate=10000000 bit/s burst=65536 B udp".into(),
+                },
             ],
             ..Default::default()
         }
@@ -825,6 +848,12 @@ mod tests {
                  "probability": 0.01, "recompute_checksums": true, "direction": "egress",
                  "match": {"protocol": "tcp", "src_cidr": "", "dst_cidr": "",
                            "src_ports": "", "dst_ports": "5432", "include_ssh": false}}}},
+            {"index": 4, "kind": "bandwidth", "mechanism": "tcx", "matched": 1_000, "injected": 30,
+             "summary": "egress rate=10000000 bit/s burst=65536 B udp",
+             "spec": {"bandwidth": {
+                 "rate_bits_per_sec": 10_000_000, "burst_bytes": 65_536, "direction": "egress",
+                 "match": {"protocol": "udp", "src_cidr": "", "dst_cidr": "",
+                           "src_ports": "", "dst_ports": "", "include_ssh": false}}}},
         ]);
         assert_eq!(value["faults"], expected, "JSON of network faults");
     }
@@ -879,6 +908,14 @@ mod tests {
                     "2",
                     "egress corrupt p=0.01 checksums=recomputed tcp dport=5432-5432"
                 ],
+                vec![
+                    "4",
+                    "bandwidth",
+                    "tcx",
+                    "1000",
+                    "30",
+                    "egress rate=10000000 bit/s burst=65536 B udp"
+                ],
             ],
             "one row per fault:\n{text}"
         );
@@ -908,6 +945,11 @@ mod tests {
                 Kind::Corrupt(pb::Corrupt::default()),
                 "corrupt",
                 r#""probability":0.0,"recompute_checksums":false,"#,
+            ),
+            (
+                Kind::Bandwidth(pb::Bandwidth::default()),
+                "bandwidth",
+                r#""rate_bits_per_sec":0,"burst_bytes":0,"#,
             ),
         ] {
             assert_eq!(FaultSpecJson::from(&kind).kind_name(), name);

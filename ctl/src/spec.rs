@@ -57,6 +57,7 @@ pub enum Fault {
     Blackhole(Blackhole),
     Duplicate(Duplicate),
     Corrupt(Corrupt),
+    Bandwidth(Bandwidth),
 }
 
 /// How a fault is written: a map whose single key is the fault kind,
@@ -72,6 +73,7 @@ struct FaultEntry {
     blackhole: Option<Blackhole>,
     duplicate: Option<Duplicate>,
     corrupt: Option<Corrupt>,
+    bandwidth: Option<Bandwidth>,
 }
 
 impl TryFrom<FaultEntry> for Fault {
@@ -85,6 +87,7 @@ impl TryFrom<FaultEntry> for Fault {
             blackhole,
             duplicate,
             corrupt,
+            bandwidth,
         } = entry;
         let mut kinds = [
             syscall_error.map(Self::SyscallError),
@@ -93,13 +96,14 @@ impl TryFrom<FaultEntry> for Fault {
             blackhole.map(Self::Blackhole),
             duplicate.map(Self::Duplicate),
             corrupt.map(Self::Corrupt),
+            bandwidth.map(Self::Bandwidth),
         ]
         .into_iter()
         .flatten();
         match (kinds.next(), kinds.next()) {
             (Some(fault), None) => Ok(fault),
             (None, _) => Err(
-                "a fault needs its kind as the key: syscall_error, syscall_signal, packet_loss, blackhole, duplicate or corrupt",
+                "a fault needs its kind as the key: syscall_error, syscall_signal, packet_loss, blackhole, duplicate, corrupt or bandwidth",
             ),
             (Some(_), Some(_)) => {
                 Err("a fault has exactly one kind: put each kind in its own list item")
@@ -186,6 +190,23 @@ pub struct Corrupt {
     /// the L4 checksum is recomputed and corrupted data is delivered.
     #[serde(default)]
     pub recompute_checksums: bool,
+    #[serde(default)]
+    pub direction: Direction,
+    #[serde(default, rename = "match")]
+    pub matching: PacketMatch,
+}
+
+/// Police matching traffic to a rate; packets over it are dropped.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bandwidth {
+    /// Bits per second; also written `rate`, and either may be text such as
+    /// `10mbit` (see [`parse_rate`]).
+    #[serde(alias = "rate", deserialize_with = "deserialize_rate")]
+    pub rate_bits_per_sec: u64,
+    /// Bucket depth in bytes; 0 = the agent picks.
+    #[serde(default)]
+    pub burst_bytes: u32,
     #[serde(default)]
     pub direction: Direction,
     #[serde(default, rename = "match")]
@@ -343,6 +364,12 @@ impl From<Fault> for pb::FaultSpec {
                 direction: f.direction.wire(),
                 r#match: Some(f.matching.into()),
             }),
+            Fault::Bandwidth(f) => pb::fault_spec::Kind::Bandwidth(pb::Bandwidth {
+                rate_bits_per_sec: f.rate_bits_per_sec,
+                burst_bytes: f.burst_bytes,
+                direction: f.direction.wire(),
+                r#match: Some(f.matching.into()),
+            }),
         };
         Self { kind: Some(kind) }
     }
@@ -393,6 +420,119 @@ pub fn parse_ports(text: &str) -> Result<String, String> {
             Ok(format!("{low}-{high}"))
         }
     }
+}
+
+/// Parses a rate in bits per second: a plain number (`64000`), or a number
+/// with a decimal unit (×1000): `500kbit`, `10mbit`, `2.5gbit`. `bit`, `bps`,
+/// `kbps`, `mbps` and `gbps` count bits per second too (`10mbps` is
+/// `10mbit`, not megabytes as in `tc`). Units are case-insensitive.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let invalid = |why: &str| {
+        format!(
+            "invalid rate {text:?}: {why}; expected bits per second such as 64000, 500kbit, \
+             10mbit or 2.5gbit (also kbps, mbps, gbps)"
+        )
+    };
+    let (number, unit) = split_unit(text);
+    if number.is_empty() {
+        return Err(invalid("not a number"));
+    }
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "bit" | "bps" => 1,
+        "kbit" | "kbps" => 1_000,
+        "mbit" | "mbps" => 1_000_000,
+        "gbit" | "gbps" => 1_000_000_000,
+        _ => return Err(invalid(&format!("unknown unit {unit:?}"))),
+    };
+    let bits = scale(number, multiplier, "bit/s").map_err(|why| invalid(&why))?;
+    match u64::try_from(bits) {
+        Ok(0) => Err(invalid("must be more than 0")),
+        Ok(bits) => Ok(bits),
+        Err(_) => Err(invalid("too large")),
+    }
+}
+
+/// Parses a bucket depth in bytes: a plain number (`1514`), or one with a
+/// binary unit (×1024): `64k`, `1m`, `1.5m`. 0 lets the agent pick.
+pub fn parse_burst(text: &str) -> Result<u32, String> {
+    let invalid = |why: &str| {
+        format!("invalid burst {text:?}: {why}; expected bytes such as 1514, 64k or 1m (×1024)")
+    };
+    let (number, unit) = split_unit(text);
+    if number.is_empty() {
+        return Err(invalid("not a number"));
+    }
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        _ => return Err(invalid(&format!("unknown unit {unit:?}"))),
+    };
+    let bytes = scale(number, multiplier, "bytes").map_err(|why| invalid(&why))?;
+    u32::try_from(bytes).map_err(|_| invalid(&format!("more than {} bytes", u32::MAX)))
+}
+
+/// `10mbit` → (`10`, `mbit`): the number is everything up to the first
+/// character that cannot be part of it; both halves trimmed.
+fn split_unit(text: &str) -> (&str, &str) {
+    let text = text.trim();
+    let end = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(end);
+    (number, unit.trim())
+}
+
+/// `number × multiplier`, exactly: `number` is decimal digits with at most
+/// one `.`, and the product must be a whole number of `units`.
+fn scale(number: &str, multiplier: u64, units: &str) -> Result<u128, String> {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let fraction = fraction.trim_end_matches('0');
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && fraction.is_empty() || !digits(whole) || !digits(fraction) {
+        return Err("not a number".to_owned());
+    }
+    let too_large = || "too large".to_owned();
+    let multiplier = u128::from(multiplier);
+    let whole = match whole {
+        "" => 0,
+        _ => whole.parse::<u128>().map_err(|_| too_large())?,
+    }
+    .checked_mul(multiplier)
+    .ok_or_else(too_large)?;
+    if fraction.is_empty() {
+        return Ok(whole);
+    }
+    // Without its trailing zeros, a fraction too long for u128 cannot come
+    // out whole.
+    let fraction = u32::try_from(fraction.len())
+        .ok()
+        .and_then(|len| 10_u128.checked_pow(len))
+        .zip(fraction.parse::<u128>().ok())
+        .and_then(|(denominator, fraction)| {
+            let scaled = fraction.checked_mul(multiplier)?;
+            (scaled % denominator == 0).then_some(scaled / denominator)
+        })
+        .ok_or_else(|| format!("not a whole number of {units}"))?;
+    whole.checked_add(fraction).ok_or_else(too_large)
+}
+
+/// `rate: 10mbit` in a file; a plain number is bits per second.
+fn deserialize_rate<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    struct Rate;
+    impl de::Visitor<'_> for Rate {
+        type Value = u64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a rate such as \"10mbit\" or a number of bits per second")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<u64, E> {
+            parse_rate(text).map_err(E::custom)
+        }
+        fn visit_u64<E: de::Error>(self, number: u64) -> Result<u64, E> {
+            parse_rate(&number.to_string()).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_any(Rate)
 }
 
 fn deserialize_ports<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
@@ -545,7 +685,7 @@ pub fn parse(text: &str, format: FileFormat) -> Result<Experiment, String> {
 mod tests {
     use super::*;
     use crate::test_support::{
-        any_packet, blackhole, corrupt, duplicate, full_match, packet_loss, to_ports,
+        any_packet, bandwidth, blackhole, corrupt, duplicate, full_match, packet_loss, to_ports,
     };
 
     const YAML: &str = r#"
@@ -924,11 +1064,12 @@ faults:
 
     /// Each network kind with the fields it needs, written so that YAML and
     /// JSON both read them.
-    const NETWORK_KINDS: [(&str, &str); 4] = [
+    const NETWORK_KINDS: [(&str, &str); 5] = [
         ("packet_loss", r#""probability": 0.5, "#),
         ("blackhole", ""),
         ("duplicate", r#""probability": 0.5, "#),
         ("corrupt", r#""probability": 0.5, "#),
+        ("bandwidth", r#""rate_bits_per_sec": 1000000, "#),
     ];
 
     #[test]
@@ -965,6 +1106,14 @@ faults:
                 ),
                 corrupt(0.01, true, Both, full_match()),
             ),
+            (
+                Yaml,
+                format!(
+                    "bandwidth: {{rate_bits_per_sec: 10000000, burst_bytes: 65536, \
+                     direction: both, match: {FULL_MATCH}}}"
+                ),
+                bandwidth(10_000_000, 65_536, Both, full_match()),
+            ),
             // Everything but the probability defaults: no bursts, checksums
             // left wrong, egress, any packet.
             (
@@ -986,6 +1135,23 @@ faults:
                 Yaml,
                 "corrupt: {probability: 1}".into(),
                 corrupt(1.0, false, Egress, any_packet()),
+            ),
+            // The agent picks the burst.
+            (
+                Yaml,
+                "bandwidth: {rate_bits_per_sec: 8000}".into(),
+                bandwidth(8_000, 0, Egress, any_packet()),
+            ),
+            // The friendlier spelling of the rate, as text or a number.
+            (
+                Yaml,
+                "bandwidth: {rate: 2.5gbit, burst_bytes: 1514}".into(),
+                bandwidth(2_500_000_000, 1_514, Egress, any_packet()),
+            ),
+            (
+                Yaml,
+                "bandwidth: {rate: 64000}".into(),
+                bandwidth(64_000, 0, Egress, any_packet()),
             ),
             (
                 Json,
@@ -1011,6 +1177,19 @@ faults:
                                    "direction": "ingress", {udp_53}}}"#
                 ),
                 corrupt(0.5, false, Ingress, to_ports("udp", "53")),
+            ),
+            (
+                Json,
+                format!(
+                    r#""bandwidth": {{"rate_bits_per_sec": 10000000, "burst_bytes": 65536,
+                                     "direction": "ingress", {udp_53}}}"#
+                ),
+                bandwidth(10_000_000, 65_536, Ingress, to_ports("udp", "53")),
+            ),
+            (
+                Json,
+                format!(r#""bandwidth": {{"rate": "10mbit", "direction": "ingress", {udp_53}}}"#),
+                bandwidth(10_000_000, 0, Ingress, to_ports("udp", "53")),
             ),
         ];
         for (format, fault, expected) in cases {
@@ -1061,12 +1240,12 @@ faults:
                     "unknown field `burst_length`",
                 );
             }
-            if !needed.is_empty() {
+            if let Some(field) = needed.split('"').nth(1) {
                 rejected(
                     FileFormat::Yaml,
                     &format!("{kind}: {{direction: both}}"),
                     &at,
-                    "missing field `probability`",
+                    &format!("missing field `{field}`"),
                 );
             }
         }
@@ -1076,6 +1255,166 @@ faults:
             "faults[0].corrupt.recompute_checksums",
             "maybe",
         );
+    }
+
+    #[test]
+    fn bad_bandwidth_fields_are_rejected_naming_the_field() {
+        use FileFormat::{Json, Yaml};
+        for (format, fault, path, detail) in [
+            (
+                Yaml,
+                "bandwidth: {rate: 10mb}",
+                "faults[0].bandwidth.rate",
+                "unknown unit \"mb\"",
+            ),
+            (
+                Json,
+                r#""bandwidth": {"rate": "0"}"#,
+                "faults[0].bandwidth.rate",
+                "more than 0",
+            ),
+            (
+                Yaml,
+                "bandwidth: {rate: 10mbit, rate_bits_per_sec: 10000000}",
+                "faults[0].bandwidth",
+                "duplicate field `rate_bits_per_sec`",
+            ),
+            (
+                Json,
+                r#""bandwidth": {"direction": "both"}"#,
+                "faults[0].bandwidth",
+                "missing field `rate_bits_per_sec`",
+            ),
+            (
+                Yaml,
+                "bandwidth: {rate_bits_per_sec: 1.5}",
+                "faults[0].bandwidth.rate_bits_per_sec",
+                "expected a rate such as \"10mbit\"",
+            ),
+            (
+                Yaml,
+                "bandwidth: {rate: 10mbit, burst_bytes: 64k}",
+                "faults[0].bandwidth.burst_bytes",
+                "invalid type",
+            ),
+            (
+                Yaml,
+                "bandwidth: {rate: 10mbit, burst_bytes: 4294967296}",
+                "faults[0].bandwidth.burst_bytes",
+                "4294967296",
+            ),
+            (
+                Yaml,
+                "bandwidth: {rate: 10mbit, burst: 64k}",
+                "faults[0].bandwidth",
+                "unknown field `burst`",
+            ),
+        ] {
+            let err = parse_err(&one_fault(fault, format), format);
+            assert!(
+                err.contains(path) && err.contains(detail),
+                "expected the {format} error for {fault:?} to name {path} and {detail:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn rates_parse_to_bits_per_second() {
+        for (text, bits) in [
+            ("1", 1),
+            ("64000", 64_000),
+            (" 64000bit ", 64_000),
+            ("8000bps", 8_000),
+            ("500kbit", 500_000),
+            ("500kbps", 500_000),
+            ("10mbit", 10_000_000),
+            ("10 mbit", 10_000_000),
+            ("10Mbit", 10_000_000),
+            ("10MBPS", 10_000_000),
+            ("1.5mbit", 1_500_000),
+            ("2.5gbit", 2_500_000_000),
+            ("0.001kbit", 1),
+            ("80gbps", 80_000_000_000),
+            (".5kbit", 500),
+            ("7.kbit", 7_000),
+            (
+                "1.000000000000000000000000000000000000000000gbit",
+                1_000_000_000,
+            ),
+            ("18446744073709551615", u64::MAX),
+        ] {
+            assert_eq!(parse_rate(text), Ok(bits), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn bad_rates_are_rejected_with_the_reason() {
+        for (text, reason) in [
+            ("", "not a number"),
+            ("mbit", "not a number"),
+            ("fast", "not a number"),
+            ("-1mbit", "not a number"),
+            (".mbit", "not a number"),
+            ("1.2.3mbit", "not a number"),
+            ("0", "must be more than 0"),
+            ("0.0mbit", "must be more than 0"),
+            ("10mb", "unknown unit \"mb\""),
+            ("10MB/s", "unknown unit \"MB/s\""),
+            ("10 mbit/s", "unknown unit \"mbit/s\""),
+            ("1e6", "unknown unit \"e6\""),
+            ("1.5", "not a whole number of bit/s"),
+            ("0.0001kbit", "not a whole number of bit/s"),
+            ("1.0000000001gbit", "not a whole number of bit/s"),
+            ("18446744073709551616", "too large"),
+            ("18446744073.709551616gbit", "too large"),
+            ("99999999999999999999999999999999999999999gbit", "too large"),
+        ] {
+            match parse_rate(text) {
+                Ok(bits) => panic!("expected {text:?} to be rejected, got {bits}"),
+                Err(err) => assert!(
+                    err.starts_with(&format!("invalid rate {text:?}: {reason}"))
+                        && err.contains("10mbit"),
+                    "expected {reason:?} and an example in the error for {text:?}, got: {err}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn bursts_parse_to_bytes() {
+        for (text, bytes) in [
+            ("0", 0),
+            ("1514", 1_514),
+            ("64k", 65_536),
+            ("64K", 65_536),
+            (" 64 k ", 65_536),
+            ("1m", 1_048_576),
+            ("1.5m", 1_572_864),
+            ("0.5k", 512),
+            ("4294967295", u32::MAX),
+        ] {
+            assert_eq!(parse_burst(text), Ok(bytes), "{text:?}");
+        }
+        for (text, reason) in [
+            ("", "not a number"),
+            ("k", "not a number"),
+            ("-1", "not a number"),
+            ("64kb", "unknown unit \"kb\""),
+            ("64kib", "unknown unit \"kib\""),
+            ("1g", "unknown unit \"g\""),
+            ("0.3k", "not a whole number of bytes"),
+            ("4294967296", "more than 4294967295 bytes"),
+            ("4194304k", "more than 4294967295 bytes"),
+        ] {
+            match parse_burst(text) {
+                Ok(bytes) => panic!("expected {text:?} to be rejected, got {bytes}"),
+                Err(err) => assert!(
+                    err.starts_with(&format!("invalid burst {text:?}: {reason}"))
+                        && err.contains("64k"),
+                    "expected {reason:?} and an example in the error for {text:?}, got: {err}"
+                ),
+            }
+        }
     }
 
     #[test]

@@ -51,6 +51,20 @@ pub fn corrupt(
     })
 }
 
+pub fn bandwidth(
+    rate_bits_per_sec: u64,
+    burst_bytes: u32,
+    direction: pb::Direction,
+    matching: Option<pb::PacketMatch>,
+) -> Kind {
+    Kind::Bandwidth(pb::Bandwidth {
+        rate_bits_per_sec,
+        burst_bytes,
+        direction: direction.into(),
+        r#match: matching,
+    })
+}
+
 /// A match with every field set: tcp from 10.0.0.0/8 port 8000-8100 to
 /// 10.1.0.0/16 port 5432, SSH included.
 pub fn full_match() -> Option<pb::PacketMatch> {

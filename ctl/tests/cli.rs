@@ -19,7 +19,8 @@ use tonic::{Request, Response, Status};
 #[path = "../src/test_support.rs"]
 mod test_support;
 use test_support::{
-    FULL_MATCH_FLAGS, any_packet, blackhole, corrupt, duplicate, full_match, packet_loss, to_ports,
+    FULL_MATCH_FLAGS, any_packet, bandwidth, blackhole, corrupt, duplicate, full_match,
+    packet_loss, to_ports,
 };
 
 const ID: &str = "0a1b2c3d";
@@ -69,6 +70,12 @@ fn experiment(spec: pb::ExperimentSpec, state: pb::ExperimentState) -> pb::Exper
                 "corrupt",
                 network,
                 "both corrupt p=0.05 checksums=recomputed",
+            ),
+            Some(pb::fault_spec::Kind::Bandwidth(_)) => status(
+                index,
+                "bandwidth",
+                network,
+                "egress rate=10000000 bit/s burst=65536 B udp",
             ),
             _ => status(
                 index,
@@ -373,6 +380,8 @@ async fn inject_network_faults_send_the_spec_and_print_it() {
                      "dst_ports": "", "include_ssh": false});
     let tcp_5432 = json!({"protocol": "tcp", "src_cidr": "", "dst_cidr": "", "src_ports": "",
                           "dst_ports": "5432", "include_ssh": false});
+    let udp = json!({"protocol": "udp", "src_cidr": "", "dst_cidr": "", "src_ports": "",
+                     "dst_ports": "", "include_ssh": false});
     let full = json!({"protocol": "tcp", "src_cidr": "10.0.0.0/8", "dst_cidr": "10.1.0.0/16",
                       "src_ports": "8000-8100", "dst_ports": "5432", "include_ssh": true});
     // The flags after `inject` and whether to add --dry-run; the fault that
@@ -412,6 +421,13 @@ async fn inject_network_faults_send_the_spec_and_print_it() {
             corrupt(0.05, true, Both, to_ports("tcp", "5432")),
             json!({"corrupt": {"probability": 0.05, "recompute_checksums": true,
                                "direction": "both", "match": tcp_5432}}),
+        ),
+        (
+            &["bandwidth --rate 10mbit --burst 64k", "--protocol udp"][..],
+            true,
+            bandwidth(10_000_000, 65_536, Egress, to_ports("udp", "")),
+            json!({"bandwidth": {"rate_bits_per_sec": 10_000_000, "burst_bytes": 65_536,
+                                 "direction": "egress", "match": udp}}),
         ),
     ];
     for (flags, dry_run, fault, spec_json) in cases {
@@ -466,6 +482,71 @@ async fn inject_network_faults_send_the_spec_and_print_it() {
             "status table shows the {kind} fault and its summary {summary:?}:\n{detail}"
         );
     }
+}
+
+#[tokio::test]
+async fn inject_bandwidth_on_a_cgroup_sends_the_rate_in_bits() {
+    let agent = Agent::start("bandwidth-cgroup");
+    let args = [
+        "inject",
+        "bandwidth",
+        "--rate",
+        "2.5gbit",
+        "--direction",
+        "ingress",
+        "--cgroup",
+        "/sys/fs/cgroup/app",
+        "--duration",
+        "20s",
+    ];
+    let stdout = success(faultctl(&agent.socket(), &args, None).await, &args);
+    assert_eq!(stdout, format!("{ID}\n"), "table mode prints just the id");
+    let spec = agent.fake.last_spec();
+    assert_eq!(
+        spec.faults,
+        [pb::FaultSpec {
+            // No --burst: 0 lets the agent pick.
+            kind: Some(bandwidth(
+                2_500_000_000,
+                0,
+                pb::Direction::Ingress,
+                any_packet()
+            )),
+        }]
+    );
+    assert_eq!(
+        spec.target,
+        Some(pb::Target {
+            cgroup: "/sys/fs/cgroup/app".into(),
+            ..Default::default()
+        })
+    );
+    let detail = success(
+        faultctl(&agent.socket(), &["status", ID], None).await,
+        &["status", ID],
+    );
+    assert!(
+        detail.contains("Target:   cgroup=/sys/fs/cgroup/app")
+            && detail.contains("bandwidth")
+            && detail.contains("cgroup_skb")
+            && detail.contains("egress rate=10000000 bit/s burst=65536 B udp"),
+        "status table shows the bandwidth fault and its summary:\n{detail}"
+    );
+
+    let mut bad = args;
+    bad[3] = "10mb";
+    let run = faultctl(&agent.socket(), &bad, None).await;
+    assert_eq!(run.code, Some(2), "stderr: {}", run.stderr);
+    assert!(
+        run.stderr.contains("'--rate <RATE>'") && run.stderr.contains("unknown unit \"mb\""),
+        "stderr: {}",
+        run.stderr
+    );
+    assert_eq!(
+        agent.fake.started.lock().map(|s| s.len()).ok(),
+        Some(1),
+        "the usage error sent nothing"
+    );
 }
 
 #[tokio::test]
