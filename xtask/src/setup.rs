@@ -14,6 +14,7 @@ const APT_PACKAGES: &[&str] = &[
     "strace",     // observing injected syscall faults
     "bpftool",    // inspecting loaded programs and links
     "util-linux", // nsenter: `ip netns exec` would hide bpffs (KERNEL.md)
+    "iptables",   // the `network` benchmark's comparison: `-m statistic` packet loss
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";
