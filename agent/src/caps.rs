@@ -29,14 +29,46 @@ pub fn probe(kernel: &Kernel) -> Vec<Capability> {
             &["connect", "bind", "sendmsg"],
         ),
         row("syscall_signal", Mechanism::SysEnter, &["any syscall"]),
-        row("packet_loss", Mechanism::CgroupSkb, &["cgroup scope", "ingress", "egress"]),
-        row("blackhole", Mechanism::CgroupSkb, &["cgroup scope", "ingress", "egress"]),
-        row("packet_loss", Mechanism::Tcx(0), &["interface scope", "ingress", "egress"]),
-        row("blackhole", Mechanism::Tcx(0), &["interface scope", "ingress", "egress"]),
-        row("duplicate", Mechanism::Tcx(0), &["interface scope", "ingress", "egress"]),
-        row("corrupt", Mechanism::Tcx(0), &["interface scope", "ingress", "egress"]),
-        row("bandwidth", Mechanism::CgroupSkb, &["cgroup scope", "ingress", "egress"]),
-        row("bandwidth", Mechanism::Tcx(0), &["interface scope", "ingress", "egress"]),
+        row(
+            "packet_loss",
+            Mechanism::CgroupSkb,
+            &["cgroup scope", "ingress", "egress"],
+        ),
+        row(
+            "blackhole",
+            Mechanism::CgroupSkb,
+            &["cgroup scope", "ingress", "egress"],
+        ),
+        row(
+            "packet_loss",
+            Mechanism::Tcx(0),
+            &["interface scope", "ingress", "egress"],
+        ),
+        row(
+            "blackhole",
+            Mechanism::Tcx(0),
+            &["interface scope", "ingress", "egress"],
+        ),
+        row(
+            "duplicate",
+            Mechanism::Tcx(0),
+            &["interface scope", "ingress", "egress"],
+        ),
+        row(
+            "corrupt",
+            Mechanism::Tcx(0),
+            &["interface scope", "ingress", "egress"],
+        ),
+        row(
+            "bandwidth",
+            Mechanism::CgroupSkb,
+            &["cgroup scope", "ingress", "egress"],
+        ),
+        row(
+            "bandwidth",
+            Mechanism::Tcx(0),
+            &["interface scope", "ingress", "egress"],
+        ),
     ];
     caps.push(Capability {
         fault_kind: "syscall_error",

@@ -183,14 +183,21 @@ pub struct PortRange {
 }
 
 impl PortRange {
-    pub const ANY: Self = Self { lo: 0, hi: u16::MAX };
+    pub const ANY: Self = Self {
+        lo: 0,
+        hi: u16::MAX,
+    };
 
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if s.is_empty() {
             return Ok(Self::ANY);
         }
-        let port = |p: &str| p.trim().parse::<u16>().map_err(|_| format!("{p:?} is not a port (0..=65535)"));
+        let port = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("{p:?} is not a port (0..=65535)"))
+        };
         let (lo, hi) = match s.split_once('-') {
             Some((a, b)) => (port(a)?, port(b)?),
             None => (port(s)?, port(s)?),
@@ -306,7 +313,12 @@ impl FaultSpec {
     }
 
     pub fn is_network(&self) -> bool {
-        matches!(self, Self::PacketLoss(_) | Self::Blackhole(_) | Self::Duplicate(_) | Self::Corrupt(_)
+        matches!(
+            self,
+            Self::PacketLoss(_)
+                | Self::Blackhole(_)
+                | Self::Duplicate(_)
+                | Self::Corrupt(_)
                 | Self::Bandwidth(_)
         )
     }
@@ -337,7 +349,11 @@ impl FaultSpec {
                 format!("{} -> {} {when}", s.syscall.name(), s.signal.name())
             }
             Self::PacketLoss(l) => {
-                let burst = if l.burst_length > 1.0 { format!(" burst={}", l.burst_length) } else { String::new() };
+                let burst = if l.burst_length > 1.0 {
+                    format!(" burst={}", l.burst_length)
+                } else {
+                    String::new()
+                };
                 format!(
                     "{} loss p={}{burst}{}",
                     l.direction.name(),
@@ -345,7 +361,9 @@ impl FaultSpec {
                     l.matching.summary()
                 )
             }
-            Self::Blackhole(b) => format!("{} blackhole{}", b.direction.name(), b.matching.summary()),
+            Self::Blackhole(b) => {
+                format!("{} blackhole{}", b.direction.name(), b.matching.summary())
+            }
             Self::Bandwidth(b) => format!(
                 "{} rate={} bit/s burst={} B{}",
                 b.direction.name(),
@@ -357,7 +375,11 @@ impl FaultSpec {
                 "{} corrupt p={}{}{}",
                 c.direction.name(),
                 c.probability.value(),
-                if c.recompute_checksums { " checksums=recomputed" } else { " checksums=wrong" },
+                if c.recompute_checksums {
+                    " checksums=recomputed"
+                } else {
+                    " checksums=wrong"
+                },
                 c.matching.summary()
             ),
             Self::Duplicate(d) => format!(

@@ -14,7 +14,7 @@ use aya::{
     util::nr_cpus,
 };
 use faultline_common::{
-    AgentConfig, FaultCounters, FaultSlot, MAX_FAULTS, MAX_SYSCALL_NR, SlotPid,
+    AgentConfig, FaultCounters, FaultSlot, MAX_FAULTS, MAX_NET_SLOTS, MAX_SYSCALL_NR, SlotPid, kind,
 };
 
 use crate::{cgroup, faults::Mechanism};
@@ -35,8 +35,10 @@ const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
     ("fl_skb_ingress", CgroupSkbAttachType::Ingress),
     ("fl_skb_egress", CgroupSkbAttachType::Egress),
 ];
-const TC_PROGRAMS: [(&str, TcAttachType); 2] =
-    [("fl_tc_ingress", TcAttachType::Ingress), ("fl_tc_egress", TcAttachType::Egress)];
+const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
+    ("fl_tc_ingress", TcAttachType::Ingress),
+    ("fl_tc_egress", TcAttachType::Egress),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -54,11 +56,34 @@ pub enum KernelError {
         mechanism: &'static str,
         reason: String,
     },
+    #[error("all {MAX_NET_SLOTS} network fault slots are in use; stop a network experiment first")]
+    NetSlotsFull,
     #[error("attaching {program} failed: {}", chain(source))]
     Attach {
         program: &'static str,
         source: aya::programs::ProgramError,
     },
+}
+
+/// A verifier refusal in a few lines: the syscall's error and the log's
+/// last lines, which say why. Full logs reach megabytes, far beyond what a
+/// gRPC status message or a log line should carry.
+fn brief(full: &str) -> String {
+    const KEEP: usize = 400;
+    if full.len() <= KEEP {
+        return full.to_owned();
+    }
+    let (head, log) = full.split_once("Verifier output:").unwrap_or((full, ""));
+    let tail: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let tail = tail[tail.len().saturating_sub(3)..].join(" | ");
+    let mut out: String = head.chars().take(KEEP / 2).collect();
+    out.push_str(" … verifier: ");
+    out.extend(tail.chars().take(KEEP / 2));
+    out
 }
 
 /// An error with its causes, so "bpf_link_create failed" carries the errno.
@@ -87,7 +112,9 @@ fn program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, P
 where
     &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
 {
-    ebpf.program_mut(name).ok_or(ProgramError::NotLoaded)?.try_into()
+    ebpf.program_mut(name)
+        .ok_or(ProgramError::NotLoaded)?
+        .try_into()
 }
 
 /// Loads the named programs; the first refusal is the mechanism's reason.
@@ -100,9 +127,11 @@ where
     for<'a> &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
 {
     for name in names {
-        program::<P>(ebpf, name)
-            .and_then(&load)
-            .map_err(|e| format!("the kernel refused {name}: {}", chain(&e)))?;
+        program::<P>(ebpf, name).and_then(&load).map_err(|e| {
+            let full = chain(&e);
+            tracing::debug!(program = name, error = %full, "program refused");
+            format!("the kernel refused {name}: {}", brief(&full))
+        })?;
     }
     Ok(())
 }
@@ -124,7 +153,11 @@ fn if_name(ifindex: u32) -> Option<String> {
         return None;
     }
     // SAFETY: on success buf holds a NUL-terminated name.
-    Some(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 pub struct Kernel {
@@ -145,6 +178,9 @@ pub struct Kernel {
     agent_tgid: u32,
     slot_limit: u32,
     control_port: u32,
+    /// Slots holding network faults, mirrored into `FL_NET_SLOTS`.
+    net_slots: Vec<u32>,
+    net_index: Array<MapData, u32>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
@@ -180,20 +216,26 @@ impl Kernel {
             }
         };
         if !unavailable.contains_key(&Mechanism::CgroupSockAddr) {
-            if let Err(reason) = load_all::<CgroupSockAddr>(&mut ebpf, SOCK_PROGRAMS, |p| p.load()) {
+            if let Err(reason) = load_all::<CgroupSockAddr>(&mut ebpf, SOCK_PROGRAMS, |p| p.load())
+            {
                 unavailable.insert(Mechanism::CgroupSockAddr, reason);
             }
-            if let Err(reason) = load_all::<CgroupSkb>(&mut ebpf, SKB_PROGRAMS.map(|(n, _)| n), |p| p.load()) {
+            if let Err(reason) =
+                load_all::<CgroupSkb>(&mut ebpf, SKB_PROGRAMS.map(|(n, _)| n), |p| p.load())
+            {
                 unavailable.insert(Mechanism::CgroupSkb, reason);
             }
         } else if let Some(reason) = unavailable.get(&Mechanism::CgroupSockAddr).cloned() {
             // Both cgroup mechanisms need the cgroup2 root.
             unavailable.insert(Mechanism::CgroupSkb, reason);
         }
-        if let Err(reason) = load_all::<RawTracePoint>(&mut ebpf, [SYS_ENTER_PROGRAM], |p| p.load()) {
+        if let Err(reason) = load_all::<RawTracePoint>(&mut ebpf, [SYS_ENTER_PROGRAM], |p| p.load())
+        {
             unavailable.insert(Mechanism::SysEnter, reason);
         }
-        if let Err(reason) = load_all::<SchedClassifier>(&mut ebpf, TC_PROGRAMS.map(|(n, _)| n), |p| p.load()) {
+        if let Err(reason) =
+            load_all::<SchedClassifier>(&mut ebpf, TC_PROGRAMS.map(|(n, _)| n), |p| p.load())
+        {
             unavailable.insert(Mechanism::Tcx(0), reason);
         }
 
@@ -205,6 +247,7 @@ impl Kernel {
         let pids = take(&mut ebpf, "FL_PIDS")?;
         let protected = take(&mut ebpf, "FL_PROTECTED")?;
         let protected_comms = take(&mut ebpf, "FL_PROT_COMMS")?;
+        let net_index = take(&mut ebpf, "FL_NET_SLOTS")?;
         let ncpus = nr_cpus().map_err(|(_, e)| KernelError::Map {
             name: "FL_COUNTERS",
             source: aya::maps::MapError::IoError(e),
@@ -226,6 +269,8 @@ impl Kernel {
             agent_tgid: std::process::id(),
             slot_limit: 0,
             control_port: 0,
+            net_slots: Vec::new(),
+            net_index,
         };
         kernel.set_slot_limit(0)?;
         Ok(kernel)
@@ -252,17 +297,41 @@ impl Kernel {
             agent_tgid: self.agent_tgid,
             slot_limit: self.slot_limit,
             control_port: self.control_port,
-            _pad: 0,
+            net_slot_count: self.net_slots.len() as u32,
         };
         self.config
             .set(0, cfg, 0)
             .map_err(Self::map_err("FL_CONFIG"))
     }
 
+    /// Writes a slot; a network fault's slot is also listed for the packet
+    /// programs (after the slot is complete, so they never see half of it).
     pub fn write_slot(&mut self, index: u32, slot: &FaultSlot) -> Result<(), KernelError> {
+        let listed = self.net_slots.contains(&index);
+        if kind::is_network(slot.kind) && !listed && self.net_slots.len() >= MAX_NET_SLOTS as usize
+        {
+            return Err(KernelError::NetSlotsFull);
+        }
         self.slots
             .set(index, slot, 0)
-            .map_err(Self::map_err("FL_SLOTS"))
+            .map_err(Self::map_err("FL_SLOTS"))?;
+        if kind::is_network(slot.kind) && !listed {
+            self.net_slots.push(index);
+            self.publish_net_slots()?;
+        } else if !kind::is_network(slot.kind) && listed {
+            self.net_slots.retain(|s| *s != index);
+            self.publish_net_slots()?;
+        }
+        Ok(())
+    }
+
+    fn publish_net_slots(&mut self) -> Result<(), KernelError> {
+        for (i, slot) in self.net_slots.clone().into_iter().enumerate() {
+            self.net_index
+                .set(i as u32, slot, 0)
+                .map_err(Self::map_err("FL_NET_SLOTS"))?;
+        }
+        self.set_slot_limit(self.slot_limit)
     }
 
     /// Writes the slot's included/excluded pids; call before `write_slot`.
@@ -416,24 +485,33 @@ impl Kernel {
         let ebpf = &mut self.ebpf;
         match m {
             Mechanism::CgroupSockAddr | Mechanism::CgroupSkb => {
-                let root = self.cgroup_root.as_ref().ok_or_else(|| KernelError::Unavailable {
-                    mechanism: m.name(),
-                    reason: "no cgroup2 root".into(),
-                })?;
+                let root = self
+                    .cgroup_root
+                    .as_ref()
+                    .ok_or_else(|| KernelError::Unavailable {
+                        mechanism: m.name(),
+                        reason: "no cgroup2 root".into(),
+                    })?;
                 // A cgroup bpf_link always coexists with other programs; the
                 // kernel refuses any flag on BPF_LINK_CREATE (EINVAL), so the
                 // mode is Single (no flags), not AllowMultiple.
                 if m == Mechanism::CgroupSockAddr {
                     for name in SOCK_PROGRAMS {
                         let p = program::<CgroupSockAddr>(ebpf, name).map_err(failed(name))?;
-                        let id = p.attach(root, CgroupAttachMode::Single).map_err(failed(name))?;
-                        att.links.push(Box::new(p.take_link(id).map_err(failed(name))?));
+                        let id = p
+                            .attach(root, CgroupAttachMode::Single)
+                            .map_err(failed(name))?;
+                        att.links
+                            .push(Box::new(p.take_link(id).map_err(failed(name))?));
                     }
                 } else {
                     for (name, kind) in SKB_PROGRAMS {
                         let p = program::<CgroupSkb>(ebpf, name).map_err(failed(name))?;
-                        let id = p.attach(root, kind, CgroupAttachMode::Single).map_err(failed(name))?;
-                        att.links.push(Box::new(p.take_link(id).map_err(failed(name))?));
+                        let id = p
+                            .attach(root, kind, CgroupAttachMode::Single)
+                            .map_err(failed(name))?;
+                        att.links
+                            .push(Box::new(p.take_link(id).map_err(failed(name))?));
                     }
                 }
             }
@@ -441,7 +519,8 @@ impl Kernel {
                 let name = SYS_ENTER_PROGRAM;
                 let p = program::<RawTracePoint>(ebpf, name).map_err(failed(name))?;
                 let id = p.attach("sys_enter").map_err(failed(name))?;
-                att.links.push(Box::new(p.take_link(id).map_err(failed(name))?));
+                att.links
+                    .push(Box::new(p.take_link(id).map_err(failed(name))?));
             }
             Mechanism::Tcx(ifindex) => {
                 let ifname = if_name(ifindex).ok_or_else(|| KernelError::Unavailable {
@@ -451,10 +530,32 @@ impl Kernel {
                 for (name, kind) in TC_PROGRAMS {
                     let p = program::<SchedClassifier>(ebpf, name).map_err(failed(name))?;
                     let id = p.attach(&ifname, kind).map_err(failed(name))?;
-                    att.links.push(Box::new(p.take_link(id).map_err(failed(name))?));
+                    att.links
+                        .push(Box::new(p.take_link(id).map_err(failed(name))?));
                 }
             }
         }
         Ok(att)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::brief;
+
+    #[test]
+    fn brief_keeps_the_error_and_the_verifiers_last_words() {
+        let log = format!(
+            "the BPF_PROG_LOAD syscall returned Argument list too long (os error 7). Verifier output: {}\nBPF program is too large. Processed 1000001 insn\nprocessed 1000001 insns",
+            "0: R1=ctx() R10=fp0\n".repeat(5000)
+        );
+        let b = brief(&log);
+        assert!(b.len() < 600, "{} bytes", b.len());
+        assert!(
+            b.starts_with("the BPF_PROG_LOAD syscall returned Argument list too long"),
+            "{b}"
+        );
+        assert!(b.contains("BPF program is too large"), "{b}");
+        assert_eq!(brief("short"), "short");
     }
 }

@@ -10,6 +10,10 @@ pub const MAX_FAULTS: u32 = 128;
 pub const MAX_TARGET_PIDS: usize = 64;
 /// Length of a task's `comm`, including the trailing NUL.
 pub const COMM_LEN: usize = 16;
+/// Network faults active at once: the packet programs scan only the slots
+/// listed in `FL_NET_SLOTS`, which keeps their per-packet cost and their
+/// verification small.
+pub const MAX_NET_SLOTS: u32 = 32;
 /// Highest syscall number the signal program can watch (x86_64 uses < 512).
 pub const MAX_SYSCALL_NR: u32 = 512;
 
@@ -29,6 +33,11 @@ pub mod kind {
     pub const PACKET_CORRUPT: u32 = 5;
     /// `bandwidth`: a token-bucket policer; packets over the rate are dropped.
     pub const PACKET_RATE: u32 = 6;
+
+    /// Kinds the packet programs handle (listed in `FL_NET_SLOTS`).
+    pub const fn is_network(kind: u32) -> bool {
+        kind >= PACKET_DROP && kind <= PACKET_RATE
+    }
 }
 
 /// Packet directions (bit flags in `NetMatch::direction`).
@@ -169,7 +178,8 @@ pub struct AgentConfig {
     pub slot_limit: u32,
     /// The agent's own TCP control-plane port (0 = none): never dropped.
     pub control_port: u32,
-    pub _pad: u32,
+    /// Number of valid entries in `FL_NET_SLOTS`.
+    pub net_slot_count: u32,
 }
 
 /// Role of a pid in a slot's target (value in the `FL_PIDS` map).

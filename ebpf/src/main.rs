@@ -8,13 +8,13 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod packet_drop;
+#[cfg(target_arch = "bpf")]
 mod slots;
 #[cfg(target_arch = "bpf")]
 mod sock_error;
 #[cfg(target_arch = "bpf")]
 mod syscall_signal;
-#[cfg(target_arch = "bpf")]
-mod packet_drop;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -13,7 +13,7 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
     programs::{SkBuffContext, TcContext},
 };
-use faultline_common::{FaultSlot, MAX_FAULTS, NetMatch, direction, flags, kind};
+use faultline_common::{FaultSlot, MAX_FAULTS, MAX_NET_SLOTS, NetMatch, direction, flags, kind};
 
 use crate::slots::{CONFIG, SLOTS, count, dry_run, live};
 
@@ -24,7 +24,6 @@ use crate::slots::{CONFIG, SLOTS, count, dry_run, live};
 pub struct Bucket {
     tokens: u64,
     last_ns: u64,
-    debt: u64,
 }
 
 /// One bucket per slot, shared by all CPUs. Updated without atomics (the
@@ -32,6 +31,10 @@ pub struct Bucket {
 /// tokens, which lets a little more through than the rate at worst.
 #[map(name = "FL_BUCKETS")]
 static BUCKETS: Array<Bucket> = Array::with_max_entries(MAX_FAULTS, 0);
+
+/// Indices of the slots holding network faults (`AgentConfig::net_slot_count` valid).
+#[map(name = "FL_NET_SLOTS")]
+static NET_SLOTS: Array<u32> = Array::with_max_entries(MAX_NET_SLOTS, 0);
 
 /// Gilbert model state per slot and CPU: 0 = good, 1 = bad (dropping).
 #[map(name = "FL_GE_STATE")]
@@ -103,8 +106,10 @@ fn parse(eth_proto: u16, l3: usize, ctx: &impl Headers) -> Option<Packet> {
         p.proto = u32::from(h[6]);
         let mut i = 0;
         while i < 4 {
-            p.src[i] = u32::from_ne_bytes([h[8 + 4 * i], h[9 + 4 * i], h[10 + 4 * i], h[11 + 4 * i]]);
-            p.dst[i] = u32::from_ne_bytes([h[24 + 4 * i], h[25 + 4 * i], h[26 + 4 * i], h[27 + 4 * i]]);
+            p.src[i] =
+                u32::from_ne_bytes([h[8 + 4 * i], h[9 + 4 * i], h[10 + 4 * i], h[11 + 4 * i]]);
+            p.dst[i] =
+                u32::from_ne_bytes([h[24 + 4 * i], h[25 + 4 * i], h[26 + 4 * i], h[27 + 4 * i]]);
             i += 1;
         }
         l3 + 40
@@ -131,7 +136,13 @@ fn parse(eth_proto: u16, l3: usize, ctx: &impl Headers) -> Option<Packet> {
 
 #[inline(always)]
 fn mask(bits: u32) -> u32 {
-    if bits == 0 { 0 } else if bits >= 32 { u32::MAX } else { u32::MAX << (32 - bits) }
+    if bits == 0 {
+        0
+    } else if bits >= 32 {
+        u32::MAX
+    } else {
+        u32::MAX << (32 - bits)
+    }
 }
 
 #[inline(always)]
@@ -142,7 +153,13 @@ fn in_net(addr: &[u32; 4], net: &[u32; 4], prefix: u32, words: usize) -> bool {
             break;
         }
         let lo = 32 * i as u32;
-        let bits = if prefix >= lo + 32 { 32 } else if prefix > lo { prefix - lo } else { 0 };
+        let bits = if prefix >= lo + 32 {
+            32
+        } else if prefix > lo {
+            prefix - lo
+        } else {
+            0
+        };
         let m = mask(bits);
         if (u32::from_be(addr[i]) & m) != (u32::from_be(net[i]) & m) {
             return false;
@@ -187,14 +204,20 @@ fn packet_matches(m: &NetMatch, fl: u32, p: &Packet, ctl_port: u32) -> bool {
 #[inline(always)]
 fn over_rate(index: u32, slot: &FaultSlot, len: u32) -> bool {
     const NANO: u64 = 1_000_000_000;
-    let Some(b) = BUCKETS.get_ptr_mut(index) else { return false };
+    let Some(b) = BUCKETS.get_ptr_mut(index) else {
+        return false;
+    };
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     // SAFETY: the pointer is valid for the program's run (see BUCKETS).
     unsafe {
         // At most one second of refill: rate x elapsed then stays below 2^64
         // for rates up to 10 GB/s (validated by the agent).
-        let elapsed = if now > (*b).last_ns { now - (*b).last_ns } else { 0 };
+        let elapsed = if now > (*b).last_ns {
+            now - (*b).last_ns
+        } else {
+            0
+        };
         let elapsed = if elapsed > NANO { NANO } else { elapsed };
         let cap = u64::from(slot.net.burst_bytes) * NANO;
         let mut tokens = (*b).tokens + elapsed * slot.net.rate_bytes_per_sec;
@@ -202,24 +225,10 @@ fn over_rate(index: u32, slot: &FaultSlot, len: u32) -> bool {
             tokens = cap;
         }
         (*b).last_ns = now;
-        // A packet passes while the bucket holds anything and may take it
-        // below zero (debt, kept as `debt`): GSO packets of up to 64 KiB are
-        // then charged in full without needing a bucket deeper than they are.
         let cost = u64::from(len) * NANO;
-        if (*b).debt >= tokens {
-            (*b).debt -= tokens;
-            (*b).tokens = 0;
-            return true;
-        }
-        let avail = tokens - (*b).debt;
-        (*b).debt = 0;
-        if cost <= avail {
-            (*b).tokens = avail - cost;
-        } else {
-            (*b).tokens = 0;
-            (*b).debt = cost - avail;
-        }
-        false
+        let pass = tokens >= cost;
+        (*b).tokens = if pass { tokens - cost } else { tokens };
+        !pass
     }
 }
 
@@ -231,7 +240,9 @@ fn lose(index: u32, slot: &FaultSlot) -> bool {
     if slot.net.leave_bad == 0 {
         return r < slot.threshold;
     }
-    let Some(state) = GE_STATE.get_ptr_mut(index) else { return false };
+    let Some(state) = GE_STATE.get_ptr_mut(index) else {
+        return false;
+    };
     // SAFETY: per-CPU value; these programs run with migration disabled.
     unsafe {
         if *state == 0 {
@@ -249,18 +260,32 @@ fn lose(index: u32, slot: &FaultSlot) -> bool {
 /// at a level (cgroup scope); `ifindex` is set for interface scope.
 #[inline(always)]
 fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) -> Verdict {
-    let Some(cfg) = CONFIG.get(0) else { return Verdict::Pass };
-    let limit = if cfg.slot_limit > MAX_FAULTS { MAX_FAULTS } else { cfg.slot_limit };
-    let mut i = 0;
-    while i < MAX_FAULTS {
-        if i >= limit {
+    let Some(cfg) = CONFIG.get(0) else {
+        return Verdict::Pass;
+    };
+    let listed = if cfg.net_slot_count > MAX_NET_SLOTS {
+        MAX_NET_SLOTS
+    } else {
+        cfg.net_slot_count
+    };
+    let mut j = 0;
+    while j < MAX_NET_SLOTS {
+        if j >= listed {
             break;
+        }
+        j += 1;
+        let Some(&i) = NET_SLOTS.get(j - 1) else {
+            break;
+        };
+        if i >= MAX_FAULTS {
+            continue;
         }
         if let Some(slot) = SLOTS.get(i) {
             // Duplication needs a TCX program (it clones the packet).
             let kind_ok = slot.kind == kind::PACKET_DROP
                 || slot.kind == kind::PACKET_RATE
-                || ((slot.kind == kind::PACKET_DUP || slot.kind == kind::PACKET_CORRUPT) && ifindex != 0);
+                || ((slot.kind == kind::PACKET_DUP || slot.kind == kind::PACKET_CORRUPT)
+                    && ifindex != 0);
             if kind_ok
                 && slot.net.direction & dir != 0
                 && slot.net.ifindex == ifindex
@@ -272,7 +297,11 @@ fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) ->
                         && cgroup_of(slot.target.cgroup_level) == slot.target.cgroup_id))
                 && packet_matches(&slot.net, slot.flags, p, cfg.control_port)
             {
-                let hit = if slot.kind == kind::PACKET_RATE { over_rate(i, slot, p.len) } else { lose(i, slot) };
+                let hit = if slot.kind == kind::PACKET_RATE {
+                    over_rate(i, slot, p.len)
+                } else {
+                    lose(i, slot)
+                };
                 count(i, hit);
                 if hit && !dry_run(slot) {
                     return if slot.kind == kind::PACKET_DUP {
@@ -285,7 +314,6 @@ fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) ->
                 }
             }
         }
-        i += 1;
     }
     Verdict::Pass
 }
@@ -311,14 +339,30 @@ const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
 fn corrupt(ctx: &TcContext, p: &Packet, recompute: bool) {
     // SAFETY: plain helper call.
     let bit = unsafe { bpf_get_prandom_u32() } % 16;
-    let (off, fix_l4) = if !recompute && !p.v6 { (p.l3 + 4, false) } else { (p.payload, recompute) };
-    let Ok(old) = ctx.load::<u16>(off) else { return };
+    let (off, fix_l4) = if !recompute && !p.v6 {
+        (p.l3 + 4, false)
+    } else {
+        (p.payload, recompute)
+    };
+    let Ok(old) = ctx.load::<u16>(off) else {
+        return;
+    };
     let new = old ^ (1u16 << bit);
     if ctx.store(off, &new, 0).is_err() || !fix_l4 {
         return;
     }
-    let csum_off = if p.proto == 17 { p.l4 + 6 } else if p.proto == 6 { p.l4 + 16 } else { return };
-    let mangled = if p.proto == 17 { BPF_F_MARK_MANGLED_0 } else { 0 };
+    let csum_off = if p.proto == 17 {
+        p.l4 + 6
+    } else if p.proto == 6 {
+        p.l4 + 16
+    } else {
+        return;
+    };
+    let mangled = if p.proto == 17 {
+        BPF_F_MARK_MANGLED_0
+    } else {
+        0
+    };
     let _ = ctx.l4_csum_replace(csum_off, u64::from(old), u64::from(new), 2 | mangled);
 }
 
@@ -336,19 +380,28 @@ fn cgroup_skb_drop(ctx: &SkBuffContext, dir: u32) -> bool {
     p.len = ctx.len();
     let skb = ctx.skb.skb;
     // SAFETY: plain helper call on the program's own context.
-    decide(dir, 0, &p, |level| unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level as i32) })
-        == Verdict::Drop
+    decide(dir, 0, &p, |level| unsafe {
+        bpf_skb_ancestor_cgroup_id(skb.cast(), level as i32)
+    }) == Verdict::Drop
 }
 
 #[cgroup_skb(egress)]
 pub fn fl_skb_egress(ctx: SkBuffContext) -> i32 {
     // 2: drop with congestion notification, which UDP senders do not see.
-    if cgroup_skb_drop(&ctx, direction::EGRESS) { 2 } else { 1 }
+    if cgroup_skb_drop(&ctx, direction::EGRESS) {
+        2
+    } else {
+        1
+    }
 }
 
 #[cgroup_skb(ingress)]
 pub fn fl_skb_ingress(ctx: SkBuffContext) -> i32 {
-    if cgroup_skb_drop(&ctx, direction::INGRESS) { 0 } else { 1 }
+    if cgroup_skb_drop(&ctx, direction::INGRESS) {
+        0
+    } else {
+        1
+    }
 }
 
 #[inline(always)]
@@ -372,7 +425,11 @@ fn tc_drop(ctx: &TcContext, dir: u32) -> i32 {
         }
         Verdict::Duplicate => {
             ctx.skb.set_mark(DUP_MARK);
-            let flags = if dir == direction::INGRESS { BPF_F_INGRESS } else { 0 };
+            let flags = if dir == direction::INGRESS {
+                BPF_F_INGRESS
+            } else {
+                0
+            };
             let _ = ctx.clone_redirect(ifindex, flags);
             ctx.skb.set_mark(mark);
             TC_OK as i32

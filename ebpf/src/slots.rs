@@ -53,7 +53,9 @@ pub struct Caller {
 impl Caller {
     #[inline(always)]
     pub fn current() -> Self {
-        Self { tgid: (bpf_get_current_pid_tgid() >> 32) as u32 }
+        Self {
+            tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        }
     }
 }
 
@@ -70,7 +72,11 @@ pub fn scan_limit(caller: &Caller) -> Option<u32> {
     if caller.tgid <= 1 || caller.tgid == cfg.agent_tgid {
         return None;
     }
-    Some(if cfg.slot_limit > MAX_FAULTS { MAX_FAULTS } else { cfg.slot_limit })
+    Some(if cfg.slot_limit > MAX_FAULTS {
+        MAX_FAULTS
+    } else {
+        cfg.slot_limit
+    })
 }
 
 /// Configured protected pids and names. Checked only once a slot matched,
@@ -78,7 +84,9 @@ pub fn scan_limit(caller: &Caller) -> Option<u32> {
 #[inline(always)]
 pub fn protected(caller: &Caller) -> bool {
     // SAFETY: the values are only tested for presence.
-    unsafe { PROTECTED.get(&caller.tgid).is_some() || PROTECTED_COMMS.get(&current_comm()).is_some() }
+    unsafe {
+        PROTECTED.get(&caller.tgid).is_some() || PROTECTED_COMMS.get(&current_comm()).is_some()
+    }
 }
 
 #[inline(always)]

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use faultline_common::{FaultSlot, direction, flags, kind};
 
 use crate::domain::{
-    BandwidthSpec, BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, PacketLossSpec, PacketMatch, Target,
+    BandwidthSpec, BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, PacketLossSpec,
+    PacketMatch, Target,
 };
 
 /// 2^32: probabilities are compared against `bpf_get_prandom_u32()`.
@@ -15,7 +16,9 @@ const SCALE: f64 = 4_294_967_296.0;
 fn v6_words(c: Cidr) -> [u32; 4] {
     let IpAddr::V6(a) = c.addr else { return [0; 4] };
     let o = a.octets();
-    std::array::from_fn(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]))
+    std::array::from_fn(|i| {
+        u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+    })
 }
 
 fn fill_match(m: &PacketMatch, dir: Direction, target: &Target, slot: &mut FaultSlot) {
@@ -32,7 +35,11 @@ fn fill_match(m: &PacketMatch, dir: Direction, target: &Target, slot: &mut Fault
     net.dport_lo = u32::from(m.dports.lo);
     net.dport_hi = u32::from(m.dports.hi);
     // A CIDR of one family limits the fault to that family.
-    let family = [m.src, m.dst].into_iter().flatten().next().map(|c| c.addr.is_ipv4());
+    let family = [m.src, m.dst]
+        .into_iter()
+        .flatten()
+        .next()
+        .map(|c| c.addr.is_ipv4());
     slot.flags |= match family {
         Some(true) => flags::FAMILY_V4,
         Some(false) => flags::FAMILY_V6,

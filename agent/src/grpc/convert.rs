@@ -12,9 +12,9 @@ use faultline_proto::v1 as pb;
 use crate::{
     cgroup::Cgroup,
     domain::{
-        BandwidthSpec, BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, ExperimentSpec, FaultSpec, Interface, PacketLossSpec,
-        PacketMatch, PortRange, Probability, SockCall, SpecError, SyscallErrorSpec,
-        SyscallSignalSpec, Target,
+        BandwidthSpec, BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, ExperimentSpec,
+        FaultSpec, Interface, PacketLossSpec, PacketMatch, PortRange, Probability, SockCall,
+        SpecError, SyscallErrorSpec, SyscallSignalSpec, Target,
     },
     engine::{Event, EventKind, ExperimentView, State},
     names::{ErrnoName, SignalName, SyscallName},
@@ -86,9 +86,13 @@ fn target(t: Option<&pb::Target>) -> Result<Target, SpecError> {
         ));
     }
     if out.interface.is_some() && out.cgroup.is_some() {
-        return Err(inv("spec.target.interface", "give either an interface or a cgroup, not both"));
+        return Err(inv(
+            "spec.target.interface",
+            "give either an interface or a cgroup, not both",
+        ));
     }
-    if out.pids.is_empty() && out.cgroup.is_none() && out.comm.is_none() && out.interface.is_none() {
+    if out.pids.is_empty() && out.cgroup.is_none() && out.comm.is_none() && out.interface.is_none()
+    {
         return Err(inv(
             "spec.target",
             "no selector: give pids, a cgroup or a comm (a fault never applies to the whole host implicitly)",
@@ -102,9 +106,16 @@ fn interface(name: &str) -> Result<Option<Interface>, SpecError> {
     if name.is_empty() {
         return Ok(None);
     }
-    let ifindex = nix::net::if_::if_nametoindex(name)
-        .map_err(|_| inv("spec.target.interface", format!("no interface named {name:?} on this host")))?;
-    Ok(Some(Interface { name: name.to_owned(), ifindex }))
+    let ifindex = nix::net::if_::if_nametoindex(name).map_err(|_| {
+        inv(
+            "spec.target.interface",
+            format!("no interface named {name:?} on this host"),
+        )
+    })?;
+    Ok(Some(Interface {
+        name: name.to_owned(),
+        ifindex,
+    }))
 }
 
 fn direction(field: String, d: i32) -> Result<Direction, SpecError> {
@@ -125,13 +136,18 @@ fn packet_match(p: &str, m: Option<&pb::PacketMatch>) -> Result<PacketMatch, Spe
         "udp" => Some(17),
         "icmp" => Some(1),
         other => {
-            return Err(inv(format!("{p}.match.protocol"), format!("{other:?}: expected tcp, udp, icmp or any")));
+            return Err(inv(
+                format!("{p}.match.protocol"),
+                format!("{other:?}: expected tcp, udp, icmp or any"),
+            ));
         }
     };
     let cidr = |field: &str, s: &str| -> Result<Option<Cidr>, SpecError> {
         match s.trim() {
             "" => Ok(None),
-            c => Cidr::parse(c).map(Some).map_err(|r| inv(format!("{p}.match.{field}"), r)),
+            c => Cidr::parse(c)
+                .map(Some)
+                .map_err(|r| inv(format!("{p}.match.{field}"), r)),
         }
     };
     let src = cidr("src_cidr", &m.src_cidr)?;
@@ -139,15 +155,30 @@ fn packet_match(p: &str, m: Option<&pb::PacketMatch>) -> Result<PacketMatch, Spe
     if let (Some(a), Some(b)) = (src, dst)
         && a.addr.is_ipv4() != b.addr.is_ipv4()
     {
-        return Err(inv(format!("{p}.match.dst_cidr"), "source and destination CIDRs must be of the same family"));
+        return Err(inv(
+            format!("{p}.match.dst_cidr"),
+            "source and destination CIDRs must be of the same family",
+        ));
     }
-    let ports = |field: &str, s: &str| PortRange::parse(s).map_err(|r| inv(format!("{p}.match.{field}"), r));
+    let ports = |field: &str, s: &str| {
+        PortRange::parse(s).map_err(|r| inv(format!("{p}.match.{field}"), r))
+    };
     let sports = ports("src_ports", &m.src_ports)?;
     let dports = ports("dst_ports", &m.dst_ports)?;
     if (!sports.is_any() || !dports.is_any()) && proto.is_some_and(|p| p != 6 && p != 17) {
-        return Err(inv(format!("{p}.match.protocol"), "ports apply to tcp and udp only"));
+        return Err(inv(
+            format!("{p}.match.protocol"),
+            "ports apply to tcp and udp only",
+        ));
     }
-    Ok(PacketMatch { proto, src, dst, sports, dports, include_ssh: m.include_ssh })
+    Ok(PacketMatch {
+        proto,
+        src,
+        dst,
+        sports,
+        dports,
+        include_ssh: m.include_ssh,
+    })
 }
 
 fn fault(i: usize, f: &pb::FaultSpec) -> Result<FaultSpec, SpecError> {
@@ -192,7 +223,10 @@ fn fault(i: usize, f: &pb::FaultSpec) -> Result<FaultSpec, SpecError> {
             if !(8_000..=80_000_000_000).contains(&b.rate_bits_per_sec) {
                 return Err(inv(
                     format!("{p}.rate_bits_per_sec"),
-                    format!("{} is outside 8000 ..= 80000000000 bit/s", b.rate_bits_per_sec),
+                    format!(
+                        "{} is outside 8000 ..= 80000000000 bit/s",
+                        b.rate_bits_per_sec
+                    ),
                 ));
             }
             let rate_bytes_per_sec = b.rate_bits_per_sec / 8;
@@ -336,7 +370,9 @@ pub fn spec_from_proto(spec: Option<&pb::ExperimentSpec>) -> Result<ExperimentSp
                 "packets are matched by cgroup or interface; pids and comm do not apply to network faults",
             ));
         }
-        if matches!(f, FaultSpec::Duplicate(_) | FaultSpec::Corrupt(_)) && target.interface.is_none() {
+        if matches!(f, FaultSpec::Duplicate(_) | FaultSpec::Corrupt(_))
+            && target.interface.is_none()
+        {
             return Err(inv(
                 field(),
                 format!(
@@ -468,7 +504,11 @@ fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
             comm: t.comm.clone().unwrap_or_default(),
             exclude_pids: t.exclude_pids.clone(),
             exclude_comm: t.exclude_comm.clone().unwrap_or_default(),
-            interface: t.interface.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
+            interface: t
+                .interface
+                .as_ref()
+                .map(|i| i.name.clone())
+                .unwrap_or_default(),
         }),
         duration_ms: s.duration.as_millis() as u64,
         dry_run: s.dry_run,
