@@ -26,6 +26,16 @@ async fn capabilities_report_what_this_kernel_supports() {
     };
     assert!(row("syscall_error", "cgroup_sock_addr").supported);
     assert!(row("syscall_signal", "raw_tracepoint").supported);
+    // Every mechanism this agent builds loads on this host kernel (6.18):
+    // a program the verifier refuses would show up here first.
+    for r in caps.capabilities.iter().filter(|r| r.mechanism != "bpf_lsm") {
+        assert!(r.supported, "{}/{} should load on this kernel: {}", r.fault_kind, r.mechanism, r.reason);
+        assert!(r.reason.len() < 600, "reasons stay short");
+    }
+    for kind in ["packet_loss", "blackhole", "bandwidth"] {
+        assert!(row(kind, "cgroup_skb").supported && row(kind, "tcx").supported, "{kind}");
+    }
+    assert!(row("duplicate", "tcx").supported && row("corrupt", "tcx").supported);
     let lsm = row("syscall_error", "bpf_lsm");
     assert!(
         !lsm.supported && !lsm.reason.is_empty(),
