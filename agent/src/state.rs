@@ -74,6 +74,7 @@ pub fn prepare(cfg: &Config) -> Result<InstanceLock, StateError> {
         let _ = fs::remove_file(&cfg.socket);
     }
     ensure_bpffs();
+    ensure_securityfs();
     remove_stale_pins(Path::new(PIN_DIR));
     Ok(InstanceLock {
         _lock: lock,
@@ -101,6 +102,25 @@ fn ensure_bpffs() {
     ) {
         Ok(()) => tracing::info!(path = BPFFS, "mounted bpffs"),
         Err(e) => tracing::warn!(path = BPFFS, error = %e, "could not mount bpffs"),
+    }
+}
+
+/// securityfs tells which LSMs are active (/sys/kernel/security/lsm), which
+/// GetCapabilities reports; some hosts boot without it mounted.
+fn ensure_securityfs() {
+    const SECURITYFS: &str = "/sys/kernel/security";
+    if std::path::Path::new(SECURITYFS).join("lsm").exists() {
+        return;
+    }
+    match nix::mount::mount(
+        Some("securityfs"),
+        SECURITYFS,
+        Some("securityfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    ) {
+        Ok(()) => tracing::info!(path = SECURITYFS, "mounted securityfs"),
+        Err(e) => tracing::debug!(path = SECURITYFS, error = %e, "could not mount securityfs"),
     }
 }
 
