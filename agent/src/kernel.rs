@@ -9,7 +9,7 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Program, ProgramError,
-        RawTracePoint, SchedClassifier, TcAttachType,
+        RawTracePoint, SchedClassifier, SockOps, TcAttachType,
     },
     util::nr_cpus,
 };
@@ -35,6 +35,9 @@ const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
     ("fl_skb_ingress", CgroupSkbAttachType::Ingress),
     ("fl_skb_egress", CgroupSkbAttachType::Egress),
 ];
+/// Caps the pacing rate of TCP connections a `bandwidth` fault matches;
+/// part of the cgroup_skb mechanism.
+const SOCK_OPS_PROGRAM: &str = "fl_sock_ops";
 const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
     ("fl_tc_ingress", TcAttachType::Ingress),
     ("fl_tc_egress", TcAttachType::Egress),
@@ -223,6 +226,9 @@ impl Kernel {
             if let Err(reason) =
                 load_all::<CgroupSkb>(&mut ebpf, SKB_PROGRAMS.map(|(n, _)| n), |p| p.load())
             {
+                unavailable.insert(Mechanism::CgroupSkb, reason);
+            }
+            if let Err(reason) = load_all::<SockOps>(&mut ebpf, [SOCK_OPS_PROGRAM], |p| p.load()) {
                 unavailable.insert(Mechanism::CgroupSkb, reason);
             }
         } else if let Some(reason) = unavailable.get(&Mechanism::CgroupSockAddr).cloned() {
@@ -505,6 +511,13 @@ impl Kernel {
                             .push(Box::new(p.take_link(id).map_err(failed(name))?));
                     }
                 } else {
+                    let name = SOCK_OPS_PROGRAM;
+                    let p = program::<SockOps>(ebpf, name).map_err(failed(name))?;
+                    let id = p
+                        .attach(root, CgroupAttachMode::Single)
+                        .map_err(failed(name))?;
+                    att.links
+                        .push(Box::new(p.take_link(id).map_err(failed(name))?));
                     for (name, kind) in SKB_PROGRAMS {
                         let p = program::<CgroupSkb>(ebpf, name).map_err(failed(name))?;
                         let id = p

@@ -8,10 +8,13 @@
 
 use aya_ebpf::{
     bindings::TC_ACT_OK as TC_OK,
-    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_skb_ancestor_cgroup_id},
-    macros::{cgroup_skb, classifier, map},
+    helpers::generated::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_prandom_u32, bpf_ktime_get_boot_ns,
+        bpf_setsockopt, bpf_skb_ancestor_cgroup_id,
+    },
+    macros::{cgroup_skb, classifier, map, sock_ops},
     maps::{Array, PerCpuArray},
-    programs::{SkBuffContext, TcContext},
+    programs::{SkBuffContext, SockOpsContext, TcContext},
 };
 use faultline_common::{FaultSlot, MAX_FAULTS, MAX_NET_SLOTS, NetMatch, direction, flags, kind};
 
@@ -445,4 +448,121 @@ pub fn fl_tc_egress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn fl_tc_ingress(ctx: TcContext) -> i32 {
     tc_drop(&ctx, direction::INGRESS)
+}
+
+const BPF_SOCK_OPS_TCP_CONNECT_CB: u32 = 3;
+const SOL_SOCKET: i32 = 1;
+const SO_MAX_PACING_RATE: i32 = 47;
+const AF_INET: u32 = 2;
+
+/// `bandwidth` for TCP in cgroup scope: when a target process opens a TCP
+/// connection that a bandwidth slot matches, cap the socket's pacing rate
+/// (TCP's own pacing, no qdisc needed), so the flow is shaped to the rate
+/// instead of being policed in 64 KiB GSO chunks. The policer still holds
+/// the aggregate. Runs in the connecting task, so the cgroup check is the
+/// task's.
+#[sock_ops]
+pub fn fl_sock_ops(ctx: SockOpsContext) -> u32 {
+    if ctx.op() != BPF_SOCK_OPS_TCP_CONNECT_CB {
+        return 1;
+    }
+    let Some(cfg) = CONFIG.get(0) else { return 1 };
+    let listed = if cfg.net_slot_count > MAX_NET_SLOTS {
+        MAX_NET_SLOTS
+    } else {
+        cfg.net_slot_count
+    };
+    // Every context field is read unconditionally: a read behind a branch
+    // lets the compiler form a moved context pointer, which the verifier
+    // refuses ("dereference of modified ctx ptr").
+    // (Volatile, so LLVM cannot fold the two address reads into one load
+    // through a selected pointer either.)
+    let ops = ctx.ops;
+    // SAFETY: the context is valid for the program's run; plain u32 fields.
+    let (family, ip4, ip6, port) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*ops).family),
+            core::ptr::read_volatile(&raw const (*ops).remote_ip4),
+            [
+                core::ptr::read_volatile(&raw const (*ops).remote_ip6[0]),
+                core::ptr::read_volatile(&raw const (*ops).remote_ip6[1]),
+                core::ptr::read_volatile(&raw const (*ops).remote_ip6[2]),
+                core::ptr::read_volatile(&raw const (*ops).remote_ip6[3]),
+            ],
+            core::ptr::read_volatile(&raw const (*ops).remote_port),
+        )
+    };
+    let v4 = family == AF_INET;
+    let remote = if v4 { [ip4, 0, 0, 0] } else { ip6 };
+    let p = Packet {
+        len: 0,
+        v6: !v4,
+        l3: 0,
+        l4: 0,
+        payload: 0,
+        proto: 6,
+        // The source side is not known before connect() picks it: match any.
+        src: [0; 4],
+        dst: remote,
+        sport: 0,
+        dport: u32::from_be(port),
+    };
+    let mut j = 0;
+    while j < MAX_NET_SLOTS {
+        if j >= listed {
+            break;
+        }
+        j += 1;
+        let Some(&i) = NET_SLOTS.get(j - 1) else {
+            break;
+        };
+        if i >= MAX_FAULTS {
+            continue;
+        }
+        let Some(slot) = SLOTS.get(i) else { continue };
+        if slot.kind != kind::PACKET_RATE
+            || slot.net.ifindex != 0
+            || slot.net.direction & direction::EGRESS == 0
+            || slot.target.cgroup_id == 0
+            || dry_run(slot)
+            || !live(slot)
+        {
+            continue;
+        }
+        // SAFETY: plain helper call.
+        if unsafe { bpf_get_current_ancestor_cgroup_id(slot.target.cgroup_level as i32) }
+            != slot.target.cgroup_id
+        {
+            continue;
+        }
+        let mut m = slot.net;
+        // Source filters cannot be judged yet; the policer still applies them.
+        m.src_v4_prefix = 0;
+        m.src_v6_prefix = 0;
+        m.sport_lo = 0;
+        m.sport_hi = 65535;
+        if !packet_matches(&m, slot.flags, &p, cfg.control_port) {
+            continue;
+        }
+        // Pace a little under the policer so timing jitter never makes
+        // the policer drop a paced flow.
+        let rate = slot.net.rate_bytes_per_sec / 100 * 97;
+        let mut val: u32 = if rate > u64::from(u32::MAX - 1) {
+            u32::MAX - 1
+        } else {
+            rate as u32
+        };
+        // SAFETY: valid context and option buffer of the size passed.
+        unsafe {
+            bpf_setsockopt(
+                ctx.ops.cast(),
+                SOL_SOCKET,
+                SO_MAX_PACING_RATE,
+                (&raw mut val).cast(),
+                core::mem::size_of::<u32>() as i32,
+            );
+        }
+        break;
+    }
+    1
 }

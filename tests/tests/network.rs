@@ -598,8 +598,19 @@ async fn bandwidth_polices_a_udp_flood_to_the_configured_rate() {
             r#match: Some(udp_to_port(7100)),
         })),
     };
-    let exp = start(&mut c, experiment(fault, interface_target(&ns.host_if), Duration::from_secs(60))).await;
-    let sent = Command::new(bin("fl-probe")).args(["udp-blast", &to.to_string(), &SECS.to_string(), "1200"]).output().unwrap();
+    let exp = start(
+        &mut c,
+        experiment(
+            fault,
+            interface_target(&ns.host_if),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
+    let sent = Command::new(bin("fl-probe"))
+        .args(["udp-blast", &to.to_string(), &SECS.to_string(), "1200"])
+        .output()
+        .unwrap();
     assert!(sent.status.success());
     line.clear();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
@@ -608,11 +619,90 @@ async fn bandwidth_polices_a_udp_flood_to_the_configured_rate() {
     let sent: ProbeResult = serde_json::from_slice(&sent.stdout).unwrap();
     // IP + UDP headers on top of the payload, as the policer counts them.
     let wire_bits = got.ok as f64 * (1200.0 + 28.0) * 8.0;
-    let burst_bits = (RATE_BITS as f64 / 8.0 / 50.0).max(65536.0) * 8.0;
+    let burst_bits = (RATE_BITS as f64 / 8.0 / 50.0).max(262144.0) * 8.0;
     let expected = RATE_BITS as f64 * SECS + burst_bits;
     let ratio = wire_bits / expected;
-    assert!(sent.ok as f64 * 1228.0 * 8.0 > 3.0 * expected, "the sender must offer well above the limit: {sent:?}");
-    assert!((0.9..=1.1).contains(&ratio), "delivered {:.1} Mbit over {SECS} s for a 20 Mbit/s limit (ratio {ratio:.3})", wire_bits / 1e6);
-    let view = c.get_experiment(pb::GetExperimentRequest { id: exp.id }).await.unwrap().into_inner();
-    assert_eq!(view.matched - view.injected, got.ok, "packets let through = packets received: {view:?}");
+    assert!(
+        sent.ok as f64 * 1228.0 * 8.0 > 3.0 * expected,
+        "the sender must offer well above the limit: {sent:?}"
+    );
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "delivered {:.1} Mbit over {SECS} s for a 20 Mbit/s limit (ratio {ratio:.3})",
+        wire_bits / 1e6
+    );
+    let view = c
+        .get_experiment(pb::GetExperimentRequest { id: exp.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        view.matched - view.injected,
+        got.ok,
+        "packets let through = packets received: {view:?}"
+    );
+}
+
+#[tokio::test]
+async fn bandwidth_shapes_a_bulk_tcp_transfer_in_cgroup_scope() {
+    require_root().unwrap();
+    let agent = Agent::start();
+    let mut c = agent.client().await;
+    let cg = TestCgroup::new("bw-tcp");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    const RATE_BITS: u64 = 40_000_000;
+    let fault = pb::FaultSpec {
+        kind: Some(pb::fault_spec::Kind::Bandwidth(pb::Bandwidth {
+            rate_bits_per_sec: RATE_BITS,
+            burst_bytes: 0,
+            direction: pb::Direction::Egress.into(),
+            r#match: Some(pb::PacketMatch {
+                protocol: "tcp".into(),
+                dst_ports: addr.port().to_string(),
+                ..Default::default()
+            }),
+        })),
+    };
+    start(
+        &mut c,
+        experiment(fault, cgroup_target(&cg), Duration::from_secs(60)),
+    )
+    .await;
+
+    let sink = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let t0 = std::time::Instant::now();
+        let n = std::io::copy(&mut s, &mut std::io::sink()).unwrap();
+        (n, t0.elapsed())
+    });
+    // The sender runs in the cgroup for 4 s (bash's /dev/tcp, coreutils).
+    let status = cg
+        .command("bash")
+        .args([
+            "-c",
+            &format!(
+                "timeout 4 cat /dev/zero > /dev/tcp/{}/{}",
+                addr.ip(),
+                addr.port()
+            ),
+        ])
+        .status()
+        .unwrap();
+    assert!(
+        status.code() == Some(124) || status.success(),
+        "sender: {status:?}"
+    );
+    let (bytes, elapsed) = sink.join().unwrap();
+    let rate = bytes as f64 * 8.0 / elapsed.as_secs_f64();
+    let ratio = rate / RATE_BITS as f64;
+    eprintln!(
+        "bulk TCP through a 40 Mbit/s bandwidth fault: {:.1} Mbit/s (ratio {ratio:.3})",
+        rate / 1e6
+    );
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "measured {:.1} Mbit/s for a 40 Mbit/s limit (ratio {ratio:.3})",
+        rate / 1e6
+    );
 }

@@ -231,7 +231,8 @@ fn fault(i: usize, f: &pb::FaultSpec) -> Result<FaultSpec, SpecError> {
             }
             let rate_bytes_per_sec = b.rate_bits_per_sec / 8;
             let burst_bytes = match b.burst_bytes {
-                0 => (rate_bytes_per_sec / 50).clamp(64 * 1024, 1 << 30) as u32,
+                // 20 ms at the rate, and at least four 64 KiB GSO segments.
+                0 => (rate_bytes_per_sec / 50).clamp(256 * 1024, 1 << 30) as u32,
                 n if (1514..=1 << 30).contains(&n) => n,
                 n => {
                     return Err(inv(
