@@ -239,7 +239,17 @@ impl Kernel {
         {
             unavailable.insert(Mechanism::SysEnter, reason);
         }
-        if let Err(reason) =
+        // Before 6.6 aya attaches classifiers as legacy netlink tc filters,
+        // which would outlive the agent: interface scope is refused there.
+        let tcx = aya::util::KernelVersion::current()
+            .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
+        if !tcx {
+            unavailable.insert(
+                Mechanism::Tcx(0),
+                "interface scope needs TCX links (Linux 6.6 or later); a legacy tc filter would outlive the agent"
+                    .into(),
+            );
+        } else if let Err(reason) =
             load_all::<SchedClassifier>(&mut ebpf, TC_PROGRAMS.map(|(n, _)| n), |p| p.load())
         {
             unavailable.insert(Mechanism::Tcx(0), reason);
