@@ -1,4 +1,4 @@
-//! Runtime state on the host: the single-instance lock, bpffs, and clean-up
+//! Runtime state on the host: the single-instance lock and clean-up
 //! of whatever an earlier run left behind.
 
 use std::{
@@ -11,9 +11,10 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::config::Config;
 
-const BPFFS: &str = "/sys/fs/bpf";
 /// Where pins of this tool would live. The agent pins nothing (faults must
-/// die with it), so anything here is stale and removed at start-up.
+/// die with it), so it needs no bpffs and never mounts one (a bpffs mount
+/// brings the kernel's preloaded `progs.debug`/`maps.debug` with it); if one
+/// is mounted, anything here is stale and removed at start-up.
 const PIN_DIR: &str = "/sys/fs/bpf/faultline";
 
 #[derive(Debug, thiserror::Error)]
@@ -73,36 +74,12 @@ pub fn prepare(cfg: &Config) -> Result<InstanceLock, StateError> {
     if cfg.socket.exists() {
         let _ = fs::remove_file(&cfg.socket);
     }
-    ensure_bpffs();
     ensure_securityfs();
     remove_stale_pins(Path::new(PIN_DIR));
     Ok(InstanceLock {
         _lock: lock,
         pid_file,
     })
-}
-
-fn ensure_bpffs() {
-    let mounted = fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| {
-            m.lines()
-                .any(|l| l.split(" - ").nth(1).is_some_and(|t| t.starts_with("bpf ")))
-        })
-        .unwrap_or(false);
-    if mounted {
-        return;
-    }
-    let _ = fs::create_dir_all(BPFFS);
-    match nix::mount::mount(
-        Some("bpf"),
-        BPFFS,
-        Some("bpf"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    ) {
-        Ok(()) => tracing::info!(path = BPFFS, "mounted bpffs"),
-        Err(e) => tracing::warn!(path = BPFFS, error = %e, "could not mount bpffs"),
-    }
 }
 
 /// securityfs tells which LSMs are active (/sys/kernel/security/lsm), which

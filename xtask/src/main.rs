@@ -34,7 +34,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install the eBPF toolchain, bpf-linker and test packages; mount bpffs (idempotent).
+    /// Install the eBPF toolchain, bpf-linker and test packages (idempotent).
     Setup,
     /// Set up, then build every binary in the workspace.
     Build {

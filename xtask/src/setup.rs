@@ -2,7 +2,7 @@
 //! and test Faultline. Each step checks first and changes nothing when its
 //! part is already in place, so a second run is fast and quiet.
 
-use std::{env, fs, process::Command};
+use std::{env, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -17,15 +17,12 @@ const APT_PACKAGES: &[&str] = &[
     "iptables",   // the `network` benchmark's comparison: `-m statistic` packet loss
 ];
 
-const BPFFS: &str = "/sys/fs/bpf";
-
 pub fn run_all() -> Result<()> {
     put_cargo_bin_first_on_path()?;
     toolchain::ensure_nightly()?;
     toolchain::ensure_rust_src()?;
     toolchain::ensure_bpf_linker()?;
-    ensure_apt_packages()?;
-    ensure_bpffs()
+    ensure_apt_packages()
 }
 
 fn put_cargo_bin_first_on_path() -> Result<()> {
@@ -80,50 +77,4 @@ fn dpkg_installed(package: &str) -> Result<bool> {
             .split_whitespace()
             .last()
             == Some("installed"))
-}
-
-fn ensure_bpffs() -> Result<()> {
-    let mountinfo =
-        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    if bpffs_mounted(&mountinfo) {
-        crate::status("bpffs", &format!("mounted at {BPFFS}"));
-        return Ok(());
-    }
-    if !crate::running_as_root() {
-        crate::status(
-            "bpffs",
-            &format!(
-                "not mounted at {BPFFS}; skipped (needs root, and the agent mounts it itself)"
-            ),
-        );
-        return Ok(());
-    }
-    crate::status("bpffs", &format!("mounting at {BPFFS}"));
-    run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))
-}
-
-/// mountinfo lines: `id parent major:minor root MOUNT_POINT options... - FSTYPE source options`.
-fn bpffs_mounted(mountinfo: &str) -> bool {
-    mountinfo.lines().any(|line| {
-        let Some((mount, fs)) = line.split_once(" - ") else {
-            return false;
-        };
-        mount.split(' ').nth(4) == Some(BPFFS) && fs.split(' ').next() == Some("bpf")
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bpffs_is_found_only_as_bpf_at_its_mount_point() {
-        let with = "25 1 0:23 / /sys rw,nosuid - sysfs sysfs rw\n\
-                    40 25 0:35 / /sys/fs/bpf rw,relatime shared:9 - bpf bpf rw,mode=700\n";
-        let tmpfs_there = "40 25 0:35 / /sys/fs/bpf rw - tmpfs tmpfs rw\n";
-        let elsewhere = "41 25 0:36 / /run/bpf rw - bpf bpf rw\n";
-        assert!(bpffs_mounted(with));
-        assert!(!bpffs_mounted(tmpfs_there));
-        assert!(!bpffs_mounted(elsewhere));
-    }
 }
