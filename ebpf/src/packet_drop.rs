@@ -16,7 +16,9 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
     programs::{SkBuffContext, SockOpsContext, TcContext},
 };
-use faultline_common::{FaultSlot, MAX_FAULTS, MAX_NET_SLOTS, NetMatch, direction, flags, kind};
+use faultline_common::{
+    AgentConfig, FaultSlot, MAX_FAULTS, MAX_NET_SLOTS, NetMatch, direction, flags, kind,
+};
 
 use crate::slots::{CONFIG, SLOTS, count, dry_run, live};
 
@@ -38,6 +40,22 @@ static BUCKETS: Array<Bucket> = Array::with_max_entries(MAX_FAULTS, 0);
 /// Indices of the slots holding network faults (`AgentConfig::net_slot_count` valid).
 #[map(name = "FL_NET_SLOTS")]
 static NET_SLOTS: Array<u32> = Array::with_max_entries(MAX_NET_SLOTS, 0);
+
+/// The `j`th listed network slot: None past the end of the list, else its
+/// index and the slot (None for an index out of range).
+#[inline(always)]
+fn listed_slot(cfg: &AgentConfig, j: u32) -> Option<(u32, Option<&'static FaultSlot>)> {
+    let listed = if cfg.net_slot_count > MAX_NET_SLOTS {
+        MAX_NET_SLOTS
+    } else {
+        cfg.net_slot_count
+    };
+    if j >= listed {
+        return None;
+    }
+    let i = *NET_SLOTS.get(j)?;
+    Some((i, if i < MAX_FAULTS { SLOTS.get(i) } else { None }))
+}
 
 /// Gilbert model state per slot and CPU: 0 = good, 1 = bad (dropping).
 #[map(name = "FL_GE_STATE")]
@@ -266,24 +284,13 @@ fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) ->
     let Some(cfg) = CONFIG.get(0) else {
         return Verdict::Pass;
     };
-    let listed = if cfg.net_slot_count > MAX_NET_SLOTS {
-        MAX_NET_SLOTS
-    } else {
-        cfg.net_slot_count
-    };
     let mut j = 0;
     while j < MAX_NET_SLOTS {
-        if j >= listed {
-            break;
-        }
         j += 1;
-        let Some(&i) = NET_SLOTS.get(j - 1) else {
+        let Some((i, slot)) = listed_slot(cfg, j - 1) else {
             break;
         };
-        if i >= MAX_FAULTS {
-            continue;
-        }
-        if let Some(slot) = SLOTS.get(i) {
+        if let Some(slot) = slot {
             // Duplication needs a TCX program (it clones the packet).
             let kind_ok = slot.kind == kind::PACKET_DROP
                 || slot.kind == kind::PACKET_RATE
@@ -467,11 +474,6 @@ pub fn fl_sock_ops(ctx: SockOpsContext) -> u32 {
         return 1;
     }
     let Some(cfg) = CONFIG.get(0) else { return 1 };
-    let listed = if cfg.net_slot_count > MAX_NET_SLOTS {
-        MAX_NET_SLOTS
-    } else {
-        cfg.net_slot_count
-    };
     // Every context field is read unconditionally: a read behind a branch
     // lets the compiler form a moved context pointer, which the verifier
     // refuses ("dereference of modified ctx ptr").
@@ -509,17 +511,11 @@ pub fn fl_sock_ops(ctx: SockOpsContext) -> u32 {
     };
     let mut j = 0;
     while j < MAX_NET_SLOTS {
-        if j >= listed {
-            break;
-        }
         j += 1;
-        let Some(&i) = NET_SLOTS.get(j - 1) else {
+        let Some((_, slot)) = listed_slot(cfg, j - 1) else {
             break;
         };
-        if i >= MAX_FAULTS {
-            continue;
-        }
-        let Some(slot) = SLOTS.get(i) else { continue };
+        let Some(slot) = slot else { continue };
         if slot.kind != kind::PACKET_RATE
             || slot.net.ifindex != 0
             || slot.net.direction & direction::EGRESS == 0
