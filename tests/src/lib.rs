@@ -717,11 +717,18 @@ pub fn receive_numbered(
 /// kernel never drops for lack of room (SO_RCVBUFFORCE, root only).
 pub fn udp_receiver(ip: &str) -> std::net::UdpSocket {
     let sock = std::net::UdpSocket::bind(format!("{ip}:0")).expect("bind receiver");
+    force_receive_buffer(&sock);
+    sock
+}
+
+/// Gives a socket a 64 MiB receive buffer (SO_RCVBUFFORCE, root only), so
+/// the kernel never drops datagrams for lack of room during a test.
+pub fn force_receive_buffer(sock: &std::net::UdpSocket) {
     let size: libc::c_int = 64 << 20;
     // SAFETY: valid fd, option value pointer and length.
     let rc = unsafe {
         libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            std::os::fd::AsRawFd::as_raw_fd(sock),
             libc::SOL_SOCKET,
             libc::SO_RCVBUFFORCE,
             (&raw const size).cast(),
@@ -729,7 +736,6 @@ pub fn udp_receiver(ip: &str) -> std::net::UdpSocket {
         )
     };
     assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
-    sock
 }
 
 pub fn packet_loss(

@@ -313,13 +313,19 @@ async fn network_faults_need_a_cgroup_or_interface_and_never_touch_ssh() {
 
 /// TCP retransmissions on this host (all sockets of the namespace).
 fn retrans_segs() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap();
-    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-    let (head, vals) = (tcp.next().unwrap(), tcp.next().unwrap());
-    let i = head
-        .split_whitespace()
-        .position(|h| h == "RetransSegs")
-        .unwrap();
+    proc_net_counter(
+        &std::fs::read_to_string("/proc/net/snmp").unwrap(),
+        "Tcp:",
+        "RetransSegs",
+    )
+}
+
+/// A counter from a /proc/net/{snmp,netstat} text: a header line and a
+/// value line, both starting with `group`.
+fn proc_net_counter(text: &str, group: &str, name: &str) -> u64 {
+    let mut lines = text.lines().filter(|l| l.starts_with(group));
+    let (head, vals) = (lines.next().unwrap(), lines.next().unwrap());
+    let i = head.split_whitespace().position(|h| h == name).unwrap();
     vals.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
@@ -479,14 +485,11 @@ fn udp_through_veth(ns: &TestNetns, to: SocketAddr, n: u32) -> ProbeResult {
 /// their checksum on receipt.
 fn ip_csum_errors(ns: &TestNetns) -> u64 {
     let out = ns.command("cat").arg("/proc/net/netstat").output().unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut ip = text.lines().filter(|l| l.starts_with("IpExt:"));
-    let (head, vals) = (ip.next().unwrap(), ip.next().unwrap());
-    let i = head
-        .split_whitespace()
-        .position(|h| h == "InCsumErrors")
-        .unwrap();
-    vals.split_whitespace().nth(i).unwrap().parse().unwrap()
+    proc_net_counter(
+        &String::from_utf8(out.stdout).unwrap(),
+        "IpExt:",
+        "InCsumErrors",
+    )
 }
 
 #[tokio::test]

@@ -177,6 +177,45 @@ fn mono_ns() -> i64 {
 }
 
 /// Nearest-rank percentile of an ascending slice.
+/// The warm-up runs and the p50/p90/p99/max table of "StartExperiment →
+/// first {effect}" latencies (ns, sorted): after the response returned
+/// (clamped at 0), after the call, and the call's round trip.
+fn print_start_latency(
+    effect: &str,
+    measured: usize,
+    warmup_after_return: &[i64],
+    sorted: [&[i64]; 3],
+) {
+    let ms = |ns: i64| ns as f64 / 1e6;
+    println!(
+        "  runs: {measured} measured; {} warm-up runs not counted (returned → first {effect}: {})",
+        warmup_after_return.len(),
+        warmup_after_return
+            .iter()
+            .map(|r| format!("{:.3} ms", ms((*r).max(0))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  {:<40} {:>10} {:>10} {:>10} {:>10}",
+        "latency (ms)", "p50", "p90", "p99", "max"
+    );
+    let labels = [
+        format!("returned → first {effect} (clamped ≥ 0)"),
+        format!("called → first {effect}"),
+        "StartExperiment round trip".to_owned(),
+    ];
+    for (label, v) in labels.iter().zip(sorted) {
+        println!(
+            "  {label:<40} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
+            ms(percentile(v, 50.0)),
+            ms(percentile(v, 90.0)),
+            ms(percentile(v, 99.0)),
+            ms(*v.last().expect("runs"))
+        );
+    }
+}
+
 fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
     let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
@@ -482,33 +521,12 @@ fn activation(rt: &Runtime) -> anyhow::Result<Vec<String>> {
     for v in [&mut after_return, &mut after_call, &mut rpc] {
         v.sort_unstable();
     }
-    println!(
-        "  runs: {} measured; {} warm-up runs not counted (returned → first injected: {})",
+    print_start_latency(
+        "injected",
         measured.len(),
-        warmup.len(),
-        warmup
-            .iter()
-            .map(|r| format!("{:.3} ms", ms(r.after_return.max(0))))
-            .collect::<Vec<_>>()
-            .join(", ")
+        &warmup.iter().map(|r| r.after_return).collect::<Vec<_>>(),
+        [&after_return, &after_call, &rpc],
     );
-    println!(
-        "  {:<40} {:>10} {:>10} {:>10} {:>10}",
-        "latency (ms)", "p50", "p90", "p99", "max"
-    );
-    for (label, v) in [
-        ("returned → first injected (clamped ≥ 0)", &after_return),
-        ("called → first injected", &after_call),
-        ("StartExperiment round trip", &rpc),
-    ] {
-        println!(
-            "  {label:<40} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
-            ms(percentile(v, 50.0)),
-            ms(percentile(v, 90.0)),
-            ms(percentile(v, 99.0)),
-            ms(*v.last().expect("runs"))
-        );
-    }
     let overflowed: Vec<&Activation> = measured.iter().filter(|r| r.overflows > 0).collect();
     println!(
         "  runs in which the acceptor's accept queue overflowed (a SYN dropped, retransmitted after 1 s): {}/{}{}",
@@ -2030,33 +2048,12 @@ fn first_drop(rt: &Runtime, client: &mut Client, ns: &TestNetns) -> anyhow::Resu
     for v in [&mut after_return, &mut after_call, &mut rpc, &mut interval] {
         v.sort_unstable();
     }
-    println!(
-        "  runs: {} measured; {} warm-up runs not counted (returned → first dropped: {})",
+    print_start_latency(
+        "dropped",
         measured.len(),
-        warmup.len(),
-        warmup
-            .iter()
-            .map(|r| format!("{:.3} ms", ms(r.after_return.max(0))))
-            .collect::<Vec<_>>()
-            .join(", ")
+        &warmup.iter().map(|r| r.after_return).collect::<Vec<_>>(),
+        [&after_return, &after_call, &rpc],
     );
-    println!(
-        "  {:<40} {:>10} {:>10} {:>10} {:>10}",
-        "latency (ms)", "p50", "p90", "p99", "max"
-    );
-    for (label, v) in [
-        ("returned → first dropped (clamped ≥ 0)", &after_return),
-        ("called → first dropped", &after_call),
-        ("StartExperiment round trip", &rpc),
-    ] {
-        println!(
-            "  {label:<40} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
-            ms(percentile(v, 50.0)),
-            ms(percentile(v, 90.0)),
-            ms(percentile(v, 99.0)),
-            ms(*v.last().expect("runs"))
-        );
-    }
     let holes: usize = measured.iter().map(|r| r.holes).sum();
     let send_errors: u64 = measured.iter().map(|r| r.send_errors).sum();
     println!(

@@ -77,7 +77,11 @@ fn main() {
             // the receiver's buffer is never the thing that loses them.
             let addr: SocketAddr = args[1].parse().expect("ADDR");
             let count: u32 = args[2].parse().expect("COUNT");
-            let any = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let any = if addr.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
             let sock = UdpSocket::bind(any).expect("bind");
             let mut errors = 0u64;
             for seq in 0..count {
@@ -93,7 +97,10 @@ fn main() {
                     std::thread::sleep(Duration::from_micros(200));
                 }
             }
-            println!("{}", serde_json::json!({ "ok": u64::from(count) - errors, "errors": { "send": errors } }));
+            println!(
+                "{}",
+                serde_json::json!({ "ok": u64::from(count) - errors, "errors": { "send": errors } })
+            );
         }
         Some("tcp-sink") => {
             // Accept one connection and count the bytes until EOF.
@@ -109,7 +116,11 @@ fn main() {
             let addr: SocketAddr = args[1].parse().expect("ADDR");
             let secs: f64 = args[2].parse().expect("SECONDS");
             let size: usize = args[3].parse().expect("SIZE");
-            let any = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let any = if addr.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
             let sock = UdpSocket::bind(any).expect("bind");
             let mut msg = vec![0u8; size.max(16)];
             let t0 = std::time::Instant::now();
@@ -126,17 +137,7 @@ fn main() {
             // Receive numbered datagrams until QUIET_MS pass with none; report
             // how many distinct sequence numbers came and how many repeats.
             let sock = UdpSocket::bind(&args[1]).expect("bind");
-            let size: libc::c_int = 64 << 20;
-            // SAFETY: valid fd, option pointer and length.
-            unsafe {
-                libc::setsockopt(
-                    std::os::fd::AsRawFd::as_raw_fd(&sock),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUFFORCE,
-                    (&raw const size).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
+            faultline_tests::force_receive_buffer(&sock);
             println!("listening");
             std::io::stdout().flush().expect("flush");
             let quiet = Duration::from_millis(args[2].parse().expect("QUIET_MS"));
@@ -148,11 +149,15 @@ fn main() {
             let mut bytes = 0u64;
             loop {
                 // Wait as long as it takes for the first datagram.
-                sock.set_read_timeout(if first { None } else { Some(quiet) }).expect("timeout");
+                sock.set_read_timeout(if first { None } else { Some(quiet) })
+                    .expect("timeout");
                 let Ok(n) = sock.recv(&mut buf) else { break };
                 first = false;
                 bytes += n as u64;
-                if n < 16 || buf[..4] != buf[4..8] || buf[8..n.min(buf.len())].iter().any(|b| *b != 0) {
+                if n < 16
+                    || buf[..4] != buf[4..8]
+                    || buf[8..n.min(buf.len())].iter().any(|b| *b != 0)
+                {
                     corrupted += 1;
                 } else if !seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]])) {
                     repeats += 1;
