@@ -1,6 +1,9 @@
 //! What this kernel can do, found by loading the programs at start-up.
 
-use crate::{faults::Mechanism, kernel::Kernel};
+use crate::{
+    faults::{Mechanism, lsm_error},
+    kernel::Kernel,
+};
 
 #[derive(Clone, Debug)]
 pub struct Capability {
@@ -70,28 +73,16 @@ pub fn probe(kernel: &Kernel) -> Vec<Capability> {
             &["interface scope", "ingress", "egress"],
         ),
     ];
-    caps.push(Capability {
-        fault_kind: "syscall_error",
-        mechanism: "bpf_lsm",
-        covers: ["open", "read", "write", "fork", "execve", "unlink", "mmap"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect(),
-        supported: false,
-        reason: lsm_reason(),
-    });
-    caps
-}
-
-/// Why file/process syscall errors are not offered on this host.
-fn lsm_reason() -> String {
-    match std::fs::read_to_string("/sys/kernel/security/lsm") {
-        Ok(list) if !list.split(',').any(|l| l.trim() == "bpf") => format!(
-            "BPF LSM is not active on this kernel (active LSMs: {}): add bpf to the lsm= boot parameter",
-            list.trim()
-        ),
-        Ok(_) => "BPF LSM is active, but this agent build has no LSM backend yet".into(),
-        Err(_) => "BPF LSM state unknown (securityfs not mounted); this agent build has no LSM backend yet"
-            .into(),
+    // One row per LSM hook, so `caps` shows for each syscall whether this
+    // kernel can fail it and, if not, why.
+    for (i, h) in lsm_error::HOOKS.iter().enumerate() {
+        let mut r = row(
+            "syscall_error",
+            Mechanism::Lsm(lsm_error::attach_index(i)),
+            h.syscalls,
+        );
+        r.mechanism = h.mechanism;
+        caps.push(r);
     }
+    caps
 }

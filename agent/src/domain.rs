@@ -138,15 +138,66 @@ impl SockCall {
     }
 }
 
+/// The call a `syscall_error` fault fails, and the mechanism behind it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCall {
+    /// connect/bind/sendmsg: cgroup sock_addr hooks (any kernel with cgroup BPF).
+    Sock(SockCall),
+    /// Everything else: a BPF LSM hook (`faults::lsm_error::HOOKS[hook]`),
+    /// asked for by this syscall name.
+    Lsm {
+        syscall: &'static str,
+        hook: usize,
+    },
+}
+
+impl ErrorCall {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sock(c) => c.name(),
+            Self::Lsm { syscall, .. } => syscall,
+        }
+    }
+}
+
+/// A file or directory an LSM fault is limited to (with everything below
+/// it), resolved when the experiment starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathMatch {
+    pub path: String,
+    pub ino: u64,
+    /// The device as the kernel's `super_block::s_dev` encodes it.
+    pub kernel_dev: u32,
+}
+
+impl PathMatch {
+    pub fn resolve(path: &str) -> Result<Self, String> {
+        use std::os::unix::fs::MetadataExt as _;
+        if !path.starts_with('/') {
+            return Err(format!("{path:?} is not an absolute path"));
+        }
+        let meta = std::fs::metadata(path).map_err(|e| format!("{path}: {e}"))?;
+        let dev = meta.dev();
+        let (major, minor) = (libc::major(dev), libc::minor(dev));
+        Ok(Self {
+            path: path.to_owned(),
+            ino: meta.ino(),
+            kernel_dev: (major << 20) | minor,
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct SyscallErrorSpec {
-    pub call: SockCall,
+    pub call: ErrorCall,
     pub errno: ErrnoName,
     pub probability: Probability,
     /// 0 = any port.
     pub port: u16,
     /// None = any address of either family.
     pub cidr: Option<Cidr>,
+    /// LSM file calls only: the subtree the fault applies to.
+    pub path: Option<PathMatch>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -337,6 +388,9 @@ impl FaultSpec {
                 }
                 if let Some(c) = s.cidr {
                     out.push_str(&format!(" cidr={c}"));
+                }
+                if let Some(p) = &s.path {
+                    out.push_str(&format!(" path={}", p.path));
                 }
                 out
             }

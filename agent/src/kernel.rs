@@ -8,16 +8,20 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Program, ProgramError,
-        RawTracePoint, SchedClassifier, SockOps, TcAttachType,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm, Program,
+        ProgramError, RawTracePoint, SchedClassifier, SockOps, TcAttachType,
     },
     util::nr_cpus,
 };
 use faultline_common::{
-    AgentConfig, FaultCounters, FaultSlot, MAX_FAULTS, MAX_NET_SLOTS, MAX_SYSCALL_NR, SlotPid, kind,
+    AgentConfig, FaultCounters, FaultSlot, KernelOffsets, MAX_FAULTS, MAX_LSM_SLOTS, MAX_NET_SLOTS,
+    MAX_SYSCALL_NR, SlotPid, kind,
 };
 
-use crate::{cgroup, faults::Mechanism};
+use crate::{
+    btf, cgroup,
+    faults::{Mechanism, lsm_error},
+};
 
 /// The kernel object, built by agent/build.rs from the `faultline-ebpf` crate.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/faultline"));
@@ -59,8 +63,8 @@ pub enum KernelError {
         mechanism: &'static str,
         reason: String,
     },
-    #[error("all {MAX_NET_SLOTS} network fault slots are in use; stop a network experiment first")]
-    NetSlotsFull,
+    #[error("all {0} {1} fault slots are in use; stop such an experiment first")]
+    ListFull(u32, &'static str),
     #[error("attaching {program} failed: {}", chain(source))]
     Attach {
         program: &'static str,
@@ -118,6 +122,93 @@ where
     ebpf.program_mut(name)
         .ok_or(ProgramError::NotLoaded)?
         .try_into()
+}
+
+/// Why BPF LSM programs cannot be used, from the active LSM list and the
+/// kernel's answer to loading one.
+fn lsm_reason(program: &str, load_error: &str) -> String {
+    match std::fs::read_to_string("/sys/kernel/security/lsm") {
+        Ok(list) if !list.split(',').any(|l| l.trim() == "bpf") => format!(
+            "BPF LSM not active (active LSMs: {}): add bpf to the lsm= boot parameter",
+            list.trim()
+        ),
+        _ if load_error.contains("(os error 1)") => format!(
+            "BPF LSM is active, but this kernel refuses trampoline programs: \
+             loading {program} failed with EPERM and an empty verifier log"
+        ),
+        Ok(_) => format!("the kernel refused {program}: {load_error}"),
+        Err(_) => format!(
+            "the kernel refused {program} (securityfs not readable, LSM list unknown): {load_error}"
+        ),
+    }
+}
+
+/// Loads the LSM programs and fills `FL_KOFFS`; any refusal or missing
+/// offset makes every LSM hook unavailable with that reason.
+fn load_lsm(ebpf: &mut Ebpf) -> Result<(), String> {
+    let offsets = btf::Btf::from_sys_fs()
+        .and_then(|b| b.kernel_offsets())
+        .map_err(|e| format!("kernel struct offsets unavailable: {e}"))?;
+    let kbtf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF unavailable: {e}"))?;
+    for (name, hook) in lsm_error::programs() {
+        program::<Lsm>(ebpf, name)
+            .and_then(|p| p.load(hook, &kbtf))
+            .map_err(|e| {
+                let full = chain(&e);
+                tracing::debug!(program = name, error = %full, "program refused");
+                lsm_reason(name, &brief(&full))
+            })?;
+    }
+    let mut koffs: Array<MapData, KernelOffsets> =
+        take(ebpf, "FL_KOFFS").map_err(|e| e.to_string())?;
+    koffs.set(0, offsets, 0).map_err(|e| format!("FL_KOFFS: {e}"))
+}
+
+/// Slots of one family of faults, listed for the programs that scan only
+/// those (`FL_NET_SLOTS`, `FL_LSM_SLOTS`).
+struct SlotList {
+    what: &'static str,
+    max: u32,
+    slots: Vec<u32>,
+    map: Array<MapData, u32>,
+}
+
+impl SlotList {
+    fn publish(&mut self) -> Result<(), KernelError> {
+        for (i, slot) in self.slots.iter().enumerate() {
+            self.map
+                .set(i as u32, *slot, 0)
+                .map_err(|source| KernelError::Map {
+                    name: "slot list",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Lists or unlists `index` as `member` says; true when the list changed.
+    fn update(&mut self, index: u32, member: bool) -> Result<bool, KernelError> {
+        let listed = self.slots.contains(&index);
+        if member && !listed {
+            if self.slots.len() >= self.max as usize {
+                return Err(KernelError::ListFull(self.max, self.what));
+            }
+            self.slots.push(index);
+        } else if !member && listed {
+            self.slots.retain(|s| *s != index);
+        } else {
+            return Ok(false);
+        }
+        self.publish()?;
+        Ok(true)
+    }
+
+    fn has_room(&self, index: u32, member: bool) -> Result<(), KernelError> {
+        if member && !self.slots.contains(&index) && self.slots.len() >= self.max as usize {
+            return Err(KernelError::ListFull(self.max, self.what));
+        }
+        Ok(())
+    }
 }
 
 /// Loads the named programs; the first refusal is the mechanism's reason.
@@ -181,9 +272,8 @@ pub struct Kernel {
     agent_tgid: u32,
     slot_limit: u32,
     control_port: u32,
-    /// Slots holding network faults, mirrored into `FL_NET_SLOTS`.
-    net_slots: Vec<u32>,
-    net_index: Array<MapData, u32>,
+    net_slots: SlotList,
+    lsm_slots: SlotList,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
@@ -255,6 +345,12 @@ impl Kernel {
             unavailable.insert(Mechanism::Tcx(0), reason);
         }
 
+        if let Err(reason) = load_lsm(&mut ebpf) {
+            for (i, _) in lsm_error::HOOKS.iter().enumerate() {
+                unavailable.insert(Mechanism::Lsm(lsm_error::attach_index(i)), reason.clone());
+            }
+        }
+
         let slots = take(&mut ebpf, "FL_SLOTS")?;
         let counters = take(&mut ebpf, "FL_COUNTERS")?;
         let config = take(&mut ebpf, "FL_CONFIG")?;
@@ -263,7 +359,18 @@ impl Kernel {
         let pids = take(&mut ebpf, "FL_PIDS")?;
         let protected = take(&mut ebpf, "FL_PROTECTED")?;
         let protected_comms = take(&mut ebpf, "FL_PROT_COMMS")?;
-        let net_index = take(&mut ebpf, "FL_NET_SLOTS")?;
+        let net_slots = SlotList {
+            what: "network",
+            max: MAX_NET_SLOTS,
+            slots: Vec::new(),
+            map: take(&mut ebpf, "FL_NET_SLOTS")?,
+        };
+        let lsm_slots = SlotList {
+            what: "LSM",
+            max: MAX_LSM_SLOTS,
+            slots: Vec::new(),
+            map: take(&mut ebpf, "FL_LSM_SLOTS")?,
+        };
         let ncpus = nr_cpus().map_err(|(_, e)| KernelError::Map {
             name: "FL_COUNTERS",
             source: aya::maps::MapError::IoError(e),
@@ -285,8 +392,8 @@ impl Kernel {
             agent_tgid: std::process::id(),
             slot_limit: 0,
             control_port: 0,
-            net_slots: Vec::new(),
-            net_index,
+            net_slots,
+            lsm_slots,
         };
         kernel.set_slot_limit(0)?;
         Ok(kernel)
@@ -313,41 +420,31 @@ impl Kernel {
             agent_tgid: self.agent_tgid,
             slot_limit: self.slot_limit,
             control_port: self.control_port,
-            net_slot_count: self.net_slots.len() as u32,
+            net_slot_count: self.net_slots.slots.len() as u32,
+            lsm_slot_count: self.lsm_slots.slots.len() as u32,
+            _pad: 0,
         };
         self.config
             .set(0, cfg, 0)
             .map_err(Self::map_err("FL_CONFIG"))
     }
 
-    /// Writes a slot; a network fault's slot is also listed for the packet
-    /// programs (after the slot is complete, so they never see half of it).
+    /// Writes a slot; a network or LSM fault's slot is also listed for the
+    /// programs that scan only those (after the slot is complete, so they
+    /// never see half of it).
     pub fn write_slot(&mut self, index: u32, slot: &FaultSlot) -> Result<(), KernelError> {
-        let listed = self.net_slots.contains(&index);
-        if kind::is_network(slot.kind) && !listed && self.net_slots.len() >= MAX_NET_SLOTS as usize
-        {
-            return Err(KernelError::NetSlotsFull);
-        }
+        let net = kind::is_network(slot.kind);
+        let lsm = slot.kind == kind::LSM_ERROR;
+        self.net_slots.has_room(index, net)?;
+        self.lsm_slots.has_room(index, lsm)?;
         self.slots
             .set(index, slot, 0)
             .map_err(Self::map_err("FL_SLOTS"))?;
-        if kind::is_network(slot.kind) && !listed {
-            self.net_slots.push(index);
-            self.publish_net_slots()?;
-        } else if !kind::is_network(slot.kind) && listed {
-            self.net_slots.retain(|s| *s != index);
-            self.publish_net_slots()?;
+        let changed = self.net_slots.update(index, net)? | self.lsm_slots.update(index, lsm)?;
+        if changed {
+            self.set_slot_limit(self.slot_limit)?;
         }
         Ok(())
-    }
-
-    fn publish_net_slots(&mut self) -> Result<(), KernelError> {
-        for (i, slot) in self.net_slots.clone().into_iter().enumerate() {
-            self.net_index
-                .set(i as u32, slot, 0)
-                .map_err(Self::map_err("FL_NET_SLOTS"))?;
-        }
-        self.set_slot_limit(self.slot_limit)
     }
 
     /// Writes the slot's included/excluded pids; call before `write_slot`.
@@ -542,6 +639,13 @@ impl Kernel {
                 let name = SYS_ENTER_PROGRAM;
                 let p = program::<RawTracePoint>(ebpf, name).map_err(failed(name))?;
                 let id = p.attach("sys_enter").map_err(failed(name))?;
+                att.links
+                    .push(Box::new(p.take_link(id).map_err(failed(name))?));
+            }
+            Mechanism::Lsm(index) => {
+                let name = lsm_error::HOOKS[index].program;
+                let p = program::<Lsm>(ebpf, name).map_err(failed(name))?;
+                let id = p.attach().map_err(failed(name))?;
                 att.links
                     .push(Box::new(p.take_link(id).map_err(failed(name))?));
             }

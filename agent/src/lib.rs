@@ -7,6 +7,7 @@
 //! experiments (arm, count, expire, stop); `grpc` is a thin adapter that
 //! converts proto messages at the edge.
 
+pub mod btf;
 pub mod caps;
 pub mod cgroup;
 pub mod config;

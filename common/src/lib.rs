@@ -16,6 +16,12 @@ pub const COMM_LEN: usize = 16;
 pub const MAX_NET_SLOTS: u32 = 32;
 /// Highest syscall number the signal program can watch (x86_64 uses < 512).
 pub const MAX_SYSCALL_NR: u32 = 512;
+/// LSM faults active at once: the LSM programs scan only the slots listed in
+/// `FL_LSM_SLOTS`, for the same reasons as `MAX_NET_SLOTS`.
+pub const MAX_LSM_SLOTS: u32 = 16;
+/// Directory levels the LSM programs climb when matching a path (a file
+/// deeper than this below the fault's path is not matched).
+pub const MAX_PATH_DEPTH: u32 = 32;
 
 /// Which kernel program evaluates a slot.
 pub mod kind {
@@ -34,6 +40,9 @@ pub mod kind {
     /// `bandwidth`: a token-bucket policer; packets over the rate are dropped.
     pub const PACKET_RATE: u32 = 6;
 
+    /// `syscall_error` through BPF LSM hooks; `FaultSlot::op` holds `lsm_op::*`.
+    pub const LSM_ERROR: u32 = 7;
+
     /// Kinds the packet programs handle (listed in `FL_NET_SLOTS`).
     pub const fn is_network(kind: u32) -> bool {
         kind >= PACKET_DROP && kind <= PACKET_RATE
@@ -51,6 +60,49 @@ pub mod sock_op {
     pub const CONNECT: u32 = 1 << 0;
     pub const BIND: u32 = 1 << 1;
     pub const SENDMSG: u32 = 1 << 2;
+}
+
+/// Operations the LSM programs can fail (bit flags in `FaultSlot::op`), one
+/// per group of syscalls that reach the same hook.
+pub mod lsm_op {
+    /// `file_open`: open, openat, openat2, creat.
+    pub const OPEN: u32 = 1 << 0;
+    /// `file_permission` with MAY_READ: read, pread64, readv, preadv.
+    pub const READ: u32 = 1 << 1;
+    /// `file_permission` with MAY_WRITE or MAY_APPEND: write, pwrite64, writev, pwritev.
+    pub const WRITE: u32 = 1 << 2;
+    /// `mmap_file`: mmap (file-backed and anonymous).
+    pub const MMAP: u32 = 1 << 3;
+    /// `file_mprotect`: mprotect.
+    pub const MPROTECT: u32 = 1 << 4;
+    /// `file_ioctl`: ioctl.
+    pub const IOCTL: u32 = 1 << 5;
+    /// `bprm_check_security`: execve, execveat.
+    pub const EXEC: u32 = 1 << 6;
+    /// `task_alloc`: fork, vfork, clone, clone3 (threads too).
+    pub const FORK: u32 = 1 << 7;
+    /// `task_kill`: kill, tkill, tgkill.
+    pub const KILL: u32 = 1 << 8;
+    /// `socket_create` (user sockets only): socket.
+    pub const SOCKET: u32 = 1 << 9;
+    /// `socket_accept`: accept, accept4.
+    pub const ACCEPT: u32 = 1 << 10;
+    /// `socket_listen`: listen.
+    pub const LISTEN: u32 = 1 << 11;
+    /// `socket_recvmsg`: recvmsg, recvfrom, recvmmsg.
+    pub const RECVMSG: u32 = 1 << 12;
+    /// `inode_unlink`: unlink, unlinkat.
+    pub const UNLINK: u32 = 1 << 13;
+    /// `inode_rmdir`: rmdir.
+    pub const RMDIR: u32 = 1 << 14;
+    /// `inode_mkdir`: mkdir, mkdirat.
+    pub const MKDIR: u32 = 1 << 15;
+    /// `inode_rename`: rename, renameat, renameat2.
+    pub const RENAME: u32 = 1 << 16;
+    /// `inode_link`: link, linkat.
+    pub const LINK: u32 = 1 << 17;
+    /// `inode_symlink`: symlink, symlinkat.
+    pub const SYMLINK: u32 = 1 << 18;
 }
 
 /// Bit flags in `FaultSlot::flags`.
@@ -156,6 +208,44 @@ pub struct FaultSlot {
     pub _pad: u32,
     pub target: TargetSel,
     pub net: NetMatch,
+    pub file: FileMatch,
+}
+
+/// The file-system subtree an LSM fault applies to: a file or directory,
+/// identified by inode number and device, matched by climbing `d_parent`
+/// from the file a call touches. `has_path == 0` matches every file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileMatch {
+    pub ino: u64,
+    /// The kernel's `super_block::s_dev` (`major << 20 | minor`).
+    pub dev: u32,
+    pub has_path: u32,
+}
+
+/// Byte offsets of the kernel struct fields the LSM programs read, taken
+/// from the running kernel's BTF at start-up (rustc emits no CO-RE
+/// relocations for the BPF target). `valid == 0` until the agent filled them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub valid: u32,
+    /// `file.f_path.dentry`.
+    pub file_dentry: u32,
+    pub dentry_parent: u32,
+    pub dentry_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub inode_mode: u32,
+    pub sb_dev: u32,
+    /// `linux_binprm.file`.
+    pub bprm_file: u32,
+    /// `vm_area_struct.vm_file`.
+    pub vma_file: u32,
+    /// `socket.sk`.
+    pub socket_sk: u32,
+    /// `sock.__sk_common.skc_num` (local port, host byte order).
+    pub sock_num: u32,
 }
 
 /// Per-CPU counters of one slot.
@@ -180,6 +270,9 @@ pub struct AgentConfig {
     pub control_port: u32,
     /// Number of valid entries in `FL_NET_SLOTS`.
     pub net_slot_count: u32,
+    /// Number of valid entries in `FL_LSM_SLOTS`.
+    pub lsm_slot_count: u32,
+    pub _pad: u32,
 }
 
 /// Role of a pid in a slot's target (value in the `FL_PIDS` map).
@@ -203,4 +296,5 @@ mod pod {
     unsafe impl aya::Pod for super::FaultCounters {}
     unsafe impl aya::Pod for super::AgentConfig {}
     unsafe impl aya::Pod for super::SlotPid {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
 }

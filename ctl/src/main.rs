@@ -131,7 +131,10 @@ enum InjectCommand {
 
 #[derive(Debug, Args)]
 struct SyscallErrorArgs {
-    /// connect, bind or sendmsg (UDP).
+    /// connect, bind, sendmsg (cgroup socket hooks) or, where the kernel has
+    /// BPF LSM, open, read, write, mmap, mprotect, ioctl, execve, fork, kill,
+    /// socket, accept, listen, recvmsg, unlink, rmdir, mkdir, rename, link,
+    /// symlink (and their variants). `faultctl caps` shows what this host offers.
     #[arg(long)]
     syscall: String,
     /// Errno name, e.g. ECONNREFUSED.
@@ -140,12 +143,16 @@ struct SyscallErrorArgs {
     /// Chance that a matching call fails, in [0, 1].
     #[arg(long, default_value_t = 1.0, value_parser = parse_probability)]
     probability: f64,
-    /// Destination port (bound port for bind); 0 = any.
+    /// Destination port (bound port for bind, local port for accept, listen,
+    /// recvmsg); 0 = any.
     #[arg(long, default_value_t = 0)]
     port: u16,
     /// Destination (bound) address range, IPv4 or IPv6 CIDR; default any.
     #[arg(long)]
     cidr: Option<String>,
+    /// File calls only: fail only for files at or below this absolute path.
+    #[arg(long)]
+    path: Option<String>,
     #[command(flatten)]
     experiment: ExperimentArgs,
 }
@@ -442,6 +449,7 @@ impl InjectCommand {
                         probability: args.probability,
                         port: u32::from(args.port),
                         cidr: args.cidr.unwrap_or_default(),
+                        path: args.path.unwrap_or_default(),
                     }))
             }
             Self::SyscallSignal(args) => {
@@ -934,6 +942,7 @@ mod tests {
                     probability: 0.5,
                     port: 8080,
                     cidr: "10.0.0.0/8".into(),
+                    path: String::new(),
                 })),
             }],
             target: Some(pb::Target {

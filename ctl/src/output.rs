@@ -99,6 +99,8 @@ pub enum FaultSpecJson {
         probability: f64,
         port: u32,
         cidr: String,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        path: String,
     },
     SyscallSignal {
         syscall: String,
@@ -236,6 +238,7 @@ impl From<&pb::fault_spec::Kind> for FaultSpecJson {
                 probability: f.probability,
                 port: f.port,
                 cidr: f.cidr.clone(),
+                path: f.path.clone(),
             },
             Kind::SyscallSignal(f) => Self::SyscallSignal {
                 syscall: f.syscall.clone(),

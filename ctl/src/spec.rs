@@ -125,6 +125,9 @@ pub struct SyscallError {
     /// Empty = any address.
     #[serde(default)]
     pub cidr: String,
+    /// File calls: only files at or below this path. Empty = every file.
+    #[serde(default)]
+    pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -336,6 +339,7 @@ impl From<Fault> for pb::FaultSpec {
                 probability: f.probability,
                 port: f.port,
                 cidr: f.cidr,
+                path: f.path,
             }),
             Fault::SyscallSignal(f) => pb::fault_spec::Kind::SyscallSignal(pb::SyscallSignal {
                 syscall: f.syscall,
@@ -715,6 +719,7 @@ faults:
                         probability: 0.5,
                         port: 8080,
                         cidr: "127.0.0.0/8".into(),
+                        path: String::new(),
                     })),
                 },
                 pb::FaultSpec {

@@ -373,6 +373,26 @@ pub fn probe(cgroup: Option<&TestCgroup>, op: &str, addr: SocketAddr, count: u64
     serde_json::from_slice(&out.stdout).expect("fl-probe JSON")
 }
 
+/// Runs `fl-probe fs OP PATH COUNT` (file and process calls), optionally
+/// inside a cgroup.
+pub fn probe_fs(cgroup: Option<&TestCgroup>, op: &str, path: &str, count: u64) -> ProbeResult {
+    let exe = bin("fl-probe");
+    let mut cmd = match cgroup {
+        Some(cg) => cg.command(exe),
+        None => Command::new(exe),
+    };
+    let out = cmd
+        .args(["fs", op, path, &count.to_string()])
+        .output()
+        .expect("run fl-probe");
+    assert!(
+        out.status.success(),
+        "fl-probe fs {op} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("fl-probe JSON")
+}
+
 /// A long-lived `fl-probe serve` target: same process, commands over stdin.
 pub struct ProbeServer {
     child: Child,
@@ -441,8 +461,68 @@ pub fn syscall_error(
             probability,
             port: u32::from(port),
             cidr: cidr.into(),
+            path: String::new(),
         })),
     }
+}
+
+/// An LSM `syscall_error` fault (file, process and socket calls beyond
+/// connect/bind/sendmsg); `path` empty = every file, `port` 0 = any.
+pub fn lsm_error(call: &str, errno: &str, probability: f64, path: &str, port: u16) -> pb::FaultSpec {
+    pb::FaultSpec {
+        kind: Some(pb::fault_spec::Kind::SyscallError(pb::SyscallError {
+            syscall: call.into(),
+            errno: errno.into(),
+            probability,
+            port: u32::from(port),
+            cidr: String::new(),
+            path: path.into(),
+        })),
+    }
+}
+
+/// Is `mechanism` (a key of `FAULTLINE_EXPECT`, e.g. "lsm", "tcx") expected
+/// on this kernel? The test runner sets the list per kernel.
+pub fn expected(mechanism: &str) -> bool {
+    std::env::var("FAULTLINE_EXPECT")
+        .unwrap_or_default()
+        .split(',')
+        .any(|m| m.trim() == mechanism)
+}
+
+/// The agent's capability row whose mechanism is `mechanism` (e.g.
+/// "bpf_lsm:file_open"): Some(true) supported, Some(false) not, with the
+/// reason printed; panics when the row is missing.
+pub async fn capability(agent: &Agent, mechanism: &str) -> (bool, String) {
+    let caps = agent
+        .client()
+        .await
+        .get_capabilities(pb::GetCapabilitiesRequest {})
+        .await
+        .expect("GetCapabilities")
+        .into_inner();
+    let row = caps
+        .capabilities
+        .iter()
+        .find(|c| c.mechanism == mechanism)
+        .unwrap_or_else(|| panic!("no capability row for {mechanism}: {caps:?}"));
+    (row.supported, row.reason.clone())
+}
+
+/// True when the agent offers `mechanism`; otherwise prints why and returns
+/// false (the caller skips), unless the kernel is expected to offer
+/// `expect_key` (see `expected`), which fails the test.
+pub async fn supported_or_skip(agent: &Agent, mechanism: &str, expect_key: &str) -> bool {
+    let (ok, reason) = capability(agent, mechanism).await;
+    if ok {
+        return true;
+    }
+    assert!(
+        !expected(expect_key),
+        "{mechanism} must be supported on this kernel (FAULTLINE_EXPECT has {expect_key}), but the agent says: {reason}"
+    );
+    eprintln!("SKIP: {mechanism} unavailable on this kernel: {reason}");
+    false
 }
 
 pub fn syscall_signal(

@@ -1,13 +1,14 @@
 //! One module per fault kind. Each turns a validated spec into the kernel
 //! slot its program reads, and names the mechanism that must be attached.
 
+pub mod lsm_error;
 pub mod packet_drop;
 pub mod syscall_error;
 pub mod syscall_signal;
 
 use faultline_common::{COMM_LEN, FaultSlot, TargetSel, flags, pid_role};
 
-use crate::domain::{FaultSpec, Target};
+use crate::domain::{ErrorCall, FaultSpec, Target};
 
 /// A kernel attachment that faults share; attached while any fault needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -20,6 +21,9 @@ pub enum Mechanism {
     CgroupSkb,
     /// TCX ingress and egress programs on one interface (by ifindex).
     Tcx(u32),
+    /// One BPF LSM program (index into `lsm_error::HOOKS`, normalised by
+    /// `lsm_error::attach_index` so rows sharing a program share it).
+    Lsm(usize),
 }
 
 impl Mechanism {
@@ -29,6 +33,7 @@ impl Mechanism {
             Self::SysEnter => "raw_tracepoint",
             Self::CgroupSkb => "cgroup_skb",
             Self::Tcx(_) => "tcx",
+            Self::Lsm(i) => lsm_error::HOOKS[i].mechanism,
         }
     }
 }
@@ -46,7 +51,10 @@ pub struct KernelFault {
 
 pub fn mechanism_of(spec: &FaultSpec, target: &Target) -> Mechanism {
     match spec {
-        FaultSpec::SyscallError(_) => Mechanism::CgroupSockAddr,
+        FaultSpec::SyscallError(e) => match e.call {
+            ErrorCall::Sock(_) => Mechanism::CgroupSockAddr,
+            ErrorCall::Lsm { hook, .. } => Mechanism::Lsm(lsm_error::attach_index(hook)),
+        },
         FaultSpec::SyscallSignal(_) => Mechanism::SysEnter,
         FaultSpec::PacketLoss(_)
         | FaultSpec::Blackhole(_)

@@ -5,14 +5,20 @@ use std::net::IpAddr;
 
 use faultline_common::{FaultSlot, flags, kind, sock_op};
 
-use crate::domain::{SockCall, SyscallErrorSpec};
+use crate::domain::{ErrorCall, SockCall, SyscallErrorSpec};
 
 pub fn fill(spec: &SyscallErrorSpec, slot: &mut FaultSlot) {
+    let call = match spec.call {
+        ErrorCall::Sock(c) => c,
+        ErrorCall::Lsm { .. } => {
+            return super::lsm_error::fill(spec, slot);
+        }
+    };
     slot.kind = kind::SOCK_ERROR;
     slot.errno = spec.errno.number();
     slot.threshold = spec.probability.threshold();
     slot.port = u32::from(spec.port);
-    slot.op = match spec.call {
+    slot.op = match call {
         SockCall::Connect => sock_op::CONNECT,
         SockCall::Bind => sock_op::BIND,
         SockCall::Sendmsg => sock_op::SENDMSG,

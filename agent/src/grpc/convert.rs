@@ -12,11 +12,12 @@ use faultline_proto::v1 as pb;
 use crate::{
     cgroup::Cgroup,
     domain::{
-        BandwidthSpec, BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, ExperimentSpec,
-        FaultSpec, Interface, PacketLossSpec, PacketMatch, PortRange, Probability, SockCall,
-        SpecError, SyscallErrorSpec, SyscallSignalSpec, Target,
+        BandwidthSpec, BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, ErrorCall,
+        ExperimentSpec, FaultSpec, Interface, PacketLossSpec, PacketMatch, PathMatch, PortRange,
+        Probability, SockCall, SpecError, SyscallErrorSpec, SyscallSignalSpec, Target,
     },
     engine::{Event, EventKind, ExperimentView, State},
+    faults::lsm_error,
     names::{ErrnoName, SignalName, SyscallName},
 };
 
@@ -274,15 +275,37 @@ fn fault(i: usize, f: &pb::FaultSpec) -> Result<FaultSpec, SpecError> {
         }
         Some(Kind::SyscallError(e)) => {
             let p = format!("spec.faults[{i}].syscall_error");
-            let call = SockCall::parse(&e.syscall).ok_or_else(|| {
-                inv(
-                    format!("{p}.syscall"),
-                    format!(
-                        "{:?} is not supported for syscall_error on this agent (supported: connect, bind, sendmsg)",
-                        e.syscall
-                    ),
-                )
-            })?;
+            let name = e.syscall.trim();
+            let call = match SockCall::parse(name) {
+                Some(c) => ErrorCall::Sock(c),
+                None => match lsm_error::hook_for(name) {
+                    Some(hook) => ErrorCall::Lsm {
+                        syscall: lsm_error::HOOKS[hook]
+                            .syscalls
+                            .iter()
+                            .find(|s| **s == name)
+                            .copied()
+                            .unwrap_or(lsm_error::HOOKS[hook].syscalls[0]),
+                        hook,
+                    },
+                    None if name.is_empty() => {
+                        return Err(inv(format!("{p}.syscall"), "required"));
+                    }
+                    None => {
+                        return Err(inv(
+                            format!("{p}.syscall"),
+                            format!(
+                                "{name:?} cannot be failed by syscall_error (supported: connect, bind, sendmsg, {})",
+                                lsm_error::HOOKS
+                                    .iter()
+                                    .flat_map(|h| h.syscalls.iter().copied())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ));
+                    }
+                },
+            };
             let errno = ErrnoName::parse(&e.errno).map_err(|r| inv(format!("{p}.errno"), r))?;
             let port = u16::try_from(e.port).map_err(|_| {
                 inv(
@@ -294,12 +317,43 @@ fn fault(i: usize, f: &pb::FaultSpec) -> Result<FaultSpec, SpecError> {
                 "" => None,
                 c => Some(Cidr::parse(c).map_err(|r| inv(format!("{p}.cidr"), r))?),
             };
+            let filter = match call {
+                ErrorCall::Sock(_) => None,
+                ErrorCall::Lsm { hook, .. } => Some(lsm_error::HOOKS[hook].filter),
+            };
+            if cidr.is_some() && filter.is_some() {
+                return Err(inv(
+                    format!("{p}.cidr"),
+                    format!("applies to connect, bind and sendmsg only, not {name}"),
+                ));
+            }
+            if port != 0 && !matches!(filter, None | Some(lsm_error::Filter::LocalPort)) {
+                return Err(inv(
+                    format!("{p}.port"),
+                    format!(
+                        "applies to connect, bind, sendmsg (destination/bound port) and accept, listen, recvmsg (local port) only, not {name}"
+                    ),
+                ));
+            }
+            let path = match e.path.trim() {
+                "" => None,
+                path if filter == Some(lsm_error::Filter::Path) => {
+                    Some(PathMatch::resolve(path).map_err(|r| inv(format!("{p}.path"), r))?)
+                }
+                _ => {
+                    return Err(inv(
+                        format!("{p}.path"),
+                        format!("applies to file calls only (open, read, write, mmap, mprotect, ioctl, execve, unlink, rmdir, mkdir, rename, link, symlink), not {name}"),
+                    ));
+                }
+            };
             Ok(FaultSpec::SyscallError(SyscallErrorSpec {
                 call,
                 errno,
                 probability: probability(format!("{p}.probability"), e.probability)?,
                 port,
                 cidr,
+                path,
             }))
         }
         Some(Kind::SyscallSignal(s)) => {
@@ -454,6 +508,7 @@ fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
                     probability: e.probability.value(),
                     port: u32::from(e.port),
                     cidr: e.cidr.map(|c| c.to_string()).unwrap_or_default(),
+                    path: e.path.as_ref().map(|p| p.path.clone()).unwrap_or_default(),
                 }),
                 FaultSpec::SyscallSignal(g) => Kind::SyscallSignal(pb::SyscallSignal {
                     syscall: g.syscall.name().into(),
@@ -583,6 +638,7 @@ mod tests {
                     probability: 0.5,
                     port: 8080,
                     cidr: "127.0.0.0/8".into(),
+                    path: String::new(),
                 })),
             }],
             target: Some(pb::Target {
@@ -636,6 +692,53 @@ mod tests {
         assert_eq!(
             with_err(&|e| e.cidr = "10.0.0.0/40".into()),
             "spec.faults[0].syscall_error.cidr"
+        );
+        // Filters that do not apply to the call are refused, not ignored.
+        assert_eq!(
+            with_err(&|e| e.path = "/tmp".into()),
+            "spec.faults[0].syscall_error.path"
+        );
+        let lsm = |e: &mut pb::SyscallError| {
+            e.syscall = "openat".into();
+            e.port = 0;
+            e.cidr = String::new();
+        };
+        assert_eq!(
+            with_err(&|e| {
+                lsm(e);
+                e.cidr = "10.0.0.0/8".into();
+            }),
+            "spec.faults[0].syscall_error.cidr"
+        );
+        assert_eq!(
+            with_err(&|e| {
+                lsm(e);
+                e.port = 80;
+            }),
+            "spec.faults[0].syscall_error.port"
+        );
+        assert_eq!(
+            with_err(&|e| {
+                lsm(e);
+                e.path = "relative/dir".into();
+            }),
+            "spec.faults[0].syscall_error.path"
+        );
+        assert_eq!(
+            with_err(&|e| {
+                lsm(e);
+                e.path = "/no/such/faultline/dir".into();
+            }),
+            "spec.faults[0].syscall_error.path"
+        );
+        assert_eq!(
+            with_err(&|e| {
+                e.syscall = "fork".into();
+                e.port = 0;
+                e.cidr = String::new();
+                e.path = "/tmp".into();
+            }),
+            "spec.faults[0].syscall_error.path"
         );
 
         let mut s = base();

@@ -42,7 +42,7 @@ fn status(e: EngineError) -> Status {
         EngineError::Spec(s) => spec_status(s),
         EngineError::NotFound(_) => Status::not_found(e.to_string()),
         EngineError::Exhausted(_) => Status::resource_exhausted(e.to_string()),
-        EngineError::Kernel(crate::kernel::KernelError::NetSlotsFull) => {
+        EngineError::Kernel(crate::kernel::KernelError::ListFull(..)) => {
             Status::resource_exhausted(e.to_string())
         }
         EngineError::Kernel(_) => Status::internal(e.to_string()),

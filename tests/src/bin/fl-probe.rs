@@ -7,6 +7,10 @@
 //! fl-probe loop SYSCALL PERIOD_MS  call getppid|uname|getcwd forever
 //! fl-probe first-error ADDR       connect in a loop until one fails; print when
 //! fl-probe serve                   read commands ("connect ADDR N", ...) from stdin, answer each
+//! fl-probe fs OP PATH COUNT        file and process calls: open, read, write (on PATH),
+//!                                  unlink, mkdir (of PATH.N), fork, exec (PATH noop),
+//!                                  accept (listen on PATH = ADDR, connect to self, accept)
+//! fl-probe noop                    exit 0 at once (the program `fs exec` runs)
 use std::{
     collections::BTreeMap,
     io::{BufRead as _, Write as _},
@@ -51,9 +55,96 @@ fn run(op: &str, addr: &str, count: u64) -> String {
     serde_json::json!({ "ok": ok, "errors": errors }).to_string()
 }
 
+/// One file or process call COUNT times, each result counted by errno.
+fn run_fs(op: &str, path: &str, count: u64) -> String {
+    use std::{
+        fs::{File, OpenOptions},
+        io::{Read as _, Seek as _, Write as _},
+    };
+    let mut ok = 0u64;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    // Set-up that must not be what the fault hits: an open file, a listener.
+    let mut file = match op {
+        "read" => Some(File::open(path).expect("open for read")),
+        "write" => Some(
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .expect("open for write"),
+        ),
+        _ => None,
+    };
+    let listener = (op == "accept").then(|| std::net::TcpListener::bind(path).expect("listen"));
+    let me = std::env::current_exe().expect("current_exe");
+    for i in 0..count {
+        let res: std::io::Result<()> = match op {
+            "open" => File::open(path).map(drop),
+            "read" => {
+                let f = file.as_mut().expect("file");
+                let mut b = [0u8; 1];
+                f.rewind().and_then(|()| f.read(&mut b)).map(drop)
+            }
+            "write" => file.as_mut().expect("file").write_all(b"x"),
+            "unlink" => {
+                let p = format!("{path}.{i}");
+                File::create(&p).expect("create the file to unlink");
+                let r = std::fs::remove_file(&p);
+                if r.is_err() {
+                    // Leave nothing behind once the fault is gone.
+                    let _ = std::fs::remove_file(&p);
+                }
+                r
+            }
+            "mkdir" => {
+                let p = format!("{path}.{i}");
+                let r = std::fs::create_dir(&p);
+                let _ = std::fs::remove_dir(&p);
+                r
+            }
+            "fork" => {
+                // SAFETY: the child only calls _exit.
+                match unsafe { libc::fork() } {
+                    -1 => Err(std::io::Error::last_os_error()),
+                    0 => unsafe { libc::_exit(0) },
+                    child => {
+                        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
+                        Ok(())
+                    }
+                }
+            }
+            "exec" => std::process::Command::new(if path == "self" {
+                me.as_path()
+            } else {
+                std::path::Path::new(path)
+            })
+            .arg("noop")
+            .status()
+            .map(drop),
+            "accept" => {
+                let l = listener.as_ref().expect("listener");
+                let _client = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+                l.accept().map(drop)
+            }
+            other => panic!("unknown fs op {other}"),
+        };
+        match res {
+            Ok(()) => ok += 1,
+            Err(e) => *errors.entry(errno_name(&e)).or_default() += 1,
+        }
+    }
+    serde_json::json!({ "ok": ok, "errors": errors }).to_string()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("noop") => {}
+        Some("fs") if args.len() == 4 => {
+            println!(
+                "{}",
+                run_fs(&args[1], &args[2], args[3].parse().expect("COUNT"))
+            );
+        }
         Some("loop") => {
             let period = Duration::from_millis(args[2].parse().expect("PERIOD_MS"));
             loop {

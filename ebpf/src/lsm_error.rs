@@ -1,0 +1,322 @@
+//! `syscall_error` on file, process and socket calls through BPF LSM hooks.
+//!
+//! One program per hook; the agent attaches only the hooks an active fault
+//! needs. A program returns `-errno` to fail the call, or passes on what an
+//! earlier LSM program decided. Kernel structs are read with
+//! `bpf_probe_read_kernel` at offsets the agent took from the running
+//! kernel's BTF (`FL_KOFFS`).
+
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
+    macros::{lsm, map},
+    maps::Array,
+    programs::LsmContext,
+};
+use faultline_common::{
+    FaultSlot, KernelOffsets, MAX_FAULTS, MAX_LSM_SLOTS, MAX_PATH_DEPTH, kind, lsm_op,
+};
+
+use crate::slots::{CONFIG, Caller, SLOTS, coin, count, dry_run, live, scan_limit, target_matches};
+
+/// Indices of the slots holding LSM faults (`AgentConfig::lsm_slot_count` valid).
+#[map(name = "FL_LSM_SLOTS")]
+static LSM_SLOTS: Array<u32> = Array::with_max_entries(MAX_LSM_SLOTS, 0);
+
+#[map(name = "FL_KOFFS")]
+static KOFFS: Array<KernelOffsets> = Array::with_max_entries(1, 0);
+
+const MAY_WRITE: i32 = 2;
+const MAY_READ: i32 = 4;
+const MAY_APPEND: i32 = 8;
+const S_IFMT: u16 = 0o170000;
+const S_IFDIR: u16 = 0o040000;
+
+/// What the hook knows about the call besides the caller.
+#[derive(Clone, Copy)]
+enum Object {
+    None,
+    /// A `struct dentry *` (may be negative, as for mkdir).
+    Dentry(*const u8),
+    /// A `struct file *`, or null (anonymous mmap).
+    File(*const u8),
+    /// A `struct socket *`.
+    Socket(*const u8),
+}
+
+#[inline(always)]
+fn read_ptr(base: *const u8, off: u32) -> *const u8 {
+    // SAFETY: bpf_probe_read_kernel checks the address; a fault yields Err.
+    unsafe { bpf_probe_read_kernel(base.add(off as usize) as *const *const u8) }
+        .unwrap_or(core::ptr::null())
+}
+
+#[inline(always)]
+fn file_dentry(o: &KernelOffsets, file: *const u8) -> *const u8 {
+    if file.is_null() {
+        return core::ptr::null();
+    }
+    read_ptr(file, o.file_dentry)
+}
+
+/// Is `dentry`, or one of its ancestors up to `MAX_PATH_DEPTH` levels, the
+/// inode the slot names?
+#[inline(always)]
+fn under(o: &KernelOffsets, dentry: *const u8, want: &FaultSlot) -> bool {
+    let mut d = dentry;
+    let mut level = 0;
+    while level < MAX_PATH_DEPTH {
+        if d.is_null() {
+            return false;
+        }
+        let inode = read_ptr(d, o.dentry_inode);
+        if !inode.is_null() {
+            // SAFETY: as in read_ptr.
+            let ino = unsafe { bpf_probe_read_kernel(inode.add(o.inode_ino as usize) as *const u64) }
+                .unwrap_or(0);
+            if ino == want.file.ino {
+                let sb = read_ptr(inode, o.inode_sb);
+                // SAFETY: as in read_ptr.
+                let dev = unsafe {
+                    bpf_probe_read_kernel(sb.add(o.sb_dev as usize) as *const u32)
+                }
+                .unwrap_or(0);
+                if !sb.is_null() && dev == want.file.dev {
+                    return true;
+                }
+            }
+        }
+        let parent = read_ptr(d, o.dentry_parent);
+        if parent == d {
+            // The file system's root.
+            return false;
+        }
+        d = parent;
+        level += 1;
+    }
+    false
+}
+
+/// Local port of a socket (host byte order), 0 when unknown.
+#[inline(always)]
+fn socket_port(o: &KernelOffsets, sock: *const u8) -> u32 {
+    if sock.is_null() {
+        return 0;
+    }
+    let sk = read_ptr(sock, o.socket_sk);
+    if sk.is_null() {
+        return 0;
+    }
+    // SAFETY: as in read_ptr.
+    u32::from(unsafe { bpf_probe_read_kernel(sk.add(o.sock_num as usize) as *const u16) }.unwrap_or(0))
+}
+
+/// The `j`th listed LSM slot, or None past the end of the list.
+#[inline(always)]
+fn listed(count: u32, j: u32) -> Option<(u32, Option<&'static FaultSlot>)> {
+    if j >= count || j >= MAX_LSM_SLOTS {
+        return None;
+    }
+    let i = *LSM_SLOTS.get(j)?;
+    Some((i, if i < MAX_FAULTS { SLOTS.get(i) } else { None }))
+}
+
+/// The errno to fail the call with (negative), or 0 to let it pass.
+#[inline(always)]
+fn decide(op: u32, obj: Object) -> i32 {
+    let caller = Caller::current();
+    if scan_limit(&caller).is_none() {
+        return 0;
+    }
+    let Some(cfg) = CONFIG.get(0) else { return 0 };
+    let count_listed = cfg.lsm_slot_count;
+    if count_listed == 0 {
+        return 0;
+    }
+    let Some(o) = KOFFS.get(0) else { return 0 };
+    if o.valid == 0 {
+        return 0;
+    }
+    let mut j = 0;
+    while j < MAX_LSM_SLOTS {
+        let Some((i, slot)) = listed(count_listed, j) else {
+            break;
+        };
+        j += 1;
+        let Some(slot) = slot else { continue };
+        if slot.kind != kind::LSM_ERROR || slot.op & op == 0 || !live(slot) {
+            continue;
+        }
+        let object_ok = match obj {
+            Object::None => true,
+            Object::Dentry(d) => slot.file.has_path == 0 || under(o, d, slot),
+            Object::File(f) => {
+                slot.file.has_path == 0 || (!f.is_null() && under(o, file_dentry(o, f), slot))
+            }
+            Object::Socket(s) => slot.port == 0 || socket_port(o, s) == slot.port,
+        };
+        if object_ok && target_matches(i, &slot.target, &caller) {
+            let hit = coin(slot);
+            count(i, hit);
+            if hit && !dry_run(slot) {
+                return -(slot.errno as i32);
+            }
+        }
+    }
+    0
+}
+
+/// Runs `decide` unless an earlier LSM program already failed the call.
+#[inline(always)]
+fn hook(ctx: &LsmContext, ret_arg: usize, op: u32, obj: Object) -> i32 {
+    let prev: i32 = ctx.arg(ret_arg);
+    if prev != 0 {
+        return prev;
+    }
+    decide(op, obj)
+}
+
+#[lsm(hook = "file_open")]
+pub fn fl_lsm_file_open(ctx: LsmContext) -> i32 {
+    let file: *const u8 = ctx.arg(0);
+    hook(&ctx, 1, lsm_op::OPEN, Object::File(file))
+}
+
+#[lsm(hook = "file_permission")]
+pub fn fl_lsm_file_permission(ctx: LsmContext) -> i32 {
+    let file: *const u8 = ctx.arg(0);
+    let mask: i32 = ctx.arg(1);
+    let mut op = 0;
+    if mask & MAY_READ != 0 {
+        op |= lsm_op::READ;
+    }
+    if mask & (MAY_WRITE | MAY_APPEND) != 0 {
+        op |= lsm_op::WRITE;
+    }
+    if op == 0 {
+        return ctx.arg(2);
+    }
+    // Directory reads (getdents) reach this hook too; read faults are for files.
+    if let Some(o) = KOFFS.get(0) {
+        let inode = if file.is_null() {
+            core::ptr::null()
+        } else {
+            let d = file_dentry(o, file);
+            if d.is_null() { d } else { read_ptr(d, o.dentry_inode) }
+        };
+        if !inode.is_null() {
+            // SAFETY: as in read_ptr.
+            let mode = unsafe { bpf_probe_read_kernel(inode.add(o.inode_mode as usize) as *const u16) }
+                .unwrap_or(0);
+            if mode & S_IFMT == S_IFDIR {
+                return ctx.arg(2);
+            }
+        }
+    }
+    hook(&ctx, 2, op, Object::File(file))
+}
+
+#[lsm(hook = "mmap_file")]
+pub fn fl_lsm_mmap_file(ctx: LsmContext) -> i32 {
+    let file: *const u8 = ctx.arg(0);
+    hook(&ctx, 4, lsm_op::MMAP, Object::File(file))
+}
+
+#[lsm(hook = "file_mprotect")]
+pub fn fl_lsm_file_mprotect(ctx: LsmContext) -> i32 {
+    let vma: *const u8 = ctx.arg(0);
+    let file = match KOFFS.get(0) {
+        Some(o) if !vma.is_null() => read_ptr(vma, o.vma_file),
+        _ => core::ptr::null(),
+    };
+    hook(&ctx, 3, lsm_op::MPROTECT, Object::File(file))
+}
+
+#[lsm(hook = "file_ioctl")]
+pub fn fl_lsm_file_ioctl(ctx: LsmContext) -> i32 {
+    let file: *const u8 = ctx.arg(0);
+    hook(&ctx, 3, lsm_op::IOCTL, Object::File(file))
+}
+
+#[lsm(hook = "bprm_check_security")]
+pub fn fl_lsm_bprm_check(ctx: LsmContext) -> i32 {
+    let bprm: *const u8 = ctx.arg(0);
+    let file = match KOFFS.get(0) {
+        Some(o) if !bprm.is_null() => read_ptr(bprm, o.bprm_file),
+        _ => core::ptr::null(),
+    };
+    hook(&ctx, 1, lsm_op::EXEC, Object::File(file))
+}
+
+#[lsm(hook = "task_alloc")]
+pub fn fl_lsm_task_alloc(ctx: LsmContext) -> i32 {
+    hook(&ctx, 2, lsm_op::FORK, Object::None)
+}
+
+#[lsm(hook = "task_kill")]
+pub fn fl_lsm_task_kill(ctx: LsmContext) -> i32 {
+    hook(&ctx, 4, lsm_op::KILL, Object::None)
+}
+
+#[lsm(hook = "socket_create")]
+pub fn fl_lsm_socket_create(ctx: LsmContext) -> i32 {
+    let kern: i32 = ctx.arg(3);
+    if kern != 0 {
+        // Sockets the kernel makes for itself are never faulted.
+        return ctx.arg(4);
+    }
+    hook(&ctx, 4, lsm_op::SOCKET, Object::None)
+}
+
+#[lsm(hook = "socket_accept")]
+pub fn fl_lsm_socket_accept(ctx: LsmContext) -> i32 {
+    let sock: *const u8 = ctx.arg(0);
+    hook(&ctx, 2, lsm_op::ACCEPT, Object::Socket(sock))
+}
+
+#[lsm(hook = "socket_listen")]
+pub fn fl_lsm_socket_listen(ctx: LsmContext) -> i32 {
+    let sock: *const u8 = ctx.arg(0);
+    hook(&ctx, 2, lsm_op::LISTEN, Object::Socket(sock))
+}
+
+#[lsm(hook = "socket_recvmsg")]
+pub fn fl_lsm_socket_recvmsg(ctx: LsmContext) -> i32 {
+    let sock: *const u8 = ctx.arg(0);
+    hook(&ctx, 4, lsm_op::RECVMSG, Object::Socket(sock))
+}
+
+#[lsm(hook = "inode_unlink")]
+pub fn fl_lsm_inode_unlink(ctx: LsmContext) -> i32 {
+    let dentry: *const u8 = ctx.arg(1);
+    hook(&ctx, 2, lsm_op::UNLINK, Object::Dentry(dentry))
+}
+
+#[lsm(hook = "inode_rmdir")]
+pub fn fl_lsm_inode_rmdir(ctx: LsmContext) -> i32 {
+    let dentry: *const u8 = ctx.arg(1);
+    hook(&ctx, 2, lsm_op::RMDIR, Object::Dentry(dentry))
+}
+
+#[lsm(hook = "inode_mkdir")]
+pub fn fl_lsm_inode_mkdir(ctx: LsmContext) -> i32 {
+    let dentry: *const u8 = ctx.arg(1);
+    hook(&ctx, 3, lsm_op::MKDIR, Object::Dentry(dentry))
+}
+
+#[lsm(hook = "inode_rename")]
+pub fn fl_lsm_inode_rename(ctx: LsmContext) -> i32 {
+    let old_dentry: *const u8 = ctx.arg(1);
+    hook(&ctx, 4, lsm_op::RENAME, Object::Dentry(old_dentry))
+}
+
+#[lsm(hook = "inode_link")]
+pub fn fl_lsm_inode_link(ctx: LsmContext) -> i32 {
+    let new_dentry: *const u8 = ctx.arg(2);
+    hook(&ctx, 3, lsm_op::LINK, Object::Dentry(new_dentry))
+}
+
+#[lsm(hook = "inode_symlink")]
+pub fn fl_lsm_inode_symlink(ctx: LsmContext) -> i32 {
+    let dentry: *const u8 = ctx.arg(1);
+    hook(&ctx, 3, lsm_op::SYMLINK, Object::Dentry(dentry))
+}
