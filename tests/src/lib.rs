@@ -343,6 +343,9 @@ impl Drop for Acceptor {
 pub struct ProbeResult {
     pub ok: u64,
     pub errors: std::collections::BTreeMap<String, u64>,
+    /// `fl-probe fs`: wall nanoseconds per call, timed inside the probe.
+    #[serde(default)]
+    pub ns_per_call: f64,
 }
 
 impl ProbeResult {

@@ -187,6 +187,9 @@ async fn bursty_loss_has_the_configured_mean_and_burst_length() {
 async fn blackhole_on_an_interface_partitions_one_cidr_and_lifts_at_once() {
     require_root().unwrap();
     let mut agent = Agent::start();
+    if !supported_or_skip(&agent, "tcx", "tcx").await {
+        return;
+    }
     let mut c = agent.client().await;
     let ns = TestNetns::new();
     let _acceptor = ns.spawn_acceptor("0.0.0.0:7000".parse().unwrap());
@@ -287,6 +290,9 @@ async fn network_faults_need_a_cgroup_or_interface_and_never_touch_ssh() {
     );
     assert!(agent.links().is_empty());
 
+    if !supported_or_skip(&agent, "tcx", "tcx").await {
+        return;
+    }
     // Everything to the namespace is blackholed, except SSH.
     let ns = TestNetns::new();
     let _ssh = ns.spawn_acceptor("0.0.0.0:22".parse().unwrap());
@@ -404,6 +410,9 @@ async fn tcp_transfer_completes_under_five_percent_loss_with_retransmissions() {
 async fn duplication_on_an_interface_matches_the_configured_fraction() {
     require_root().unwrap();
     let agent = Agent::start();
+    if !supported_or_skip(&agent, "tcx", "tcx").await {
+        return;
+    }
     let mut c = agent.client().await;
     let ns = TestNetns::new();
     let to: SocketAddr = (ns.peer_ips[0], 9000).into();
@@ -496,6 +505,9 @@ fn ip_csum_errors(ns: &TestNetns) -> u64 {
 async fn corruption_is_dropped_by_the_receiver_or_delivered_with_fixed_checksums() {
     require_root().unwrap();
     let agent = Agent::start();
+    if !supported_or_skip(&agent, "tcx", "tcx").await {
+        return;
+    }
     let mut c = agent.client().await;
     let ns = TestNetns::new();
     let to: SocketAddr = (ns.peer_ips[0], 9100).into();
@@ -577,6 +589,9 @@ async fn corruption_is_dropped_by_the_receiver_or_delivered_with_fixed_checksums
 async fn bandwidth_polices_a_udp_flood_to_the_configured_rate() {
     require_root().unwrap();
     let agent = Agent::start();
+    if !supported_or_skip(&agent, "tcx", "tcx").await {
+        return;
+    }
     let mut c = agent.client().await;
     let ns = TestNetns::new();
     let to: SocketAddr = (ns.peer_ips[0], 7100).into();

@@ -8,6 +8,12 @@
 //! getpid-overhead   getpid() of a non-target while the sys_enter tracepoint is attached
 //! network           packet_loss on a veth interface vs iptables `-m statistic`: accuracy,
 //!                   TCP throughput cost, StartExperiment → first dropped datagram
+//! open-overhead     open()+close() of a non-target while an LSM open fault targets another cgroup
+//! open-vs-strace    open()+close() of the faulted target: our LSM fault vs strace's ptrace injection
+//!
+//! The two LSM benchmarks need BPF LSM (the Debian kernels of the VM matrix:
+//! `cargo xtask bench --vm 6.12 open-overhead open-vs-strace`); elsewhere they
+//! report SKIPPED with the agent's reason.
 
 use std::{
     hint::black_box,
@@ -43,7 +49,7 @@ use tonic::transport::Channel;
 
 type Client = FaultServiceClient<Channel>;
 
-const BENCHES: [(&str, &str); 4] = [
+const BENCHES: [(&str, &str); 6] = [
     (
         "activation",
         "StartExperiment returned → first injected connect() error",
@@ -59,6 +65,14 @@ const BENCHES: [(&str, &str); 4] = [
     (
         "network",
         "packet_loss on a veth interface vs iptables -m statistic: accuracy, TCP throughput cost, time to first drop",
+    ),
+    (
+        "open-overhead",
+        "open()+close() of a non-target while an open fault (BPF LSM) targets another cgroup",
+    ),
+    (
+        "open-vs-strace",
+        "open()+close() of the faulted target: our LSM open fault vs strace -e inject=openat:error=EIO",
     ),
 ];
 
@@ -110,6 +124,8 @@ fn main() -> anyhow::Result<()> {
             "connect-overhead" => connect_overhead(&rt),
             "getpid-overhead" => getpid_overhead(&rt),
             "network" => network(&rt),
+            "open-overhead" => open_overhead(&rt),
+            "open-vs-strace" => open_vs_strace(&rt),
             other => unreachable!("{other} was validated by parse_args"),
         }
         .with_context(|| format!("benchmark {name}"))?;
@@ -1106,6 +1122,277 @@ fn getpid_cost(cpu: Option<usize>) -> anyhow::Result<Sample> {
     })
     .join()
     .map_err(|_| anyhow!("the getpid thread panicked"))?
+}
+
+// ---- LSM: open-overhead and open-vs-strace ----
+
+const OPEN_ROUNDS: usize = 9;
+const OPENS: u64 = 200_000;
+const OPEN_WARMUP: u64 = 10_000;
+const OPEN_TARGET_RATIO: f64 = 1.05;
+const STRACE_OPENS: u64 = 20_000;
+const STRACE_ROUNDS: usize = 5;
+const STRACE_TARGET_FACTOR: f64 = 20.0;
+
+/// None when the agent here can run `open` faults, else the verdict line
+/// saying why the benchmark was skipped.
+fn lsm_skip(rt: &Runtime, name: &str) -> anyhow::Result<Option<String>> {
+    let agent = Agent::start();
+    let (ok, reason) = rt.block_on(faultline_tests::capability(&agent, "bpf_lsm:file_open"));
+    if ok {
+        return Ok(None);
+    }
+    let line = format!(
+        "{name}: SKIPPED: BPF LSM unavailable on this kernel ({reason}); run it in the VM matrix: \
+         cargo xtask bench --vm 6.12 {name}"
+    );
+    println!("  {line}");
+    Ok(Some(line))
+}
+
+/// A scratch file to open, removed on drop.
+struct OpenFile(String);
+
+impl OpenFile {
+    fn new(tag: &str) -> anyhow::Result<Self> {
+        let path = format!("/tmp/fl-bench-{tag}-{}", std::process::id());
+        std::fs::write(&path, b"x").with_context(|| format!("create {path}"))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn open_overhead(rt: &Runtime) -> anyhow::Result<Vec<String>> {
+    let pinning = Pinning::detect();
+    let cpu = pinning.map(|p| p.measured);
+    let placement = cpu.map_or("NOT pinned (fewer than 2 usable CPUs)".to_owned(), |c| {
+        format!("pinned to CPU {c}")
+    });
+    let per = format!(
+        "each measurement: a thread of this bench process (in no test cgroup), {placement}, {OPEN_WARMUP} warm-up \
+         calls, then {OPENS} x open(O_RDONLY)+close() of a file in /tmp timed with CLOCK_THREAD_CPUTIME_ID"
+    );
+    let rounds_line = format!(
+        "{OPEN_ROUNDS} alternating rounds (a b c, then c b a), agent started fresh each round; median over rounds"
+    );
+    header(
+        "open-overhead",
+        &[
+            "method: CPU ns per open()+close() of a process that is NOT targeted;",
+            &per,
+            &rounds_line,
+            "(c) experiment: syscall_error openat, EIO, p=1.0, every path, cgroup target = another, empty test cgroup \
+             (lsm/file_open attached)",
+        ],
+    );
+    if let Some(skip) = lsm_skip(rt, "open-overhead")? {
+        return Ok(vec![skip]);
+    }
+    let file = OpenFile::new("open-overhead")?;
+    let other = TestCgroup::new("bench-open-other");
+    let arm = || {
+        experiment(
+            faultline_tests::lsm_error("openat", "EIO", 1.0, "", 0),
+            cgroup_target(&other),
+            Duration::from_secs(300),
+        )
+    };
+    let rounds = alternate_rounds(rt, OPEN_ROUNDS, arm, |_| open_cost(&file.0, cpu))?;
+    print_rounds(
+        [
+            "(a) no agent process [baseline]",
+            "(b) agent running, no experiment",
+            "(c) agent + open fault on another cgroup",
+        ],
+        &rounds,
+        "CPU ns/open+close",
+    );
+    let [a, _, c] = rounds.samples.each_ref().map(|v| median(v));
+    let ratios = paired(&rounds, Config::AgentFault, |x, a| x / a);
+    let (lo, hi) = median_ci(&ratios);
+    println!(
+        "  (c)/(a): ratio of medians {:.4} ({:+.2} %); same-round ratios: median {:.4}, 95 % CI [{lo:.4}, {hi:.4}]",
+        c / a,
+        (c / a - 1.0) * 100.0,
+        median(&ratios)
+    );
+    let target = format!(
+        "open-overhead: target: < 5 % overhead ((c) vs baseline (a) \"no agent process\"): {} ({:+.2} %, {:.0} -> \
+         {:.0} ns; kernel {})",
+        verdict(c / a < OPEN_TARGET_RATIO),
+        (c / a - 1.0) * 100.0,
+        a,
+        c,
+        kernel_release()
+    );
+    println!("  {target}");
+    Ok(vec![target])
+}
+
+fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// CPU ns per open()+close() in a thread of this process.
+fn open_cost(path: &str, cpu: Option<usize>) -> anyhow::Result<Sample> {
+    let path = std::ffi::CString::new(path)?;
+    std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<Sample> {
+            if let Some(cpu) = cpu {
+                pin(Pid::from_raw(0), cpu)?;
+            }
+            let open_close = || -> anyhow::Result<()> {
+                // SAFETY: a valid C string; the fd is closed at once.
+                let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+                ensure!(fd >= 0, "open failed for a non-target: {}", std::io::Error::last_os_error());
+                // SAFETY: fd was just opened by us.
+                unsafe { libc::close(fd) };
+                Ok(())
+            };
+            for _ in 0..OPEN_WARMUP {
+                open_close()?;
+            }
+            let thread_cpu = || {
+                let t = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).expect("thread CPU clock");
+                t.tv_sec() * 1_000_000_000 + t.tv_nsec()
+            };
+            let (t, c) = (Instant::now(), thread_cpu());
+            for _ in 0..OPENS {
+                open_close()?;
+            }
+            let (wall, cpu) = (t.elapsed(), thread_cpu() - c);
+            Ok(Sample {
+                cpu: cpu as f64 / OPENS as f64,
+                wall: wall.as_nanos() as f64 / OPENS as f64,
+                overflows: 0,
+            })
+        })
+        .join()
+        .map_err(|_| anyhow!("the open thread panicked"))?
+    })
+}
+
+/// Wall ns per call that `fl-probe fs open PATH N` reports, run by `cmd`.
+fn probe_open_ns(mut cmd: Command, path: &str, n: u64) -> anyhow::Result<ProbeResult> {
+    let out = cmd
+        .args(["fs", "open", path, &n.to_string()])
+        .stderr(Stdio::null())
+        .output()
+        .context("run fl-probe")?;
+    ensure!(out.status.success(), "fl-probe fs open failed: {out:?}");
+    serde_json::from_slice(&out.stdout).context("fl-probe JSON")
+}
+
+fn open_vs_strace(rt: &Runtime) -> anyhow::Result<Vec<String>> {
+    header(
+        "open-vs-strace",
+        &[
+            &format!(
+                "method: wall ns per open()+close() of the faulted target itself (`fl-probe fs open FILE {STRACE_OPENS}`, \
+                 timed inside the probe), every call failing with EIO, {STRACE_ROUNDS} alternating rounds, median:"
+            ),
+            "(a) no fault [baseline]; (b) ours: syscall_error openat EIO p=1 path=FILE, cgroup target (lsm/file_open);",
+            "(c) strace -f -qq -o /dev/null -e trace=openat -e inject=openat:error=EIO (ptrace, as ChaosBlade does)",
+        ],
+    );
+    if let Some(skip) = lsm_skip(rt, "open-vs-strace")? {
+        return Ok(vec![skip]);
+    }
+    ensure!(
+        Command::new("strace").arg("-V").output().is_ok_and(|o| o.status.success()),
+        "strace is not installed (cargo xtask setup installs it)"
+    );
+    let file = OpenFile::new("open-vs-strace")?;
+    let cg = TestCgroup::new("bench-strace");
+    let probe = bin("fl-probe");
+    let agent = Agent::start();
+    let mut client = rt.block_on(agent.client());
+    let mut base = Vec::new();
+    let mut ours = Vec::new();
+    let mut strace = Vec::new();
+    for round in 0..STRACE_ROUNDS {
+        let mut run_base = || -> anyhow::Result<()> {
+            let r = probe_open_ns(cg.command(&probe), &file.0, STRACE_OPENS)?;
+            ensure!(r.ok == STRACE_OPENS, "baseline opens failed: {r:?}");
+            base.push(r.ns_per_call);
+            Ok(())
+        };
+        let mut run_ours = || -> anyhow::Result<()> {
+            let exp = rt
+                .block_on(client.start_experiment(experiment(
+                    faultline_tests::lsm_error("openat", "EIO", 1.0, &file.0, 0),
+                    cgroup_target(&cg),
+                    Duration::from_secs(120),
+                )))
+                .map_err(|s| anyhow!("StartExperiment: {s}"))?
+                .into_inner()
+                .experiment
+                .context("no experiment")?;
+            let r = probe_open_ns(cg.command(&probe), &file.0, STRACE_OPENS);
+            context(
+                rt.block_on(client.stop_experiment(pb::StopExperimentRequest { id: exp.id })),
+                "StopExperiment",
+            )?;
+            let r = r?;
+            ensure!(r.errno("EIO") == STRACE_OPENS, "ours: expected every open to fail: {r:?}");
+            ours.push(r.ns_per_call);
+            Ok(())
+        };
+        let mut run_strace = || -> anyhow::Result<()> {
+            let mut cmd = cg.command("strace");
+            cmd.args([
+                "-f",
+                "-qq",
+                "-o",
+                "/dev/null",
+                "-e",
+                "trace=openat",
+                "-e",
+                "inject=openat:error=EIO",
+            ])
+            .arg(&probe);
+            let r = probe_open_ns(cmd, &file.0, STRACE_OPENS)?;
+            ensure!(r.errno("EIO") == STRACE_OPENS, "strace: expected every open to fail: {r:?}");
+            strace.push(r.ns_per_call);
+            Ok(())
+        };
+        if round % 2 == 0 {
+            run_base()?;
+            run_ours()?;
+            run_strace()?;
+        } else {
+            run_strace()?;
+            run_ours()?;
+            run_base()?;
+        }
+    }
+    let (a, b, c) = (median(&base), median(&ours), median(&strace));
+    println!("  {:<44} {:>12} {:>12}", "configuration (wall ns per open+close)", "median", "vs (a)");
+    println!("  {:<44} {a:>12.0} {:>12}", "(a) no fault [baseline]", "baseline");
+    println!("  {:<44} {b:>12.0} {:>11.2}x", "(b) ours: LSM file_open fault", b / a);
+    println!("  {:<44} {c:>12.0} {:>11.2}x", "(c) strace inject=openat:error=EIO", c / a);
+    println!(
+        "  per round: (a) {:?}\n             (b) {:?}\n             (c) {:?}",
+        base.iter().map(|v| v.round()).collect::<Vec<_>>(),
+        ours.iter().map(|v| v.round()).collect::<Vec<_>>(),
+        strace.iter().map(|v| v.round()).collect::<Vec<_>>()
+    );
+    let factor = c / b;
+    let target = format!(
+        "open-vs-strace: target: ours at least {STRACE_TARGET_FACTOR:.0}x cheaper than strace for the faulted target: {} \
+         (strace {c:.0} ns / ours {b:.0} ns = {factor:.1}x; kernel {})",
+        verdict(factor >= STRACE_TARGET_FACTOR),
+        kernel_release()
+    );
+    println!("  {target}");
+    Ok(vec![target])
 }
 
 // ---- network ----

@@ -76,6 +76,7 @@ fn run_fs(op: &str, path: &str, count: u64) -> String {
     };
     let listener = (op == "accept").then(|| std::net::TcpListener::bind(path).expect("listen"));
     let me = std::env::current_exe().expect("current_exe");
+    let t0 = std::time::Instant::now();
     for i in 0..count {
         let res: std::io::Result<()> = match op {
             "open" => File::open(path).map(drop),
@@ -132,7 +133,8 @@ fn run_fs(op: &str, path: &str, count: u64) -> String {
             Err(e) => *errors.entry(errno_name(&e)).or_default() += 1,
         }
     }
-    serde_json::json!({ "ok": ok, "errors": errors }).to_string()
+    let ns_per_call = t0.elapsed().as_nanos() as f64 / count.max(1) as f64;
+    serde_json::json!({ "ok": ok, "errors": errors, "ns_per_call": ns_per_call }).to_string()
 }
 
 fn main() {
