@@ -73,6 +73,17 @@ pub fn probe(kernel: &Kernel) -> Vec<Capability> {
             &["interface scope", "ingress", "egress"],
         ),
     ];
+    let mut latency = row(
+        "latency",
+        Mechanism::Tcx(0),
+        &["interface scope", "egress", "delay", "jitter"],
+    );
+    latency.mechanism = "tcx+fq";
+    if let (true, Some(reason)) = (latency.supported, kernel.fq_unavailable()) {
+        latency.supported = false;
+        latency.reason = reason.to_owned();
+    }
+    caps.push(latency);
     // One row per LSM hook, so `caps` shows for each syscall whether this
     // kernel can fail it and, if not, why.
     for (i, h) in lsm_error::HOOKS.iter().enumerate() {

@@ -340,6 +340,13 @@ pub struct BandwidthSpec {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+pub struct LatencySpec {
+    pub delay: Duration,
+    pub jitter: Duration,
+    pub matching: PacketMatch,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub enum FaultSpec {
     SyscallError(SyscallErrorSpec),
     SyscallSignal(SyscallSignalSpec),
@@ -348,6 +355,7 @@ pub enum FaultSpec {
     Duplicate(DuplicateSpec),
     Corrupt(CorruptSpec),
     Bandwidth(BandwidthSpec),
+    Latency(LatencySpec),
 }
 
 impl FaultSpec {
@@ -360,6 +368,7 @@ impl FaultSpec {
             Self::Duplicate(_) => "duplicate",
             Self::Corrupt(_) => "corrupt",
             Self::Bandwidth(_) => "bandwidth",
+            Self::Latency(_) => "latency",
         }
     }
 
@@ -371,6 +380,7 @@ impl FaultSpec {
                 | Self::Duplicate(_)
                 | Self::Corrupt(_)
                 | Self::Bandwidth(_)
+                | Self::Latency(_)
         )
     }
 
@@ -418,6 +428,12 @@ impl FaultSpec {
             Self::Blackhole(b) => {
                 format!("{} blackhole{}", b.direction.name(), b.matching.summary())
             }
+            Self::Latency(l) => format!(
+                "egress delay={:?} jitter={:?}{}",
+                l.delay,
+                l.jitter,
+                l.matching.summary()
+            ),
             Self::Bandwidth(b) => format!(
                 "{} rate={} bit/s burst={} B{}",
                 b.direction.name(),

@@ -108,6 +108,8 @@ struct FaultRecord {
     last: FaultCounters,
     /// Holds a reference on `mechanism`.
     acquired: bool,
+    /// Holds a reference on the fq qdisc of this interface.
+    fq: Option<u32>,
 }
 
 struct Record {
@@ -219,6 +221,12 @@ impl Engine {
                     format!("{} is unavailable on this kernel: {reason}", m.name()),
                 ));
             }
+            if let (crate::domain::FaultSpec::Latency(_), Some(reason)) = (f, self.kernel.fq_unavailable()) {
+                return Err(SpecError::unsupported(
+                    format!("spec.faults[{i}].latency"),
+                    reason.to_owned(),
+                ));
+            }
         }
         Ok(())
     }
@@ -246,8 +254,14 @@ impl Engine {
             watched: None,
             last: FaultCounters::default(),
             acquired: false,
+            fq: None,
         };
         let res = (|| {
+            // fq first: a delay stamped on packets means nothing without it.
+            if let Some(ifindex) = kf.fq {
+                self.kernel.acquire_fq(ifindex)?;
+                rec.fq = Some(ifindex);
+            }
             self.kernel.reset_counters(slot)?;
             self.kernel.write_pids(slot, &kf.pid_roles)?;
             self.kernel.write_slot(slot, &kf.slot)?;
@@ -288,6 +302,9 @@ impl Engine {
             if let Err(e) = self.kernel.release(rec.mechanism) {
                 warn!(slot, error = %e, "detaching failed");
             }
+        }
+        if let Some(ifindex) = rec.fq.take() {
+            self.kernel.release_fq(ifindex);
         }
         self.free.insert(slot);
         if let Err(e) = self.refresh_slot_limit() {

@@ -19,7 +19,7 @@ use faultline_common::{
 };
 
 use crate::{
-    btf, cgroup,
+    btf, cgroup, qdisc,
     faults::{Mechanism, lsm_error},
 };
 
@@ -274,6 +274,9 @@ pub struct Kernel {
     control_port: u32,
     net_slots: SlotList,
     lsm_slots: SlotList,
+    /// Why `latency` cannot run here (no fq qdisc, no tc), or None.
+    fq_unavailable: Option<String>,
+    fq: Option<qdisc::FqManager>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
@@ -394,9 +397,49 @@ impl Kernel {
             control_port: 0,
             net_slots,
             lsm_slots,
+            fq_unavailable: qdisc::unavailable_reason(),
+            fq: None,
         };
         kernel.set_slot_limit(0)?;
         Ok(kernel)
+    }
+
+    /// Lets `latency` faults install fq root qdiscs, recorded in `state_dir`
+    /// (and removes any a previous agent left behind).
+    pub fn enable_qdiscs(&mut self, state_dir: &std::path::Path) {
+        self.fq = Some(qdisc::FqManager::new(state_dir));
+    }
+
+    pub fn fq_unavailable(&self) -> Option<&str> {
+        match (&self.fq_unavailable, &self.fq) {
+            (Some(r), _) => Some(r),
+            (None, None) => Some("qdisc management is not enabled in this agent"),
+            (None, Some(_)) => None,
+        }
+    }
+
+    /// Takes a reference on an fq root qdisc on `ifindex`.
+    pub fn acquire_fq(&mut self, ifindex: u32) -> Result<(), KernelError> {
+        let unavailable = |reason: String| KernelError::Unavailable {
+            mechanism: "fq qdisc",
+            reason,
+        };
+        if let Some(r) = self.fq_unavailable() {
+            return Err(unavailable(r.to_owned()));
+        }
+        let ifname =
+            if_name(ifindex).ok_or_else(|| unavailable(format!("no interface with index {ifindex}")))?;
+        self.fq
+            .as_mut()
+            .expect("checked by fq_unavailable")
+            .acquire(ifindex, &ifname)
+            .map_err(unavailable)
+    }
+
+    pub fn release_fq(&mut self, ifindex: u32) {
+        if let Some(fq) = self.fq.as_mut() {
+            fq.release(ifindex);
+        }
     }
 
     pub fn unavailable(&self, m: Mechanism) -> Option<&str> {

@@ -17,5 +17,6 @@ pub mod faults;
 pub mod grpc;
 pub mod kernel;
 pub mod names;
+pub mod qdisc;
 pub mod server;
 pub mod state;

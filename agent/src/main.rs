@@ -51,6 +51,7 @@ fn main() -> ExitCode {
 async fn run(cfg: Config) -> anyhow::Result<()> {
     let _lock = state::prepare(&cfg)?;
     let mut kernel = Kernel::load()?;
+    kernel.enable_qdiscs(&cfg.state_dir);
     if let Some(addr) = cfg.listen {
         kernel.set_control_port(addr.port())?;
     }

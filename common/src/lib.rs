@@ -42,10 +42,13 @@ pub mod kind {
 
     /// `syscall_error` through BPF LSM hooks; `FaultSlot::op` holds `lsm_op::*`.
     pub const LSM_ERROR: u32 = 7;
+    /// `latency`: the TCX egress program sets an earliest departure time
+    /// (`skb->tstamp`), which the interface's fq qdisc honours.
+    pub const PACKET_DELAY: u32 = 8;
 
     /// Kinds the packet programs handle (listed in `FL_NET_SLOTS`).
     pub const fn is_network(kind: u32) -> bool {
-        kind >= PACKET_DROP && kind <= PACKET_RATE
+        (kind >= PACKET_DROP && kind <= PACKET_RATE) || kind == PACKET_DELAY
     }
 }
 
@@ -173,6 +176,10 @@ pub struct NetMatch {
     pub _pad: u32,
     /// `bandwidth`: token rate in bytes per second.
     pub rate_bytes_per_sec: u64,
+    /// `latency`: fixed delay, and the half-width of the uniform jitter
+    /// around it, in nanoseconds.
+    pub delay_ns: u64,
+    pub jitter_ns: u64,
 }
 
 /// One fault's parameters, written by the agent and read by the programs.

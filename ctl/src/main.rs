@@ -127,6 +127,24 @@ enum InjectCommand {
     /// Limit the matching traffic of a cgroup or an interface to a rate;
     /// packets over it are dropped.
     Bandwidth(BandwidthArgs),
+    /// Delay the matching packets an interface sends (egress), with
+    /// optional jitter; the agent installs the fq qdisc while it runs.
+    Latency(LatencyArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(mut_arg("direction", |arg| {
+    arg.help("Latency delays sent (egress) packets only").hide(true)
+}))]
+struct LatencyArgs {
+    /// Fixed delay, e.g. 50ms or 1.5ms (up to 10s).
+    #[arg(long, value_name = "DURATION", value_parser = spec::parse_short_duration)]
+    delay: Duration,
+    /// Uniform jitter around the delay, e.g. 10ms (at most the delay).
+    #[arg(long, value_name = "DURATION", value_parser = spec::parse_short_duration)]
+    jitter: Option<Duration>,
+    #[command(flatten)]
+    network: NetworkArgs<InterfaceOnly>,
 }
 
 #[derive(Debug, Args)]
@@ -491,6 +509,18 @@ impl InjectCommand {
                     matching,
                 })
             }),
+            Self::Latency(args) => {
+                if args.network.direction != spec::Direction::Egress {
+                    anyhow::bail!("--direction: latency delays egress packets only");
+                }
+                args.network.into_experiment(|_, matching| {
+                    spec::Fault::Latency(spec::Latency {
+                        delay_ms: args.delay.as_secs_f64() * 1e3,
+                        jitter_ms: args.jitter.unwrap_or_default().as_secs_f64() * 1e3,
+                        matching,
+                    })
+                })
+            }
             Self::Bandwidth(args) => args.network.into_experiment(|direction, matching| {
                 spec::Fault::Bandwidth(spec::Bandwidth {
                     rate_bits_per_sec: args.rate,

@@ -113,6 +113,7 @@ pub enum FaultSpecJson {
     Duplicate(NetworkFaultJson),
     Corrupt(NetworkFaultJson),
     Bandwidth(NetworkFaultJson),
+    Latency(NetworkFaultJson),
 }
 
 /// A network fault: the settings of its kind, then the direction and the
@@ -130,6 +131,10 @@ pub struct NetworkFaultJson {
     /// 0 asks the agent to pick; the agent may report the depth it picked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub burst_bytes: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<f64>,
     pub direction: &'static str,
     #[serde(rename = "match")]
     pub matching: PacketMatchJson,
@@ -224,6 +229,7 @@ impl FaultSpecJson {
             Self::Duplicate { .. } => "duplicate",
             Self::Corrupt { .. } => "corrupt",
             Self::Bandwidth { .. } => "bandwidth",
+            Self::Latency { .. } => "latency",
         }
     }
 }
@@ -263,6 +269,11 @@ impl From<&pb::fault_spec::Kind> for FaultSpecJson {
                 recompute_checksums: Some(f.recompute_checksums),
                 ..NetworkFaultJson::new(f.direction, f.r#match.as_ref())
             }),
+            Kind::Latency(f) => Self::Latency(NetworkFaultJson {
+                delay_ms: Some(f.delay_ms),
+                jitter_ms: Some(f.jitter_ms),
+                ..NetworkFaultJson::new(pb::Direction::Egress as i32, f.r#match.as_ref())
+            }),
             Kind::Bandwidth(f) => Self::Bandwidth(NetworkFaultJson {
                 rate_bits_per_sec: Some(f.rate_bits_per_sec),
                 burst_bytes: Some(f.burst_bytes),
@@ -282,6 +293,8 @@ impl NetworkFaultJson {
             recompute_checksums: None,
             rate_bits_per_sec: None,
             burst_bytes: None,
+            delay_ms: None,
+            jitter_ms: None,
             direction: direction_name(direction),
             matching: matching.map(PacketMatchJson::from).unwrap_or_default(),
         }

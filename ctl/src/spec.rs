@@ -58,6 +58,7 @@ pub enum Fault {
     Duplicate(Duplicate),
     Corrupt(Corrupt),
     Bandwidth(Bandwidth),
+    Latency(Latency),
 }
 
 /// How a fault is written: a map whose single key is the fault kind,
@@ -74,6 +75,7 @@ struct FaultEntry {
     duplicate: Option<Duplicate>,
     corrupt: Option<Corrupt>,
     bandwidth: Option<Bandwidth>,
+    latency: Option<Latency>,
 }
 
 impl TryFrom<FaultEntry> for Fault {
@@ -88,6 +90,7 @@ impl TryFrom<FaultEntry> for Fault {
             duplicate,
             corrupt,
             bandwidth,
+            latency,
         } = entry;
         let mut kinds = [
             syscall_error.map(Self::SyscallError),
@@ -97,13 +100,14 @@ impl TryFrom<FaultEntry> for Fault {
             duplicate.map(Self::Duplicate),
             corrupt.map(Self::Corrupt),
             bandwidth.map(Self::Bandwidth),
+            latency.map(Self::Latency),
         ]
         .into_iter()
         .flatten();
         match (kinds.next(), kinds.next()) {
             (Some(fault), None) => Ok(fault),
             (None, _) => Err(
-                "a fault needs its kind as the key: syscall_error, syscall_signal, packet_loss, blackhole, duplicate, corrupt or bandwidth",
+                "a fault needs its kind as the key: syscall_error, syscall_signal, packet_loss, blackhole, duplicate, corrupt, bandwidth or latency",
             ),
             (Some(_), Some(_)) => {
                 Err("a fault has exactly one kind: put each kind in its own list item")
@@ -212,6 +216,17 @@ pub struct Bandwidth {
     pub burst_bytes: u32,
     #[serde(default)]
     pub direction: Direction,
+    #[serde(default, rename = "match")]
+    pub matching: PacketMatch,
+}
+
+/// Delay the matching egress packets of an interface.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Latency {
+    pub delay_ms: f64,
+    #[serde(default)]
+    pub jitter_ms: f64,
     #[serde(default, rename = "match")]
     pub matching: PacketMatch,
 }
@@ -368,6 +383,11 @@ impl From<Fault> for pb::FaultSpec {
                 direction: f.direction.wire(),
                 r#match: Some(f.matching.into()),
             }),
+            Fault::Latency(f) => pb::fault_spec::Kind::Latency(pb::Latency {
+                delay_ms: f.delay_ms,
+                jitter_ms: f.jitter_ms,
+                r#match: Some(f.matching.into()),
+            }),
             Fault::Bandwidth(f) => pb::fault_spec::Kind::Bandwidth(pb::Bandwidth {
                 rate_bits_per_sec: f.rate_bits_per_sec,
                 burst_bytes: f.burst_bytes,
@@ -395,6 +415,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("invalid duration {text:?}: must be at least 1ms"));
     }
     Ok(duration)
+}
+
+/// Parses a delay such as `50ms`, `1.5ms` or `2s` (sub-millisecond allowed).
+pub fn parse_short_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if let Some(ms) = t.strip_suffix("ms")
+        && let Ok(v) = ms.trim().parse::<f64>()
+    {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(format!("invalid duration {text:?}"));
+        }
+        return Ok(Duration::from_secs_f64(v / 1e3));
+    }
+    humantime::parse_duration(t).map_err(|err| format!("invalid duration {text:?}: {err}"))
 }
 
 /// Parses a port or an inclusive port range, `80` or `8000-8100`, into its

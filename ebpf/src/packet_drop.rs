@@ -9,7 +9,7 @@
 use aya_ebpf::{
     bindings::TC_ACT_OK as TC_OK,
     helpers::generated::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_prandom_u32, bpf_ktime_get_boot_ns,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
         bpf_setsockopt, bpf_skb_ancestor_cgroup_id,
     },
     macros::{cgroup_skb, classifier, map, sock_ops},
@@ -284,6 +284,8 @@ fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) ->
     let Some(cfg) = CONFIG.get(0) else {
         return Verdict::Pass;
     };
+    // Delays of every matching latency slot add up; a drop still wins.
+    let mut delay: u64 = 0;
     let mut j = 0;
     while j < MAX_NET_SLOTS {
         j += 1;
@@ -291,10 +293,13 @@ fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) ->
             break;
         };
         if let Some(slot) = slot {
-            // Duplication needs a TCX program (it clones the packet).
+            // Duplication, corruption and delay need a TCX program (they
+            // change, copy or time the packet).
             let kind_ok = slot.kind == kind::PACKET_DROP
                 || slot.kind == kind::PACKET_RATE
-                || ((slot.kind == kind::PACKET_DUP || slot.kind == kind::PACKET_CORRUPT)
+                || ((slot.kind == kind::PACKET_DUP
+                    || slot.kind == kind::PACKET_CORRUPT
+                    || slot.kind == kind::PACKET_DELAY)
                     && ifindex != 0);
             if kind_ok
                 && slot.net.direction & dir != 0
@@ -313,7 +318,9 @@ fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) ->
                     lose(i, slot)
                 };
                 count(i, hit);
-                if hit && !dry_run(slot) {
+                if hit && !dry_run(slot) && slot.kind == kind::PACKET_DELAY {
+                    delay += jittered(&slot.net);
+                } else if hit && !dry_run(slot) {
                     return if slot.kind == kind::PACKET_DUP {
                         Verdict::Duplicate
                     } else if slot.kind == kind::PACKET_CORRUPT {
@@ -325,13 +332,33 @@ fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) ->
             }
         }
     }
-    Verdict::Pass
+    if delay > 0 {
+        Verdict::Delay(delay)
+    } else {
+        Verdict::Pass
+    }
+}
+
+/// The slot's delay with uniform jitter in [delay - jitter, delay + jitter].
+#[inline(always)]
+fn jittered(net: &NetMatch) -> u64 {
+    if net.jitter_ns == 0 {
+        return net.delay_ns;
+    }
+    // SAFETY: plain helper call.
+    let r = u64::from(unsafe { bpf_get_prandom_u32() });
+    let span = 2 * net.jitter_ns + 1;
+    // r / 2^32 * span, without overflow for spans up to 2^32 ns (4.3 s).
+    let offset = (r * (span >> 16)) >> 16;
+    (net.delay_ns + offset).saturating_sub(net.jitter_ns)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Pass,
     Drop,
+    /// Hold the packet this many nanoseconds (earliest departure time).
+    Delay(u64),
     Duplicate,
     /// Flip one bit; `true` recomputes the L4 checksum.
     Corrupt(bool),
@@ -428,6 +455,17 @@ fn tc_drop(ctx: &TcContext, dir: u32) -> i32 {
     p.len = ctx.len();
     match decide(dir, ifindex, &p, |_| 0) {
         Verdict::Pass => TC_OK as i32,
+        Verdict::Delay(ns) => {
+            // SAFETY: plain helper call; tstamp is a writable context field
+            // for tc programs. A time already set (TCP's own pacing) is kept
+            // as the base, so the delay adds to it.
+            unsafe {
+                let now = bpf_ktime_get_ns();
+                let cur = (*ctx.skb.skb).tstamp;
+                (*ctx.skb.skb).tstamp = if cur > now { cur } else { now } + ns;
+            }
+            TC_OK as i32
+        }
         Verdict::Drop => TC_ACT_SHOT,
         Verdict::Corrupt(recompute) => {
             corrupt(ctx, &p, recompute);

@@ -346,6 +346,9 @@ pub struct ProbeResult {
     /// `fl-probe fs`: wall nanoseconds per call, timed inside the probe.
     #[serde(default)]
     pub ns_per_call: f64,
+    /// `fl-probe udp-rtt`: every round-trip time, in microseconds.
+    #[serde(default)]
+    pub rtt_us: Vec<f64>,
 }
 
 impl ProbeResult {

@@ -47,6 +47,8 @@ pub struct KernelFault {
     pub watched_syscall: Option<u32>,
     /// (pid, `pid_role::*`) entries for the `FL_PIDS` map.
     pub pid_roles: Vec<(u32, u32)>,
+    /// Interface (ifindex) whose root qdisc must be fq (latency faults).
+    pub fq: Option<u32>,
 }
 
 pub fn mechanism_of(spec: &FaultSpec, target: &Target) -> Mechanism {
@@ -60,7 +62,8 @@ pub fn mechanism_of(spec: &FaultSpec, target: &Target) -> Mechanism {
         | FaultSpec::Blackhole(_)
         | FaultSpec::Duplicate(_)
         | FaultSpec::Corrupt(_)
-        | FaultSpec::Bandwidth(_) => match &target.interface {
+        | FaultSpec::Bandwidth(_)
+        | FaultSpec::Latency(_) => match &target.interface {
             Some(i) => Mechanism::Tcx(i.ifindex),
             None => Mechanism::CgroupSkb,
         },
@@ -108,6 +111,10 @@ pub fn to_kernel(
             packet_drop::fill_bandwidth(b, target, &mut slot);
             None
         }
+        FaultSpec::Latency(l) => {
+            packet_drop::fill_latency(l, target, &mut slot);
+            None
+        }
     };
     let pid_roles = target
         .pids
@@ -120,6 +127,10 @@ pub fn to_kernel(
         mechanism: mechanism_of(spec, target),
         watched_syscall,
         pid_roles,
+        fq: match spec {
+            FaultSpec::Latency(_) => target.interface.as_ref().map(|i| i.ifindex),
+            _ => None,
+        },
     }
 }
 

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use faultline_common::{FaultSlot, direction, flags, kind};
 
 use crate::domain::{
-    BandwidthSpec, BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, PacketLossSpec,
-    PacketMatch, Target,
+    BandwidthSpec, BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, LatencySpec,
+    PacketLossSpec, PacketMatch, Target,
 };
 
 /// 2^32: probabilities are compared against `bpf_get_prandom_u32()`.
@@ -110,6 +110,14 @@ pub fn fill_bandwidth(spec: &BandwidthSpec, target: &Target, slot: &mut FaultSlo
     fill_match(&spec.matching, spec.direction, target, slot);
     slot.net.rate_bytes_per_sec = spec.rate_bytes_per_sec;
     slot.net.burst_bytes = spec.burst_bytes;
+}
+
+pub fn fill_latency(spec: &LatencySpec, target: &Target, slot: &mut FaultSlot) {
+    slot.kind = kind::PACKET_DELAY;
+    fill_match(&spec.matching, Direction::Egress, target, slot);
+    slot.threshold = 1 << 32;
+    slot.net.delay_ns = spec.delay.as_nanos() as u64;
+    slot.net.jitter_ns = spec.jitter.as_nanos() as u64;
 }
 
 pub fn fill_blackhole(spec: &BlackholeSpec, target: &Target, slot: &mut FaultSlot) {

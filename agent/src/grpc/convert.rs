@@ -13,7 +13,7 @@ use crate::{
     cgroup::Cgroup,
     domain::{
         BandwidthSpec, BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, ErrorCall,
-        ExperimentSpec, FaultSpec, Interface, PacketLossSpec, PacketMatch, PathMatch, PortRange,
+        ExperimentSpec, FaultSpec, Interface, LatencySpec, PacketLossSpec, PacketMatch, PathMatch, PortRange,
         Probability, SockCall, SpecError, SyscallErrorSpec, SyscallSignalSpec, Target,
     },
     engine::{Event, EventKind, ExperimentView, State},
@@ -22,6 +22,8 @@ use crate::{
 };
 
 const MAX_FAULTS_PER_EXPERIMENT: usize = 16;
+/// fq's default horizon: packets scheduled further out are dropped.
+const MAX_DELAY_MS: f64 = 10_000.0;
 
 fn inv(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
     SpecError::invalid(field, reason)
@@ -249,6 +251,29 @@ fn fault(i: usize, f: &pb::FaultSpec) -> Result<FaultSpec, SpecError> {
                 matching: packet_match(&p, b.r#match.as_ref())?,
             }))
         }
+        Some(Kind::Latency(l)) => {
+            let p = format!("spec.faults[{i}].latency");
+            if !l.delay_ms.is_finite() || !(l.delay_ms > 0.0 && l.delay_ms <= MAX_DELAY_MS) {
+                return Err(inv(
+                    format!("{p}.delay_ms"),
+                    format!(
+                        "{} must be in (0, {MAX_DELAY_MS}] ms (fq drops packets scheduled beyond its 10 s horizon)",
+                        l.delay_ms
+                    ),
+                ));
+            }
+            if !l.jitter_ms.is_finite() || !(0.0..=l.delay_ms).contains(&l.jitter_ms) {
+                return Err(inv(
+                    format!("{p}.jitter_ms"),
+                    format!("{} must be in [0, delay_ms = {}]", l.jitter_ms, l.delay_ms),
+                ));
+            }
+            Ok(FaultSpec::Latency(LatencySpec {
+                delay: Duration::from_secs_f64(l.delay_ms / 1e3),
+                jitter: Duration::from_secs_f64(l.jitter_ms / 1e3),
+                matching: packet_match(&p, l.r#match.as_ref())?,
+            }))
+        }
         Some(Kind::Corrupt(c)) => {
             let p = format!("spec.faults[{i}].corrupt");
             Ok(FaultSpec::Corrupt(CorruptSpec {
@@ -425,13 +450,15 @@ pub fn spec_from_proto(spec: Option<&pb::ExperimentSpec>) -> Result<ExperimentSp
                 "packets are matched by cgroup or interface; pids and comm do not apply to network faults",
             ));
         }
-        if matches!(f, FaultSpec::Duplicate(_) | FaultSpec::Corrupt(_))
-            && target.interface.is_none()
+        if matches!(
+            f,
+            FaultSpec::Duplicate(_) | FaultSpec::Corrupt(_) | FaultSpec::Latency(_)
+        ) && target.interface.is_none()
         {
             return Err(inv(
                 field(),
                 format!(
-                    "{} needs an interface scope (spec.target.interface): cgroup_skb programs cannot change or copy packets",
+                    "{} needs an interface scope (spec.target.interface): cgroup_skb programs cannot change, copy or delay packets",
                     f.kind_name()
                 ),
             ));
@@ -527,6 +554,11 @@ fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
                     burst_bytes: b.burst_bytes,
                     direction: direction_to_proto(b.direction).into(),
                     r#match: Some(match_to_proto(&b.matching)),
+                }),
+                FaultSpec::Latency(l) => Kind::Latency(pb::Latency {
+                    delay_ms: l.delay.as_secs_f64() * 1e3,
+                    jitter_ms: l.jitter.as_secs_f64() * 1e3,
+                    r#match: Some(match_to_proto(&l.matching)),
                 }),
                 FaultSpec::Corrupt(c) => Kind::Corrupt(pb::Corrupt {
                     probability: c.probability.value(),

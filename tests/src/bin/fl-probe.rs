@@ -11,6 +11,8 @@
 //!                                  unlink, mkdir (of PATH.N), fork, exec (PATH noop),
 //!                                  accept (listen on PATH = ADDR, connect to self, accept)
 //! fl-probe noop                    exit 0 at once (the program `fs exec` runs)
+//! fl-probe udp-echo ADDR           answer every datagram with itself, forever
+//! fl-probe udp-rtt ADDR COUNT      COUNT ping-pongs with an udp-echo, one at a time; RTTs in µs
 use std::{
     collections::BTreeMap,
     io::{BufRead as _, Write as _},
@@ -141,6 +143,51 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("noop") => {}
+        Some("udp-echo") => {
+            let sock = UdpSocket::bind(&args[1]).expect("bind");
+            println!("listening");
+            std::io::stdout().flush().expect("flush");
+            let mut buf = [0u8; 2048];
+            loop {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    let _ = sock.send_to(&buf[..n], from);
+                }
+            }
+        }
+        Some("udp-rtt") => {
+            let addr: SocketAddr = args[1].parse().expect("ADDR");
+            let count: u32 = args[2].parse().expect("COUNT");
+            let sock = UdpSocket::bind(if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
+                .expect("bind");
+            sock.connect(addr).expect("connect");
+            sock.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            let mut rtts = Vec::new();
+            let mut lost = 0u64;
+            let mut buf = [0u8; 64];
+            for seq in 0..count {
+                let t = std::time::Instant::now();
+                sock.send(&seq.to_be_bytes()).expect("send");
+                // Skip late answers to earlier pings.
+                loop {
+                    match sock.recv(&mut buf) {
+                        Ok(4) if buf[..4] == seq.to_be_bytes() => {
+                            rtts.push(t.elapsed().as_secs_f64() * 1e6);
+                            break;
+                        }
+                        Ok(_) => continue,
+                        Err(_) => {
+                            lost += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+            println!(
+                "{}",
+                serde_json::json!({ "ok": rtts.len(), "errors": { "lost": lost }, "rtt_us": rtts })
+            );
+        }
         Some("fs") if args.len() == 4 => {
             println!(
                 "{}",

@@ -1,0 +1,199 @@
+//! `latency` end to end: an fq qdisc the agent installs, earliest-departure
+//! times set by the TCX egress program, and the round-trip times a UDP
+//! ping-pong through a veth pair really saw. Needs TCX and fq (the Debian
+//! 6.12 kernel of the VM matrix); elsewhere it skips with the agent's reason.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::SocketAddr,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use faultline_proto::v1 as pb;
+use faultline_tests::*;
+
+const PINGS: u32 = 200;
+
+fn latency(delay_ms: f64, jitter_ms: f64) -> pb::FaultSpec {
+    pb::FaultSpec {
+        kind: Some(pb::fault_spec::Kind::Latency(pb::Latency {
+            delay_ms,
+            jitter_ms,
+            r#match: Some(pb::PacketMatch {
+                protocol: "udp".into(),
+                ..Default::default()
+            }),
+        })),
+    }
+}
+
+/// RTTs in ms, sorted, of PINGS ping-pongs from the host to `to`.
+fn rtts(to: SocketAddr) -> Vec<f64> {
+    let out = Command::new(bin("fl-probe"))
+        .args(["udp-rtt", &to.to_string(), &PINGS.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r: ProbeResult = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r.ok, u64::from(PINGS), "every ping answered: {:?}", r.errors);
+    let mut v: Vec<f64> = r.rtt_us.iter().map(|us| us / 1e3).collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn root_qdisc(ifname: &str) -> String {
+    let out = Command::new("tc")
+        .args(["qdisc", "show", "dev", ifname, "root"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn latency_delays_egress_by_the_configured_time_and_jitter() {
+    require_root().unwrap();
+    let mut agent = Agent::start();
+    if !supported_or_skip(&agent, "tcx+fq", "fq").await {
+        return;
+    }
+    let mut c = agent.client().await;
+    let ns = TestNetns::new();
+    let mut echo = ns
+        .command(bin("fl-probe"))
+        .args(["udp-echo", "0.0.0.0:7300"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(echo.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _echo = ChildGuard(echo);
+    let to: SocketAddr = (ns.peer_ips[0], 7300).into();
+    let before_qdisc = root_qdisc(&ns.host_if);
+
+    let base = rtts(to);
+    let base_med = pct(&base, 0.5);
+
+    // Fixed delay: the median RTT rises by the delay, within 1 ms.
+    let exp = start(
+        &mut c,
+        experiment(latency(20.0, 0.0), interface_target(&ns.host_if), Duration::from_secs(60)),
+    )
+    .await;
+    assert!(
+        root_qdisc(&ns.host_if).contains("qdisc fq fa17:"),
+        "the agent installed fq as root: {}",
+        root_qdisc(&ns.host_if)
+    );
+    let fixed = rtts(to);
+    let added = pct(&fixed, 0.5) - base_med;
+    assert!(
+        (added - 20.0).abs() <= 1.0,
+        "median RTT {:.3} ms vs {base_med:.3} ms without the fault: added {added:.3} ms, want 20 ± 1",
+        pct(&fixed, 0.5)
+    );
+    assert!(pct(&fixed, 0.02) - base_med > 19.0, "no ping skipped the delay: {fixed:?}");
+    let status = c
+        .get_experiment(pb::GetExperimentRequest { id: exp.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.injected >= u64::from(PINGS), "every ping delayed: {status:?}");
+    c.stop_experiment(pb::StopExperimentRequest { id: exp.id })
+        .await
+        .unwrap();
+    assert_eq!(
+        root_qdisc(&ns.host_if),
+        before_qdisc,
+        "stop restores the interface's qdisc"
+    );
+    let after = rtts(to);
+    assert!(pct(&after, 0.5) < base_med + 1.0, "stop lifts the delay: {after:?}");
+
+    // Jitter: uniform in [delay - j, delay + j], so the middle 80 % spans
+    // about 1.6 j and the standard deviation is j / sqrt(3).
+    let exp = start(
+        &mut c,
+        experiment(latency(20.0, 10.0), interface_target(&ns.host_if), Duration::from_secs(60)),
+    )
+    .await;
+    let jit: Vec<f64> = rtts(to).iter().map(|r| r - base_med).collect();
+    let mean = jit.iter().sum::<f64>() / jit.len() as f64;
+    let sd = (jit.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / jit.len() as f64).sqrt();
+    let want_sd = 10.0 / 3f64.sqrt();
+    assert!((mean - 20.0).abs() < 1.5, "mean added delay {mean:.2} ms, want 20");
+    assert!(
+        (sd - want_sd).abs() < 0.2 * want_sd,
+        "jitter SD {sd:.2} ms, want {want_sd:.2} ± 20 %"
+    );
+    assert!(
+        jit[0] > 9.0 && jit[jit.len() - 1] < 31.5,
+        "added delays within [10, 30] ms (+ scheduling): {:.2} .. {:.2}",
+        jit[0],
+        jit[jit.len() - 1]
+    );
+    let _ = exp;
+
+    // SIGKILL: the delay is gone at once; the fq qdisc (not a link) stays
+    // until the next agent on the same state directory removes it.
+    let dir = agent.dir.clone();
+    agent.kill();
+    let after_kill = rtts(to);
+    assert!(
+        pct(&after_kill, 0.5) < base_med + 1.0,
+        "the delay vanished with the agent: median {:.3} ms",
+        pct(&after_kill, 0.5)
+    );
+    assert!(our_links().is_empty(), "no link left: {:?}", our_links());
+    let next = Agent::start_in(dir, &[]);
+    assert!(
+        wait_for(Duration::from_secs(5), || root_qdisc(&ns.host_if) == before_qdisc),
+        "the next agent removed the stale fq: {}",
+        root_qdisc(&ns.host_if)
+    );
+    drop(next);
+}
+
+#[tokio::test]
+async fn latency_needs_an_interface_and_fq() {
+    require_root().unwrap();
+    let agent = Agent::start();
+    let mut c = agent.client().await;
+    let cg = TestCgroup::new("latency");
+    let err = c
+        .start_experiment(experiment(latency(10.0, 0.0), cgroup_target(&cg), Duration::from_secs(10)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("spec.faults[0].latency"), "{}", err.message());
+    let err = c
+        .start_experiment(experiment(latency(10.0, 20.0), interface_target("lo"), Duration::from_secs(10)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("spec.faults[0].latency.jitter_ms"), "{}", err.message());
+
+    let (supported, reason) = capability(&agent, "tcx+fq").await;
+    if supported {
+        return;
+    }
+    assert!(!expected("fq"), "fq is expected on this kernel, but: {reason}");
+    let ns = TestNetns::new();
+    let err = c
+        .start_experiment(experiment(
+            latency(10.0, 0.0),
+            interface_target(&ns.host_if),
+            Duration::from_secs(10),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(&reason), "carries the probed reason: {}", err.message());
+    assert!(agent.links().is_empty(), "nothing attached");
+}
