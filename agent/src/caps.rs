@@ -84,6 +84,16 @@ pub fn probe(kernel: &Kernel) -> Vec<Capability> {
         latency.reason = reason.to_owned();
     }
     caps.push(latency);
+    caps.push(row(
+        "dns_error",
+        Mechanism::CgroupSkb,
+        &["cgroup scope", "drop", "udp", "tcp"],
+    ));
+    caps.push(row(
+        "dns_error",
+        Mechanism::Tcx(0),
+        &["interface scope", "drop", "servfail", "nxdomain (udp)"],
+    ));
     // One row per LSM hook, so `caps` shows for each syscall whether this
     // kernel can fail it and, if not, why.
     for (i, h) in lsm_error::HOOKS.iter().enumerate() {

@@ -346,6 +346,80 @@ pub struct LatencySpec {
     pub matching: PacketMatch,
 }
 
+/// How a matching DNS query fails: dropped, or answered with this RCODE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsFailure {
+    Drop,
+    ServFail,
+    NxDomain,
+}
+
+impl DnsFailure {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Drop => "drop",
+            Self::ServFail => "servfail",
+            Self::NxDomain => "nxdomain",
+        }
+    }
+
+    /// The RCODE written into the answer; 0 = drop.
+    pub fn rcode(self) -> u32 {
+        match self {
+            Self::Drop => 0,
+            Self::ServFail => 2,
+            Self::NxDomain => 3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DnsErrorSpec {
+    /// Lowercase, without a trailing dot; empty = every name.
+    pub domain: String,
+    pub failure: DnsFailure,
+    pub probability: Probability,
+    pub resolver: Option<Cidr>,
+}
+
+impl DnsErrorSpec {
+    /// The domain in DNS wire format (length-prefixed labels, no final zero).
+    pub fn wire(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for label in self.domain.split('.').filter(|l| !l.is_empty()) {
+            out.push(label.len() as u8);
+            out.extend_from_slice(label.as_bytes());
+        }
+        out
+    }
+
+    /// Validates and normalises a domain: labels of 1..=63 bytes of
+    /// letters, digits, '-' and '_', at most `MAX_LABELS` of them.
+    pub fn parse_domain(text: &str) -> Result<String, String> {
+        let d = text.trim().trim_end_matches('.').to_ascii_lowercase();
+        if d.is_empty() {
+            return Ok(d);
+        }
+        let labels: Vec<&str> = d.split('.').collect();
+        if labels.len() > faultline_common::dns::MAX_LABELS {
+            return Err(format!(
+                "{text:?} has {} labels; at most {} are supported",
+                labels.len(),
+                faultline_common::dns::MAX_LABELS
+            ));
+        }
+        for l in &labels {
+            if l.is_empty() || l.len() > 63 {
+                return Err(format!("{text:?} has an empty label or one longer than 63 bytes"));
+            }
+            if !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(format!("{text:?}: labels may hold letters, digits, '-' and '_' only"));
+            }
+        }
+        Ok(d)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum FaultSpec {
     SyscallError(SyscallErrorSpec),
@@ -356,6 +430,7 @@ pub enum FaultSpec {
     Corrupt(CorruptSpec),
     Bandwidth(BandwidthSpec),
     Latency(LatencySpec),
+    DnsError(DnsErrorSpec),
 }
 
 impl FaultSpec {
@@ -369,6 +444,7 @@ impl FaultSpec {
             Self::Corrupt(_) => "corrupt",
             Self::Bandwidth(_) => "bandwidth",
             Self::Latency(_) => "latency",
+            Self::DnsError(_) => "dns_error",
         }
     }
 
@@ -381,6 +457,7 @@ impl FaultSpec {
                 | Self::Corrupt(_)
                 | Self::Bandwidth(_)
                 | Self::Latency(_)
+                | Self::DnsError(_)
         )
     }
 
@@ -428,6 +505,13 @@ impl FaultSpec {
             Self::Blackhole(b) => {
                 format!("{} blackhole{}", b.direction.name(), b.matching.summary())
             }
+            Self::DnsError(d) => format!(
+                "dns {} -> {} p={}{}",
+                if d.domain.is_empty() { "*" } else { &d.domain },
+                d.failure.name(),
+                d.probability.value(),
+                d.resolver.map(|c| format!(" resolver={c}")).unwrap_or_default()
+            ),
             Self::Latency(l) => format!(
                 "egress delay={:?} jitter={:?}{}",
                 l.delay,

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, fs::File};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, ProgramArray},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm, Program,
         ProgramError, RawTracePoint, SchedClassifier, SockOps, TcAttachType,
@@ -14,7 +14,8 @@ use aya::{
     util::nr_cpus,
 };
 use faultline_common::{
-    AgentConfig, FaultCounters, FaultSlot, KernelOffsets, MAX_FAULTS, MAX_LSM_SLOTS, MAX_NET_SLOTS,
+    AgentConfig, FaultCounters, FaultSlot, KernelOffsets, MAX_DNS_SLOTS, MAX_FAULTS, MAX_LSM_SLOTS,
+    MAX_NET_SLOTS,
     MAX_SYSCALL_NR, SlotPid, kind,
 };
 
@@ -42,6 +43,9 @@ const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
 /// Caps the pacing rate of TCP connections a `bandwidth` fault matches;
 /// part of the cgroup_skb mechanism.
 const SOCK_OPS_PROGRAM: &str = "fl_sock_ops";
+/// Reached by tail call (`FL_DNS_SKB`, `FL_DNS_TC`), never attached.
+const SKB_DNS_PROGRAM: &str = "fl_skb_dns";
+const TC_DNS_PROGRAM: &str = "fl_tc_dns";
 const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
     ("fl_tc_ingress", TcAttachType::Ingress),
     ("fl_tc_egress", TcAttachType::Egress),
@@ -164,6 +168,25 @@ fn load_lsm(ebpf: &mut Ebpf) -> Result<(), String> {
     koffs.set(0, offsets, 0).map_err(|e| format!("FL_KOFFS: {e}"))
 }
 
+/// Puts a loaded program at index 0 of a program array, for tail calls.
+fn install_tail_call(
+    ebpf: &mut Ebpf,
+    map: &'static str,
+    name: &'static str,
+    fd: Result<aya::programs::ProgramFd, ProgramError>,
+    keep: &mut Vec<ProgramArray<MapData>>,
+) -> Result<(), String> {
+    let fd = fd.map_err(|e| format!("{name}: {}", chain(&e)))?;
+    let mut array: ProgramArray<MapData> = take(ebpf, map).map_err(|e| e.to_string())?;
+    array
+        .set(0, &fd, 0)
+        .map_err(|e| format!("{map}: installing {name}: {e}"))?;
+    // The kernel empties a program array when its last user-space reference
+    // goes, so the agent holds it for as long as it runs.
+    keep.push(array);
+    Ok(())
+}
+
 /// Slots of one family of faults, listed for the programs that scan only
 /// those (`FL_NET_SLOTS`, `FL_LSM_SLOTS`).
 struct SlotList {
@@ -274,9 +297,12 @@ pub struct Kernel {
     control_port: u32,
     net_slots: SlotList,
     lsm_slots: SlotList,
+    dns_slots: SlotList,
     /// Why `latency` cannot run here (no fq qdisc, no tc), or None.
     fq_unavailable: Option<String>,
     fq: Option<qdisc::FqManager>,
+    /// Program arrays of the tail calls, held so the kernel keeps their entries.
+    _tail_calls: Vec<ProgramArray<MapData>>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
@@ -294,6 +320,7 @@ impl Kernel {
     pub fn load() -> Result<Self, KernelError> {
         let mut ebpf = EbpfLoader::new().load(OBJECT)?;
         let mut unavailable = BTreeMap::new();
+        let mut tail_calls = Vec::new();
 
         let cgroup_root = match cgroup::cgroup2_mount() {
             Ok(path) => match File::open(&path) {
@@ -324,6 +351,15 @@ impl Kernel {
             if let Err(reason) = load_all::<SockOps>(&mut ebpf, [SOCK_OPS_PROGRAM], |p| p.load()) {
                 unavailable.insert(Mechanism::CgroupSkb, reason);
             }
+            if let Err(reason) = load_all::<CgroupSkb>(&mut ebpf, [SKB_DNS_PROGRAM], |p| p.load())
+                .and_then(|()| {
+                    let fd = program::<CgroupSkb>(&mut ebpf, SKB_DNS_PROGRAM)
+                        .and_then(|p| p.fd()?.try_clone().map_err(ProgramError::from));
+                    install_tail_call(&mut ebpf, "FL_DNS_SKB", SKB_DNS_PROGRAM, fd, &mut tail_calls)
+                })
+            {
+                unavailable.insert(Mechanism::CgroupSkb, reason);
+            }
         } else if let Some(reason) = unavailable.get(&Mechanism::CgroupSockAddr).cloned() {
             // Both cgroup mechanisms need the cgroup2 root.
             unavailable.insert(Mechanism::CgroupSkb, reason);
@@ -342,8 +378,16 @@ impl Kernel {
                 "interface scope needs TCX links (Linux 6.6 or later); a legacy tc filter would outlive the agent"
                     .into(),
             );
-        } else if let Err(reason) =
-            load_all::<SchedClassifier>(&mut ebpf, TC_PROGRAMS.map(|(n, _)| n), |p| p.load())
+        } else if let Err(reason) = load_all::<SchedClassifier>(
+            &mut ebpf,
+            TC_PROGRAMS.map(|(n, _)| n).into_iter().chain([TC_DNS_PROGRAM]),
+            |p| p.load(),
+        )
+        .and_then(|()| {
+            let fd = program::<SchedClassifier>(&mut ebpf, TC_DNS_PROGRAM)
+                .and_then(|p| p.fd()?.try_clone().map_err(ProgramError::from));
+            install_tail_call(&mut ebpf, "FL_DNS_TC", TC_DNS_PROGRAM, fd, &mut tail_calls)
+        })
         {
             unavailable.insert(Mechanism::Tcx(0), reason);
         }
@@ -367,6 +411,12 @@ impl Kernel {
             max: MAX_NET_SLOTS,
             slots: Vec::new(),
             map: take(&mut ebpf, "FL_NET_SLOTS")?,
+        };
+        let dns_slots = SlotList {
+            what: "DNS",
+            max: MAX_DNS_SLOTS,
+            slots: Vec::new(),
+            map: take(&mut ebpf, "FL_DNS_SLOTS")?,
         };
         let lsm_slots = SlotList {
             what: "LSM",
@@ -397,8 +447,10 @@ impl Kernel {
             control_port: 0,
             net_slots,
             lsm_slots,
+            dns_slots,
             fq_unavailable: qdisc::unavailable_reason(),
             fq: None,
+            _tail_calls: tail_calls,
         };
         kernel.set_slot_limit(0)?;
         Ok(kernel)
@@ -465,7 +517,7 @@ impl Kernel {
             control_port: self.control_port,
             net_slot_count: self.net_slots.slots.len() as u32,
             lsm_slot_count: self.lsm_slots.slots.len() as u32,
-            _pad: 0,
+            dns_slot_count: self.dns_slots.slots.len() as u32,
         };
         self.config
             .set(0, cfg, 0)
@@ -478,12 +530,16 @@ impl Kernel {
     pub fn write_slot(&mut self, index: u32, slot: &FaultSlot) -> Result<(), KernelError> {
         let net = kind::is_network(slot.kind);
         let lsm = slot.kind == kind::LSM_ERROR;
+        let dns = slot.kind == kind::PACKET_DNS;
         self.net_slots.has_room(index, net)?;
         self.lsm_slots.has_room(index, lsm)?;
+        self.dns_slots.has_room(index, dns)?;
         self.slots
             .set(index, slot, 0)
             .map_err(Self::map_err("FL_SLOTS"))?;
-        let changed = self.net_slots.update(index, net)? | self.lsm_slots.update(index, lsm)?;
+        let changed = self.net_slots.update(index, net)?
+            | self.lsm_slots.update(index, lsm)?
+            | self.dns_slots.update(index, dns)?;
         if changed {
             self.set_slot_limit(self.slot_limit)?;
         }

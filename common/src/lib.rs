@@ -14,6 +14,9 @@ pub const COMM_LEN: usize = 16;
 /// listed in `FL_NET_SLOTS`, which keeps their per-packet cost and their
 /// verification small.
 pub const MAX_NET_SLOTS: u32 = 32;
+/// `dns_error` faults active at once (listed in `FL_DNS_SLOTS`; the DNS
+/// programs are the most expensive to verify per slot).
+pub const MAX_DNS_SLOTS: u32 = 4;
 /// Highest syscall number the signal program can watch (x86_64 uses < 512).
 pub const MAX_SYSCALL_NR: u32 = 512;
 /// LSM faults active at once: the LSM programs scan only the slots listed in
@@ -45,8 +48,13 @@ pub mod kind {
     /// `latency`: the TCX egress program sets an earliest departure time
     /// (`skb->tstamp`), which the interface's fq qdisc honours.
     pub const PACKET_DELAY: u32 = 8;
+    /// `dns_error`: DNS queries (to port 53) for names under a domain are
+    /// dropped, or answered with `FaultSlot::op` as the RCODE (2 SERVFAIL,
+    /// 3 NXDOMAIN) by turning the query into a response (TCX, UDP).
+    pub const PACKET_DNS: u32 = 9;
 
-    /// Kinds the packet programs handle (listed in `FL_NET_SLOTS`).
+    /// Kinds the packet programs handle (listed in `FL_NET_SLOTS`);
+    /// `PACKET_DNS` has its own list (`FL_DNS_SLOTS`) and programs.
     pub const fn is_network(kind: u32) -> bool {
         (kind >= PACKET_DROP && kind <= PACKET_RATE) || kind == PACKET_DELAY
     }
@@ -118,6 +126,8 @@ pub mod flags {
     pub const FAMILY_V6: u32 = 1 << 2;
     /// Network faults may touch SSH (port 22) traffic.
     pub const INCLUDE_SSH: u32 = 1 << 3;
+    /// `dns_error`: every name, not only those under `NetMatch::dns_hash`.
+    pub const DNS_ANY_NAME: u32 = 1 << 4;
 }
 
 /// Who a fault applies to. Zero / empty fields mean "no constraint", but the
@@ -180,6 +190,50 @@ pub struct NetMatch {
     /// around it, in nanoseconds.
     pub delay_ns: u64,
     pub jitter_ns: u64,
+    /// `dns_error`: `dns::suffix_hash` of the domain in DNS wire format.
+    pub dns_hash: u64,
+}
+
+/// The hash that matches DNS names by domain, shared by the agent (for the
+/// configured domain) and the packet programs (for every label boundary of
+/// a query's name).
+pub mod dns {
+    /// Multiplier of the polynomial hash (the 64-bit FNV prime; odd, so it
+    /// has an inverse modulo 2^64).
+    pub const B: u64 = 0x0000_0100_0000_01b3;
+    /// B^-1 mod 2^64, by Newton's iteration.
+    pub const INV_B: u64 = {
+        let mut x: u64 = B; // correct to 3 bits for odd B
+        let mut i = 0;
+        while i < 6 {
+            x = x.wrapping_mul(2u64.wrapping_sub(B.wrapping_mul(x)));
+            i += 1;
+        }
+        x
+    };
+    /// Longest name the programs read, in wire bytes.
+    pub const MAX_NAME: usize = 128;
+    /// Label boundaries the programs remember (the last ones of a name):
+    /// a domain of up to this many labels can be matched.
+    pub const MAX_LABELS: usize = 8;
+
+    /// Case folding without a branch (the verifier walks every branch of a
+    /// per-byte loop): bit 5 set on every byte, which lowercases ASCII
+    /// letters and leaves digits, '-' and '_' distinct. Length bytes fold
+    /// too (3 and 35 alike), on both sides, so matching is unaffected.
+    pub const fn fold(c: u8) -> u8 {
+        c | 0x20
+    }
+
+    /// Hash of wire-format bytes (length-prefixed labels, no final zero),
+    /// folded: sum of fold(c_j) * B^(len-1-j).
+    pub fn suffix_hash(wire: &[u8]) -> u64 {
+        let mut h: u64 = 0;
+        for c in wire {
+            h = h.wrapping_mul(B).wrapping_add(u64::from(fold(*c)));
+        }
+        h
+    }
 }
 
 /// One fault's parameters, written by the agent and read by the programs.
@@ -279,7 +333,9 @@ pub struct AgentConfig {
     pub net_slot_count: u32,
     /// Number of valid entries in `FL_LSM_SLOTS`.
     pub lsm_slot_count: u32,
-    pub _pad: u32,
+    /// Number of valid entries in `FL_DNS_SLOTS`: DNS names are parsed
+    /// only while > 0.
+    pub dns_slot_count: u32,
 }
 
 /// Role of a pid in a slot's target (value in the `FL_PIDS` map).

@@ -130,6 +130,31 @@ enum InjectCommand {
     /// Delay the matching packets an interface sends (egress), with
     /// optional jitter; the agent installs the fq qdisc while it runs.
     Latency(LatencyArgs),
+    /// Fail the DNS queries a cgroup or an interface sends for names in a
+    /// domain: drop them, or answer SERVFAIL or NXDOMAIN (interface only).
+    DnsError(DnsErrorArgs),
+}
+
+#[derive(Debug, Args)]
+struct DnsErrorArgs {
+    /// Names in this domain fail (example.com: it and every name below it);
+    /// omit for every name.
+    #[arg(long, default_value = "")]
+    domain: String,
+    /// drop (the client times out), servfail or nxdomain (answers need
+    /// --interface).
+    #[arg(long, value_enum, default_value_t = spec::DnsFailure::Drop)]
+    failure: spec::DnsFailure,
+    /// Chance that a matching query fails, in [0, 1].
+    #[arg(long, default_value_t = 1.0, value_parser = parse_probability)]
+    probability: f64,
+    /// Only queries to resolvers in this CIDR.
+    #[arg(long, value_name = "CIDR")]
+    resolver_cidr: Option<String>,
+    #[command(flatten)]
+    scope: CgroupOrInterface,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Debug, Args)]
@@ -509,6 +534,15 @@ impl InjectCommand {
                     matching,
                 })
             }),
+            Self::DnsError(args) => args.run.into_experiment(
+                args.scope.into(),
+                spec::Fault::DnsError(spec::DnsError {
+                    domain: args.domain,
+                    failure: args.failure,
+                    probability: args.probability,
+                    resolver_cidr: args.resolver_cidr.unwrap_or_default(),
+                }),
+            ),
             Self::Latency(args) => {
                 if args.network.direction != spec::Direction::Egress {
                     anyhow::bail!("--direction: latency delays egress packets only");

@@ -114,6 +114,12 @@ pub enum FaultSpecJson {
     Corrupt(NetworkFaultJson),
     Bandwidth(NetworkFaultJson),
     Latency(NetworkFaultJson),
+    DnsError {
+        domain: String,
+        failure: String,
+        probability: f64,
+        resolver_cidr: String,
+    },
 }
 
 /// A network fault: the settings of its kind, then the direction and the
@@ -230,6 +236,7 @@ impl FaultSpecJson {
             Self::Corrupt { .. } => "corrupt",
             Self::Bandwidth { .. } => "bandwidth",
             Self::Latency { .. } => "latency",
+            Self::DnsError { .. } => "dns_error",
         }
     }
 }
@@ -269,6 +276,15 @@ impl From<&pb::fault_spec::Kind> for FaultSpecJson {
                 recompute_checksums: Some(f.recompute_checksums),
                 ..NetworkFaultJson::new(f.direction, f.r#match.as_ref())
             }),
+            Kind::DnsError(f) => Self::DnsError {
+                domain: f.domain.clone(),
+                failure: pb::DnsFailure::try_from(f.failure)
+                    .map_or_else(|_| f.failure.to_string(), |v| {
+                        v.as_str_name().trim_start_matches("DNS_FAILURE_").to_lowercase()
+                    }),
+                probability: f.probability,
+                resolver_cidr: f.resolver_cidr.clone(),
+            },
             Kind::Latency(f) => Self::Latency(NetworkFaultJson {
                 delay_ms: Some(f.delay_ms),
                 jitter_ms: Some(f.jitter_ms),

@@ -59,6 +59,7 @@ pub enum Fault {
     Corrupt(Corrupt),
     Bandwidth(Bandwidth),
     Latency(Latency),
+    DnsError(DnsError),
 }
 
 /// How a fault is written: a map whose single key is the fault kind,
@@ -76,6 +77,7 @@ struct FaultEntry {
     corrupt: Option<Corrupt>,
     bandwidth: Option<Bandwidth>,
     latency: Option<Latency>,
+    dns_error: Option<DnsError>,
 }
 
 impl TryFrom<FaultEntry> for Fault {
@@ -91,6 +93,7 @@ impl TryFrom<FaultEntry> for Fault {
             corrupt,
             bandwidth,
             latency,
+            dns_error,
         } = entry;
         let mut kinds = [
             syscall_error.map(Self::SyscallError),
@@ -101,13 +104,14 @@ impl TryFrom<FaultEntry> for Fault {
             corrupt.map(Self::Corrupt),
             bandwidth.map(Self::Bandwidth),
             latency.map(Self::Latency),
+            dns_error.map(Self::DnsError),
         ]
         .into_iter()
         .flatten();
         match (kinds.next(), kinds.next()) {
             (Some(fault), None) => Ok(fault),
             (None, _) => Err(
-                "a fault needs its kind as the key: syscall_error, syscall_signal, packet_loss, blackhole, duplicate, corrupt, bandwidth or latency",
+                "a fault needs its kind as the key: syscall_error, syscall_signal, packet_loss, blackhole, duplicate, corrupt, bandwidth, latency or dns_error",
             ),
             (Some(_), Some(_)) => {
                 Err("a fault has exactly one kind: put each kind in its own list item")
@@ -229,6 +233,41 @@ pub struct Latency {
     pub jitter_ms: f64,
     #[serde(default, rename = "match")]
     pub matching: PacketMatch,
+}
+
+/// Fail DNS queries for names in a domain.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsError {
+    #[serde(default)]
+    pub domain: String,
+    #[serde(default)]
+    pub failure: DnsFailure,
+    #[serde(default = "always")]
+    pub probability: f64,
+    #[serde(default)]
+    pub resolver_cidr: String,
+}
+
+/// How a matching DNS query fails; written in lowercase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsFailure {
+    #[default]
+    Drop,
+    Servfail,
+    Nxdomain,
+}
+
+impl DnsFailure {
+    pub fn wire(self) -> i32 {
+        match self {
+            Self::Drop => pb::DnsFailure::Drop,
+            Self::Servfail => pb::DnsFailure::Servfail,
+            Self::Nxdomain => pb::DnsFailure::Nxdomain,
+        }
+        .into()
+    }
 }
 
 /// Which way the packets of a network fault travel; written in lowercase.
@@ -382,6 +421,12 @@ impl From<Fault> for pb::FaultSpec {
                 recompute_checksums: f.recompute_checksums,
                 direction: f.direction.wire(),
                 r#match: Some(f.matching.into()),
+            }),
+            Fault::DnsError(f) => pb::fault_spec::Kind::DnsError(pb::DnsError {
+                domain: f.domain,
+                failure: f.failure.wire(),
+                probability: f.probability,
+                resolver_cidr: f.resolver_cidr,
             }),
             Fault::Latency(f) => pb::fault_spec::Kind::Latency(pb::Latency {
                 delay_ms: f.delay_ms,

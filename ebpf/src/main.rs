@@ -8,6 +8,8 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod dns;
+#[cfg(target_arch = "bpf")]
 mod lsm_error;
 #[cfg(target_arch = "bpf")]
 mod packet_drop;

@@ -13,14 +13,17 @@ use aya_ebpf::{
         bpf_setsockopt, bpf_skb_ancestor_cgroup_id,
     },
     macros::{cgroup_skb, classifier, map, sock_ops},
-    maps::{Array, PerCpuArray},
+    maps::{Array, PerCpuArray, ProgramArray},
     programs::{SkBuffContext, SockOpsContext, TcContext},
 };
 use faultline_common::{
     AgentConfig, FaultSlot, MAX_FAULTS, MAX_NET_SLOTS, NetMatch, direction, flags, kind,
 };
 
-use crate::slots::{CONFIG, SLOTS, count, dry_run, live};
+use crate::{
+    dns,
+    slots::{CONFIG, SLOTS, count, dry_run, live},
+};
 
 /// Token bucket of a `bandwidth` slot, in nano-bytes (bytes x 1e9) so that
 /// refills need no division and lose no fractions.
@@ -44,7 +47,7 @@ static NET_SLOTS: Array<u32> = Array::with_max_entries(MAX_NET_SLOTS, 0);
 /// The `j`th listed network slot: None past the end of the list, else its
 /// index and the slot (None for an index out of range).
 #[inline(always)]
-fn listed_slot(cfg: &AgentConfig, j: u32) -> Option<(u32, Option<&'static FaultSlot>)> {
+pub(crate) fn listed_slot(cfg: &AgentConfig, j: u32) -> Option<(u32, Option<&'static FaultSlot>)> {
     let listed = if cfg.net_slot_count > MAX_NET_SLOTS {
         MAX_NET_SLOTS
     } else {
@@ -63,28 +66,28 @@ static GE_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_FAULTS, 0)
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
-const ETH_HLEN: usize = 14;
-const TC_ACT_SHOT: i32 = 2;
+pub(crate) const ETH_HLEN: usize = 14;
+pub(crate) const TC_ACT_SHOT: i32 = 2;
 
 /// The fields of one packet that faults match on.
-struct Packet {
+pub(crate) struct Packet {
     /// Bytes on the wire as the hook sees them (skb->len).
-    len: u32,
-    v6: bool,
-    l3: usize,
-    l4: usize,
+    pub(crate) len: u32,
+    pub(crate) v6: bool,
+    pub(crate) l3: usize,
+    pub(crate) l4: usize,
     /// Offset of the L4 payload (after the UDP or TCP header).
-    payload: usize,
-    proto: u32,
-    src: [u32; 4],
-    dst: [u32; 4],
-    sport: u32,
-    dport: u32,
+    pub(crate) payload: usize,
+    pub(crate) proto: u32,
+    pub(crate) src: [u32; 4],
+    pub(crate) dst: [u32; 4],
+    pub(crate) sport: u32,
+    pub(crate) dport: u32,
 }
 
 /// Fixed-size reads from a packet (`bpf_skb_load_bytes` with a constant
 /// length: the verifier refuses a length that could be zero).
-trait Headers {
+pub(crate) trait Headers {
     fn read<T>(&self, off: usize) -> Option<T>;
 }
 
@@ -102,7 +105,7 @@ impl Headers for TcContext {
 
 /// Reads L3/L4 headers starting at `l3`.
 #[inline(always)]
-fn parse(eth_proto: u16, l3: usize, ctx: &impl Headers) -> Option<Packet> {
+pub(crate) fn parse(eth_proto: u16, l3: usize, ctx: &impl Headers) -> Option<Packet> {
     let mut p = Packet {
         len: 0,
         v6: false,
@@ -191,7 +194,7 @@ fn in_net(addr: &[u32; 4], net: &[u32; 4], prefix: u32, words: usize) -> bool {
 }
 
 #[inline(always)]
-fn packet_matches(m: &NetMatch, fl: u32, p: &Packet, ctl_port: u32) -> bool {
+pub(crate) fn packet_matches(m: &NetMatch, fl: u32, p: &Packet, ctl_port: u32) -> bool {
     if fl & flags::INCLUDE_SSH == 0 && (p.sport == 22 || p.dport == 22) {
         return false;
     }
@@ -280,10 +283,7 @@ fn lose(index: u32, slot: &FaultSlot) -> bool {
 /// Decides one packet. `cgroup_level_id` gives the socket's cgroup ancestor
 /// at a level (cgroup scope); `ifindex` is set for interface scope.
 #[inline(always)]
-fn decide(dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) -> Verdict {
-    let Some(cfg) = CONFIG.get(0) else {
-        return Verdict::Pass;
-    };
+fn decide(cfg: &AgentConfig, dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) -> Verdict {
     // Delays of every matching latency slot add up; a drop still wins.
     let mut delay: u64 = 0;
     let mut j = 0;
@@ -364,7 +364,7 @@ enum Verdict {
     Corrupt(bool),
 }
 
-const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
+pub(crate) const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
 
 /// Flips one random bit. Left wrong (IPv4): in the IP header's
 /// identification field, whose header checksum every receiver verifies, so
@@ -406,10 +406,23 @@ fn corrupt(ctx: &TcContext, p: &Packet, recompute: bool) {
 /// skb mark on our own duplicates, so the copy is not judged again when it
 /// passes the same hook. Restored on the original at once.
 const DUP_MARK: u32 = 0x464c_4450;
-const BPF_F_INGRESS: u64 = 1;
+pub(crate) const BPF_F_INGRESS: u64 = 1;
 
+/// Tail-call targets for DNS queries (see `dns`): `fl_skb_dns` at 0. One
+/// array per program type, since a program array serves only one type.
+#[map(name = "FL_DNS_SKB")]
+static DNS_SKB: ProgramArray = ProgramArray::with_max_entries(1, 0);
+/// `fl_tc_dns` at 0.
+#[map(name = "FL_DNS_TC")]
+static DNS_TC: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Drop this packet? Packets the DNS program should see next are handed to
+/// it (a tail call does not return; if it fails, the packet passes).
 #[inline(always)]
 fn cgroup_skb_drop(ctx: &SkBuffContext, dir: u32) -> bool {
+    let Some(cfg) = CONFIG.get(0) else {
+        return false;
+    };
     let eth_proto = u16::from_be(ctx.skb.protocol() as u16);
     let Some(mut p) = parse(eth_proto, 0, ctx) else {
         return false;
@@ -417,9 +430,14 @@ fn cgroup_skb_drop(ctx: &SkBuffContext, dir: u32) -> bool {
     p.len = ctx.len();
     let skb = ctx.skb.skb;
     // SAFETY: plain helper call on the program's own context.
-    decide(dir, 0, &p, |level| unsafe {
+    let drop = decide(cfg, dir, 0, &p, |level| unsafe {
         bpf_skb_ancestor_cgroup_id(skb.cast(), level as i32)
-    }) == Verdict::Drop
+    }) == Verdict::Drop;
+    if !drop && dns::wanted(cfg, dir, &p) {
+        // SAFETY: the program array holds a program of this type.
+        let _ = unsafe { DNS_SKB.tail_call(ctx, 0) };
+    }
+    drop
 }
 
 #[cgroup_skb(egress)]
@@ -453,17 +471,22 @@ fn tc_drop(ctx: &TcContext, dir: u32) -> i32 {
         return TC_OK as i32;
     };
     p.len = ctx.len();
-    match decide(dir, ifindex, &p, |_| 0) {
+    let Some(cfg) = CONFIG.get(0) else {
+        return TC_OK as i32;
+    };
+    let verdict = decide(cfg, dir, ifindex, &p, |_| 0);
+    if matches!(verdict, Verdict::Pass | Verdict::Delay(_)) && dns::wanted(cfg, dir, &p) {
+        if let Verdict::Delay(ns) = verdict {
+            delay(ctx, ns);
+        }
+        // SAFETY: the program array holds a program of this type.
+        let _ = unsafe { DNS_TC.tail_call(ctx, 0) };
+        return TC_OK as i32;
+    }
+    match verdict {
         Verdict::Pass => TC_OK as i32,
         Verdict::Delay(ns) => {
-            // SAFETY: plain helper call; tstamp is a writable context field
-            // for tc programs. A time already set (TCP's own pacing) is kept
-            // as the base, so the delay adds to it.
-            unsafe {
-                let now = bpf_ktime_get_ns();
-                let cur = (*ctx.skb.skb).tstamp;
-                (*ctx.skb.skb).tstamp = if cur > now { cur } else { now } + ns;
-            }
+            delay(ctx, ns);
             TC_OK as i32
         }
         Verdict::Drop => TC_ACT_SHOT,
@@ -482,6 +505,19 @@ fn tc_drop(ctx: &TcContext, dir: u32) -> i32 {
             ctx.skb.set_mark(mark);
             TC_OK as i32
         }
+    }
+}
+
+/// Earliest departure `ns` from now (the interface's fq qdisc holds the
+/// packet until then). A time already set (TCP's own pacing) is kept as the
+/// base, so the delay adds to it.
+#[inline(always)]
+fn delay(ctx: &TcContext, ns: u64) {
+    // SAFETY: plain helper call; tstamp is a writable context field for tc programs.
+    unsafe {
+        let now = bpf_ktime_get_ns();
+        let cur = (*ctx.skb.skb).tstamp;
+        (*ctx.skb.skb).tstamp = if cur > now { cur } else { now } + ns;
     }
 }
 

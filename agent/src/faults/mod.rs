@@ -63,7 +63,8 @@ pub fn mechanism_of(spec: &FaultSpec, target: &Target) -> Mechanism {
         | FaultSpec::Duplicate(_)
         | FaultSpec::Corrupt(_)
         | FaultSpec::Bandwidth(_)
-        | FaultSpec::Latency(_) => match &target.interface {
+        | FaultSpec::Latency(_)
+        | FaultSpec::DnsError(_) => match &target.interface {
             Some(i) => Mechanism::Tcx(i.ifindex),
             None => Mechanism::CgroupSkb,
         },
@@ -113,6 +114,10 @@ pub fn to_kernel(
         }
         FaultSpec::Latency(l) => {
             packet_drop::fill_latency(l, target, &mut slot);
+            None
+        }
+        FaultSpec::DnsError(d) => {
+            packet_drop::fill_dns(d, target, &mut slot);
             None
         }
     };

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use faultline_common::{FaultSlot, direction, flags, kind};
 
 use crate::domain::{
-    BandwidthSpec, BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, LatencySpec,
-    PacketLossSpec, PacketMatch, Target,
+    BandwidthSpec, BlackholeSpec, Cidr, CorruptSpec, Direction, DnsErrorSpec, DuplicateSpec,
+    LatencySpec, PacketLossSpec, PacketMatch, PortRange, Target,
 };
 
 /// 2^32: probabilities are compared against `bpf_get_prandom_u32()`.
@@ -110,6 +110,26 @@ pub fn fill_bandwidth(spec: &BandwidthSpec, target: &Target, slot: &mut FaultSlo
     fill_match(&spec.matching, spec.direction, target, slot);
     slot.net.rate_bytes_per_sec = spec.rate_bytes_per_sec;
     slot.net.burst_bytes = spec.burst_bytes;
+}
+
+pub fn fill_dns(spec: &DnsErrorSpec, target: &Target, slot: &mut FaultSlot) {
+    slot.kind = kind::PACKET_DNS;
+    let matching = PacketMatch {
+        proto: None,
+        src: None,
+        dst: spec.resolver,
+        sports: PortRange::ANY,
+        dports: PortRange { lo: 53, hi: 53 },
+        include_ssh: false,
+    };
+    fill_match(&matching, Direction::Egress, target, slot);
+    slot.threshold = spec.probability.threshold();
+    slot.op = spec.failure.rcode();
+    if spec.domain.is_empty() {
+        slot.flags |= flags::DNS_ANY_NAME;
+    } else {
+        slot.net.dns_hash = faultline_common::dns::suffix_hash(&spec.wire());
+    }
 }
 
 pub fn fill_latency(spec: &LatencySpec, target: &Target, slot: &mut FaultSlot) {

@@ -13,7 +13,7 @@ use crate::{
     cgroup::Cgroup,
     domain::{
         BandwidthSpec, BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, ErrorCall,
-        ExperimentSpec, FaultSpec, Interface, LatencySpec, PacketLossSpec, PacketMatch, PathMatch, PortRange,
+        DnsErrorSpec, DnsFailure, ExperimentSpec, FaultSpec, Interface, LatencySpec, PacketLossSpec, PacketMatch, PathMatch, PortRange,
         Probability, SockCall, SpecError, SyscallErrorSpec, SyscallSignalSpec, Target,
     },
     engine::{Event, EventKind, ExperimentView, State},
@@ -251,6 +251,31 @@ fn fault(i: usize, f: &pb::FaultSpec) -> Result<FaultSpec, SpecError> {
                 matching: packet_match(&p, b.r#match.as_ref())?,
             }))
         }
+        Some(Kind::DnsError(d)) => {
+            let p = format!("spec.faults[{i}].dns_error");
+            let failure = match pb::DnsFailure::try_from(d.failure) {
+                Ok(pb::DnsFailure::Unspecified | pb::DnsFailure::Drop) => DnsFailure::Drop,
+                Ok(pb::DnsFailure::Servfail) => DnsFailure::ServFail,
+                Ok(pb::DnsFailure::Nxdomain) => DnsFailure::NxDomain,
+                Err(_) => {
+                    return Err(inv(
+                        format!("{p}.failure"),
+                        format!("{} is not a DnsFailure", d.failure),
+                    ));
+                }
+            };
+            let resolver = match d.resolver_cidr.trim() {
+                "" => None,
+                c => Some(Cidr::parse(c).map_err(|r| inv(format!("{p}.resolver_cidr"), r))?),
+            };
+            Ok(FaultSpec::DnsError(DnsErrorSpec {
+                domain: DnsErrorSpec::parse_domain(&d.domain)
+                    .map_err(|r| inv(format!("{p}.domain"), r))?,
+                failure,
+                probability: probability(format!("{p}.probability"), d.probability)?,
+                resolver,
+            }))
+        }
         Some(Kind::Latency(l)) => {
             let p = format!("spec.faults[{i}].latency");
             if !l.delay_ms.is_finite() || !(l.delay_ms > 0.0 && l.delay_ms <= MAX_DELAY_MS) {
@@ -463,6 +488,19 @@ pub fn spec_from_proto(spec: Option<&pb::ExperimentSpec>) -> Result<ExperimentSp
                 ),
             ));
         }
+        if let FaultSpec::DnsError(d) = f
+            && d.failure != DnsFailure::Drop
+            && target.interface.is_none()
+        {
+            return Err(inv(
+                format!("spec.faults[{i}].dns_error.failure"),
+                format!(
+                    "answering with {} needs an interface scope (spec.target.interface): cgroup_skb programs \
+                     cannot rewrite packets; use drop for a cgroup",
+                    d.failure.name()
+                ),
+            ));
+        }
         if !f.is_network() && target.interface.is_some() {
             return Err(inv(
                 "spec.target.interface",
@@ -554,6 +592,17 @@ fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
                     burst_bytes: b.burst_bytes,
                     direction: direction_to_proto(b.direction).into(),
                     r#match: Some(match_to_proto(&b.matching)),
+                }),
+                FaultSpec::DnsError(d) => Kind::DnsError(pb::DnsError {
+                    domain: d.domain.clone(),
+                    failure: match d.failure {
+                        DnsFailure::Drop => pb::DnsFailure::Drop,
+                        DnsFailure::ServFail => pb::DnsFailure::Servfail,
+                        DnsFailure::NxDomain => pb::DnsFailure::Nxdomain,
+                    }
+                    .into(),
+                    probability: d.probability.value(),
+                    resolver_cidr: d.resolver.map(|c| c.to_string()).unwrap_or_default(),
                 }),
                 FaultSpec::Latency(l) => Kind::Latency(pb::Latency {
                     delay_ms: l.delay.as_secs_f64() * 1e3,

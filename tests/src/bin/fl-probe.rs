@@ -13,6 +13,9 @@
 //! fl-probe noop                    exit 0 at once (the program `fs exec` runs)
 //! fl-probe udp-echo ADDR           answer every datagram with itself, forever
 //! fl-probe udp-rtt ADDR COUNT      COUNT ping-pongs with an udp-echo, one at a time; RTTs in µs
+//! fl-probe dns-serve ADDR          a tiny DNS server (UDP and TCP): NOERROR, no answers, to everything
+//! fl-probe dns-query ADDR NAME COUNT [tcp]
+//!                                  COUNT A queries for NAME; counts answers by RCODE, and timeouts
 use std::{
     collections::BTreeMap,
     io::{BufRead as _, Write as _},
@@ -52,6 +55,123 @@ fn run(op: &str, addr: &str, count: u64) -> String {
         match res {
             Ok(()) => ok += 1,
             Err(e) => *errors.entry(errno_name(&e)).or_default() += 1,
+        }
+    }
+    serde_json::json!({ "ok": ok, "errors": errors }).to_string()
+}
+
+/// A DNS response to `query`: QR and RA set, RCODE 0, nothing else added.
+fn dns_reply(query: &[u8]) -> Option<Vec<u8>> {
+    if query.len() < 12 || query[2] & 0x80 != 0 {
+        return None;
+    }
+    let mut r = query.to_vec();
+    r[2] |= 0x80;
+    r[3] = 0x80;
+    Some(r)
+}
+
+fn dns_serve(addr: &str) {
+    let udp = UdpSocket::bind(addr).expect("bind udp");
+    let tcp = std::net::TcpListener::bind(addr).expect("bind tcp");
+    std::thread::spawn(move || {
+        for conn in tcp.incoming() {
+            let Ok(mut c) = conn else { continue };
+            std::thread::spawn(move || {
+                use std::io::Read as _;
+                let mut len = [0u8; 2];
+                while c.read_exact(&mut len).is_ok() {
+                    let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                    if c.read_exact(&mut q).is_err() {
+                        return;
+                    }
+                    if let Some(r) = dns_reply(&q) {
+                        let mut out = (r.len() as u16).to_be_bytes().to_vec();
+                        out.extend_from_slice(&r);
+                        if c.write_all(&out).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    println!("listening");
+    std::io::stdout().flush().expect("flush");
+    let mut buf = [0u8; 1500];
+    loop {
+        if let Ok((n, from)) = udp.recv_from(&mut buf)
+            && let Some(r) = dns_reply(&buf[..n])
+        {
+            let _ = udp.send_to(&r, from);
+        }
+    }
+}
+
+/// An A query for `name` with this id, recursion desired.
+fn dns_message(id: u16, name: &str) -> Vec<u8> {
+    let mut m = id.to_be_bytes().to_vec();
+    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.trim_end_matches('.').split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    m
+}
+
+fn rcode_name(r: u8) -> String {
+    match r {
+        0 => "NOERROR".into(),
+        2 => "SERVFAIL".into(),
+        3 => "NXDOMAIN".into(),
+        other => format!("RCODE{other}"),
+    }
+}
+
+fn dns_query(server: SocketAddr, name: &str, count: u16, tcp: bool) -> String {
+    use std::io::Read as _;
+    let timeout = Duration::from_millis(300);
+    let mut ok = 0u64;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let udp = (!tcp).then(|| {
+        let s = UdpSocket::bind(if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
+            .expect("bind");
+        s.connect(server).expect("connect");
+        s.set_read_timeout(Some(timeout)).expect("timeout");
+        s
+    });
+    for id in 0..count {
+        let q = dns_message(id, name);
+        let answer: Option<Vec<u8>> = if let Some(s) = &udp {
+            s.send(&q).expect("send");
+            let mut buf = [0u8; 1500];
+            loop {
+                match s.recv(&mut buf) {
+                    // Skip late answers to earlier queries.
+                    Ok(n) if n >= 12 && buf[..2] == id.to_be_bytes() => break Some(buf[..n].to_vec()),
+                    Ok(_) => continue,
+                    Err(_) => break None,
+                }
+            }
+        } else {
+            (|| {
+                let mut c = TcpStream::connect_timeout(&server, timeout).ok()?;
+                c.set_read_timeout(Some(timeout)).ok()?;
+                let mut out = (q.len() as u16).to_be_bytes().to_vec();
+                out.extend_from_slice(&q);
+                c.write_all(&out).ok()?;
+                let mut len = [0u8; 2];
+                c.read_exact(&mut len).ok()?;
+                let mut r = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                c.read_exact(&mut r).ok()?;
+                Some(r)
+            })()
+        };
+        match answer {
+            Some(r) if r.len() >= 12 && r[2] & 0x80 != 0 && r[3] & 0x0f == 0 => ok += 1,
+            Some(r) if r.len() >= 12 => *errors.entry(rcode_name(r[3] & 0x0f)).or_default() += 1,
+            _ => *errors.entry("timeout".into()).or_default() += 1,
         }
     }
     serde_json::json!({ "ok": ok, "errors": errors }).to_string()
@@ -143,6 +263,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("noop") => {}
+        Some("dns-serve") => dns_serve(&args[1]),
+        Some("dns-query") => {
+            let server: SocketAddr = args[1].parse().expect("ADDR");
+            let count: u16 = args[3].parse().expect("COUNT");
+            let tcp = args.get(4).is_some_and(|a| a == "tcp");
+            println!("{}", dns_query(server, &args[2], count, tcp));
+        }
         Some("udp-echo") => {
             let sock = UdpSocket::bind(&args[1]).expect("bind");
             println!("listening");
