@@ -25,6 +25,13 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 /// Runs `cmd` quietly and returns its stdout; on failure the error carries its stderr.
 pub fn capture(cmd: &mut Command) -> Result<String> {
     let line = display(cmd);
+    String::from_utf8(capture_bytes(cmd)?)
+        .with_context(|| format!("`{line}` printed non-UTF-8 output"))
+}
+
+/// [`capture`] for binary output.
+pub fn capture_bytes(cmd: &mut Command) -> Result<Vec<u8>> {
+    let line = display(cmd);
     let Output {
         status,
         stdout,
@@ -38,7 +45,7 @@ pub fn capture(cmd: &mut Command) -> Result<String> {
             String::from_utf8_lossy(&stderr).trim_end()
         );
     }
-    String::from_utf8(stdout).with_context(|| format!("`{line}` printed non-UTF-8 output"))
+    Ok(stdout)
 }
 
 /// The command as a shell-like line, with the environment it sets in front.
@@ -57,7 +64,8 @@ pub fn display(cmd: &Command) -> String {
     line
 }
 
-fn quote(word: &OsStr) -> String {
+/// `word` as one shell word: unchanged when plain, single-quoted otherwise.
+pub fn quote(word: &OsStr) -> String {
     let word = word.to_string_lossy();
     let plain = !word.is_empty()
         && word

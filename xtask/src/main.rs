@@ -7,6 +7,7 @@
 mod command;
 mod setup;
 mod toolchain;
+mod vm;
 
 use std::{
     env,
@@ -14,6 +15,7 @@ use std::{
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::Command,
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -47,8 +49,24 @@ enum Task {
         #[arg(last = true)]
         agent_args: Vec<OsString>,
     },
-    /// Set up, build and run all tests one at a time (privileged tests need root).
+    /// Set up, build and run all tests one at a time on this host, then the
+    /// integration tests on Debian's 6.1 and 6.12 kernels under qemu (needs root).
     Test {
+        /// Only the tests on this host.
+        #[arg(long, conflicts_with = "vm")]
+        host: bool,
+        /// Only the integration tests in the VMs.
+        #[arg(long)]
+        vm: bool,
+        /// Kernel series to boot (repeatable); all of them by default.
+        #[arg(long = "kernel", value_enum, conflicts_with = "host")]
+        kernels: Vec<vm::Series>,
+        /// Seconds each VM may run before it is killed and counted as failed.
+        #[arg(long, value_name = "SECONDS", default_value_t = 720)]
+        vm_timeout: u64,
+        /// Kernels booted at once.
+        #[arg(long, value_name = "N", default_value_t = 2)]
+        vm_jobs: usize,
         /// Arguments for the test binaries (e.g. a name filter), after `--`.
         #[arg(last = true)]
         test_args: Vec<OsString>,
@@ -99,7 +117,26 @@ fn main() -> Result<()> {
             build(Profile::Release)?;
             exec(Command::new(binary(Profile::Release, "faultline-agent")).args(agent_args))
         }
-        Task::Test { test_args } => test(&test_args),
+        Task::Test {
+            host,
+            vm,
+            kernels,
+            vm_timeout,
+            vm_jobs,
+            test_args,
+        } => {
+            let in_vms = (!host).then(|| vm::Options {
+                series: if kernels.is_empty() {
+                    vm::Series::ALL.to_vec()
+                } else {
+                    kernels
+                },
+                timeout: Duration::from_secs(vm_timeout),
+                jobs: vm_jobs,
+                test_args: test_args.clone(),
+            });
+            test(!vm, in_vms.as_ref(), &test_args)
+        }
         Task::Bench { names, bench_args } => {
             setup::run_all()?;
             build(Profile::Release)?;
@@ -131,7 +168,9 @@ fn build(profile: Profile) -> Result<()> {
     run(&mut cmd)
 }
 
-fn test(test_args: &[OsString]) -> Result<()> {
+/// The host tests when `on_host`, then the VM matrix when `in_vms` is given;
+/// the VMs run even after a host failure, so one run reports both.
+fn test(on_host: bool, in_vms: Option<&vm::Options>, test_args: &[OsString]) -> Result<()> {
     if !running_as_root() {
         bail!(
             "the integration tests load eBPF programs and create network namespaces, \
@@ -139,10 +178,33 @@ fn test(test_args: &[OsString]) -> Result<()> {
         );
     }
     setup::run_all()?;
+    let host = if on_host {
+        test_on_host(test_args)
+    } else {
+        Ok(())
+    };
+    let Some(options) = in_vms else {
+        return host;
+    };
+    if let Err(error) = &host {
+        eprintln!("host tests failed: {error:#}; running the VM tests anyway");
+    }
+    match (host, vm::run(options)) {
+        (Err(host), Err(vm)) => {
+            bail!("the host tests failed ({host:#}), and so did the VM tests ({vm:#})")
+        }
+        (host, vm) => host.and(vm),
+    }
+}
+
+fn test_on_host(test_args: &[OsString]) -> Result<()> {
     // The integration tests start the agent binary from the target directory.
     build(Profile::Debug)?;
     run(cargo()
         .env("RUST_BACKTRACE", "1")
+        // TCX links (Linux 6.6+) must load on this host's kernel: a test that
+        // would skip for lack of them fails instead.
+        .env("FAULTLINE_EXPECT", "tcx")
         .args(["test", "--workspace", "--", "--test-threads=1"])
         .args(test_args))
 }
@@ -168,12 +230,15 @@ fn workspace_root() -> &'static Path {
 }
 
 fn binary(profile: Profile, name: &str) -> PathBuf {
+    target_dir().join(profile.target_subdir()).join(name)
+}
+
+fn target_dir() -> PathBuf {
     // cargo resolves a relative CARGO_TARGET_DIR against its working directory, the root.
-    let target_dir = env::var_os("CARGO_TARGET_DIR").map_or_else(
+    env::var_os("CARGO_TARGET_DIR").map_or_else(
         || workspace_root().join("target"),
         |dir| workspace_root().join(dir),
-    );
-    target_dir.join(profile.target_subdir()).join(name)
+    )
 }
 
 fn running_as_root() -> bool {

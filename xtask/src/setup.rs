@@ -17,12 +17,24 @@ const APT_PACKAGES: &[&str] = &[
     "iptables",   // the `network` benchmark's comparison: `-m statistic` packet loss
 ];
 
+/// Debian packages the VM kernel matrix (`cargo xtask test --vm`) needs on the host.
+const VM_APT_PACKAGES: &[&str] = &[
+    "qemu-system-x86", // qemu-system-x86_64, run with TCG: this machine has no KVM
+    "busybox-static",  // the guest's shell, mount, insmod and poweroff
+    "binutils",        // strip: smaller binaries make a smaller initramfs
+];
+
 pub fn run_all() -> Result<()> {
     put_cargo_bin_first_on_path()?;
     toolchain::ensure_nightly()?;
     toolchain::ensure_rust_src()?;
     toolchain::ensure_bpf_linker()?;
-    ensure_apt_packages()
+    ensure_apt_packages(APT_PACKAGES)
+}
+
+/// The extra host packages of the VM kernel matrix; run after [`run_all`].
+pub fn run_vm() -> Result<()> {
+    ensure_apt_packages(VM_APT_PACKAGES)
 }
 
 fn put_cargo_bin_first_on_path() -> Result<()> {
@@ -38,18 +50,15 @@ fn put_cargo_bin_first_on_path() -> Result<()> {
     Ok(())
 }
 
-fn ensure_apt_packages() -> Result<()> {
+fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
     let mut missing = Vec::new();
-    for &package in APT_PACKAGES {
+    for &package in packages {
         if !dpkg_installed(package)? {
             missing.push(package);
         }
     }
     if missing.is_empty() {
-        crate::status(
-            "apt packages",
-            &format!("present: {}", APT_PACKAGES.join(" ")),
-        );
+        crate::status("apt packages", &format!("present: {}", packages.join(" ")));
         return Ok(());
     }
     crate::status("apt packages", &format!("installing {}", missing.join(" ")));
@@ -59,7 +68,7 @@ fn ensure_apt_packages() -> Result<()> {
             missing.join(" ")
         );
     }
-    run(Command::new("apt-get").arg("update"))?;
+    apt_get_update()?;
     run(Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y"])
@@ -77,4 +86,9 @@ fn dpkg_installed(package: &str) -> Result<bool> {
             .split_whitespace()
             .last()
             == Some("installed"))
+}
+
+/// Refreshes apt's package lists (needs root).
+pub fn apt_get_update() -> Result<()> {
+    run(Command::new("apt-get").arg("update"))
 }
