@@ -979,6 +979,54 @@ mod tests {
     }
 
     #[test]
+    fn inject_latency_dns_error_and_lsm_syscall_error_build_their_specs() {
+        let spec = inject_spec(&words(
+            "inject latency --delay 1.5ms --jitter 500us --protocol udp --interface lo --duration 1m",
+        ))
+        .expect("latency parses");
+        match &spec.faults[0].kind {
+            Some(pb::fault_spec::Kind::Latency(l)) => {
+                assert!((l.delay_ms - 1.5).abs() < 1e-9, "{l:?}");
+                assert!((l.jitter_ms - 0.5).abs() < 1e-9, "{l:?}");
+                assert_eq!(l.r#match.as_ref().map(|m| m.protocol.as_str()), Some("udp"));
+            }
+            other => panic!("expected a latency fault, got {other:?}"),
+        }
+        assert_eq!(spec.target.as_ref().map(|t| t.interface.as_str()), Some("lo"));
+        let err = inject_spec(&words(
+            "inject latency --delay 10ms --direction ingress --interface lo --duration 1m",
+        ))
+        .expect_err("latency is egress only");
+        assert!(err.contains("--direction"), "{err}");
+
+        let spec = inject_spec(&words(
+            "inject dns-error --domain example.com --failure nxdomain --probability 0.5 \
+             --resolver-cidr 10.0.0.53/32 --interface eth0 --duration 30s",
+        ))
+        .expect("dns-error parses");
+        assert_eq!(
+            spec.faults[0].kind,
+            Some(pb::fault_spec::Kind::DnsError(pb::DnsError {
+                domain: "example.com".into(),
+                failure: pb::DnsFailure::Nxdomain.into(),
+                probability: 0.5,
+                resolver_cidr: "10.0.0.53/32".into(),
+            }))
+        );
+
+        let spec = inject_spec(&words(
+            "inject syscall-error --syscall openat --errno EIO --path /var/lib/app --comm app --duration 1m",
+        ))
+        .expect("an LSM syscall error parses");
+        match &spec.faults[0].kind {
+            Some(pb::fault_spec::Kind::SyscallError(e)) => {
+                assert_eq!((e.syscall.as_str(), e.path.as_str()), ("openat", "/var/lib/app"));
+            }
+            other => panic!("expected a syscall_error fault, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn inject_syscall_error_builds_the_spec() {
         let cli = match parse(&words(
             "inject syscall-error --syscall connect --errno ECONNREFUSED --probability 0.5 \
