@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use tracing::{Instrument as _, info, info_span, warn};
 
 use crate::{
-    domain::{ExperimentSpec, SpecError},
+    domain::{Direction, ExperimentSpec, FaultSpec, SpecError},
     faults::{self, Mechanism},
     kernel::{Kernel, KernelError},
 };
@@ -221,7 +221,7 @@ impl Engine {
                     format!("{} is unavailable on this kernel: {reason}", m.name()),
                 ));
             }
-            if let (crate::domain::FaultSpec::Latency(_), Some(reason)) = (f, self.kernel.fq_unavailable()) {
+            if let (FaultSpec::Latency(_), Some(reason)) = (f, self.kernel.fq_unavailable()) {
                 return Err(SpecError::unsupported(
                     format!("spec.faults[{i}].latency"),
                     reason.to_owned(),
@@ -325,7 +325,18 @@ impl Engine {
         let deadline_ns = boottime_ns() + spec.duration.as_nanos() as u64;
         let mut armed: Vec<FaultRecord> = Vec::with_capacity(spec.faults.len());
         for f in &spec.faults {
-            let kf = faults::to_kernel(f, &spec.target, deadline_ns, spec.dry_run);
+            let mut kf = faults::to_kernel(f, &spec.target, deadline_ns, spec.dry_run);
+            // Where fq can hold packets, an interface's egress bandwidth is
+            // shaped rather than policed (TCP then sees a slow link instead
+            // of bursts of loss).
+            if let FaultSpec::Bandwidth(b) = f
+                && kf.slot.net.ifindex != 0
+                && b.direction != Direction::Ingress
+                && self.kernel.fq_unavailable().is_none()
+            {
+                kf.slot.flags |= faultline_common::flags::SHAPE;
+                kf.fq = Some(kf.slot.net.ifindex);
+            }
             match self.arm_one(kf) {
                 Ok(rec) => armed.push(rec),
                 Err(e) => {

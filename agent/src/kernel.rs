@@ -298,6 +298,9 @@ pub struct Kernel {
     net_slots: SlotList,
     lsm_slots: SlotList,
     dns_slots: SlotList,
+    /// Per-slot token bucket / next departure time of the packet programs.
+    buckets: Array<MapData, [u64; 2]>,
+    ge_state: PerCpuArray<MapData, u32>,
     /// Why `latency` cannot run here (no fq qdisc, no tc), or None.
     fq_unavailable: Option<String>,
     fq: Option<qdisc::FqManager>,
@@ -428,6 +431,8 @@ impl Kernel {
             name: "FL_COUNTERS",
             source: aya::maps::MapError::IoError(e),
         })?;
+        let buckets = take(&mut ebpf, "FL_BUCKETS")?;
+        let ge_state = take(&mut ebpf, "FL_GE_STATE")?;
         let mut kernel = Self {
             ebpf,
             slots,
@@ -448,6 +453,8 @@ impl Kernel {
             net_slots,
             lsm_slots,
             dns_slots,
+            buckets,
+            ge_state,
             fq_unavailable: qdisc::unavailable_reason(),
             fq: None,
             _tail_calls: tail_calls,
@@ -584,7 +591,24 @@ impl Kernel {
         Ok(())
     }
 
+    /// Zeroes a slot's counters and the per-slot state of the packet
+    /// programs (token bucket or next departure time, Gilbert state), so a
+    /// reused slot starts fresh.
     pub fn reset_counters(&mut self, index: u32) -> Result<(), KernelError> {
+        self.buckets
+            .set(index, [0u64; 2], 0)
+            .map_err(Self::map_err("FL_BUCKETS"))?;
+        let good = PerCpuValues::try_from(vec![0u32; self.ncpus]).map_err(|e| KernelError::Map {
+            name: "FL_GE_STATE",
+            source: aya::maps::MapError::IoError(e),
+        })?;
+        self.ge_state
+            .set(index, good, 0)
+            .map_err(Self::map_err("FL_GE_STATE"))?;
+        self.reset_slot_counters(index)
+    }
+
+    fn reset_slot_counters(&mut self, index: u32) -> Result<(), KernelError> {
         let zeros =
             PerCpuValues::try_from(vec![FaultCounters::default(); self.ncpus]).map_err(|e| {
                 KernelError::Map {

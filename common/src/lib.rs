@@ -128,6 +128,9 @@ pub mod flags {
     pub const INCLUDE_SSH: u32 = 1 << 3;
     /// `dns_error`: every name, not only those under `NetMatch::dns_hash`.
     pub const DNS_ANY_NAME: u32 = 1 << 4;
+    /// `bandwidth` on an interface with fq: egress packets are shaped
+    /// (given departure times `len / rate` apart) instead of policed.
+    pub const SHAPE: u32 = 1 << 5;
 }
 
 /// Who a fault applies to. Zero / empty fields mean "no constraint", but the

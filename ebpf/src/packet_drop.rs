@@ -256,6 +256,36 @@ fn over_rate(index: u32, slot: &FaultSlot, len: u32) -> bool {
     }
 }
 
+/// Longest queue a shaped flow may build, in time: beyond it packets are
+/// dropped (like a full qdisc), well inside fq's 10 s horizon.
+const SHAPE_HORIZON_NS: u64 = 2_000_000_000;
+
+/// Earliest-departure-time shaping (as fq-based shapers do): packets leave
+/// `len / rate` apart. Returns how long this one waits from now, or None
+/// to drop it. The slot's bucket holds the next free departure time.
+#[inline(always)]
+fn departure(index: u32, slot: &FaultSlot, len: u32) -> Option<u64> {
+    let b = BUCKETS.get_ptr_mut(index)?;
+    // SAFETY: plain helper call; tc timestamps are CLOCK_MONOTONIC.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let rate = slot.net.rate_bytes_per_sec;
+    let gap = if rate == 0 {
+        0
+    } else {
+        u64::from(len) * 1_000_000_000 / rate
+    };
+    // SAFETY: the pointer is valid for the program's run (see BUCKETS).
+    unsafe {
+        let next = (*b).last_ns;
+        let at = if next > now { next } else { now };
+        if at - now > SHAPE_HORIZON_NS {
+            return None;
+        }
+        (*b).last_ns = at + gap;
+        Some(at - now)
+    }
+}
+
 /// Bernoulli, or the Gilbert model when `leave_bad` is set.
 #[inline(always)]
 fn lose(index: u32, slot: &FaultSlot) -> bool {
@@ -312,6 +342,29 @@ fn decide(cfg: &AgentConfig, dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl
                         && cgroup_of(slot.target.cgroup_level) == slot.target.cgroup_id))
                 && packet_matches(&slot.net, slot.flags, p, cfg.control_port)
             {
+                if slot.kind == kind::PACKET_RATE
+                    && slot.flags & flags::SHAPE != 0
+                    && dir == direction::EGRESS
+                    && ifindex != 0
+                {
+                    // Shaped: a departure time, or a drop when the queue
+                    // it implies is longer than the horizon.
+                    match departure(i, slot, p.len) {
+                        Some(wait) => {
+                            count(i, wait > 0);
+                            if !dry_run(slot) {
+                                delay += wait;
+                            }
+                        }
+                        None => {
+                            count(i, true);
+                            if !dry_run(slot) {
+                                return Verdict::Drop;
+                            }
+                        }
+                    }
+                    continue;
+                }
                 let hit = if slot.kind == kind::PACKET_RATE {
                     over_rate(i, slot, p.len)
                 } else {

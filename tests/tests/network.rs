@@ -694,28 +694,76 @@ async fn bandwidth_shapes_a_bulk_tcp_transfer_in_cgroup_scope() {
         let n = std::io::copy(&mut s, &mut std::io::sink()).unwrap();
         (n, t0.elapsed())
     });
-    // The sender runs in the cgroup for 4 s (bash's /dev/tcp, coreutils).
+    // The sender runs in the cgroup for 4 s.
     let status = cg
-        .command("bash")
-        .args([
-            "-c",
-            &format!(
-                "timeout 4 cat /dev/zero > /dev/tcp/{}/{}",
-                addr.ip(),
-                addr.port()
-            ),
-        ])
+        .command(bin("fl-probe"))
+        .args(["tcp-blast", &addr.to_string(), "4"])
         .status()
         .unwrap();
-    assert!(
-        status.code() == Some(124) || status.success(),
-        "sender: {status:?}"
-    );
+    assert!(status.success(), "sender: {status:?}");
     let (bytes, elapsed) = sink.join().unwrap();
     let rate = bytes as f64 * 8.0 / elapsed.as_secs_f64();
     let ratio = rate / RATE_BITS as f64;
     eprintln!(
         "bulk TCP through a 40 Mbit/s bandwidth fault: {:.1} Mbit/s (ratio {ratio:.3})",
+        rate / 1e6
+    );
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "measured {:.1} Mbit/s for a 40 Mbit/s limit (ratio {ratio:.3})",
+        rate / 1e6
+    );
+}
+
+/// Interface scope with fq: egress packets get departure times `len / rate`
+/// apart (shaped, as TCP expects of a slow link), not dropped by a policer.
+#[tokio::test]
+async fn bandwidth_shapes_a_bulk_tcp_transfer_on_an_interface_with_fq() {
+    require_root().unwrap();
+    let agent = Agent::start();
+    if !supported_or_skip(&agent, "tcx+fq", "fq").await {
+        return;
+    }
+    let mut c = agent.client().await;
+    let ns = TestNetns::new();
+    let mut sink = ns
+        .command(bin("fl-probe"))
+        .args(["tcp-sink-timed", "0.0.0.0:7400"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(sink.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "listening");
+    let _sink = ChildGuard(sink);
+    const RATE_BITS: u64 = 40_000_000;
+    let fault = pb::FaultSpec {
+        kind: Some(pb::fault_spec::Kind::Bandwidth(pb::Bandwidth {
+            rate_bits_per_sec: RATE_BITS,
+            burst_bytes: 0,
+            direction: pb::Direction::Egress.into(),
+            r#match: Some(pb::PacketMatch {
+                protocol: "tcp".into(),
+                dst_ports: "7400".into(),
+                ..Default::default()
+            }),
+        })),
+    };
+    start(&mut c, experiment(fault, interface_target(&ns.host_if), Duration::from_secs(60))).await;
+    let to = format!("{}:7400", ns.peer_ips[0]);
+    let status = Command::new(bin("fl-probe"))
+        .args(["tcp-blast", &to, "4"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "sender: {status:?}");
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let rate = r["bytes"].as_f64().unwrap() * 8.0 / r["secs"].as_f64().unwrap();
+    let ratio = rate / RATE_BITS as f64;
+    eprintln!(
+        "bulk TCP through a 40 Mbit/s interface bandwidth fault (fq shaping): {:.1} Mbit/s (ratio {ratio:.3})",
         rate / 1e6
     );
     assert!(

@@ -11,6 +11,9 @@
 //!                                  unlink, mkdir (of PATH.N), fork, exec (PATH noop),
 //!                                  accept (listen on PATH = ADDR, connect to self, accept)
 //! fl-probe noop                    exit 0 at once (the program `fs exec` runs)
+//! fl-probe tcp-blast ADDR SECONDS  connect and write zeros for SECONDS, then close
+//! fl-probe tcp-sink-timed ADDR     accept one connection, read to EOF; print bytes and seconds
+//!                                  from the first byte to EOF as JSON
 //! fl-probe udp-echo ADDR           answer every datagram with itself, forever
 //! fl-probe udp-rtt ADDR COUNT      COUNT ping-pongs with an udp-echo, one at a time; RTTs in µs
 //! fl-probe dns-serve ADDR          a tiny DNS server (UDP and TCP): NOERROR, no answers, to everything
@@ -263,6 +266,35 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("noop") => {}
+        Some("tcp-blast") => {
+            let mut s = TcpStream::connect(&args[1]).expect("connect");
+            let secs: f64 = args[2].parse().expect("SECONDS");
+            let buf = vec![0u8; 64 << 10];
+            let t0 = std::time::Instant::now();
+            while t0.elapsed().as_secs_f64() < secs {
+                s.write_all(&buf).expect("write");
+            }
+        }
+        Some("tcp-sink-timed") => {
+            use std::io::Read as _;
+            let l = std::net::TcpListener::bind(&args[1]).expect("listen");
+            println!("listening");
+            std::io::stdout().flush().expect("flush");
+            let (mut c, _) = l.accept().expect("accept");
+            let mut buf = vec![0u8; 256 << 10];
+            let mut bytes = 0u64;
+            let mut t0 = None;
+            loop {
+                let n = c.read(&mut buf).expect("read");
+                if n == 0 {
+                    break;
+                }
+                t0.get_or_insert_with(std::time::Instant::now);
+                bytes += n as u64;
+            }
+            let secs = t0.map_or(0.0, |t| t.elapsed().as_secs_f64());
+            println!("{}", serde_json::json!({ "bytes": bytes, "secs": secs }));
+        }
         Some("dns-serve") => dns_serve(&args[1]),
         Some("dns-query") => {
             let server: SocketAddr = args[1].parse().expect("ADDR");
