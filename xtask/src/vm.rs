@@ -47,9 +47,9 @@ pub struct Options {
 }
 
 /// Builds the payload once, packs an initramfs per kernel, then boots the
-/// guests `jobs` at a time. A TCG guest keeps about one host CPU busy however
-/// many vCPUs it has, so on a two-CPU machine two guests side by side take
-/// little longer than one.
+/// guests `jobs` at a time. On a two-CPU machine keep to one: a TCG guest
+/// with two vCPUs keeps about 1.5 host CPUs busy, so two guests side by side
+/// finish no sooner, and the slowed agents miss the harness's start timeout.
 pub fn run(options: &Options) -> Result<()> {
     setup::run_vm()?;
     let work_dir = crate::target_dir().join("vm");
