@@ -2,7 +2,7 @@
 
 use crate::{
     faults::{Mechanism, lsm_error},
-    kernel::Kernel,
+    kernel::{Group, Kernel},
 };
 
 #[derive(Clone, Debug)]
@@ -14,9 +14,14 @@ pub struct Capability {
     pub reason: String,
 }
 
-pub fn probe(kernel: &Kernel) -> Vec<Capability> {
+/// Every row; loads whatever the agent has not probed yet.
+pub fn probe(kernel: &mut Kernel) -> Vec<Capability> {
+    for g in Group::ALL {
+        kernel.probe(g);
+    }
+    let kernel = &*kernel;
     let row = |kind: &'static str, m: Mechanism, covers: &[&str]| {
-        let reason = kernel.unavailable(m).map(str::to_owned);
+        let reason = kernel.reason(m).map(str::to_owned);
         Capability {
             fault_kind: kind,
             mechanism: m.name(),

@@ -36,6 +36,7 @@ struct FileConfig {
     protected_pids: Option<Vec<u32>>,
     protected_comms: Option<Vec<String>>,
     log: Option<String>,
+    probe: Option<String>,
 }
 
 /// Command line; every flag also reads an environment variable.
@@ -70,6 +71,10 @@ pub struct Cli {
     /// tracing filter, e.g. info or faultline_agent=debug.
     #[arg(long, env = "FAULTLINE_LOG")]
     pub log: Option<String>,
+    /// When to load and verify the kernel programs: "start" (in the
+    /// background right after start-up) or "lazy" (on first use).
+    #[arg(long, env = "FAULTLINE_PROBE")]
+    pub probe: Option<String>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -84,6 +89,18 @@ pub struct Config {
     pub protected_pids: Vec<u32>,
     pub protected_comms: Vec<String>,
     pub log: String,
+    pub probe: ProbeMode,
+}
+
+/// When the agent loads (and the kernel verifies) its programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeMode {
+    /// In a background thread right after start-up, so capabilities are
+    /// known (and logged) within moments while requests are already served.
+    Start,
+    /// Each group on first use (or at GetCapabilities). For slow machines
+    /// such as emulated test VMs, where verification takes many seconds.
+    Lazy,
 }
 
 fn parse_toml(name: &str, text: &str) -> Result<FileConfig, ConfigError> {
@@ -101,7 +118,8 @@ fn overlay(base: &mut FileConfig, top: FileConfig) {
         max_duration,
         protected_pids,
         protected_comms,
-        log
+        log,
+        probe
     );
 }
 
@@ -123,6 +141,7 @@ impl Config {
                 protected_pids: None,
                 protected_comms: None,
                 log: cli.log.clone(),
+                probe: cli.probe.clone(),
             },
         );
         let mut cfg = Self::validate(merged)?;
@@ -182,7 +201,18 @@ impl Config {
             key: "log",
             reason: e.to_string(),
         })?;
+        let probe = match f.probe.as_deref().map(str::trim) {
+            None | Some("start") => ProbeMode::Start,
+            Some("lazy") => ProbeMode::Lazy,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "probe",
+                    reason: format!("{other:?} is neither \"start\" nor \"lazy\""),
+                });
+            }
+        };
         Ok(Self {
+            probe,
             socket,
             listen,
             state_dir: f.state_dir.unwrap_or_else(|| "/run/faultline".into()),

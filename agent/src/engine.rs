@@ -159,6 +159,10 @@ impl Engine {
         })
     }
 
+    pub fn kernel_mut(&mut self) -> &mut Kernel {
+        &mut self.kernel
+    }
+
     pub fn kernel(&self) -> &Kernel {
         &self.kernel
     }
@@ -167,7 +171,7 @@ impl Engine {
         &self.policy
     }
 
-    fn check_policy(&self, spec: &ExperimentSpec) -> Result<(), SpecError> {
+    fn check_policy(&mut self, spec: &ExperimentSpec) -> Result<(), SpecError> {
         if spec.duration > self.policy.max_duration {
             return Err(SpecError::invalid(
                 "spec.duration_ms",

@@ -2,7 +2,10 @@
 //! fault needs them. Every attachment is an unpinned bpf_link, so the kernel
 //! removes it when the agent's process dies, SIGKILL included.
 
-use std::{collections::BTreeMap, fs::File};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs::File,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -277,6 +280,37 @@ fn if_name(ifindex: u32) -> Option<String> {
     )
 }
 
+/// Programs loaded together: one verifier run each, on first need (or by
+/// the agent's background prober), never twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Group {
+    CgroupSock,
+    CgroupSkb,
+    SysEnter,
+    Tcx,
+    Lsm,
+}
+
+impl Group {
+    pub const ALL: [Self; 5] = [
+        Self::CgroupSock,
+        Self::CgroupSkb,
+        Self::SysEnter,
+        Self::Tcx,
+        Self::Lsm,
+    ];
+
+    fn of(m: Mechanism) -> Self {
+        match m {
+            Mechanism::CgroupSockAddr => Self::CgroupSock,
+            Mechanism::CgroupSkb => Self::CgroupSkb,
+            Mechanism::SysEnter => Self::SysEnter,
+            Mechanism::Tcx(_) => Self::Tcx,
+            Mechanism::Lsm(_) => Self::Lsm,
+        }
+    }
+}
+
 pub struct Kernel {
     ebpf: Ebpf,
     slots: Array<MapData, FaultSlot>,
@@ -305,7 +339,9 @@ pub struct Kernel {
     fq_unavailable: Option<String>,
     fq: Option<qdisc::FqManager>,
     /// Program arrays of the tail calls, held so the kernel keeps their entries.
-    _tail_calls: Vec<ProgramArray<MapData>>,
+    tail_calls: Vec<ProgramArray<MapData>>,
+    /// Groups whose programs were loaded (or refused): see `probe`.
+    probed: BTreeSet<Group>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
@@ -323,83 +359,22 @@ impl Kernel {
     pub fn load() -> Result<Self, KernelError> {
         let mut ebpf = EbpfLoader::new().load(OBJECT)?;
         let mut unavailable = BTreeMap::new();
-        let mut tail_calls = Vec::new();
-
         let cgroup_root = match cgroup::cgroup2_mount() {
             Ok(path) => match File::open(&path) {
                 Ok(f) => Some(f),
                 Err(e) => {
-                    unavailable.insert(
-                        Mechanism::CgroupSockAddr,
-                        format!("cannot open the cgroup2 root {}: {e}", path.display()),
-                    );
+                    let reason = format!("cannot open the cgroup2 root {}: {e}", path.display());
+                    unavailable.insert(Mechanism::CgroupSockAddr, reason.clone());
+                    unavailable.insert(Mechanism::CgroupSkb, reason);
                     None
                 }
             },
             Err(e) => {
                 unavailable.insert(Mechanism::CgroupSockAddr, e.to_string());
+                unavailable.insert(Mechanism::CgroupSkb, e.to_string());
                 None
             }
         };
-        if !unavailable.contains_key(&Mechanism::CgroupSockAddr) {
-            if let Err(reason) = load_all::<CgroupSockAddr>(&mut ebpf, SOCK_PROGRAMS, |p| p.load())
-            {
-                unavailable.insert(Mechanism::CgroupSockAddr, reason);
-            }
-            if let Err(reason) =
-                load_all::<CgroupSkb>(&mut ebpf, SKB_PROGRAMS.map(|(n, _)| n), |p| p.load())
-            {
-                unavailable.insert(Mechanism::CgroupSkb, reason);
-            }
-            if let Err(reason) = load_all::<SockOps>(&mut ebpf, [SOCK_OPS_PROGRAM], |p| p.load()) {
-                unavailable.insert(Mechanism::CgroupSkb, reason);
-            }
-            if let Err(reason) = load_all::<CgroupSkb>(&mut ebpf, [SKB_DNS_PROGRAM], |p| p.load())
-                .and_then(|()| {
-                    let fd = program::<CgroupSkb>(&mut ebpf, SKB_DNS_PROGRAM)
-                        .and_then(|p| p.fd()?.try_clone().map_err(ProgramError::from));
-                    install_tail_call(&mut ebpf, "FL_DNS_SKB", SKB_DNS_PROGRAM, fd, &mut tail_calls)
-                })
-            {
-                unavailable.insert(Mechanism::CgroupSkb, reason);
-            }
-        } else if let Some(reason) = unavailable.get(&Mechanism::CgroupSockAddr).cloned() {
-            // Both cgroup mechanisms need the cgroup2 root.
-            unavailable.insert(Mechanism::CgroupSkb, reason);
-        }
-        if let Err(reason) = load_all::<RawTracePoint>(&mut ebpf, [SYS_ENTER_PROGRAM], |p| p.load())
-        {
-            unavailable.insert(Mechanism::SysEnter, reason);
-        }
-        // Before 6.6 aya attaches classifiers as legacy netlink tc filters,
-        // which would outlive the agent: interface scope is refused there.
-        let tcx = aya::util::KernelVersion::current()
-            .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
-        if !tcx {
-            unavailable.insert(
-                Mechanism::Tcx(0),
-                "interface scope needs TCX links (Linux 6.6 or later); a legacy tc filter would outlive the agent"
-                    .into(),
-            );
-        } else if let Err(reason) = load_all::<SchedClassifier>(
-            &mut ebpf,
-            TC_PROGRAMS.map(|(n, _)| n).into_iter().chain([TC_DNS_PROGRAM]),
-            |p| p.load(),
-        )
-        .and_then(|()| {
-            let fd = program::<SchedClassifier>(&mut ebpf, TC_DNS_PROGRAM)
-                .and_then(|p| p.fd()?.try_clone().map_err(ProgramError::from));
-            install_tail_call(&mut ebpf, "FL_DNS_TC", TC_DNS_PROGRAM, fd, &mut tail_calls)
-        })
-        {
-            unavailable.insert(Mechanism::Tcx(0), reason);
-        }
-
-        if let Err(reason) = load_lsm(&mut ebpf) {
-            for (i, _) in lsm_error::HOOKS.iter().enumerate() {
-                unavailable.insert(Mechanism::Lsm(lsm_error::attach_index(i)), reason.clone());
-            }
-        }
 
         let slots = take(&mut ebpf, "FL_SLOTS")?;
         let counters = take(&mut ebpf, "FL_COUNTERS")?;
@@ -445,6 +420,7 @@ impl Kernel {
             protected_comms,
             attachments: BTreeMap::new(),
             unavailable,
+            probed: BTreeSet::new(),
             cgroup_root,
             ncpus,
             agent_tgid: std::process::id(),
@@ -457,7 +433,7 @@ impl Kernel {
             ge_state,
             fq_unavailable: qdisc::unavailable_reason(),
             fq: None,
-            _tail_calls: tail_calls,
+            tail_calls: Vec::new(),
         };
         kernel.set_slot_limit(0)?;
         Ok(kernel)
@@ -501,7 +477,96 @@ impl Kernel {
         }
     }
 
-    pub fn unavailable(&self, m: Mechanism) -> Option<&str> {
+    /// Loads the programs of `group` unless done already. A program the
+    /// kernel refuses makes its mechanism unavailable, with the reason kept
+    /// for `GetCapabilities` and `FailedPrecondition`.
+    pub fn probe(&mut self, group: Group) {
+        if !self.probed.insert(group) {
+            return;
+        }
+        let t0 = std::time::Instant::now();
+        let ebpf = &mut self.ebpf;
+        let unavailable = &mut self.unavailable;
+        let tail_calls = &mut self.tail_calls;
+        match group {
+            Group::CgroupSock => {
+                if unavailable.contains_key(&Mechanism::CgroupSockAddr) {
+                    return;
+                }
+                if let Err(reason) = load_all::<CgroupSockAddr>(ebpf, SOCK_PROGRAMS, |p| p.load()) {
+                    unavailable.insert(Mechanism::CgroupSockAddr, reason);
+                }
+            }
+            Group::CgroupSkb => {
+                if unavailable.contains_key(&Mechanism::CgroupSkb) {
+                    return;
+                }
+                let res = load_all::<CgroupSkb>(ebpf, SKB_PROGRAMS.map(|(n, _)| n), |p| p.load())
+                    .and_then(|()| load_all::<SockOps>(ebpf, [SOCK_OPS_PROGRAM], |p| p.load()))
+                    .and_then(|()| load_all::<CgroupSkb>(ebpf, [SKB_DNS_PROGRAM], |p| p.load()))
+                    .and_then(|()| {
+                        let fd = program::<CgroupSkb>(ebpf, SKB_DNS_PROGRAM)
+                            .and_then(|p| p.fd()?.try_clone().map_err(ProgramError::from));
+                        install_tail_call(ebpf, "FL_DNS_SKB", SKB_DNS_PROGRAM, fd, tail_calls)
+                    });
+                if let Err(reason) = res {
+                    unavailable.insert(Mechanism::CgroupSkb, reason);
+                }
+            }
+            Group::SysEnter => {
+                if let Err(reason) = load_all::<RawTracePoint>(ebpf, [SYS_ENTER_PROGRAM], |p| p.load()) {
+                    unavailable.insert(Mechanism::SysEnter, reason);
+                }
+            }
+            Group::Tcx => {
+                // Before 6.6 aya attaches classifiers as legacy netlink tc
+                // filters, which would outlive the agent: interface scope is
+                // refused there.
+                let tcx = aya::util::KernelVersion::current()
+                    .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
+                let res = if !tcx {
+                    Err("interface scope needs TCX links (Linux 6.6 or later); a legacy tc filter would outlive the agent"
+                        .to_owned())
+                } else {
+                    load_all::<SchedClassifier>(
+                        ebpf,
+                        TC_PROGRAMS.map(|(n, _)| n).into_iter().chain([TC_DNS_PROGRAM]),
+                        |p| p.load(),
+                    )
+                    .and_then(|()| {
+                        let fd = program::<SchedClassifier>(ebpf, TC_DNS_PROGRAM)
+                            .and_then(|p| p.fd()?.try_clone().map_err(ProgramError::from));
+                        install_tail_call(ebpf, "FL_DNS_TC", TC_DNS_PROGRAM, fd, tail_calls)
+                    })
+                };
+                if let Err(reason) = res {
+                    unavailable.insert(Mechanism::Tcx(0), reason);
+                }
+            }
+            Group::Lsm => {
+                if let Err(reason) = load_lsm(ebpf) {
+                    for (i, _) in lsm_error::HOOKS.iter().enumerate() {
+                        unavailable.insert(Mechanism::Lsm(lsm_error::attach_index(i)), reason.clone());
+                    }
+                }
+            }
+        }
+        tracing::debug!(?group, elapsed_ms = t0.elapsed().as_millis() as u64, "programs loaded");
+    }
+
+    /// The first group not loaded yet, if any.
+    pub fn unprobed(&self) -> Option<Group> {
+        Group::ALL.into_iter().find(|g| !self.probed.contains(g))
+    }
+
+    /// Why `m` cannot be used here (loading its programs first if needed).
+    pub fn unavailable(&mut self, m: Mechanism) -> Option<&str> {
+        self.probe(Group::of(m));
+        self.reason(m)
+    }
+
+    /// Why `m` cannot be used, as far as probed so far.
+    pub fn reason(&self, m: Mechanism) -> Option<&str> {
         self.unavailable.get(&generic(m)).map(String::as_str)
     }
 
@@ -678,6 +743,7 @@ impl Kernel {
 
     /// Takes a reference on a mechanism, attaching it on first use.
     pub fn acquire(&mut self, m: Mechanism) -> Result<(), KernelError> {
+        self.probe(Group::of(m));
         if let Some(reason) = self.unavailable.get(&generic(m)) {
             return Err(KernelError::Unavailable {
                 mechanism: m.name(),

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use faultline_agent::{
-    config::{Cli, Config, EXIT_CONFIG},
+    config::{Cli, Config, EXIT_CONFIG, ProbeMode},
     engine::{Engine, EngineHandle, Policy},
     kernel::Kernel,
     server, state,
@@ -48,6 +48,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads every program group in a low-priority thread, one group per
+/// engine lock, so requests are served meanwhile; then logs what this
+/// kernel supports.
+fn spawn_prober(engine: EngineHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("probe".into())
+        .spawn(move || {
+            // SAFETY: plain syscalls on this thread (Linux nice values are per thread).
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+            }
+            let t0 = std::time::Instant::now();
+            loop {
+                let mut e = engine.lock();
+                let Some(group) = e.kernel().unprobed() else {
+                    break;
+                };
+                e.kernel_mut().probe(group);
+            }
+            let mut e = engine.lock();
+            info!(
+                elapsed_ms = t0.elapsed().as_millis() as u64,
+                "all program groups probed"
+            );
+            for c in faultline_agent::caps::probe(e.kernel_mut()) {
+                if c.supported {
+                    info!(kind = c.fault_kind, mechanism = c.mechanism, "fault mechanism available");
+                } else {
+                    info!(kind = c.fault_kind, mechanism = c.mechanism, reason = %c.reason, "fault mechanism unavailable");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        error!("starting the program prober failed ({e}); programs load on first use");
+    }
+}
+
 async fn run(cfg: Config) -> anyhow::Result<()> {
     let _lock = state::prepare(&cfg)?;
     let mut kernel = Kernel::load()?;
@@ -55,23 +93,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(addr) = cfg.listen {
         kernel.set_control_port(addr.port())?;
     }
-    for c in faultline_agent::caps::probe(&kernel) {
-        if c.supported {
-            info!(
-                kind = c.fault_kind,
-                mechanism = c.mechanism,
-                "fault mechanism available"
-            );
-        } else {
-            info!(kind = c.fault_kind, mechanism = c.mechanism, reason = %c.reason, "fault mechanism unavailable");
-        }
-    }
     let policy = Policy {
         max_duration: cfg.max_duration,
         protected_pids: cfg.protected_pids.clone(),
         protected_comms: cfg.protected_comms.clone(),
     };
     let engine = EngineHandle::new(Engine::new(kernel, policy)?);
+    if cfg.probe == ProbeMode::Start {
+        spawn_prober(engine.clone());
+    }
     let on_signal = engine.clone();
     let shutdown = async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

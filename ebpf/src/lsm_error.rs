@@ -165,14 +165,33 @@ fn decide(op: u32, obj: Object) -> i32 {
     0
 }
 
+/// A return value the verifier accepts from an LSM program: 0 or a
+/// negative errno (newer kernels check the range [-4095, 0] at exit).
+#[inline(always)]
+fn errno_ret(v: i32) -> i32 {
+    if v > 0 {
+        0
+    } else if v < -4095 {
+        -4095
+    } else {
+        v
+    }
+}
+
+/// What an earlier LSM program on this hook decided.
+#[inline(always)]
+fn previous(ctx: &LsmContext, ret_arg: usize) -> i32 {
+    errno_ret(ctx.arg(ret_arg))
+}
+
 /// Runs `decide` unless an earlier LSM program already failed the call.
 #[inline(always)]
 fn hook(ctx: &LsmContext, ret_arg: usize, op: u32, obj: Object) -> i32 {
-    let prev: i32 = ctx.arg(ret_arg);
+    let prev = previous(ctx, ret_arg);
     if prev != 0 {
         return prev;
     }
-    decide(op, obj)
+    errno_ret(decide(op, obj))
 }
 
 #[lsm(hook = "file_open")]
@@ -193,7 +212,7 @@ pub fn fl_lsm_file_permission(ctx: LsmContext) -> i32 {
         op |= lsm_op::WRITE;
     }
     if op == 0 {
-        return ctx.arg(2);
+        return previous(&ctx, 2);
     }
     // Directory reads (getdents) reach this hook too; read faults are for files.
     if let Some(o) = KOFFS.get(0) {
@@ -208,7 +227,7 @@ pub fn fl_lsm_file_permission(ctx: LsmContext) -> i32 {
             let mode = unsafe { bpf_probe_read_kernel(inode.add(o.inode_mode as usize) as *const u16) }
                 .unwrap_or(0);
             if mode & S_IFMT == S_IFDIR {
-                return ctx.arg(2);
+                return previous(&ctx, 2);
             }
         }
     }
@@ -262,7 +281,7 @@ pub fn fl_lsm_socket_create(ctx: LsmContext) -> i32 {
     let kern: i32 = ctx.arg(3);
     if kern != 0 {
         // Sockets the kernel makes for itself are never faulted.
-        return ctx.arg(4);
+        return previous(&ctx, 4);
     }
     hook(&ctx, 4, lsm_op::SOCKET, Object::None)
 }

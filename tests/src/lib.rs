@@ -27,6 +27,12 @@ fn unique(prefix: &str) -> String {
     )
 }
 
+/// Running inside the VM kernel matrix (`cargo xtask test --vm` sets it):
+/// an emulated CPU, many times slower than the host.
+pub fn in_vm() -> bool {
+    std::env::var_os("FAULTLINE_IN_VM").is_some()
+}
+
 /// Directory holding the workspace's built binaries (target/debug or
 /// target/release), found from the running test or bench executable.
 pub fn bin_dir() -> PathBuf {
@@ -78,7 +84,13 @@ impl Agent {
             .append(true)
             .open(dir.join("agent.log"))
             .expect("agent log");
-        let child = Command::new(bin("faultline-agent"))
+        let mut cmd = Command::new(bin("faultline-agent"));
+        if in_vm() {
+            // Under emulation the kernel verifies programs many times slower;
+            // each test loads only what it uses.
+            cmd.args(["--probe", "lazy"]);
+        }
+        let child = cmd
             .arg("--socket")
             .arg(&socket)
             .arg("--state-dir")
@@ -100,8 +112,14 @@ impl Agent {
 
     fn wait_ready(&mut self) {
         let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(30) {
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+        let limit = Duration::from_secs(if in_vm() { 120 } else { 30 });
+        while t0.elapsed() < limit {
+            // Ready: listening and, unless probing lazily (in the VMs), done
+            // loading its programs in the background, so a test's first
+            // request does not wait for the prober and timings stay honest.
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+                && (in_vm() || self.log().contains("all program groups probed"))
+            {
                 return;
             }
             if let Some(status) = self
@@ -117,7 +135,7 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!(
-            "faultline-agent did not listen on {} within 30 s; log:\n{}",
+            "faultline-agent did not listen on {} within {limit:?}; log:\n{}",
             self.socket.display(),
             self.log()
         );

@@ -65,8 +65,8 @@ impl FaultService for FaultServiceImpl {
         &self,
         _req: Request<pb::GetCapabilitiesRequest>,
     ) -> Result<Response<pb::GetCapabilitiesResponse>, Status> {
-        let engine = self.engine.lock();
-        let capabilities = caps::probe(engine.kernel())
+        let mut engine = self.engine.lock();
+        let capabilities = caps::probe(engine.kernel_mut())
             .into_iter()
             .map(|c| pb::Capability {
                 fault_kind: c.fault_kind.into(),
