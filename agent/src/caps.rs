@@ -78,6 +78,17 @@ pub fn probe(kernel: &mut Kernel) -> Vec<Capability> {
             &["interface scope", "ingress", "egress"],
         ),
     ];
+    let mut pacing = row(
+        "bandwidth",
+        Mechanism::CgroupSkb,
+        &["cgroup scope", "tcp pacing"],
+    );
+    pacing.mechanism = "sock_ops";
+    if let (true, Some(reason)) = (pacing.supported, kernel.sock_ops_reason()) {
+        pacing.supported = false;
+        pacing.reason = reason.to_owned();
+    }
+    caps.push(pacing);
     let mut latency = row(
         "latency",
         Mechanism::Tcx(0),

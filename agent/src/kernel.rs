@@ -340,6 +340,8 @@ pub struct Kernel {
     fq: Option<qdisc::FqManager>,
     /// Program arrays of the tail calls, held so the kernel keeps their entries.
     tail_calls: Vec<ProgramArray<MapData>>,
+    /// Why the sock_ops program (TCP pacing under `bandwidth`) did not load.
+    sock_ops_unavailable: Option<String>,
     /// Groups whose programs were loaded (or refused): see `probe`.
     probed: BTreeSet<Group>,
 }
@@ -421,6 +423,7 @@ impl Kernel {
             attachments: BTreeMap::new(),
             unavailable,
             probed: BTreeSet::new(),
+            sock_ops_unavailable: None,
             cgroup_root,
             ncpus,
             agent_tgid: std::process::id(),
@@ -501,8 +504,13 @@ impl Kernel {
                 if unavailable.contains_key(&Mechanism::CgroupSkb) {
                     return;
                 }
+                // TCP pacing for `bandwidth` is an improvement, not a
+                // requirement: without it matching TCP is policed only.
+                if let Err(reason) = load_all::<SockOps>(ebpf, [SOCK_OPS_PROGRAM], |p| p.load()) {
+                    tracing::warn!(%reason, "bandwidth will police TCP without pacing it");
+                    self.sock_ops_unavailable = Some(reason);
+                }
                 let res = load_all::<CgroupSkb>(ebpf, SKB_PROGRAMS.map(|(n, _)| n), |p| p.load())
-                    .and_then(|()| load_all::<SockOps>(ebpf, [SOCK_OPS_PROGRAM], |p| p.load()))
                     .and_then(|()| load_all::<CgroupSkb>(ebpf, [SKB_DNS_PROGRAM], |p| p.load()))
                     .and_then(|()| {
                         let fd = program::<CgroupSkb>(ebpf, SKB_DNS_PROGRAM)
@@ -563,6 +571,11 @@ impl Kernel {
     pub fn unavailable(&mut self, m: Mechanism) -> Option<&str> {
         self.probe(Group::of(m));
         self.reason(m)
+    }
+
+    /// Why matching TCP is not paced under a cgroup `bandwidth` fault.
+    pub fn sock_ops_reason(&self) -> Option<&str> {
+        self.sock_ops_unavailable.as_deref()
     }
 
     /// Why `m` cannot be used, as far as probed so far.
@@ -807,13 +820,15 @@ impl Kernel {
                             .push(Box::new(p.take_link(id).map_err(failed(name))?));
                     }
                 } else {
-                    let name = SOCK_OPS_PROGRAM;
-                    let p = program::<SockOps>(ebpf, name).map_err(failed(name))?;
-                    let id = p
-                        .attach(root, CgroupAttachMode::Single)
-                        .map_err(failed(name))?;
-                    att.links
-                        .push(Box::new(p.take_link(id).map_err(failed(name))?));
+                    if self.sock_ops_unavailable.is_none() {
+                        let name = SOCK_OPS_PROGRAM;
+                        let p = program::<SockOps>(ebpf, name).map_err(failed(name))?;
+                        let id = p
+                            .attach(root, CgroupAttachMode::Single)
+                            .map_err(failed(name))?;
+                        att.links
+                            .push(Box::new(p.take_link(id).map_err(failed(name))?));
+                    }
                     for (name, kind) in SKB_PROGRAMS {
                         let p = program::<CgroupSkb>(ebpf, name).map_err(failed(name))?;
                         let id = p
@@ -857,7 +872,32 @@ impl Kernel {
 
 #[cfg(test)]
 mod tests {
-    use super::brief;
+    use super::{
+        OBJECT, SKB_DNS_PROGRAM, SKB_PROGRAMS, SOCK_OPS_PROGRAM, SOCK_PROGRAMS, SYS_ENTER_PROGRAM,
+        TC_DNS_PROGRAM, TC_PROGRAMS, brief,
+    };
+    use crate::faults::lsm_error;
+
+    /// Every program the agent loads by name is in the object (a renamed
+    /// function would otherwise surface only as "not loaded" on a kernel
+    /// where that mechanism exists).
+    #[test]
+    fn every_program_name_is_in_the_object() {
+        let names = SOCK_PROGRAMS
+            .into_iter()
+            .chain(SKB_PROGRAMS.map(|(n, _)| n))
+            .chain(TC_PROGRAMS.map(|(n, _)| n))
+            .chain([SOCK_OPS_PROGRAM, SYS_ENTER_PROGRAM, SKB_DNS_PROGRAM, TC_DNS_PROGRAM])
+            .chain(lsm_error::programs().into_iter().map(|(n, _)| n));
+        for name in names {
+            let mut sym = name.as_bytes().to_vec();
+            sym.push(0);
+            assert!(
+                OBJECT.windows(sym.len()).any(|w| w == sym.as_slice()),
+                "{name} is not a symbol of the eBPF object"
+            );
+        }
+    }
 
     #[test]
     fn brief_keeps_the_error_and_the_verifiers_last_words() {

@@ -257,7 +257,7 @@ pub fn fl_lsm_file_ioctl(ctx: LsmContext) -> i32 {
 }
 
 #[lsm(hook = "bprm_check_security")]
-pub fn fl_lsm_bprm_check(ctx: LsmContext) -> i32 {
+pub fn fl_lsm_bprm_check_security(ctx: LsmContext) -> i32 {
     let bprm: *const u8 = ctx.arg(0);
     let file = match KOFFS.get(0) {
         Some(o) if !bprm.is_null() => read_ptr(bprm, o.bprm_file),
