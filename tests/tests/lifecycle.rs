@@ -5,6 +5,12 @@ use std::time::{Duration, Instant};
 use faultline_proto::v1 as pb;
 use faultline_tests::*;
 
+/// Lifetime of the experiments whose deadline is tested: long enough for
+/// the checks before it on an emulated CPU.
+fn deadline_test_life() -> Duration {
+    Duration::from_millis(if in_vm() { 4000 } else { 1500 })
+}
+
 #[tokio::test]
 async fn injection_stops_at_the_deadline() {
     require_root().unwrap();
@@ -14,19 +20,24 @@ async fn injection_stops_at_the_deadline() {
     let acc = Acceptor::new("127.0.0.1");
     let mut target = ProbeServer::spawn(Some(&cg));
 
-    let t0 = Instant::now();
+    // The deadline counts from when the agent armed the fault, which is
+    // before StartExperiment returns: measured from the return, the fault
+    // ends within `life`. (Under emulation, loading the programs on first
+    // use makes the call itself take seconds.)
+    let life = deadline_test_life();
     let exp = start(
         &mut client,
         experiment(
             connect_error("ECONNREFUSED", 1.0, acc.addr.port(), ""),
             cgroup_target(&cg),
-            Duration::from_millis(1500),
+            life,
         ),
     )
     .await;
+    let t0 = Instant::now();
     let during = target.run("connect", acc.addr, 50);
     assert!(
-        t0.elapsed() < Duration::from_millis(1400),
+        t0.elapsed() < life - life / 8,
         "the check ran too late to mean anything"
     );
     assert_eq!(
@@ -35,9 +46,7 @@ async fn injection_stops_at_the_deadline() {
         "before the deadline every connect fails: {during:?}"
     );
 
-    std::thread::sleep(
-        Duration::from_millis(1500).saturating_sub(t0.elapsed()) + Duration::from_millis(150),
-    );
+    std::thread::sleep(life.saturating_sub(t0.elapsed()) + Duration::from_millis(150));
     let after = target.run("connect", acc.addr, 50);
     assert_eq!(
         after.ok, 50,
@@ -69,16 +78,17 @@ async fn deadline_holds_in_the_kernel_while_the_agent_is_frozen() {
     let acc = Acceptor::new("127.0.0.1");
     let mut target = ProbeServer::spawn(Some(&cg));
 
-    let t0 = Instant::now();
+    let life = deadline_test_life();
     start(
         &mut client,
         experiment(
             connect_error("ECONNREFUSED", 1.0, acc.addr.port(), ""),
             cgroup_target(&cg),
-            Duration::from_millis(1500),
+            life,
         ),
     )
     .await;
+    let t0 = Instant::now();
     agent.signal(nix::sys::signal::Signal::SIGSTOP);
     let during = target.run("connect", acc.addr, 50);
     assert_eq!(
@@ -86,9 +96,7 @@ async fn deadline_holds_in_the_kernel_while_the_agent_is_frozen() {
         50,
         "the fault is active while the agent is frozen: {during:?}"
     );
-    std::thread::sleep(
-        Duration::from_millis(1500).saturating_sub(t0.elapsed()) + Duration::from_millis(150),
-    );
+    std::thread::sleep(life.saturating_sub(t0.elapsed()) + Duration::from_millis(150));
     assert!(
         !agent.links().is_empty(),
         "the frozen agent cannot have detached; the kernel deadline is what is tested"

@@ -281,19 +281,23 @@ async fn lsm_faults_obey_dry_run_deadline_and_agent_death() {
     stop(&agent, &exp.id).await;
 
     // Deadline in the kernel: the agent is frozen, the fault still ends.
+    // (Counted from when the agent armed it, before the call returned.)
+    let life = Duration::from_millis(if in_vm() { 4000 } else { 1500 });
     let exp = start(
         &mut agent.client().await,
         experiment(
             lsm_error("open", "EACCES", 1.0, &scratch.dir, 0),
             cgroup_target(&cg),
-            Duration::from_millis(1500),
+            life,
         ),
     )
     .await;
+    let t0 = std::time::Instant::now();
     let during = probe_fs(Some(&cg), "open", &file, 10);
+    assert!(t0.elapsed() < life, "the check ran too late to mean anything");
     assert_eq!(during.errno("EACCES"), 10, "{during:?}");
     agent.signal(nix::sys::signal::Signal::SIGSTOP);
-    std::thread::sleep(Duration::from_millis(2000));
+    std::thread::sleep(life.saturating_sub(t0.elapsed()) + Duration::from_millis(300));
     let links_while_frozen = our_links();
     let after_deadline = probe_fs(Some(&cg), "open", &file, 50);
     agent.signal(nix::sys::signal::Signal::SIGCONT);
