@@ -75,6 +75,11 @@ enum Task {
     },
     /// Set up, build in release mode and run benchmarks (all of them when no name is given).
     Bench {
+        /// Run the benchmarks inside the VM of this kernel series instead of
+        /// on this host (e.g. `--vm 6.12 open-overhead open-vs-strace`: BPF
+        /// LSM loads only there).
+        #[arg(long, value_enum, value_name = "SERIES")]
+        vm: Option<vm::Series>,
         /// Benchmarks to run, e.g. `activation`, `connect-overhead`, `getpid-overhead`.
         names: Vec<OsString>,
         /// Further arguments for faultline-bench, after `--`; passed after the names.
@@ -136,10 +141,32 @@ fn main() -> Result<()> {
                 timeout: Duration::from_secs(vm_timeout),
                 jobs: vm_jobs,
                 test_args: test_args.clone(),
+                bench: None,
             });
             test(!vm, in_vms.as_ref(), &test_args)
         }
-        Task::Bench { names, bench_args } => {
+        Task::Bench {
+            vm: Some(series),
+            names,
+            bench_args,
+        } => {
+            if !running_as_root() {
+                bail!("the VM matrix boots kernels with qemu and must run as root");
+            }
+            setup::run_all()?;
+            vm::run(&vm::Options {
+                series: vec![series],
+                timeout: Duration::from_secs(3600),
+                jobs: 1,
+                test_args: Vec::new(),
+                bench: Some(names.into_iter().chain(bench_args).collect()),
+            })
+        }
+        Task::Bench {
+            vm: None,
+            names,
+            bench_args,
+        } => {
             setup::run_all()?;
             build(Profile::Release)?;
             run(Command::new(binary(Profile::Release, "faultline-bench"))

@@ -44,6 +44,8 @@ pub struct Options {
     pub jobs: usize,
     /// Arguments for every test binary (e.g. a name filter).
     pub test_args: Vec<OsString>,
+    /// Run `faultline-bench` with these arguments instead of the tests.
+    pub bench: Option<Vec<OsString>>,
 }
 
 /// Builds the payload once, packs an initramfs per kernel, then boots the
@@ -67,6 +69,7 @@ pub fn run(options: &Options) -> Result<()> {
             &initramfs::Run {
                 expected_mechanisms: series.expected_mechanisms(),
                 test_args: &options.test_args,
+                bench: options.bench.as_deref(),
             },
             &initrd,
         )?;
