@@ -14,12 +14,39 @@ pub struct Capability {
     pub reason: String,
 }
 
-/// Every row; loads whatever the agent has not probed yet.
-pub fn probe(kernel: &mut Kernel) -> Vec<Capability> {
-    for g in Group::ALL {
-        kernel.probe(g);
+/// The program group behind a row's mechanism name.
+fn group_of(mechanism: &str) -> Option<Group> {
+    Some(match mechanism {
+        "cgroup_sock_addr" => Group::CgroupSock,
+        "raw_tracepoint" => Group::SysEnter,
+        "cgroup_skb" | "sock_ops" => Group::CgroupSkb,
+        "tcx" | "tcx+fq" => Group::Tcx,
+        m if m.starts_with("bpf_lsm:") => Group::Lsm,
+        _ => return None,
+    })
+}
+
+/// Every row, or only those of the `only` mechanisms; loads the programs
+/// the answer needs that the agent has not probed yet.
+pub fn probe(kernel: &mut Kernel, only: &[String]) -> Vec<Capability> {
+    if only.is_empty() {
+        for g in Group::ALL {
+            kernel.probe(g);
+        }
+    } else {
+        for g in only.iter().filter_map(|m| group_of(m)) {
+            kernel.probe(g);
+        }
     }
-    let kernel = &*kernel;
+    let mut caps = rows(kernel);
+    if !only.is_empty() {
+        caps.retain(|c| only.iter().any(|m| m == c.mechanism));
+    }
+    caps
+}
+
+/// Every row, from what has been probed.
+fn rows(kernel: &Kernel) -> Vec<Capability> {
     let row = |kind: &'static str, m: Mechanism, covers: &[&str]| {
         let reason = kernel.reason(m).map(str::to_owned);
         Capability {

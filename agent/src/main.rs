@@ -73,7 +73,7 @@ fn spawn_prober(engine: EngineHandle) {
                 elapsed_ms = t0.elapsed().as_millis() as u64,
                 "all program groups probed"
             );
-            for c in faultline_agent::caps::probe(e.kernel_mut()) {
+            for c in faultline_agent::caps::probe(e.kernel_mut(), &[]) {
                 if c.supported {
                     info!(kind = c.fault_kind, mechanism = c.mechanism, "fault mechanism available");
                 } else {

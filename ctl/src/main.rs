@@ -728,7 +728,7 @@ async fn caps(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let caps = client
-        .get_capabilities(pb::GetCapabilitiesRequest {})
+        .get_capabilities(pb::GetCapabilitiesRequest::default())
         .await
         .map_err(RpcError)?
         .into_inner();

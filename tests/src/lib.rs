@@ -521,7 +521,9 @@ pub async fn capability(agent: &Agent, mechanism: &str) -> (bool, String) {
     let caps = agent
         .client()
         .await
-        .get_capabilities(pb::GetCapabilitiesRequest {})
+        .get_capabilities(pb::GetCapabilitiesRequest {
+            mechanisms: vec![mechanism.to_owned()],
+        })
         .await
         .expect("GetCapabilities")
         .into_inner();

@@ -13,7 +13,7 @@ async fn capabilities_report_what_this_kernel_supports() {
     let agent = Agent::start();
     let mut c = agent.client().await;
     let caps = c
-        .get_capabilities(pb::GetCapabilitiesRequest {})
+        .get_capabilities(pb::GetCapabilitiesRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -57,6 +57,16 @@ async fn capabilities_report_what_this_kernel_supports() {
         caps.capabilities.iter().filter(|r| r.mechanism.starts_with("bpf_lsm:")).count(),
         19
     );
+    // Asking for one mechanism answers its rows only.
+    let only = c
+        .get_capabilities(pb::GetCapabilitiesRequest {
+            mechanisms: vec!["raw_tracepoint".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(only.capabilities.len(), 1, "{only:?}");
+    assert_eq!(only.capabilities[0].fault_kind, "syscall_signal");
     assert_eq!(caps.max_duration_ms, 3_600_000, "default cap is 1 h");
     assert!(!caps.kernel_release.is_empty());
 }

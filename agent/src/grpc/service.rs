@@ -63,10 +63,11 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>
 impl FaultService for FaultServiceImpl {
     async fn get_capabilities(
         &self,
-        _req: Request<pb::GetCapabilitiesRequest>,
+        req: Request<pb::GetCapabilitiesRequest>,
     ) -> Result<Response<pb::GetCapabilitiesResponse>, Status> {
+        let only = req.into_inner().mechanisms;
         let mut engine = self.engine.lock();
-        let capabilities = caps::probe(engine.kernel_mut())
+        let capabilities = caps::probe(engine.kernel_mut(), &only)
             .into_iter()
             .map(|c| pb::Capability {
                 fault_kind: c.fault_kind.into(),
