@@ -154,6 +154,11 @@ impl FaultService for FaultServiceImpl {
             return Err(status(EngineError::NotFound(filter)));
         }
         let mut events = self.engine.subscribe();
+        // Counters go out only for experiments whose Started event this
+        // stream has passed on (or that ran before it opened), so a tick
+        // between arming and the Started broadcast cannot come first.
+        let mut announced: std::collections::HashSet<String> =
+            self.engine.lock().running_ids().into_iter().collect();
         let engine = self.engine.clone();
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
@@ -164,7 +169,18 @@ impl FaultService for FaultServiceImpl {
                 let out: Vec<Event> = tokio::select! {
                     () = tx.closed() => break,
                     ev = events.recv() => match ev {
-                        Ok(ev) if wanted(&ev.experiment.id) => vec![ev],
+                        Ok(ev) if wanted(&ev.experiment.id) => {
+                            match ev.kind {
+                                EventKind::Started => {
+                                    announced.insert(ev.experiment.id.clone());
+                                }
+                                EventKind::Counters => {}
+                                _ => {
+                                    announced.remove(&ev.experiment.id);
+                                }
+                            }
+                            vec![ev]
+                        }
                         Ok(_) | Err(RecvError::Lagged(_)) => continue,
                         Err(RecvError::Closed) => break,
                     },
@@ -172,7 +188,7 @@ impl FaultService for FaultServiceImpl {
                         let e = engine.lock();
                         e.running_ids()
                             .iter()
-                            .filter(|id| wanted(id))
+                            .filter(|id| wanted(id) && announced.contains(*id))
                             .filter_map(|id| e.view(id))
                             .map(|v| Event { kind: EventKind::Counters, at: SystemTime::now(), experiment: v, message: String::new() })
                             .collect()
