@@ -679,6 +679,12 @@ async fn bandwidth_polices_a_udp_flood_to_the_configured_rate() {
 async fn bandwidth_shapes_a_bulk_tcp_transfer_in_cgroup_scope() {
     require_root().unwrap();
     let agent = Agent::start();
+    // Shaping TCP in cgroup scope is TCP's own pacing, capped by sock_ops
+    // (Debian's 6.1 refuses that program; policing alone cannot hold a
+    // bulk TCP flow near the rate).
+    if !supported_or_skip(&agent, "sock_ops", "pacing").await {
+        return;
+    }
     let mut c = agent.client().await;
     let cg = TestCgroup::new("bw-tcp");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -59,7 +59,7 @@ impl Series {
     pub fn expected_mechanisms(self) -> &'static str {
         match self {
             Self::V6_1 => "lsm,fentry",
-            Self::V6_12 => "lsm,fentry,tcx,fq,netem",
+            Self::V6_12 => "lsm,fentry,tcx,fq,netem,pacing",
         }
     }
 
