@@ -1129,6 +1129,12 @@ fn getpid_cost(cpu: Option<usize>) -> anyhow::Result<Sample> {
 const OPEN_ROUNDS: usize = 9;
 const OPENS: u64 = 200_000;
 const OPEN_WARMUP: u64 = 10_000;
+/// Under emulation (the VM matrix) every call is tens of times slower.
+const VM_SCALE: u64 = 10;
+
+fn opens() -> u64 {
+    if faultline_tests::in_vm() { OPENS / VM_SCALE } else { OPENS }
+}
 const OPEN_TARGET_RATIO: f64 = 1.05;
 const STRACE_OPENS: u64 = 20_000;
 const STRACE_ROUNDS: usize = 5;
@@ -1175,7 +1181,8 @@ fn open_overhead(rt: &Runtime) -> anyhow::Result<Vec<String>> {
     });
     let per = format!(
         "each measurement: a thread of this bench process (in no test cgroup), {placement}, {OPEN_WARMUP} warm-up \
-         calls, then {OPENS} x open(O_RDONLY)+close() of a file in /tmp timed with CLOCK_THREAD_CPUTIME_ID"
+         calls, then {} x open(O_RDONLY)+close() of a file in /tmp timed with CLOCK_THREAD_CPUTIME_ID",
+        opens()
     );
     let rounds_line = format!(
         "{OPEN_ROUNDS} alternating rounds (a b c, then c b a), agent started fresh each round; median over rounds"
@@ -1264,13 +1271,14 @@ fn open_cost(path: &str, cpu: Option<usize>) -> anyhow::Result<Sample> {
                 t.tv_sec() * 1_000_000_000 + t.tv_nsec()
             };
             let (t, c) = (Instant::now(), thread_cpu());
-            for _ in 0..OPENS {
+            let n = opens();
+            for _ in 0..n {
                 open_close()?;
             }
             let (wall, cpu) = (t.elapsed(), thread_cpu() - c);
             Ok(Sample {
-                cpu: cpu as f64 / OPENS as f64,
-                wall: wall.as_nanos() as f64 / OPENS as f64,
+                cpu: cpu as f64 / n as f64,
+                wall: wall.as_nanos() as f64 / n as f64,
                 overflows: 0,
             })
         })
