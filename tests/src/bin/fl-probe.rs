@@ -443,12 +443,16 @@ fn main() {
             let mut corrupted = 0u64;
             let mut buf = [0u8; 2048];
             let mut bytes = 0u64;
+            let mut first_at = None;
+            let mut last_at = std::time::Instant::now();
             loop {
                 // Wait as long as it takes for the first datagram.
                 sock.set_read_timeout(if first { None } else { Some(quiet) })
                     .expect("timeout");
                 let Ok(n) = sock.recv(&mut buf) else { break };
                 first = false;
+                last_at = std::time::Instant::now();
+                first_at.get_or_insert(last_at);
                 bytes += n as u64;
                 if n < 16
                     || buf[..4] != buf[4..8]
@@ -461,7 +465,11 @@ fn main() {
             }
             println!(
                 "{}",
-                serde_json::json!({ "ok": seen.len(), "errors": { "repeats": repeats, "corrupted": corrupted, "bytes": bytes } })
+                serde_json::json!({ "ok": seen.len(), "errors": {
+                    "repeats": repeats, "corrupted": corrupted, "bytes": bytes,
+                    // From the first datagram to the last.
+                    "span_us": first_at.map_or(0, |f| last_at.duration_since(f).as_micros() as u64),
+                } })
             );
         }
         Some("accept") => {
