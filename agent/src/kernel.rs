@@ -150,25 +150,19 @@ fn lsm_reason(program: &str, load_error: &str) -> String {
     }
 }
 
-/// Loads the LSM programs and fills `FL_KOFFS`; any refusal or missing
-/// offset makes every LSM hook unavailable with that reason.
-fn load_lsm(ebpf: &mut Ebpf) -> Result<(), String> {
+/// Prepares for loading LSM programs: the kernel's BTF (to find each
+/// hook) and the struct offsets the programs read, written to `FL_KOFFS`.
+fn prepare_lsm(ebpf: &mut Ebpf) -> Result<aya::Btf, String> {
     let offsets = btf::Btf::from_sys_fs()
         .and_then(|b| b.kernel_offsets())
         .map_err(|e| format!("kernel struct offsets unavailable: {e}"))?;
     let kbtf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF unavailable: {e}"))?;
-    for (name, hook) in lsm_error::programs() {
-        program::<Lsm>(ebpf, name)
-            .and_then(|p| p.load(hook, &kbtf))
-            .map_err(|e| {
-                let full = chain(&e);
-                tracing::debug!(program = name, error = %full, "program refused");
-                lsm_reason(name, &brief(&full))
-            })?;
-    }
     let mut koffs: Array<MapData, KernelOffsets> =
         take(ebpf, "FL_KOFFS").map_err(|e| e.to_string())?;
-    koffs.set(0, offsets, 0).map_err(|e| format!("FL_KOFFS: {e}"))
+    koffs
+        .set(0, offsets, 0)
+        .map_err(|e| format!("FL_KOFFS: {e}"))?;
+    Ok(kbtf)
 }
 
 /// Puts a loaded program at index 0 of a program array, for tail calls.
@@ -340,6 +334,10 @@ pub struct Kernel {
     fq: Option<qdisc::FqManager>,
     /// Program arrays of the tail calls, held so the kernel keeps their entries.
     tail_calls: Vec<ProgramArray<MapData>>,
+    /// BTF for loading LSM programs, prepared on the first LSM need.
+    lsm_btf: Option<Result<aya::Btf, String>>,
+    /// LSM programs loaded (or refused) so far.
+    lsm_loaded: BTreeSet<&'static str>,
     /// Why the sock_ops program (TCP pacing under `bandwidth`) did not load.
     sock_ops_unavailable: Option<String>,
     /// Groups whose programs were loaded (or refused): see `probe`.
@@ -424,6 +422,8 @@ impl Kernel {
             unavailable,
             probed: BTreeSet::new(),
             sock_ops_unavailable: None,
+            lsm_btf: None,
+            lsm_loaded: BTreeSet::new(),
             cgroup_root,
             ncpus,
             agent_tgid: std::process::id(),
@@ -552,14 +552,49 @@ impl Kernel {
                 }
             }
             Group::Lsm => {
-                if let Err(reason) = load_lsm(ebpf) {
-                    for (i, _) in lsm_error::HOOKS.iter().enumerate() {
-                        unavailable.insert(Mechanism::Lsm(lsm_error::attach_index(i)), reason.clone());
-                    }
+                for i in 0..lsm_error::HOOKS.len() {
+                    self.probe_lsm_hook(lsm_error::attach_index(i));
                 }
             }
         }
         tracing::debug!(?group, elapsed_ms = t0.elapsed().as_millis() as u64, "programs loaded");
+    }
+
+    /// Loads the one LSM program behind `index` (an `attach_index`), so a
+    /// fault loads only the hooks it uses; the kernel verifies each.
+    fn probe_lsm_hook(&mut self, index: usize) {
+        let name = lsm_error::HOOKS[index].program;
+        if !self.lsm_loaded.insert(name) {
+            return;
+        }
+        if self.lsm_btf.is_none() {
+            let prepared = prepare_lsm(&mut self.ebpf);
+            if let Err(reason) = &prepared {
+                for i in 0..lsm_error::HOOKS.len() {
+                    self.unavailable
+                        .insert(Mechanism::Lsm(lsm_error::attach_index(i)), reason.clone());
+                }
+            }
+            self.lsm_btf = Some(prepared);
+        }
+        let Some(Ok(kbtf)) = &self.lsm_btf else {
+            return;
+        };
+        let hook = lsm_error::HOOKS[index].hook;
+        if let Err(e) = program::<Lsm>(&mut self.ebpf, name).and_then(|p| p.load(hook, kbtf)) {
+            let full = chain(&e);
+            tracing::debug!(program = name, error = %full, "program refused");
+            self.unavailable
+                .insert(Mechanism::Lsm(index), lsm_reason(name, &brief(&full)));
+        }
+    }
+
+    /// Loads what `m` needs, unless done already.
+    fn ensure(&mut self, m: Mechanism) {
+        match m {
+            Mechanism::Lsm(i) => self.probe_lsm_hook(i),
+            other => self.probe(Group::of(other)),
+        }
     }
 
     /// The first group not loaded yet, if any.
@@ -569,7 +604,7 @@ impl Kernel {
 
     /// Why `m` cannot be used here (loading its programs first if needed).
     pub fn unavailable(&mut self, m: Mechanism) -> Option<&str> {
-        self.probe(Group::of(m));
+        self.ensure(m);
         self.reason(m)
     }
 
@@ -756,7 +791,7 @@ impl Kernel {
 
     /// Takes a reference on a mechanism, attaching it on first use.
     pub fn acquire(&mut self, m: Mechanism) -> Result<(), KernelError> {
-        self.probe(Group::of(m));
+        self.ensure(m);
         if let Some(reason) = self.unavailable.get(&generic(m)) {
             return Err(KernelError::Unavailable {
                 mechanism: m.name(),
