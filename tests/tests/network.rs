@@ -798,3 +798,104 @@ async fn bandwidth_shapes_a_bulk_tcp_transfer_on_an_interface_with_fq() {
         rate / 1e6
     );
 }
+
+/// Numbered datagrams from the host to `ns`'s first address on `port`, as
+/// the receiver inside the namespace counted them.
+fn numbered_flow(ns: &TestNetns, port: u16, count: u32) -> ProbeResult {
+    let to: SocketAddr = (ns.peer_ips[0], port).into();
+    let mut rx = ns
+        .command(bin("fl-probe"))
+        .args(["udp-count", &to.to_string(), "700"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(rx.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "listening");
+    let sent = Command::new(bin("fl-probe"))
+        .args(["udp-send", &to.to_string(), &count.to_string()])
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "{sent:?}");
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let _ = rx.wait();
+    serde_json::from_str(&line).unwrap()
+}
+
+/// SIGKILL of the agent while every packet fault kind is active on an
+/// interface: the very next flow is whole, each datagram once and intact.
+#[tokio::test]
+async fn every_interface_fault_kind_vanishes_with_the_agent() {
+    require_root().unwrap();
+    let mut agent = Agent::start();
+    if !supported_or_skip(&agent, "tcx", "tcx").await {
+        return;
+    }
+    let (fq, _) = capability(&agent, "tcx+fq").await;
+    let mut c = agent.client().await;
+    let ns = TestNetns::new();
+    const PORT: u16 = 7500;
+    let m = || Some(udp_to_port(PORT));
+    let egress = pb::Direction::Egress.into();
+    let mut faults = vec![
+        packet_loss(0.3, 0.0, pb::Direction::Egress, udp_to_port(PORT)),
+        pb::FaultSpec {
+            kind: Some(pb::fault_spec::Kind::Duplicate(pb::Duplicate {
+                probability: 0.3,
+                direction: egress,
+                r#match: m(),
+            })),
+        },
+        pb::FaultSpec {
+            kind: Some(pb::fault_spec::Kind::Corrupt(pb::Corrupt {
+                probability: 0.3,
+                recompute_checksums: true,
+                direction: egress,
+                r#match: m(),
+            })),
+        },
+        pb::FaultSpec {
+            kind: Some(pb::fault_spec::Kind::Bandwidth(pb::Bandwidth {
+                rate_bits_per_sec: 1_000_000,
+                burst_bytes: 0,
+                direction: egress,
+                r#match: m(),
+            })),
+        },
+    ];
+    if fq {
+        faults.push(pb::FaultSpec {
+            kind: Some(pb::fault_spec::Kind::Latency(pb::Latency {
+                delay_ms: 5.0,
+                jitter_ms: 0.0,
+                r#match: m(),
+            })),
+        });
+    }
+    start(
+        &mut c,
+        pb::StartExperimentRequest {
+            spec: Some(pb::ExperimentSpec {
+                name: "all-kinds".into(),
+                faults,
+                target: Some(interface_target(&ns.host_if)),
+                duration_ms: 60_000,
+                ..Default::default()
+            }),
+        },
+    )
+    .await;
+    const N: u32 = 2000;
+    let during = numbered_flow(&ns, PORT, N);
+    assert!(
+        during.ok < u64::from(N) && during.errno("repeats") > 0 && during.errno("corrupted") > 0,
+        "the faults are active: {during:?}"
+    );
+    agent.kill();
+    let after = numbered_flow(&ns, PORT, N);
+    assert_eq!(after.ok, u64::from(N), "every datagram arrives: {after:?}");
+    assert_eq!(after.errno("repeats"), 0, "none twice: {after:?}");
+    assert_eq!(after.errno("corrupted"), 0, "none corrupted: {after:?}");
+}
