@@ -152,7 +152,8 @@ fn lsm_reason(program: &str, load_error: &str) -> String {
 
 /// Prepares for loading LSM programs: the kernel's BTF (to find each
 /// hook) and the struct offsets the programs read, written to `FL_KOFFS`.
-fn prepare_lsm(ebpf: &mut Ebpf) -> Result<aya::Btf, String> {
+/// The map is returned to be kept: programs loaded later refer to its fd.
+fn prepare_lsm(ebpf: &mut Ebpf) -> Result<(aya::Btf, Array<MapData, KernelOffsets>), String> {
     let offsets = btf::Btf::from_sys_fs()
         .and_then(|b| b.kernel_offsets())
         .map_err(|e| format!("kernel struct offsets unavailable: {e}"))?;
@@ -162,7 +163,7 @@ fn prepare_lsm(ebpf: &mut Ebpf) -> Result<aya::Btf, String> {
     koffs
         .set(0, offsets, 0)
         .map_err(|e| format!("FL_KOFFS: {e}"))?;
-    Ok(kbtf)
+    Ok((kbtf, koffs))
 }
 
 /// Puts a loaded program at index 0 of a program array, for tail calls.
@@ -334,8 +335,9 @@ pub struct Kernel {
     fq: Option<qdisc::FqManager>,
     /// Program arrays of the tail calls, held so the kernel keeps their entries.
     tail_calls: Vec<ProgramArray<MapData>>,
-    /// BTF for loading LSM programs, prepared on the first LSM need.
-    lsm_btf: Option<Result<aya::Btf, String>>,
+    /// BTF for loading LSM programs and the offsets map they read, prepared
+    /// on the first LSM need (the map is held: later loads use its fd).
+    lsm_btf: Option<Result<(aya::Btf, Array<MapData, KernelOffsets>), String>>,
     /// LSM programs loaded (or refused) so far.
     lsm_loaded: BTreeSet<&'static str>,
     /// Why the sock_ops program (TCP pacing under `bandwidth`) did not load.
@@ -577,7 +579,7 @@ impl Kernel {
             }
             self.lsm_btf = Some(prepared);
         }
-        let Some(Ok(kbtf)) = &self.lsm_btf else {
+        let Some(Ok((kbtf, _))) = &self.lsm_btf else {
             return;
         };
         let hook = lsm_error::HOOKS[index].hook;
