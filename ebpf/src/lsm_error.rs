@@ -39,8 +39,21 @@ enum Object {
     Dentry(*const u8),
     /// A `struct file *`, or null (anonymous mmap).
     File(*const u8),
+    /// A `struct file *` being read or written: directories (getdents
+    /// reaches the same hook) are not matched.
+    FileData(*const u8),
     /// A `struct socket *`.
     Socket(*const u8),
+    /// The file a struct points to (read only for a call of a target).
+    FileOf(*const u8, Field),
+}
+
+#[derive(Clone, Copy)]
+enum Field {
+    /// `vm_area_struct.vm_file`.
+    VmaFile,
+    /// `linux_binprm.file`.
+    BprmFile,
 }
 
 #[inline(always)]
@@ -96,6 +109,23 @@ fn under(o: &KernelOffsets, dentry: *const u8, want: &FaultSlot) -> bool {
     false
 }
 
+/// Is the file a directory?
+#[inline(always)]
+fn is_dir(o: &KernelOffsets, file: *const u8) -> bool {
+    let d = file_dentry(o, file);
+    if d.is_null() {
+        return false;
+    }
+    let inode = read_ptr(d, o.dentry_inode);
+    if inode.is_null() {
+        return false;
+    }
+    // SAFETY: as in read_ptr.
+    let mode = unsafe { bpf_probe_read_kernel(inode.add(o.inode_mode as usize) as *const u16) }
+        .unwrap_or(0);
+    mode & S_IFMT == S_IFDIR
+}
+
 /// Local port of a socket (host byte order), 0 when unknown.
 #[inline(always)]
 fn socket_port(o: &KernelOffsets, sock: *const u8) -> u32 {
@@ -123,17 +153,15 @@ fn listed(count: u32, j: u32) -> Option<(u32, Option<&'static FaultSlot>)> {
 /// The errno to fail the call with (negative), or 0 to let it pass.
 #[inline(always)]
 fn decide(op: u32, obj: Object) -> i32 {
-    let caller = Caller::current();
-    if scan_limit(&caller).is_none() {
-        return 0;
-    }
+    // The cheap tests first: this runs on every such call of every process
+    // while a hook is attached.
     let Some(cfg) = CONFIG.get(0) else { return 0 };
     let count_listed = cfg.lsm_slot_count;
     if count_listed == 0 {
         return 0;
     }
-    let Some(o) = KOFFS.get(0) else { return 0 };
-    if o.valid == 0 {
+    let caller = Caller::current();
+    if scan_limit(&caller).is_none() {
         return 0;
     }
     let mut j = 0;
@@ -143,7 +171,16 @@ fn decide(op: u32, obj: Object) -> i32 {
         };
         j += 1;
         let Some(slot) = slot else { continue };
-        if slot.kind != kind::LSM_ERROR || slot.op & op == 0 || !live(slot) {
+        if slot.kind != kind::LSM_ERROR
+            || slot.op & op == 0
+            || !target_matches(i, &slot.target, &caller)
+            || !live(slot)
+        {
+            continue;
+        }
+        // Kernel structs are read only for a call of a target.
+        let Some(o) = KOFFS.get(0) else { continue };
+        if o.valid == 0 {
             continue;
         }
         let object_ok = match obj {
@@ -152,9 +189,26 @@ fn decide(op: u32, obj: Object) -> i32 {
             Object::File(f) => {
                 slot.file.has_path == 0 || (!f.is_null() && under(o, file_dentry(o, f), slot))
             }
+            Object::FileData(f) => {
+                !f.is_null()
+                    && !is_dir(o, f)
+                    && (slot.file.has_path == 0 || under(o, file_dentry(o, f), slot))
+            }
             Object::Socket(s) => slot.port == 0 || socket_port(o, s) == slot.port,
+            Object::FileOf(base, field) => {
+                let off = match field {
+                    Field::VmaFile => o.vma_file,
+                    Field::BprmFile => o.bprm_file,
+                };
+                let f = if base.is_null() {
+                    core::ptr::null()
+                } else {
+                    read_ptr(base, off)
+                };
+                slot.file.has_path == 0 || (!f.is_null() && under(o, file_dentry(o, f), slot))
+            }
         };
-        if object_ok && target_matches(i, &slot.target, &caller) {
+        if object_ok {
             let hit = coin(slot);
             count(i, hit);
             if hit && !dry_run(slot) {
@@ -214,24 +268,7 @@ pub fn fl_lsm_file_permission(ctx: LsmContext) -> i32 {
     if op == 0 {
         return previous(&ctx, 2);
     }
-    // Directory reads (getdents) reach this hook too; read faults are for files.
-    if let Some(o) = KOFFS.get(0) {
-        let inode = if file.is_null() {
-            core::ptr::null()
-        } else {
-            let d = file_dentry(o, file);
-            if d.is_null() { d } else { read_ptr(d, o.dentry_inode) }
-        };
-        if !inode.is_null() {
-            // SAFETY: as in read_ptr.
-            let mode = unsafe { bpf_probe_read_kernel(inode.add(o.inode_mode as usize) as *const u16) }
-                .unwrap_or(0);
-            if mode & S_IFMT == S_IFDIR {
-                return previous(&ctx, 2);
-            }
-        }
-    }
-    hook(&ctx, 2, op, Object::File(file))
+    hook(&ctx, 2, op, Object::FileData(file))
 }
 
 #[lsm(hook = "mmap_file")]
@@ -243,11 +280,7 @@ pub fn fl_lsm_mmap_file(ctx: LsmContext) -> i32 {
 #[lsm(hook = "file_mprotect")]
 pub fn fl_lsm_file_mprotect(ctx: LsmContext) -> i32 {
     let vma: *const u8 = ctx.arg(0);
-    let file = match KOFFS.get(0) {
-        Some(o) if !vma.is_null() => read_ptr(vma, o.vma_file),
-        _ => core::ptr::null(),
-    };
-    hook(&ctx, 3, lsm_op::MPROTECT, Object::File(file))
+    hook(&ctx, 3, lsm_op::MPROTECT, Object::FileOf(vma, Field::VmaFile))
 }
 
 #[lsm(hook = "file_ioctl")]
@@ -259,11 +292,7 @@ pub fn fl_lsm_file_ioctl(ctx: LsmContext) -> i32 {
 #[lsm(hook = "bprm_check_security")]
 pub fn fl_lsm_bprm_check_security(ctx: LsmContext) -> i32 {
     let bprm: *const u8 = ctx.arg(0);
-    let file = match KOFFS.get(0) {
-        Some(o) if !bprm.is_null() => read_ptr(bprm, o.bprm_file),
-        _ => core::ptr::null(),
-    };
-    hook(&ctx, 1, lsm_op::EXEC, Object::File(file))
+    hook(&ctx, 1, lsm_op::EXEC, Object::FileOf(bprm, Field::BprmFile))
 }
 
 #[lsm(hook = "task_alloc")]

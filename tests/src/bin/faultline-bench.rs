@@ -1307,7 +1307,7 @@ fn open_vs_strace(rt: &Runtime) -> anyhow::Result<Vec<String>> {
                  timed inside the probe), every call failing with EIO, {STRACE_ROUNDS} alternating rounds, median:"
             ),
             "(a) no fault [baseline]; (b) ours: syscall_error openat EIO p=1 path=FILE, cgroup target (lsm/file_open);",
-            "(c) strace -f -qq -o /dev/null -e trace=openat -e inject=openat:error=EIO (ptrace, as ChaosBlade does)",
+            "(c) strace -f -qq -o /dev/null -P FILE -e trace=openat -e inject=openat:error=EIO (ptrace, as ChaosBlade does)",
         ],
     );
     if let Some(skip) = lsm_skip(rt, "open-vs-strace")? {
@@ -1355,11 +1355,15 @@ fn open_vs_strace(rt: &Runtime) -> anyhow::Result<Vec<String>> {
         };
         let mut run_strace = || -> anyhow::Result<()> {
             let mut cmd = cg.command("strace");
+            // -P limits tracing, and so injection, to the file: without it
+            // the dynamic loader's own opens fail too.
             cmd.args([
                 "-f",
                 "-qq",
                 "-o",
                 "/dev/null",
+                "-P",
+                &file.0,
                 "-e",
                 "trace=openat",
                 "-e",
