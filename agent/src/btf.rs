@@ -160,9 +160,9 @@ impl Btf {
     fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..32 {
             match self.types.get(id as usize).map(|t| t.kind) {
-                Some(
-                    KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG,
-                ) => id = self.types[id as usize].ty,
+                Some(KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG) => {
+                    id = self.types[id as usize].ty
+                }
                 _ => break,
             }
         }

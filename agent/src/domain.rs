@@ -145,10 +145,7 @@ pub enum ErrorCall {
     Sock(SockCall),
     /// Everything else: a BPF LSM hook (`faults::lsm_error::HOOKS[hook]`),
     /// asked for by this syscall name.
-    Lsm {
-        syscall: &'static str,
-        hook: usize,
-    },
+    Lsm { syscall: &'static str, hook: usize },
 }
 
 impl ErrorCall {
@@ -410,10 +407,17 @@ impl DnsErrorSpec {
         }
         for l in &labels {
             if l.is_empty() || l.len() > 63 {
-                return Err(format!("{text:?} has an empty label or one longer than 63 bytes"));
+                return Err(format!(
+                    "{text:?} has an empty label or one longer than 63 bytes"
+                ));
             }
-            if !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                return Err(format!("{text:?}: labels may hold letters, digits, '-' and '_' only"));
+            if !l
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(format!(
+                    "{text:?}: labels may hold letters, digits, '-' and '_' only"
+                ));
             }
         }
         Ok(d)
@@ -510,7 +514,9 @@ impl FaultSpec {
                 if d.domain.is_empty() { "*" } else { &d.domain },
                 d.failure.name(),
                 d.probability.value(),
-                d.resolver.map(|c| format!(" resolver={c}")).unwrap_or_default()
+                d.resolver
+                    .map(|c| format!(" resolver={c}"))
+                    .unwrap_or_default()
             ),
             Self::Latency(l) => format!(
                 "egress delay={:?} jitter={:?}{}",

@@ -18,13 +18,13 @@ use aya::{
 };
 use faultline_common::{
     AgentConfig, FaultCounters, FaultSlot, KernelOffsets, MAX_DNS_SLOTS, MAX_FAULTS, MAX_LSM_SLOTS,
-    MAX_NET_SLOTS,
-    MAX_SYSCALL_NR, SlotPid, kind,
+    MAX_NET_SLOTS, MAX_SYSCALL_NR, SlotPid, kind,
 };
 
 use crate::{
-    btf, cgroup, qdisc,
+    btf, cgroup,
     faults::{Mechanism, lsm_error},
+    qdisc,
 };
 
 /// The kernel object, built by agent/build.rs from the `faultline-ebpf` crate.
@@ -467,8 +467,8 @@ impl Kernel {
         if let Some(r) = self.fq_unavailable() {
             return Err(unavailable(r.to_owned()));
         }
-        let ifname =
-            if_name(ifindex).ok_or_else(|| unavailable(format!("no interface with index {ifindex}")))?;
+        let ifname = if_name(ifindex)
+            .ok_or_else(|| unavailable(format!("no interface with index {ifindex}")))?;
         self.fq
             .as_mut()
             .expect("checked by fq_unavailable")
@@ -524,7 +524,9 @@ impl Kernel {
                 }
             }
             Group::SysEnter => {
-                if let Err(reason) = load_all::<RawTracePoint>(ebpf, [SYS_ENTER_PROGRAM], |p| p.load()) {
+                if let Err(reason) =
+                    load_all::<RawTracePoint>(ebpf, [SYS_ENTER_PROGRAM], |p| p.load())
+                {
                     unavailable.insert(Mechanism::SysEnter, reason);
                 }
             }
@@ -540,7 +542,10 @@ impl Kernel {
                 } else {
                     load_all::<SchedClassifier>(
                         ebpf,
-                        TC_PROGRAMS.map(|(n, _)| n).into_iter().chain([TC_DNS_PROGRAM]),
+                        TC_PROGRAMS
+                            .map(|(n, _)| n)
+                            .into_iter()
+                            .chain([TC_DNS_PROGRAM]),
                         |p| p.load(),
                     )
                     .and_then(|()| {
@@ -559,7 +564,11 @@ impl Kernel {
                 }
             }
         }
-        tracing::debug!(?group, elapsed_ms = t0.elapsed().as_millis() as u64, "programs loaded");
+        tracing::debug!(
+            ?group,
+            elapsed_ms = t0.elapsed().as_millis() as u64,
+            "programs loaded"
+        );
     }
 
     /// Loads the one LSM program behind `index` (an `attach_index`), so a
@@ -713,10 +722,11 @@ impl Kernel {
         self.buckets
             .set(index, [0u64; 2], 0)
             .map_err(Self::map_err("FL_BUCKETS"))?;
-        let good = PerCpuValues::try_from(vec![0u32; self.ncpus]).map_err(|e| KernelError::Map {
-            name: "FL_GE_STATE",
-            source: aya::maps::MapError::IoError(e),
-        })?;
+        let good =
+            PerCpuValues::try_from(vec![0u32; self.ncpus]).map_err(|e| KernelError::Map {
+                name: "FL_GE_STATE",
+                source: aya::maps::MapError::IoError(e),
+            })?;
         self.ge_state
             .set(index, good, 0)
             .map_err(Self::map_err("FL_GE_STATE"))?;
@@ -924,7 +934,12 @@ mod tests {
             .into_iter()
             .chain(SKB_PROGRAMS.map(|(n, _)| n))
             .chain(TC_PROGRAMS.map(|(n, _)| n))
-            .chain([SOCK_OPS_PROGRAM, SYS_ENTER_PROGRAM, SKB_DNS_PROGRAM, TC_DNS_PROGRAM])
+            .chain([
+                SOCK_OPS_PROGRAM,
+                SYS_ENTER_PROGRAM,
+                SKB_DNS_PROGRAM,
+                TC_DNS_PROGRAM,
+            ])
             .chain(lsm_error::programs().into_iter().map(|(n, _)| n));
         for name in names {
             let mut sym = name.as_bytes().to_vec();

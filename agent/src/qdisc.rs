@@ -101,7 +101,9 @@ impl FqManager {
                                 interface = ifname,
                                 "removed the fq qdisc a previous agent left behind"
                             ),
-                            Err(e) => tracing::warn!(interface = ifname, error = %e, "could not remove a stale fq qdisc"),
+                            Err(e) => {
+                                tracing::warn!(interface = ifname, error = %e, "could not remove a stale fq qdisc")
+                            }
                         }
                     }
                     _ => {}
@@ -149,8 +151,18 @@ impl FqManager {
             );
             self.save();
             if let Err(e) = tc(&[
-                "qdisc", "replace", "dev", ifname, "root", "handle", HANDLE, "fq", "limit",
-                "100000", "flow_limit", "10000",
+                "qdisc",
+                "replace",
+                "dev",
+                ifname,
+                "root",
+                "handle",
+                HANDLE,
+                "fq",
+                "limit",
+                "100000",
+                "flow_limit",
+                "10000",
             ]) {
                 self.entries.remove(&ifindex);
                 self.save();

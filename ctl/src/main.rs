@@ -992,7 +992,10 @@ mod tests {
             }
             other => panic!("expected a latency fault, got {other:?}"),
         }
-        assert_eq!(spec.target.as_ref().map(|t| t.interface.as_str()), Some("lo"));
+        assert_eq!(
+            spec.target.as_ref().map(|t| t.interface.as_str()),
+            Some("lo")
+        );
         let err = inject_spec(&words(
             "inject latency --delay 10ms --direction ingress --interface lo --duration 1m",
         ))
@@ -1020,7 +1023,10 @@ mod tests {
         .expect("an LSM syscall error parses");
         match &spec.faults[0].kind {
             Some(pb::fault_spec::Kind::SyscallError(e)) => {
-                assert_eq!((e.syscall.as_str(), e.path.as_str()), ("openat", "/var/lib/app"));
+                assert_eq!(
+                    (e.syscall.as_str(), e.path.as_str()),
+                    ("openat", "/var/lib/app")
+                );
             }
             other => panic!("expected a syscall_error fault, got {other:?}"),
         }

@@ -278,10 +278,14 @@ impl From<&pb::fault_spec::Kind> for FaultSpecJson {
             }),
             Kind::DnsError(f) => Self::DnsError {
                 domain: f.domain.clone(),
-                failure: pb::DnsFailure::try_from(f.failure)
-                    .map_or_else(|_| f.failure.to_string(), |v| {
-                        v.as_str_name().trim_start_matches("DNS_FAILURE_").to_lowercase()
-                    }),
+                failure: pb::DnsFailure::try_from(f.failure).map_or_else(
+                    |_| f.failure.to_string(),
+                    |v| {
+                        v.as_str_name()
+                            .trim_start_matches("DNS_FAILURE_")
+                            .to_lowercase()
+                    },
+                ),
                 probability: f.probability,
                 resolver_cidr: f.resolver_cidr.clone(),
             },

@@ -9,7 +9,7 @@
 //! remember P(i) and (B^-1)^i at each label start.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, __sk_buff},
+    bindings::{__sk_buff, TC_ACT_OK},
     cty::c_void,
     helpers::generated::{bpf_redirect, bpf_skb_load_bytes},
     macros::{cgroup_skb, classifier, map},
@@ -17,9 +17,9 @@ use aya_ebpf::{
     programs::{SkBuffContext, TcContext},
 };
 use faultline_common::{
-    AgentConfig, MAX_DNS_SLOTS, MAX_FAULTS,
+    AgentConfig, MAX_DNS_SLOTS, MAX_FAULTS, direction,
     dns::{B, INV_B, MAX_LABELS, MAX_NAME, fold},
-    direction, flags, kind,
+    flags, kind,
 };
 
 use crate::{
@@ -165,8 +165,11 @@ fn query(msg: usize, ctx: &impl Headers, skb: *mut __sk_buff) -> Option<Query> {
         // SAFETY: as above.
         let i = (unsafe { core::ptr::read_volatile(&s.starts[j]) } as usize) & (MAX_NAME - 1);
         // hash(i..n) = P(n) - P(i) * B^n * B^-i
-        q.hashes[j] = s.prefix[n]
-            .wrapping_sub(s.prefix[i].wrapping_mul(s.pow[n]).wrapping_mul(s.inv_pow[i]));
+        q.hashes[j] = s.prefix[n].wrapping_sub(
+            s.prefix[i]
+                .wrapping_mul(s.pow[n])
+                .wrapping_mul(s.inv_pow[i]),
+        );
         j += 1;
     }
     Some(q)

@@ -84,15 +84,14 @@ fn under(o: &KernelOffsets, dentry: *const u8, want: &FaultSlot) -> bool {
         let inode = read_ptr(d, o.dentry_inode);
         if !inode.is_null() {
             // SAFETY: as in read_ptr.
-            let ino = unsafe { bpf_probe_read_kernel(inode.add(o.inode_ino as usize) as *const u64) }
-                .unwrap_or(0);
+            let ino =
+                unsafe { bpf_probe_read_kernel(inode.add(o.inode_ino as usize) as *const u64) }
+                    .unwrap_or(0);
             if ino == want.file.ino {
                 let sb = read_ptr(inode, o.inode_sb);
                 // SAFETY: as in read_ptr.
-                let dev = unsafe {
-                    bpf_probe_read_kernel(sb.add(o.sb_dev as usize) as *const u32)
-                }
-                .unwrap_or(0);
+                let dev = unsafe { bpf_probe_read_kernel(sb.add(o.sb_dev as usize) as *const u32) }
+                    .unwrap_or(0);
                 if !sb.is_null() && dev == want.file.dev {
                     return true;
                 }
@@ -137,7 +136,9 @@ fn socket_port(o: &KernelOffsets, sock: *const u8) -> u32 {
         return 0;
     }
     // SAFETY: as in read_ptr.
-    u32::from(unsafe { bpf_probe_read_kernel(sk.add(o.sock_num as usize) as *const u16) }.unwrap_or(0))
+    u32::from(
+        unsafe { bpf_probe_read_kernel(sk.add(o.sock_num as usize) as *const u16) }.unwrap_or(0),
+    )
 }
 
 /// The `j`th listed LSM slot, or None past the end of the list.
@@ -280,7 +281,12 @@ pub fn fl_lsm_mmap_file(ctx: LsmContext) -> i32 {
 #[lsm(hook = "file_mprotect")]
 pub fn fl_lsm_file_mprotect(ctx: LsmContext) -> i32 {
     let vma: *const u8 = ctx.arg(0);
-    hook(&ctx, 3, lsm_op::MPROTECT, Object::FileOf(vma, Field::VmaFile))
+    hook(
+        &ctx,
+        3,
+        lsm_op::MPROTECT,
+        Object::FileOf(vma, Field::VmaFile),
+    )
 }
 
 #[lsm(hook = "file_ioctl")]

@@ -9,8 +9,8 @@
 use aya_ebpf::{
     bindings::TC_ACT_OK as TC_OK,
     helpers::generated::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
-        bpf_setsockopt, bpf_skb_ancestor_cgroup_id,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_prandom_u32, bpf_ktime_get_boot_ns,
+        bpf_ktime_get_ns, bpf_setsockopt, bpf_skb_ancestor_cgroup_id,
     },
     macros::{cgroup_skb, classifier, map, sock_ops},
     maps::{Array, PerCpuArray, ProgramArray},
@@ -313,7 +313,13 @@ fn lose(index: u32, slot: &FaultSlot) -> bool {
 /// Decides one packet. `cgroup_level_id` gives the socket's cgroup ancestor
 /// at a level (cgroup scope); `ifindex` is set for interface scope.
 #[inline(always)]
-fn decide(cfg: &AgentConfig, dir: u32, ifindex: u32, p: &Packet, cgroup_of: impl Fn(u32) -> u64) -> Verdict {
+fn decide(
+    cfg: &AgentConfig,
+    dir: u32,
+    ifindex: u32,
+    p: &Packet,
+    cgroup_of: impl Fn(u32) -> u64,
+) -> Verdict {
     // Delays of every matching latency slot add up; a drop still wins.
     let mut delay: u64 = 0;
     let mut j = 0;

@@ -492,7 +492,13 @@ pub fn syscall_error(
 
 /// An LSM `syscall_error` fault (file, process and socket calls beyond
 /// connect/bind/sendmsg); `path` empty = every file, `port` 0 = any.
-pub fn lsm_error(call: &str, errno: &str, probability: f64, path: &str, port: u16) -> pb::FaultSpec {
+pub fn lsm_error(
+    call: &str,
+    errno: &str,
+    probability: f64,
+    path: &str,
+    port: u16,
+) -> pb::FaultSpec {
     pb::FaultSpec {
         kind: Some(pb::fault_spec::Kind::SyscallError(pb::SyscallError {
             syscall: call.into(),

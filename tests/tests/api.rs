@@ -41,12 +41,19 @@ async fn capabilities_report_what_this_kernel_supports() {
             _ => "",
         };
         if !key.is_empty() && expected(key) {
-            assert!(r.supported, "{}/{} should load on this kernel: {}", r.fault_kind, r.mechanism, r.reason);
+            assert!(
+                r.supported,
+                "{}/{} should load on this kernel: {}",
+                r.fault_kind, r.mechanism, r.reason
+            );
         }
         if r.supported {
             assert!(r.reason.is_empty(), "{r:?}");
         } else {
-            assert!(!r.reason.is_empty(), "an unsupported row carries its reason: {r:?}");
+            assert!(
+                !r.reason.is_empty(),
+                "an unsupported row carries its reason: {r:?}"
+            );
             assert!(r.reason.len() < 600, "reasons stay short: {r:?}");
         }
     }
@@ -54,7 +61,10 @@ async fn capabilities_report_what_this_kernel_supports() {
     let open = row("syscall_error", "bpf_lsm:file_open");
     assert!(open.covers.iter().any(|c| c == "openat"), "{open:?}");
     assert_eq!(
-        caps.capabilities.iter().filter(|r| r.mechanism.starts_with("bpf_lsm:")).count(),
+        caps.capabilities
+            .iter()
+            .filter(|r| r.mechanism.starts_with("bpf_lsm:"))
+            .count(),
         19
     );
     // Asking for one mechanism answers its rows only.

@@ -26,7 +26,13 @@ fn dns_error(domain: &str, failure: pb::DnsFailure, probability: f64) -> pb::Fau
 }
 
 /// `fl-probe dns-query`, from `cgroup` (or none), over UDP or TCP.
-fn query(cg: Option<&TestCgroup>, server: SocketAddr, name: &str, n: u16, tcp: bool) -> ProbeResult {
+fn query(
+    cg: Option<&TestCgroup>,
+    server: SocketAddr,
+    name: &str,
+    n: u16,
+    tcp: bool,
+) -> ProbeResult {
     let mut cmd = match cg {
         Some(cg) => cg.command(bin("fl-probe")),
         None => Command::new(bin("fl-probe")),
@@ -82,7 +88,11 @@ async fn dns_error_answers_nxdomain_or_servfail_for_names_in_the_domain() {
     .await;
     for name in ["a.blocked.test", "blocked.test", "X.Y.BLOCKED.TEST"] {
         let r = query(None, server, name, 50, false);
-        assert_eq!(r.errno("NXDOMAIN"), 50, "{name} is answered NXDOMAIN: {r:?}");
+        assert_eq!(
+            r.errno("NXDOMAIN"),
+            50,
+            "{name} is answered NXDOMAIN: {r:?}"
+        );
     }
     for name in ["notblocked.test", "ok.test", "blocked.test.example"] {
         let r = query(None, server, name, 50, false);
@@ -93,7 +103,10 @@ async fn dns_error_answers_nxdomain_or_servfail_for_names_in_the_domain() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(status.injected, 150, "the kernel answered exactly the matching queries: {status:?}");
+    assert_eq!(
+        status.injected, 150,
+        "the kernel answered exactly the matching queries: {status:?}"
+    );
     c.stop_experiment(pb::StopExperimentRequest { id: exp.id })
         .await
         .unwrap();
@@ -114,7 +127,10 @@ async fn dns_error_answers_nxdomain_or_servfail_for_names_in_the_domain() {
     let r = query(None, server, "anything.example", N, false);
     let (lo, hi) = binomial_bounds(u64::from(N), 0.5, Z);
     let sf = r.errno("SERVFAIL") as f64;
-    assert!((lo..=hi).contains(&sf), "SERVFAIL {sf} of {N}, want {lo:.0}..{hi:.0}: {r:?}");
+    assert!(
+        (lo..=hi).contains(&sf),
+        "SERVFAIL {sf} of {N}, want {lo:.0}..{hi:.0}: {r:?}"
+    );
     assert_eq!(r.ok + r.errno("SERVFAIL"), u64::from(N), "{r:?}");
 
     agent.kill();
@@ -141,7 +157,12 @@ async fn dns_error_drops_the_queries_of_a_cgroup_over_udp_and_tcp() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(err.message().starts_with("spec.faults[0].dns_error.failure"), "{}", err.message());
+    assert!(
+        err.message()
+            .starts_with("spec.faults[0].dns_error.failure"),
+        "{}",
+        err.message()
+    );
     let err = c
         .start_experiment(experiment(
             dns_error("bad..name", pb::DnsFailure::Drop, 1.0),
@@ -150,7 +171,11 @@ async fn dns_error_drops_the_queries_of_a_cgroup_over_udp_and_tcp() {
         ))
         .await
         .unwrap_err();
-    assert!(err.message().starts_with("spec.faults[0].dns_error.domain"), "{}", err.message());
+    assert!(
+        err.message().starts_with("spec.faults[0].dns_error.domain"),
+        "{}",
+        err.message()
+    );
 
     let exp = start(
         &mut c,
@@ -162,15 +187,29 @@ async fn dns_error_drops_the_queries_of_a_cgroup_over_udp_and_tcp() {
     )
     .await;
     let udp = query(Some(&cg), server, "www.blocked.test", 5, false);
-    assert_eq!(udp.errno("timeout"), 5, "UDP queries of the cgroup are lost: {udp:?}");
+    assert_eq!(
+        udp.errno("timeout"),
+        5,
+        "UDP queries of the cgroup are lost: {udp:?}"
+    );
     let tcp = query(Some(&cg), server, "www.blocked.test", 3, true);
-    assert_eq!(tcp.errno("timeout"), 3, "TCP queries of the cgroup are lost: {tcp:?}");
+    assert_eq!(
+        tcp.errno("timeout"),
+        3,
+        "TCP queries of the cgroup are lost: {tcp:?}"
+    );
     let other = query(Some(&cg), server, "www.ok.test", 20, false);
     assert_eq!(other.ok, 20, "other names resolve: {other:?}");
     let other_tcp = query(Some(&cg), server, "www.ok.test", 5, true);
-    assert_eq!(other_tcp.ok, 5, "other names resolve over TCP: {other_tcp:?}");
+    assert_eq!(
+        other_tcp.ok, 5,
+        "other names resolve over TCP: {other_tcp:?}"
+    );
     let outside = query(None, server, "www.blocked.test", 20, false);
-    assert_eq!(outside.ok, 20, "processes outside the cgroup resolve: {outside:?}");
+    assert_eq!(
+        outside.ok, 20,
+        "processes outside the cgroup resolve: {outside:?}"
+    );
     let status = c
         .get_experiment(pb::GetExperimentRequest { id: exp.id })
         .await

@@ -36,7 +36,12 @@ fn rtts(to: SocketAddr) -> Vec<f64> {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let r: ProbeResult = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r.ok, u64::from(PINGS), "every ping answered: {:?}", r.errors);
+    assert_eq!(
+        r.ok,
+        u64::from(PINGS),
+        "every ping answered: {:?}",
+        r.errors
+    );
     let mut v: Vec<f64> = r.rtt_us.iter().map(|us| us / 1e3).collect();
     v.sort_by(f64::total_cmp);
     v
@@ -83,7 +88,11 @@ async fn latency_delays_egress_by_the_configured_time_and_jitter() {
     // Fixed delay: the median RTT rises by the delay, within 1 ms.
     let exp = start(
         &mut c,
-        experiment(latency(20.0, 0.0), interface_target(&ns.host_if), Duration::from_secs(60)),
+        experiment(
+            latency(20.0, 0.0),
+            interface_target(&ns.host_if),
+            Duration::from_secs(60),
+        ),
     )
     .await;
     assert!(
@@ -98,13 +107,19 @@ async fn latency_delays_egress_by_the_configured_time_and_jitter() {
         "median RTT {:.3} ms vs {base_med:.3} ms without the fault: added {added:.3} ms, want 20 ± 1",
         pct(&fixed, 0.5)
     );
-    assert!(pct(&fixed, 0.02) - base_med > 19.0, "no ping skipped the delay: {fixed:?}");
+    assert!(
+        pct(&fixed, 0.02) - base_med > 19.0,
+        "no ping skipped the delay: {fixed:?}"
+    );
     let status = c
         .get_experiment(pb::GetExperimentRequest { id: exp.id.clone() })
         .await
         .unwrap()
         .into_inner();
-    assert!(status.injected >= u64::from(PINGS), "every ping delayed: {status:?}");
+    assert!(
+        status.injected >= u64::from(PINGS),
+        "every ping delayed: {status:?}"
+    );
     c.stop_experiment(pb::StopExperimentRequest { id: exp.id })
         .await
         .unwrap();
@@ -114,13 +129,20 @@ async fn latency_delays_egress_by_the_configured_time_and_jitter() {
         "stop restores the interface's qdisc"
     );
     let after = rtts(to);
-    assert!(pct(&after, 0.5) < base_med + 1.0, "stop lifts the delay: {after:?}");
+    assert!(
+        pct(&after, 0.5) < base_med + 1.0,
+        "stop lifts the delay: {after:?}"
+    );
 
     // Jitter: uniform in [delay - j, delay + j], so the middle 80 % spans
     // about 1.6 j and the standard deviation is j / sqrt(3).
     let exp = start(
         &mut c,
-        experiment(latency(20.0, 10.0), interface_target(&ns.host_if), Duration::from_secs(60)),
+        experiment(
+            latency(20.0, 10.0),
+            interface_target(&ns.host_if),
+            Duration::from_secs(60),
+        ),
     )
     .await;
     // rtts() sorts, so jit is sorted. The median, not the mean: RTTs on a
@@ -163,7 +185,8 @@ async fn latency_delays_egress_by_the_configured_time_and_jitter() {
     assert!(our_links().is_empty(), "no link left: {:?}", our_links());
     let next = Agent::start_in(dir, &[]);
     assert!(
-        wait_for(Duration::from_secs(5), || root_qdisc(&ns.host_if) == before_qdisc),
+        wait_for(Duration::from_secs(5), || root_qdisc(&ns.host_if)
+            == before_qdisc),
         "the next agent removed the stale fq: {}",
         root_qdisc(&ns.host_if)
     );
@@ -177,23 +200,43 @@ async fn latency_needs_an_interface_and_fq() {
     let mut c = agent.client().await;
     let cg = TestCgroup::new("latency");
     let err = c
-        .start_experiment(experiment(latency(10.0, 0.0), cgroup_target(&cg), Duration::from_secs(10)))
+        .start_experiment(experiment(
+            latency(10.0, 0.0),
+            cgroup_target(&cg),
+            Duration::from_secs(10),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    assert!(err.message().starts_with("spec.faults[0].latency"), "{}", err.message());
+    assert!(
+        err.message().starts_with("spec.faults[0].latency"),
+        "{}",
+        err.message()
+    );
     let err = c
-        .start_experiment(experiment(latency(10.0, 20.0), interface_target("lo"), Duration::from_secs(10)))
+        .start_experiment(experiment(
+            latency(10.0, 20.0),
+            interface_target("lo"),
+            Duration::from_secs(10),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    assert!(err.message().starts_with("spec.faults[0].latency.jitter_ms"), "{}", err.message());
+    assert!(
+        err.message()
+            .starts_with("spec.faults[0].latency.jitter_ms"),
+        "{}",
+        err.message()
+    );
 
     let (supported, reason) = capability(&agent, "tcx+fq").await;
     if supported {
         return;
     }
-    assert!(!expected("fq"), "fq is expected on this kernel, but: {reason}");
+    assert!(
+        !expected("fq"),
+        "fq is expected on this kernel, but: {reason}"
+    );
     let ns = TestNetns::new();
     let err = c
         .start_experiment(experiment(
@@ -204,6 +247,10 @@ async fn latency_needs_an_interface_and_fq() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains(&reason), "carries the probed reason: {}", err.message());
+    assert!(
+        err.message().contains(&reason),
+        "carries the probed reason: {}",
+        err.message()
+    );
     assert!(agent.links().is_empty(), "nothing attached");
 }

@@ -92,7 +92,10 @@ async fn open_fails_under_the_path_at_the_configured_probability() {
     assert_eq!(inside.ok + eio, CALLS, "only EIO expected: {inside:?}");
 
     let other_file = probe_fs(Some(&cg), "open", &elsewhere.path("inner/data"), 300);
-    assert_eq!(other_file.ok, 300, "files elsewhere are unaffected: {other_file:?}");
+    assert_eq!(
+        other_file.ok, 300,
+        "files elsewhere are unaffected: {other_file:?}"
+    );
     let other_process = probe_fs(None, "open", &file, 300);
     assert_eq!(
         other_process.ok, 300,
@@ -101,7 +104,10 @@ async fn open_fails_under_the_path_at_the_configured_probability() {
 
     let c = counters(&agent, &exp.id).await;
     assert_eq!(c.injected, eio, "injected counter vs errors seen: {c:?}");
-    assert_eq!(c.matched, CALLS, "matched counts the target's opens under the path: {c:?}");
+    assert_eq!(
+        c.matched, CALLS,
+        "matched counts the target's opens under the path: {c:?}"
+    );
 
     stop(&agent, &exp.id).await;
     let after = probe_fs(Some(&cg), "open", &file, 200);
@@ -138,9 +144,17 @@ async fn read_and_write_fail_while_open_succeeds() {
 
     // fl-probe opens the file first (it panics if that fails), then reads.
     let read = probe_fs(Some(&cg), "read", &file, 100);
-    assert_eq!(read.errno("EIO"), 100, "every read fails with EIO: {read:?}");
+    assert_eq!(
+        read.errno("EIO"),
+        100,
+        "every read fails with EIO: {read:?}"
+    );
     let write = probe_fs(Some(&cg), "write", &file, 100);
-    assert_eq!(write.errno("ENOSPC"), 100, "every write fails with ENOSPC: {write:?}");
+    assert_eq!(
+        write.errno("ENOSPC"),
+        100,
+        "every write fails with ENOSPC: {write:?}"
+    );
 
     let other = probe_fs(Some(&cg), "read", &elsewhere.path("inner/data"), 100);
     assert_eq!(other.ok, 100, "files elsewhere read fine: {other:?}");
@@ -185,9 +199,17 @@ async fn fork_unlink_and_exec_fail_with_their_errnos() {
     let fork = probe_fs(Some(&cg), "fork", "-", 50);
     assert_eq!(fork.errno("EAGAIN"), 50, "fork fails with EAGAIN: {fork:?}");
     let unlink = probe_fs(Some(&cg), "unlink", &scratch.path("inner/victim"), 50);
-    assert_eq!(unlink.errno("EBUSY"), 50, "unlink fails with EBUSY: {unlink:?}");
+    assert_eq!(
+        unlink.errno("EBUSY"),
+        50,
+        "unlink fails with EBUSY: {unlink:?}"
+    );
     let mkdir = probe_fs(Some(&cg), "mkdir", &scratch.path("inner/newdir"), 20);
-    assert_eq!(mkdir.errno("EROFS"), 20, "mkdir fails with EROFS: {mkdir:?}");
+    assert_eq!(
+        mkdir.errno("EROFS"),
+        20,
+        "mkdir fails with EROFS: {mkdir:?}"
+    );
     // Elsewhere, and from outside the cgroup, the same calls work.
     let other_dir = probe_fs(Some(&cg), "unlink", "/tmp/fl-lsm-elsewhere", 20);
     assert_eq!(other_dir.ok, 20, "{other_dir:?}");
@@ -215,7 +237,11 @@ async fn fork_unlink_and_exec_fail_with_their_errnos() {
     )
     .await;
     let exec = probe_fs(Some(&cg), "exec", &prog, 20);
-    assert_eq!(exec.errno("EACCES"), 20, "execve fails with EACCES: {exec:?}");
+    assert_eq!(
+        exec.errno("EACCES"),
+        20,
+        "execve fails with EACCES: {exec:?}"
+    );
     let outside_exec = probe_fs(None, "exec", &prog, 5);
     assert_eq!(outside_exec.ok, 5, "{outside_exec:?}");
     stop(&agent, &exp.id).await;
@@ -277,7 +303,10 @@ async fn lsm_faults_obey_dry_run_deadline_and_agent_death() {
     let c = counters(&agent, &exp.id).await;
     let (lo, hi) = binomial_bounds(1000, 0.5, Z);
     assert_eq!(c.matched, 1000, "{c:?}");
-    assert!((lo..=hi).contains(&(c.injected as f64)), "would-be injections: {c:?}");
+    assert!(
+        (lo..=hi).contains(&(c.injected as f64)),
+        "would-be injections: {c:?}"
+    );
     stop(&agent, &exp.id).await;
 
     // Deadline in the kernel: the agent is frozen, the fault still ends.
@@ -294,7 +323,10 @@ async fn lsm_faults_obey_dry_run_deadline_and_agent_death() {
     .await;
     let t0 = std::time::Instant::now();
     let during = probe_fs(Some(&cg), "open", &file, 10);
-    assert!(t0.elapsed() < life, "the check ran too late to mean anything");
+    assert!(
+        t0.elapsed() < life,
+        "the check ran too late to mean anything"
+    );
     assert_eq!(during.errno("EACCES"), 10, "{during:?}");
     agent.signal(nix::sys::signal::Signal::SIGSTOP);
     std::thread::sleep(life.saturating_sub(t0.elapsed()) + Duration::from_millis(300));
@@ -326,7 +358,10 @@ async fn lsm_faults_obey_dry_run_deadline_and_agent_death() {
     let _ = exp;
     agent.kill();
     let after_kill = probe_fs(Some(&cg), "open", &file, 50);
-    assert_eq!(after_kill.ok, 50, "opens succeed once the agent died: {after_kill:?}");
+    assert_eq!(
+        after_kill.ok, 50,
+        "opens succeed once the agent died: {after_kill:?}"
+    );
     assert!(
         wait_for(Duration::from_secs(5), || our_links().is_empty()),
         "the agent's links leave the kernel with it: {:?}",
@@ -374,7 +409,10 @@ async fn lsm_call_without_lsm_is_failed_precondition_with_the_reason() {
         .await
         .unwrap()
         .into_inner();
-    assert!(listed.experiments.is_empty(), "nothing half-armed: {listed:?}");
+    assert!(
+        listed.experiments.is_empty(),
+        "nothing half-armed: {listed:?}"
+    );
 
     let out = std::process::Command::new(bin("faultctl"))
         .args(["--socket", &agent.socket.to_string_lossy(), "caps"])

@@ -671,7 +671,10 @@ async fn bandwidth_polices_a_udp_flood_to_the_configured_rate() {
         .unwrap()
         .into_inner();
     if shaped {
-        assert_eq!(view.matched, sent.ok, "every datagram passed the program: {view:?}");
+        assert_eq!(
+            view.matched, sent.ok,
+            "every datagram passed the program: {view:?}"
+        );
     } else {
         assert_eq!(
             view.matched - view.injected,
@@ -776,7 +779,15 @@ async fn bandwidth_shapes_a_bulk_tcp_transfer_on_an_interface_with_fq() {
             }),
         })),
     };
-    start(&mut c, experiment(fault, interface_target(&ns.host_if), Duration::from_secs(60))).await;
+    start(
+        &mut c,
+        experiment(
+            fault,
+            interface_target(&ns.host_if),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
     let to = format!("{}:7400", ns.peer_ips[0]);
     let status = Command::new(bin("fl-probe"))
         .args(["tcp-blast", &to, "4"])

@@ -45,7 +45,12 @@ macro_rules! hook {
 
 /// Every hook, in the order of `Mechanism::Lsm` indices.
 pub static HOOKS: [Hook; 19] = [
-    hook!("file_open", OPEN, Path, ["open", "openat", "openat2", "creat"]),
+    hook!(
+        "file_open",
+        OPEN,
+        Path,
+        ["open", "openat", "openat2", "creat"]
+    ),
     hook!(
         "file_permission",
         READ,
@@ -108,7 +113,10 @@ pub fn hook_for(syscall: &str) -> Option<usize> {
 /// The hook index a mechanism attaches: rows sharing a program attach it once.
 pub fn attach_index(index: usize) -> usize {
     let program = HOOKS[index].program;
-    HOOKS.iter().position(|h| h.program == program).unwrap_or(index)
+    HOOKS
+        .iter()
+        .position(|h| h.program == program)
+        .unwrap_or(index)
 }
 
 pub fn fill(spec: &SyscallErrorSpec, slot: &mut FaultSlot) {

@@ -12,9 +12,10 @@ use faultline_proto::v1 as pb;
 use crate::{
     cgroup::Cgroup,
     domain::{
-        BandwidthSpec, BlackholeSpec, Cidr, CorruptSpec, Direction, DuplicateSpec, ErrorCall,
-        DnsErrorSpec, DnsFailure, ExperimentSpec, FaultSpec, Interface, LatencySpec, PacketLossSpec, PacketMatch, PathMatch, PortRange,
-        Probability, SockCall, SpecError, SyscallErrorSpec, SyscallSignalSpec, Target,
+        BandwidthSpec, BlackholeSpec, Cidr, CorruptSpec, Direction, DnsErrorSpec, DnsFailure,
+        DuplicateSpec, ErrorCall, ExperimentSpec, FaultSpec, Interface, LatencySpec,
+        PacketLossSpec, PacketMatch, PathMatch, PortRange, Probability, SockCall, SpecError,
+        SyscallErrorSpec, SyscallSignalSpec, Target,
     },
     engine::{Event, EventKind, ExperimentView, State},
     faults::lsm_error,
@@ -393,7 +394,9 @@ fn fault(i: usize, f: &pb::FaultSpec) -> Result<FaultSpec, SpecError> {
                 _ => {
                     return Err(inv(
                         format!("{p}.path"),
-                        format!("applies to file calls only (open, read, write, mmap, mprotect, ioctl, execve, unlink, rmdir, mkdir, rename, link, symlink), not {name}"),
+                        format!(
+                            "applies to file calls only (open, read, write, mmap, mprotect, ioctl, execve, unlink, rmdir, mkdir, rename, link, symlink), not {name}"
+                        ),
                     ));
                 }
             };

@@ -1133,7 +1133,11 @@ const OPEN_WARMUP: u64 = 10_000;
 const VM_SCALE: u64 = 10;
 
 fn opens() -> u64 {
-    if faultline_tests::in_vm() { OPENS / VM_SCALE } else { OPENS }
+    if faultline_tests::in_vm() {
+        OPENS / VM_SCALE
+    } else {
+        OPENS
+    }
 }
 const OPEN_TARGET_RATIO: f64 = 1.05;
 const STRACE_OPENS: u64 = 20_000;
@@ -1258,7 +1262,11 @@ fn open_cost(path: &str, cpu: Option<usize>) -> anyhow::Result<Sample> {
             let open_close = || -> anyhow::Result<()> {
                 // SAFETY: a valid C string; the fd is closed at once.
                 let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
-                ensure!(fd >= 0, "open failed for a non-target: {}", std::io::Error::last_os_error());
+                ensure!(
+                    fd >= 0,
+                    "open failed for a non-target: {}",
+                    std::io::Error::last_os_error()
+                );
                 // SAFETY: fd was just opened by us.
                 unsafe { libc::close(fd) };
                 Ok(())
@@ -1314,7 +1322,10 @@ fn open_vs_strace(rt: &Runtime) -> anyhow::Result<Vec<String>> {
         return Ok(vec![skip]);
     }
     ensure!(
-        Command::new("strace").arg("-V").output().is_ok_and(|o| o.status.success()),
+        Command::new("strace")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success()),
         "strace is not installed (cargo xtask setup installs it)"
     );
     let file = OpenFile::new("open-vs-strace")?;
@@ -1349,7 +1360,10 @@ fn open_vs_strace(rt: &Runtime) -> anyhow::Result<Vec<String>> {
                 "StopExperiment",
             )?;
             let r = r?;
-            ensure!(r.errno("EIO") == STRACE_OPENS, "ours: expected every open to fail: {r:?}");
+            ensure!(
+                r.errno("EIO") == STRACE_OPENS,
+                "ours: expected every open to fail: {r:?}"
+            );
             ours.push(r.ns_per_call);
             Ok(())
         };
@@ -1371,7 +1385,10 @@ fn open_vs_strace(rt: &Runtime) -> anyhow::Result<Vec<String>> {
             ])
             .arg(&probe);
             let r = probe_open_ns(cmd, &file.0, STRACE_OPENS)?;
-            ensure!(r.errno("EIO") == STRACE_OPENS, "strace: expected every open to fail: {r:?}");
+            ensure!(
+                r.errno("EIO") == STRACE_OPENS,
+                "strace: expected every open to fail: {r:?}"
+            );
             strace.push(r.ns_per_call);
             Ok(())
         };
@@ -1386,10 +1403,24 @@ fn open_vs_strace(rt: &Runtime) -> anyhow::Result<Vec<String>> {
         }
     }
     let (a, b, c) = (median(&base), median(&ours), median(&strace));
-    println!("  {:<44} {:>12} {:>12}", "configuration (wall ns per open+close)", "median", "vs (a)");
-    println!("  {:<44} {a:>12.0} {:>12}", "(a) no fault [baseline]", "baseline");
-    println!("  {:<44} {b:>12.0} {:>11.2}x", "(b) ours: LSM file_open fault", b / a);
-    println!("  {:<44} {c:>12.0} {:>11.2}x", "(c) strace inject=openat:error=EIO", c / a);
+    println!(
+        "  {:<44} {:>12} {:>12}",
+        "configuration (wall ns per open+close)", "median", "vs (a)"
+    );
+    println!(
+        "  {:<44} {a:>12.0} {:>12}",
+        "(a) no fault [baseline]", "baseline"
+    );
+    println!(
+        "  {:<44} {b:>12.0} {:>11.2}x",
+        "(b) ours: LSM file_open fault",
+        b / a
+    );
+    println!(
+        "  {:<44} {c:>12.0} {:>11.2}x",
+        "(c) strace inject=openat:error=EIO",
+        c / a
+    );
     println!(
         "  per round: (a) {:?}\n             (b) {:?}\n             (c) {:?}",
         base.iter().map(|v| v.round()).collect::<Vec<_>>(),

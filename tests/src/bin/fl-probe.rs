@@ -138,8 +138,12 @@ fn dns_query(server: SocketAddr, name: &str, count: u16, tcp: bool) -> String {
     let mut ok = 0u64;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let udp = (!tcp).then(|| {
-        let s = UdpSocket::bind(if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
-            .expect("bind");
+        let s = UdpSocket::bind(if server.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        })
+        .expect("bind");
         s.connect(server).expect("connect");
         s.set_read_timeout(Some(timeout)).expect("timeout");
         s
@@ -152,7 +156,9 @@ fn dns_query(server: SocketAddr, name: &str, count: u16, tcp: bool) -> String {
             loop {
                 match s.recv(&mut buf) {
                     // Skip late answers to earlier queries.
-                    Ok(n) if n >= 12 && buf[..2] == id.to_be_bytes() => break Some(buf[..n].to_vec()),
+                    Ok(n) if n >= 12 && buf[..2] == id.to_be_bytes() => {
+                        break Some(buf[..n].to_vec());
+                    }
                     Ok(_) => continue,
                     Err(_) => break None,
                 }
@@ -313,8 +319,12 @@ fn main() {
         Some("udp-rtt") => {
             let addr: SocketAddr = args[1].parse().expect("ADDR");
             let count: u32 = args[2].parse().expect("COUNT");
-            let sock = UdpSocket::bind(if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
-                .expect("bind");
+            let sock = UdpSocket::bind(if addr.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            })
+            .expect("bind");
             sock.connect(addr).expect("connect");
             sock.set_read_timeout(Some(Duration::from_secs(2)))
                 .expect("timeout");
