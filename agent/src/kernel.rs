@@ -152,8 +152,11 @@ fn lsm_reason(program: &str, load_error: &str) -> String {
 
 /// Prepares for loading LSM programs: the kernel's BTF (to find each
 /// hook) and the struct offsets the programs read, written to `FL_KOFFS`.
-/// The map is returned to be kept: programs loaded later refer to its fd.
-fn prepare_lsm(ebpf: &mut Ebpf) -> Result<(aya::Btf, Array<MapData, KernelOffsets>), String> {
+/// What loading LSM programs needs: the kernel's BTF, and the offsets map,
+/// kept open because programs loaded later refer to its fd.
+type LsmLoader = (aya::Btf, Array<MapData, KernelOffsets>);
+
+fn prepare_lsm(ebpf: &mut Ebpf) -> Result<LsmLoader, String> {
     let offsets = btf::Btf::from_sys_fs()
         .and_then(|b| b.kernel_offsets())
         .map_err(|e| format!("kernel struct offsets unavailable: {e}"))?;
@@ -337,7 +340,7 @@ pub struct Kernel {
     tail_calls: Vec<ProgramArray<MapData>>,
     /// BTF for loading LSM programs and the offsets map they read, prepared
     /// on the first LSM need (the map is held: later loads use its fd).
-    lsm_btf: Option<Result<(aya::Btf, Array<MapData, KernelOffsets>), String>>,
+    lsm_btf: Option<Result<LsmLoader, String>>,
     /// LSM programs loaded (or refused) so far.
     lsm_loaded: BTreeSet<&'static str>,
     /// Why the sock_ops program (TCP pacing under `bandwidth`) did not load.

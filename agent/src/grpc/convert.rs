@@ -279,7 +279,7 @@ fn fault(i: usize, f: &pb::FaultSpec) -> Result<FaultSpec, SpecError> {
         }
         Some(Kind::Latency(l)) => {
             let p = format!("spec.faults[{i}].latency");
-            if !l.delay_ms.is_finite() || !(l.delay_ms > 0.0 && l.delay_ms <= MAX_DELAY_MS) {
+            if !(l.delay_ms.is_finite() && l.delay_ms > 0.0 && l.delay_ms <= MAX_DELAY_MS) {
                 return Err(inv(
                     format!("{p}.delay_ms"),
                     format!(
