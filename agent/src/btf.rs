@@ -257,7 +257,10 @@ mod tests {
         assert!(o.dentry_parent > 0 && o.dentry_parent < 64, "{o:?}");
         // file.f_path.dentry is the second word of f_path.
         assert!(o.file_dentry >= 8 && o.file_dentry < 256, "{o:?}");
-        assert!(o.file_dentry.is_multiple_of(8) && o.inode_sb.is_multiple_of(8), "{o:?}");
+        assert!(
+            o.file_dentry.is_multiple_of(8) && o.inode_sb.is_multiple_of(8),
+            "{o:?}"
+        );
         // skc_num sits in sock_common's first 16 bytes (after the addresses and hash).
         assert!(o.sock_num >= 8 && o.sock_num < 32, "{o:?}");
         assert!(btf.offset("file", "no_such_member").is_err());
