@@ -378,43 +378,33 @@ impl ProbeResult {
     }
 }
 
-/// Runs `fl-probe OP ADDR COUNT` to completion, optionally inside a cgroup.
-pub fn probe(cgroup: Option<&TestCgroup>, op: &str, addr: SocketAddr, count: u64) -> ProbeResult {
+/// Runs `fl-probe ARGS...` to completion, optionally inside a cgroup, and
+/// reads its JSON answer.
+fn run_probe(cgroup: Option<&TestCgroup>, args: &[&str]) -> ProbeResult {
     let exe = bin("fl-probe");
     let mut cmd = match cgroup {
         Some(cg) => cg.command(exe),
         None => Command::new(exe),
     };
-    let out = cmd
-        .args([op, &addr.to_string(), &count.to_string()])
-        .output()
-        .expect("run fl-probe");
+    let out = cmd.args(args).output().expect("run fl-probe");
     assert!(
         out.status.success(),
-        "fl-probe failed: {}",
+        "fl-probe {} failed: {}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("fl-probe JSON")
 }
 
+/// Runs `fl-probe OP ADDR COUNT` to completion, optionally inside a cgroup.
+pub fn probe(cgroup: Option<&TestCgroup>, op: &str, addr: SocketAddr, count: u64) -> ProbeResult {
+    run_probe(cgroup, &[op, &addr.to_string(), &count.to_string()])
+}
+
 /// Runs `fl-probe fs OP PATH COUNT` (file and process calls), optionally
 /// inside a cgroup.
 pub fn probe_fs(cgroup: Option<&TestCgroup>, op: &str, path: &str, count: u64) -> ProbeResult {
-    let exe = bin("fl-probe");
-    let mut cmd = match cgroup {
-        Some(cg) => cg.command(exe),
-        None => Command::new(exe),
-    };
-    let out = cmd
-        .args(["fs", op, path, &count.to_string()])
-        .output()
-        .expect("run fl-probe");
-    assert!(
-        out.status.success(),
-        "fl-probe fs {op} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("fl-probe JSON")
+    run_probe(cgroup, &["fs", op, path, &count.to_string()])
 }
 
 /// A long-lived `fl-probe serve` target: same process, commands over stdin.
