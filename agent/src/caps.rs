@@ -76,22 +76,22 @@ fn rows(kernel: &Kernel) -> Vec<Capability> {
         ),
         row(
             "packet_loss",
-            Mechanism::Tcx(0),
+            Mechanism::TCX,
             &["interface scope", "ingress", "egress"],
         ),
         row(
             "blackhole",
-            Mechanism::Tcx(0),
+            Mechanism::TCX,
             &["interface scope", "ingress", "egress"],
         ),
         row(
             "duplicate",
-            Mechanism::Tcx(0),
+            Mechanism::TCX,
             &["interface scope", "ingress", "egress"],
         ),
         row(
             "corrupt",
-            Mechanism::Tcx(0),
+            Mechanism::TCX,
             &["interface scope", "ingress", "egress"],
         ),
         row(
@@ -101,7 +101,7 @@ fn rows(kernel: &Kernel) -> Vec<Capability> {
         ),
         row(
             "bandwidth",
-            Mechanism::Tcx(0),
+            Mechanism::TCX,
             &["interface scope", "ingress", "egress"],
         ),
     ];
@@ -118,7 +118,7 @@ fn rows(kernel: &Kernel) -> Vec<Capability> {
     caps.push(pacing);
     let mut latency = row(
         "latency",
-        Mechanism::Tcx(0),
+        Mechanism::TCX,
         &["interface scope", "egress", "delay", "jitter"],
     );
     latency.mechanism = "tcx+fq";
@@ -134,7 +134,7 @@ fn rows(kernel: &Kernel) -> Vec<Capability> {
     ));
     caps.push(row(
         "dns_error",
-        Mechanism::Tcx(0),
+        Mechanism::TCX,
         &["interface scope", "drop", "servfail", "nxdomain (udp)"],
     ));
     // One row per LSM hook, so `caps` shows for each syscall whether this

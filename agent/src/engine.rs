@@ -103,11 +103,11 @@ pub struct Policy {
 
 struct FaultRecord {
     slot: Option<u32>,
-    mechanism: Mechanism,
+    mechanisms: Vec<Mechanism>,
     watched: Option<u32>,
     last: FaultCounters,
-    /// Holds a reference on `mechanism`.
-    acquired: bool,
+    /// Holds a reference on the first `acquired` of `mechanisms`.
+    acquired: usize,
     /// Holds a reference on the fq qdisc of this interface.
     fq: Option<u32>,
 }
@@ -218,7 +218,7 @@ impl Engine {
             ));
         }
         for (i, f) in spec.faults.iter().enumerate() {
-            let m = faults::mechanism_of(f, &spec.target);
+            let m = faults::mechanisms_of(f, &spec.target)[0];
             if let Some(reason) = self.kernel.unavailable(m) {
                 return Err(SpecError::unsupported(
                     format!("spec.faults[{i}].{}", f.kind_name()),
@@ -254,10 +254,10 @@ impl Engine {
             })?;
         let mut rec = FaultRecord {
             slot: Some(slot),
-            mechanism: kf.mechanism,
+            mechanisms: kf.mechanisms,
             watched: None,
             last: FaultCounters::default(),
-            acquired: false,
+            acquired: 0,
             fq: None,
         };
         let res = (|| {
@@ -274,8 +274,10 @@ impl Engine {
                 self.kernel.watch_syscall(nr, true)?;
                 rec.watched = Some(nr);
             }
-            self.kernel.acquire(kf.mechanism)?;
-            rec.acquired = true;
+            for &m in &rec.mechanisms {
+                self.kernel.acquire(m)?;
+                rec.acquired += 1;
+            }
             Ok(())
         })();
         match res {
@@ -301,12 +303,12 @@ impl Engine {
         {
             warn!(slot, error = %e, "unwatching a syscall failed");
         }
-        if rec.acquired {
-            rec.acquired = false;
-            if let Err(e) = self.kernel.release(rec.mechanism) {
+        for &m in &rec.mechanisms[..rec.acquired] {
+            if let Err(e) = self.kernel.release(m) {
                 warn!(slot, error = %e, "detaching failed");
             }
         }
+        rec.acquired = 0;
         if let Some(ifindex) = rec.fq.take() {
             self.kernel.release_fq(ifindex);
         }
@@ -415,7 +417,7 @@ impl Engine {
                 FaultView {
                     index: i as u32,
                     kind: spec.kind_name(),
-                    mechanism: f.mechanism.name(),
+                    mechanism: f.mechanisms[0].name(),
                     matched: c.matched,
                     injected: c.injected,
                     summary: spec.summary(),

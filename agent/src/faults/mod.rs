@@ -8,7 +8,7 @@ pub mod syscall_signal;
 
 use faultline_common::{COMM_LEN, FaultSlot, TargetSel, flags, pid_role};
 
-use crate::domain::{ErrorCall, FaultSpec, Target};
+use crate::domain::{Direction, ErrorCall, FaultSpec, Target};
 
 /// A kernel attachment that faults share; attached while any fault needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -19,20 +19,33 @@ pub enum Mechanism {
     SysEnter,
     /// cgroup_skb ingress and egress programs on the cgroup2 root.
     CgroupSkb,
-    /// TCX ingress and egress programs on one interface (by ifindex).
-    Tcx(u32),
+    /// The TCX program of one side (ingress or egress) of one interface
+    /// (by ifindex). A fault attaches only the sides it acts on: each TCX
+    /// attach costs the kernel an RCU grace period.
+    Tcx(u32, TcSide),
     /// One BPF LSM program (index into `lsm_error::HOOKS`, normalised by
     /// `lsm_error::attach_index` so rows sharing a program share it).
     Lsm(usize),
 }
 
+/// Which TCX hook of an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TcSide {
+    Ingress,
+    Egress,
+}
+
 impl Mechanism {
+    /// The key for what every interface and side shares (the programs'
+    /// load result, capability rows).
+    pub const TCX: Self = Self::Tcx(0, TcSide::Egress);
+
     pub fn name(self) -> &'static str {
         match self {
             Self::CgroupSockAddr => "cgroup_sock_addr",
             Self::SysEnter => "raw_tracepoint",
             Self::CgroupSkb => "cgroup_skb",
-            Self::Tcx(_) => "tcx",
+            Self::Tcx(..) => "tcx",
             Self::Lsm(i) => lsm_error::HOOKS[i].mechanism,
         }
     }
@@ -42,7 +55,7 @@ impl Mechanism {
 #[derive(Clone, Debug)]
 pub struct KernelFault {
     pub slot: FaultSlot,
-    pub mechanism: Mechanism,
+    pub mechanisms: Vec<Mechanism>,
     /// Syscall number to mark as watched (signal faults).
     pub watched_syscall: Option<u32>,
     /// (pid, `pid_role::*`) entries for the `FL_PIDS` map.
@@ -51,24 +64,38 @@ pub struct KernelFault {
     pub fq: Option<u32>,
 }
 
-pub fn mechanism_of(spec: &FaultSpec, target: &Target) -> Mechanism {
-    match spec {
-        FaultSpec::SyscallError(e) => match e.call {
-            ErrorCall::Sock(_) => Mechanism::CgroupSockAddr,
-            ErrorCall::Lsm { hook, .. } => Mechanism::Lsm(lsm_error::attach_index(hook)),
-        },
-        FaultSpec::SyscallSignal(_) => Mechanism::SysEnter,
-        FaultSpec::PacketLoss(_)
-        | FaultSpec::Blackhole(_)
-        | FaultSpec::Duplicate(_)
-        | FaultSpec::Corrupt(_)
-        | FaultSpec::Bandwidth(_)
-        | FaultSpec::Latency(_)
-        | FaultSpec::DnsError(_) => match &target.interface {
-            Some(i) => Mechanism::Tcx(i.ifindex),
-            None => Mechanism::CgroupSkb,
-        },
-    }
+/// The attachments a fault needs: one, or for an interface fault acting in
+/// both directions, the TCX programs of both sides.
+pub fn mechanisms_of(spec: &FaultSpec, target: &Target) -> Vec<Mechanism> {
+    let direction = match spec {
+        FaultSpec::SyscallError(e) => {
+            return vec![match e.call {
+                ErrorCall::Sock(_) => Mechanism::CgroupSockAddr,
+                ErrorCall::Lsm { hook, .. } => Mechanism::Lsm(lsm_error::attach_index(hook)),
+            }];
+        }
+        FaultSpec::SyscallSignal(_) => return vec![Mechanism::SysEnter],
+        FaultSpec::PacketLoss(s) => s.direction,
+        FaultSpec::Blackhole(s) => s.direction,
+        FaultSpec::Duplicate(s) => s.direction,
+        FaultSpec::Corrupt(s) => s.direction,
+        FaultSpec::Bandwidth(s) => s.direction,
+        // A DNS answer is made on egress and redirected to ingress by the
+        // egress program itself.
+        FaultSpec::Latency(_) | FaultSpec::DnsError(_) => Direction::Egress,
+    };
+    let Some(i) = &target.interface else {
+        return vec![Mechanism::CgroupSkb];
+    };
+    let sides: &[TcSide] = match direction {
+        Direction::Ingress => &[TcSide::Ingress],
+        Direction::Egress => &[TcSide::Egress],
+        Direction::Both => &[TcSide::Ingress, TcSide::Egress],
+    };
+    sides
+        .iter()
+        .map(|&s| Mechanism::Tcx(i.ifindex, s))
+        .collect()
 }
 
 pub fn to_kernel(
@@ -129,7 +156,7 @@ pub fn to_kernel(
         .collect();
     KernelFault {
         slot,
-        mechanism: mechanism_of(spec, target),
+        mechanisms: mechanisms_of(spec, target),
         watched_syscall,
         pid_roles,
         fq: match spec {
