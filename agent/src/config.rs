@@ -37,6 +37,7 @@ struct FileConfig {
     protected_comms: Option<Vec<String>>,
     log: Option<String>,
     probe: Option<String>,
+    keep_tcx_hooks: Option<bool>,
 }
 
 /// Command line; every flag also reads an environment variable.
@@ -75,6 +76,10 @@ pub struct Cli {
     /// background right after start-up) or "lazy" (on first use).
     #[arg(long, env = "FAULTLINE_PROBE")]
     pub probe: Option<String>,
+    /// Keep the kernel's TCX hooks on while the agent runs, so interface
+    /// faults take effect at once: true or false.
+    #[arg(long, env = "FAULTLINE_KEEP_TCX_HOOKS")]
+    pub keep_tcx_hooks: Option<bool>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -90,6 +95,9 @@ pub struct Config {
     pub protected_comms: Vec<String>,
     pub log: String,
     pub probe: ProbeMode,
+    /// Hold the kernel's TCX hooks on while the agent runs, so interface
+    /// faults take effect at once (see the default config).
+    pub keep_tcx_hooks: bool,
 }
 
 /// When the agent loads (and the kernel verifies) its programs.
@@ -119,7 +127,8 @@ fn overlay(base: &mut FileConfig, top: FileConfig) {
         protected_pids,
         protected_comms,
         log,
-        probe
+        probe,
+        keep_tcx_hooks
     );
 }
 
@@ -142,6 +151,7 @@ impl Config {
                 protected_comms: None,
                 log: cli.log.clone(),
                 probe: cli.probe.clone(),
+                keep_tcx_hooks: cli.keep_tcx_hooks,
             },
         );
         let mut cfg = Self::validate(merged)?;
@@ -213,6 +223,7 @@ impl Config {
         };
         Ok(Self {
             probe,
+            keep_tcx_hooks: f.keep_tcx_hooks.unwrap_or(true),
             socket,
             listen,
             state_dir: f.state_dir.unwrap_or_else(|| "/run/faultline".into()),
@@ -257,6 +268,25 @@ mod tests {
         assert_eq!(cfg.max_duration, Duration::from_secs(3600));
         assert!(cfg.protected_comms.iter().any(|c| c == "sshd"));
         assert_eq!(cfg.listen, None);
+        assert!(cfg.keep_tcx_hooks);
+    }
+
+    #[test]
+    fn keep_tcx_hooks_from_file_then_flag() {
+        let dir = std::env::temp_dir().join(format!("fl-cfg-tcx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.toml");
+        std::fs::write(&file, "keep_tcx_hooks = false\n").unwrap();
+        let mut c = cli();
+        c.config = Some(file.clone());
+        assert!(!Config::load(&c).unwrap().keep_tcx_hooks);
+        c.keep_tcx_hooks = Some(true);
+        assert!(Config::load(&c).unwrap().keep_tcx_hooks);
+        std::fs::write(&file, "keep_tcx_hooks = \"no\"\n").unwrap();
+        c.keep_tcx_hooks = None;
+        let e = Config::load(&c).unwrap_err().to_string();
+        assert!(e.contains("keep_tcx_hooks"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

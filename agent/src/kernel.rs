@@ -23,7 +23,7 @@ use faultline_common::{
 
 use crate::{
     btf, cgroup,
-    faults::{Mechanism, lsm_error},
+    faults::{Mechanism, TcSide, lsm_error},
     qdisc,
 };
 
@@ -53,6 +53,8 @@ const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
     ("fl_tc_ingress", TcAttachType::Ingress),
     ("fl_tc_egress", TcAttachType::Egress),
 ];
+/// Holds the kernel's TCX hooks on (see `Kernel::keep_tcx_hooks`).
+const TC_KEEP_PROGRAM: &str = "fl_tcx_keep";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -119,6 +121,50 @@ fn chain(e: &dyn std::error::Error) -> String {
 struct Attachment {
     users: usize,
     links: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+/// TCX links on the loopback device of a network namespace only the agent
+/// holds (by this file). No packet passes there; the links keep the
+/// kernel's TCX static keys on. Without them the first TCX link of a fault
+/// takes effect only after the kernel has waited for an RCU grace period
+/// and patched its code (~15 ms on a 2-CPU VM); with them at once. When the
+/// agent dies the namespace, its device and the links go with it.
+struct TcxKeeper {
+    _links: Vec<Box<dyn std::any::Any + Send>>,
+    _netns: File,
+}
+
+/// Loads `fl_tcx_keep` and attaches it to both TCX hooks of `lo` in a new,
+/// private network namespace (entered by a short-lived thread only).
+fn keep_tcx_hooks(ebpf: &mut Ebpf) -> Result<TcxKeeper, String> {
+    let name = TC_KEEP_PROGRAM;
+    let p = program::<SchedClassifier>(ebpf, name).map_err(|e| chain(&e))?;
+    if p.fd().is_err() {
+        p.load()
+            .map_err(|e| format!("loading {name}: {}", brief(&chain(&e))))?;
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
+            let netns = File::open("/proc/thread-self/ns/net")
+                .map_err(|e| format!("opening /proc/thread-self/ns/net: {e}"))?;
+            let mut links: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
+            for kind in [TcAttachType::Ingress, TcAttachType::Egress] {
+                let link = p
+                    .attach("lo", kind)
+                    .and_then(|id| p.take_link(id))
+                    .map_err(|e| format!("attaching {name} to lo ({kind:?}): {}", chain(&e)))?;
+                links.push(Box::new(link));
+            }
+            Ok(TcxKeeper {
+                _links: links,
+                _netns: netns,
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the attaching thread panicked".into()))
+    })
 }
 
 /// A loaded program of the object, as its concrete type.
@@ -258,7 +304,7 @@ where
 /// share the TCX programs).
 fn generic(m: Mechanism) -> Mechanism {
     match m {
-        Mechanism::Tcx(_) => Mechanism::Tcx(0),
+        Mechanism::Tcx(..) => Mechanism::TCX,
         other => other,
     }
 }
@@ -303,7 +349,7 @@ impl Group {
             Mechanism::CgroupSockAddr => Self::CgroupSock,
             Mechanism::CgroupSkb => Self::CgroupSkb,
             Mechanism::SysEnter => Self::SysEnter,
-            Mechanism::Tcx(_) => Self::Tcx,
+            Mechanism::Tcx(..) => Self::Tcx,
             Mechanism::Lsm(_) => Self::Lsm,
         }
     }
@@ -347,6 +393,9 @@ pub struct Kernel {
     sock_ops_unavailable: Option<String>,
     /// Groups whose programs were loaded (or refused): see `probe`.
     probed: BTreeSet<Group>,
+    /// Keep the TCX hooks on while the agent runs (config `keep_tcx_hooks`).
+    keep_tcx: bool,
+    tcx_keeper: Option<TcxKeeper>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
@@ -442,6 +491,8 @@ impl Kernel {
             fq_unavailable: qdisc::unavailable_reason(),
             fq: None,
             tail_calls: Vec::new(),
+            keep_tcx: false,
+            tcx_keeper: None,
         };
         kernel.set_slot_limit(0)?;
         Ok(kernel)
@@ -558,7 +609,7 @@ impl Kernel {
                     })
                 };
                 if let Err(reason) = res {
-                    unavailable.insert(Mechanism::Tcx(0), reason);
+                    unavailable.insert(Mechanism::TCX, reason);
                 }
             }
             Group::Lsm => {
@@ -567,11 +618,29 @@ impl Kernel {
                 }
             }
         }
+        if group == Group::Tcx && self.keep_tcx && !self.unavailable.contains_key(&Mechanism::TCX) {
+            match keep_tcx_hooks(&mut self.ebpf) {
+                Ok(keeper) => {
+                    tracing::info!("TCX hooks kept on: interface faults take effect at once");
+                    self.tcx_keeper = Some(keeper);
+                }
+                Err(reason) => tracing::warn!(
+                    %reason,
+                    "cannot keep the TCX hooks on; an interface fault takes effect only after an RCU grace period"
+                ),
+            }
+        }
         tracing::debug!(
             ?group,
             elapsed_ms = t0.elapsed().as_millis() as u64,
             "programs loaded"
         );
+    }
+
+    /// Whether to keep the kernel's TCX hooks on while the agent runs, from
+    /// the moment the TCX programs are loaded. Call before `probe`.
+    pub fn set_keep_tcx_hooks(&mut self, on: bool) {
+        self.keep_tcx = on;
     }
 
     /// Loads the one LSM program behind `index` (an `attach_index`), so a
@@ -903,17 +972,19 @@ impl Kernel {
                 att.links
                     .push(Box::new(p.take_link(id).map_err(failed(name))?));
             }
-            Mechanism::Tcx(ifindex) => {
+            Mechanism::Tcx(ifindex, side) => {
                 let ifname = if_name(ifindex).ok_or_else(|| KernelError::Unavailable {
                     mechanism: m.name(),
                     reason: format!("no interface with index {ifindex}"),
                 })?;
-                for (name, kind) in TC_PROGRAMS {
-                    let p = program::<SchedClassifier>(ebpf, name).map_err(failed(name))?;
-                    let id = p.attach(&ifname, kind).map_err(failed(name))?;
-                    att.links
-                        .push(Box::new(p.take_link(id).map_err(failed(name))?));
-                }
+                let (name, kind) = match side {
+                    TcSide::Ingress => TC_PROGRAMS[0],
+                    TcSide::Egress => TC_PROGRAMS[1],
+                };
+                let p = program::<SchedClassifier>(ebpf, name).map_err(failed(name))?;
+                let id = p.attach(&ifname, kind).map_err(failed(name))?;
+                att.links
+                    .push(Box::new(p.take_link(id).map_err(failed(name))?));
             }
         }
         Ok(att)
@@ -924,7 +995,7 @@ impl Kernel {
 mod tests {
     use super::{
         OBJECT, SKB_DNS_PROGRAM, SKB_PROGRAMS, SOCK_OPS_PROGRAM, SOCK_PROGRAMS, SYS_ENTER_PROGRAM,
-        TC_DNS_PROGRAM, TC_PROGRAMS, brief,
+        TC_DNS_PROGRAM, TC_KEEP_PROGRAM, TC_PROGRAMS, brief,
     };
     use crate::faults::lsm_error;
 
@@ -940,6 +1011,7 @@ mod tests {
             .chain([
                 SOCK_OPS_PROGRAM,
                 SYS_ENTER_PROGRAM,
+                TC_KEEP_PROGRAM,
                 SKB_DNS_PROGRAM,
                 TC_DNS_PROGRAM,
             ])

@@ -90,6 +90,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let _lock = state::prepare(&cfg)?;
     let mut kernel = Kernel::load()?;
     kernel.enable_qdiscs(&cfg.state_dir);
+    kernel.set_keep_tcx_hooks(cfg.keep_tcx_hooks);
     if let Some(addr) = cfg.listen {
         kernel.set_control_port(addr.port())?;
     }

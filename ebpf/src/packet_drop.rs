@@ -590,6 +590,16 @@ pub fn fl_tc_ingress(ctx: TcContext) -> i32 {
     tc_drop(&ctx, direction::INGRESS)
 }
 
+/// Attached by the agent to the loopback device of a private network
+/// namespace, where no packet ever passes: its links keep the kernel's TCX
+/// hooks switched on, so a fault's first TCX link takes effect at once
+/// instead of after an RCU grace period and a code patch.
+#[classifier]
+pub fn fl_tcx_keep(_ctx: TcContext) -> i32 {
+    // TCX_NEXT: let the next program (or the stack) decide.
+    -1
+}
+
 const BPF_SOCK_OPS_TCP_CONNECT_CB: u32 = 3;
 const SOL_SOCKET: i32 = 1;
 const SO_MAX_PACING_RATE: i32 = 47;

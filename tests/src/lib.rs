@@ -147,8 +147,24 @@ impl Agent {
 
     /// ids of the bpf_links this agent holds open (its attachments), from
     /// /proc/PID/fdinfo: precise even when other agents run on the host.
+    /// The agent's links that keep the TCX hooks on (config
+    /// `keep_tcx_hooks`) are not attachments of a fault and are left out:
+    /// see `keeper_links`.
     pub fn links(&self) -> Vec<u32> {
+        let keepers = keeper_links();
         self.fdinfo_ids("link_id:")
+            .into_iter()
+            .filter(|l| !keepers.contains(l))
+            .collect()
+    }
+
+    /// The agent's links that only keep the TCX hooks on.
+    pub fn keeper_links(&self) -> Vec<u32> {
+        let keepers = keeper_links();
+        self.fdinfo_ids("link_id:")
+            .into_iter()
+            .filter(|l| keepers.contains(l))
+            .collect()
     }
 
     /// ids of the programs this agent holds loaded.
@@ -624,14 +640,27 @@ pub fn live_programs() -> std::collections::HashSet<u32> {
 
 /// bpf_link ids whose program is one of ours (names start with `fl_`).
 pub fn our_links() -> Vec<u32> {
-    let ours: std::collections::HashSet<u32> = aya::programs::loaded_programs()
+    links_of(|n| n.starts_with("fl_") && n != KEEPER_PROGRAM)
+}
+
+/// The agent's program that only keeps the TCX hooks on, in a private
+/// network namespace where no packet passes.
+pub const KEEPER_PROGRAM: &str = "fl_tcx_keep";
+
+/// Links of the TCX keeper program, of any agent.
+pub fn keeper_links() -> Vec<u32> {
+    links_of(|n| n == KEEPER_PROGRAM)
+}
+
+fn links_of(program: impl Fn(&str) -> bool) -> Vec<u32> {
+    let ids: std::collections::HashSet<u32> = aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("fl_")))
+        .filter(|p| p.name_as_str().is_some_and(&program))
         .map(|p| p.id())
         .collect();
     aya::programs::loaded_links()
         .filter_map(Result::ok)
-        .filter(|l| ours.contains(&l.program_id()))
+        .filter(|l| ids.contains(&l.program_id()))
         .map(|l| l.id())
         .collect()
 }

@@ -904,9 +904,26 @@ async fn every_interface_fault_kind_vanishes_with_the_agent() {
         during.ok < u64::from(N) && during.errno("repeats") > 0 && during.errno("corrupted") > 0,
         "the faults are active: {during:?}"
     );
+    // Egress faults only: the egress TCX link alone, shared by all of them.
+    assert_eq!(
+        agent.links().len(),
+        1,
+        "one link for the egress side: {:?}",
+        agent.links()
+    );
+    // The default config keeps the TCX hooks on with two links of its own.
+    let keepers = agent.keeper_links();
+    assert_eq!(keepers.len(), 2, "ingress and egress keeper links");
     agent.kill();
     let after = numbered_flow(&ns, PORT, N);
     assert_eq!(after.ok, u64::from(N), "every datagram arrives: {after:?}");
     assert_eq!(after.errno("repeats"), 0, "none twice: {after:?}");
     assert_eq!(after.errno("corrupted"), 0, "none corrupted: {after:?}");
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let live = live_links();
+            keepers.iter().all(|l| !live.contains(l))
+        }),
+        "the keeper links (and their private namespace) went with the agent: {keepers:?}"
+    );
 }
