@@ -784,19 +784,69 @@ impl TestNetns {
     }
 
     /// Starts `fl-probe accept ADDR` inside the namespace and waits until it listens.
-    pub fn spawn_acceptor(&self, addr: SocketAddr) -> ChildGuard {
-        let mut child = self
-            .command(bin("fl-probe"))
-            .args(["accept", &addr.to_string()])
+    pub fn spawn_acceptor(&self, addr: SocketAddr) -> Listener {
+        self.probe_server(&["accept", &addr.to_string()])
+    }
+
+    /// Starts an `fl-probe` server (`args`) inside the namespace and waits
+    /// until it listens.
+    pub fn probe_server(&self, args: &[&str]) -> Listener {
+        let mut cmd = self.command(bin("fl-probe"));
+        cmd.args(args);
+        Listener::spawn(cmd)
+    }
+}
+
+/// An `fl-probe` server that has said "listening"; killed when dropped.
+pub struct Listener {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Listener {
+    /// Spawns `cmd` (an `fl-probe` server; its stdout is piped here) and
+    /// waits for its "listening" line.
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .spawn()
-            .expect("spawn acceptor in netns");
+            .expect("spawn an fl-probe server");
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut server = Self { child, out };
+        let line = server.next_line();
+        assert_eq!(line.trim(), "listening", "fl-probe server ready");
+        server
+    }
+
+    /// The server's next line of output.
+    pub fn next_line(&mut self) -> String {
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("acceptor ready");
-        assert_eq!(line.trim(), "listening");
-        ChildGuard(child)
+        self.out.read_line(&mut line).expect("read fl-probe output");
+        line
+    }
+
+    /// The server's report: its next line, as JSON; then reaps it.
+    pub fn result<T: serde::de::DeserializeOwned>(mut self) -> T {
+        let line = self.next_line();
+        let _ = self.child.wait();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("fl-probe report {line:?}: {e}"))
+    }
+
+    /// Waits for the server to exit; its stderr (if the command piped it).
+    pub fn stderr(mut self) -> String {
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        let _ = self.child.wait();
+        err
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,12 +1,7 @@
 //! `dns_error` end to end: a tiny DNS server (UDP and TCP) inside a test
 //! network namespace, a client on the host, and the answers it really got.
 
-use std::{
-    io::{BufRead as _, BufReader},
-    net::SocketAddr,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{net::SocketAddr, process::Command, time::Duration};
 
 use faultline_proto::v1 as pb;
 use faultline_tests::*;
@@ -47,19 +42,11 @@ fn query(
 }
 
 /// A DNS server at the namespace's first peer address, port 53.
-fn resolver(ns: &TestNetns) -> (ChildGuard, SocketAddr) {
-    let mut child = ns
-        .command(bin("fl-probe"))
-        .args(["dns-serve", "0.0.0.0:53"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "listening");
-    (ChildGuard(child), (ns.peer_ips[0], 53).into())
+fn resolver(ns: &TestNetns) -> (Listener, SocketAddr) {
+    (
+        ns.probe_server(&["dns-serve", "0.0.0.0:53"]),
+        (ns.peer_ips[0], 53).into(),
+    )
 }
 
 #[tokio::test]

@@ -3,12 +3,7 @@
 //! ping-pong through a veth pair really saw. Needs TCX and fq (the Debian
 //! 6.12 kernel of the VM matrix); elsewhere it skips with the agent's reason.
 
-use std::{
-    io::{BufRead as _, BufReader},
-    net::SocketAddr,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{net::SocketAddr, process::Command, time::Duration};
 
 use faultline_proto::v1 as pb;
 use faultline_tests::*;
@@ -68,17 +63,7 @@ async fn latency_delays_egress_by_the_configured_time_and_jitter() {
     }
     let mut c = agent.client().await;
     let ns = TestNetns::new();
-    let mut echo = ns
-        .command(bin("fl-probe"))
-        .args(["udp-echo", "0.0.0.0:7300"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(echo.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _echo = ChildGuard(echo);
+    let _echo = ns.probe_server(&["udp-echo", "0.0.0.0:7300"]);
     let to: SocketAddr = (ns.peer_ips[0], 7300).into();
     let before_qdisc = root_qdisc(&ns.host_if);
 

@@ -351,20 +351,10 @@ async fn tcp_transfer_completes_under_five_percent_loss_with_retransmissions() {
         .unwrap()
         .port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut sink = cg
-        .command(bin("fl-probe"))
-        .args(["tcp-sink", &addr.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(sink.stdout.take().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
-    assert_eq!(ready.trim(), "listening");
+    let mut cmd = cg.command(bin("fl-probe"));
+    cmd.args(["tcp-sink", &addr.to_string()])
+        .stderr(std::process::Stdio::piped());
+    let sink = Listener::spawn(cmd);
 
     let m = pb::PacketMatch {
         protocol: "tcp".into(),
@@ -386,8 +376,7 @@ async fn tcp_transfer_completes_under_five_percent_loss_with_retransmissions() {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     std::io::Write::write_all(&mut s, &vec![7u8; BYTES]).unwrap();
     drop(s);
-    let out = sink.wait_with_output().unwrap();
-    let report = String::from_utf8_lossy(&out.stderr);
+    let report = sink.stderr();
     assert_eq!(
         report.trim(),
         format!("received {BYTES}"),
@@ -467,16 +456,7 @@ async fn duplication_on_an_interface_matches_the_configured_fraction() {
 /// Sends `n` numbered datagrams from the root namespace to `to` inside `ns`
 /// and returns what the receiver there counted.
 fn udp_through_veth(ns: &TestNetns, to: SocketAddr, n: u32) -> ProbeResult {
-    let mut rx = ns
-        .command(bin("fl-probe"))
-        .args(["udp-count", &to.to_string(), "700"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(rx.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line.trim(), "listening");
+    let rx = ns.probe_server(&["udp-count", &to.to_string(), "700"]);
     let sent = Command::new("taskset")
         .args(["-c", "0"])
         .arg(bin("fl-probe"))
@@ -484,10 +464,7 @@ fn udp_through_veth(ns: &TestNetns, to: SocketAddr, n: u32) -> ProbeResult {
         .output()
         .unwrap();
     assert!(sent.status.success());
-    line.clear();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let _ = rx.wait();
-    serde_json::from_str(&line).unwrap()
+    rx.result()
 }
 
 /// `IpExt: InCsumErrors` inside the namespace: IPv4 headers that failed
@@ -595,16 +572,7 @@ async fn bandwidth_polices_a_udp_flood_to_the_configured_rate() {
     let mut c = agent.client().await;
     let ns = TestNetns::new();
     let to: SocketAddr = (ns.peer_ips[0], 7100).into();
-    let mut rx = ns
-        .command(bin("fl-probe"))
-        .args(["udp-count", &to.to_string(), "700"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(rx.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line.trim(), "listening");
+    let rx = ns.probe_server(&["udp-count", &to.to_string(), "700"]);
 
     // An emulated CPU (VM matrix) cannot offer three times 20 Mbit/s.
     let rate_bits: u64 = if in_vm() { 2_000_000 } else { 20_000_000 };
@@ -635,10 +603,7 @@ async fn bandwidth_polices_a_udp_flood_to_the_configured_rate() {
         .output()
         .unwrap();
     assert!(sent.status.success());
-    line.clear();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let _ = rx.wait();
-    let got: ProbeResult = serde_json::from_str(&line).unwrap();
+    let got: ProbeResult = rx.result();
     let sent: ProbeResult = serde_json::from_slice(&sent.stdout).unwrap();
     // IP + UDP headers on top of the payload, as the policer counts them.
     let wire_bits = got.ok as f64 * (1200.0 + 28.0) * 8.0;
@@ -755,17 +720,7 @@ async fn bandwidth_shapes_a_bulk_tcp_transfer_on_an_interface_with_fq() {
     }
     let mut c = agent.client().await;
     let ns = TestNetns::new();
-    let mut sink = ns
-        .command(bin("fl-probe"))
-        .args(["tcp-sink-timed", "0.0.0.0:7400"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(sink.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line.trim(), "listening");
-    let _sink = ChildGuard(sink);
+    let mut sink = ns.probe_server(&["tcp-sink-timed", "0.0.0.0:7400"]);
     const RATE_BITS: u64 = 40_000_000;
     let fault = pb::FaultSpec {
         kind: Some(pb::fault_spec::Kind::Bandwidth(pb::Bandwidth {
@@ -794,9 +749,7 @@ async fn bandwidth_shapes_a_bulk_tcp_transfer_on_an_interface_with_fq() {
         .status()
         .unwrap();
     assert!(status.success(), "sender: {status:?}");
-    line.clear();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let r: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&sink.next_line()).unwrap();
     let rate = r["bytes"].as_f64().unwrap() * 8.0 / r["secs"].as_f64().unwrap();
     let ratio = rate / RATE_BITS as f64;
     eprintln!(
@@ -814,25 +767,13 @@ async fn bandwidth_shapes_a_bulk_tcp_transfer_on_an_interface_with_fq() {
 /// the receiver inside the namespace counted them.
 fn numbered_flow(ns: &TestNetns, port: u16, count: u32) -> ProbeResult {
     let to: SocketAddr = (ns.peer_ips[0], port).into();
-    let mut rx = ns
-        .command(bin("fl-probe"))
-        .args(["udp-count", &to.to_string(), "700"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(rx.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line.trim(), "listening");
+    let rx = ns.probe_server(&["udp-count", &to.to_string(), "700"]);
     let sent = Command::new(bin("fl-probe"))
         .args(["udp-send", &to.to_string(), &count.to_string()])
         .output()
         .unwrap();
     assert!(sent.status.success(), "{sent:?}");
-    line.clear();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let _ = rx.wait();
-    serde_json::from_str(&line).unwrap()
+    rx.result()
 }
 
 /// SIGKILL of the agent while every packet fault kind is active on an
