@@ -137,6 +137,30 @@ fn rows(kernel: &Kernel) -> Vec<Capability> {
         Mechanism::TCX,
         &["interface scope", "drop", "servfail", "nxdomain (udp)"],
     ));
+    // Interface scope without TCX (or configured so): the cgroup_skb
+    // programs stand in, for what local sockets send and receive.
+    if kernel.interface_via_cgroup_probed() {
+        let local = [
+            "interface scope",
+            "local sockets' packets only",
+            "ingress",
+            "egress",
+        ];
+        for kind in ["packet_loss", "blackhole", "bandwidth"] {
+            caps.push(row(kind, Mechanism::CgroupSkb, &local));
+        }
+        caps.push(row(
+            "dns_error",
+            Mechanism::CgroupSkb,
+            &[
+                "interface scope",
+                "local sockets' queries only",
+                "drop",
+                "udp",
+                "tcp",
+            ],
+        ));
+    }
     // One row per LSM hook, so `caps` shows for each syscall whether this
     // kernel can fail it and, if not, why.
     for (i, h) in lsm_error::HOOKS.iter().enumerate() {

@@ -38,6 +38,7 @@ struct FileConfig {
     log: Option<String>,
     probe: Option<String>,
     keep_tcx_hooks: Option<bool>,
+    interface_hooks: Option<String>,
 }
 
 /// Command line; every flag also reads an environment variable.
@@ -80,6 +81,10 @@ pub struct Cli {
     /// faults take effect at once: true or false.
     #[arg(long, env = "FAULTLINE_KEEP_TCX_HOOKS")]
     pub keep_tcx_hooks: Option<bool>,
+    /// Programs behind interface-scope network faults: "auto" (TCX where
+    /// the kernel has it, else cgroup_skb) or "cgroup_skb".
+    #[arg(long, env = "FAULTLINE_INTERFACE_HOOKS")]
+    pub interface_hooks: Option<String>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -98,6 +103,8 @@ pub struct Config {
     /// Hold the kernel's TCX hooks on while the agent runs, so interface
     /// faults take effect at once (see the default config).
     pub keep_tcx_hooks: bool,
+    /// Interface scope on the cgroup_skb programs even where TCX exists.
+    pub interface_via_cgroup: bool,
 }
 
 /// When the agent loads (and the kernel verifies) its programs.
@@ -128,7 +135,8 @@ fn overlay(base: &mut FileConfig, top: FileConfig) {
         protected_comms,
         log,
         probe,
-        keep_tcx_hooks
+        keep_tcx_hooks,
+        interface_hooks
     );
 }
 
@@ -152,6 +160,7 @@ impl Config {
                 log: cli.log.clone(),
                 probe: cli.probe.clone(),
                 keep_tcx_hooks: cli.keep_tcx_hooks,
+                interface_hooks: cli.interface_hooks.clone(),
             },
         );
         let mut cfg = Self::validate(merged)?;
@@ -221,8 +230,19 @@ impl Config {
                 });
             }
         };
+        let interface_via_cgroup = match f.interface_hooks.as_deref().map(str::trim) {
+            None | Some("auto") => false,
+            Some("cgroup_skb") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "interface_hooks",
+                    reason: format!("{other:?} is neither \"auto\" nor \"cgroup_skb\""),
+                });
+            }
+        };
         Ok(Self {
             probe,
+            interface_via_cgroup,
             keep_tcx_hooks: f.keep_tcx_hooks.unwrap_or(true),
             socket,
             listen,
@@ -286,6 +306,11 @@ mod tests {
         c.keep_tcx_hooks = None;
         let e = Config::load(&c).unwrap_err().to_string();
         assert!(e.contains("keep_tcx_hooks"), "{e}");
+        std::fs::write(&file, "interface_hooks = \"cgroup_skb\"\n").unwrap();
+        assert!(Config::load(&c).unwrap().interface_via_cgroup);
+        c.interface_hooks = Some("xdp".into());
+        let e = Config::load(&c).unwrap_err().to_string();
+        assert!(e.contains("interface_hooks") && e.contains("xdp"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

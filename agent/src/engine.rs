@@ -217,8 +217,21 @@ impl Engine {
                 format!("{comm:?} is a protected process name"),
             ));
         }
+        let via_cgroup = t.interface.is_some() && self.kernel.interface_via_cgroup();
         for (i, f) in spec.faults.iter().enumerate() {
-            let m = faults::mechanisms_of(f, &spec.target)[0];
+            if let Some(what) = faults::needs_tcx(f).filter(|_| via_cgroup) {
+                let why = self.kernel.reason(Mechanism::TCX).map_or_else(
+                    || "the agent is configured with interface_hooks = \"cgroup_skb\"".to_owned(),
+                    |r| format!("tcx is unavailable on this kernel: {r}"),
+                );
+                return Err(SpecError::unsupported(
+                    format!("spec.faults[{i}].{}", f.kind_name()),
+                    format!(
+                        "interface scope runs on cgroup_skb here, which cannot {what} packets ({why})"
+                    ),
+                ));
+            }
+            let m = faults::mechanisms_of(f, &spec.target, via_cgroup)[0];
             if let Some(reason) = self.kernel.unavailable(m) {
                 return Err(SpecError::unsupported(
                     format!("spec.faults[{i}].{}", f.kind_name()),
@@ -330,13 +343,16 @@ impl Engine {
 
         let deadline_ns = boottime_ns() + spec.duration.as_nanos() as u64;
         let mut armed: Vec<FaultRecord> = Vec::with_capacity(spec.faults.len());
+        let via_cgroup =
+            spec.target.interface.is_some() && self.kernel.interface_via_cgroup_probed();
         for f in &spec.faults {
-            let mut kf = faults::to_kernel(f, &spec.target, deadline_ns, spec.dry_run);
+            let mut kf = faults::to_kernel(f, &spec.target, deadline_ns, spec.dry_run, via_cgroup);
             // Where fq can hold packets, an interface's egress bandwidth is
             // shaped rather than policed (TCP then sees a slow link instead
             // of bursts of loss).
             if let FaultSpec::Bandwidth(b) = f
                 && kf.slot.net.ifindex != 0
+                && !via_cgroup
                 && b.direction != Direction::Ingress
                 && self.kernel.fq_unavailable().is_none()
             {

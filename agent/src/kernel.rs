@@ -396,6 +396,8 @@ pub struct Kernel {
     /// Keep the TCX hooks on while the agent runs (config `keep_tcx_hooks`).
     keep_tcx: bool,
     tcx_keeper: Option<TcxKeeper>,
+    /// Interface scope on the cgroup_skb programs even where TCX exists.
+    iface_via_cgroup: bool,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
@@ -493,6 +495,7 @@ impl Kernel {
             tail_calls: Vec::new(),
             keep_tcx: false,
             tcx_keeper: None,
+            iface_via_cgroup: false,
         };
         kernel.set_slot_limit(0)?;
         Ok(kernel)
@@ -699,6 +702,25 @@ impl Kernel {
     /// Why `m` cannot be used, as far as probed so far.
     pub fn reason(&self, m: Mechanism) -> Option<&str> {
         self.unavailable.get(&generic(m)).map(String::as_str)
+    }
+
+    /// Interface scope runs on the cgroup_skb programs (local sockets'
+    /// packets only) instead of TCX: by configuration, or because this
+    /// kernel has no TCX. Loads the TCX programs first if needed.
+    pub fn interface_via_cgroup(&mut self) -> bool {
+        self.ensure(Mechanism::TCX);
+        self.interface_via_cgroup_probed()
+    }
+
+    /// `interface_via_cgroup` from what has been probed so far.
+    pub fn interface_via_cgroup_probed(&self) -> bool {
+        self.iface_via_cgroup || self.reason(Mechanism::TCX).is_some()
+    }
+
+    /// Make interface scope use the cgroup_skb programs even where TCX
+    /// exists (config `interface_hooks = "cgroup_skb"`).
+    pub fn set_interface_via_cgroup(&mut self, on: bool) {
+        self.iface_via_cgroup = on;
     }
 
     /// The agent's own TCP port, which network faults never drop.

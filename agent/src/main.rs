@@ -91,6 +91,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut kernel = Kernel::load()?;
     kernel.enable_qdiscs(&cfg.state_dir);
     kernel.set_keep_tcx_hooks(cfg.keep_tcx_hooks);
+    kernel.set_interface_via_cgroup(cfg.interface_via_cgroup);
     if let Some(addr) = cfg.listen {
         kernel.set_control_port(addr.port())?;
     }

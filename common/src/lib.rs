@@ -131,6 +131,10 @@ pub mod flags {
     /// `bandwidth` on an interface with fq: egress packets are shaped
     /// (given departure times `len / rate` apart) instead of policed.
     pub const SHAPE: u32 = 1 << 5;
+    /// Interface scope without TCX: the cgroup_skb programs on the cgroup2
+    /// root act on the packets local sockets send or receive through
+    /// `NetMatch::ifindex` (forwarded packets are not seen there).
+    pub const VIA_CGROUP_SKB: u32 = 1 << 6;
 }
 
 /// Who a fault applies to. Zero / empty fields mean "no constraint", but the

@@ -24,8 +24,8 @@ use faultline_common::{
 
 use crate::{
     packet_drop::{
-        BPF_F_INGRESS, BPF_F_MARK_MANGLED_0, ETH_HLEN, Headers, Packet, TC_ACT_SHOT,
-        packet_matches, parse,
+        BPF_F_INGRESS, BPF_F_MARK_MANGLED_0, ETH_HLEN, Headers, Hook, Packet, TC_ACT_SHOT,
+        in_scope, packet_matches, parse,
     },
     slots::{CONFIG, SLOTS, coin, count, dry_run, live},
 };
@@ -180,7 +180,7 @@ fn query(msg: usize, ctx: &impl Headers, skb: *mut __sk_buff) -> Option<Query> {
 #[inline(always)]
 fn decide(
     cfg: &AgentConfig,
-    ifindex: u32,
+    hook: Hook,
     p: &Packet,
     q: &Query,
     cgroup_of: impl Fn(u32) -> u64,
@@ -201,11 +201,8 @@ fn decide(
             continue;
         };
         if slot.kind == kind::PACKET_DNS
-            && slot.net.ifindex == ifindex
             && live(slot)
-            && (ifindex != 0
-                || (slot.target.cgroup_id != 0
-                    && cgroup_of(slot.target.cgroup_level) == slot.target.cgroup_id))
+            && in_scope(slot, hook, &cgroup_of)
             && packet_matches(&slot.net, slot.flags, p, cfg.control_port)
             && (slot.flags & flags::DNS_ANY_NAME != 0 || q.under(slot.net.dns_hash))
         {
@@ -246,8 +243,13 @@ pub fn fl_skb_dns(ctx: SkBuffContext) -> i32 {
         return 1;
     };
     let skb = ctx.skb.skb;
+    let hook = Hook {
+        ifindex: 0,
+        // SAFETY: reading the context's field.
+        skb_ifindex: unsafe { (*skb).ifindex },
+    };
     // SAFETY: plain helper call on the program's own context.
-    let verdict = decide(cfg, 0, &p, &q, |level| unsafe {
+    let verdict = decide(cfg, hook, &p, &q, |level| unsafe {
         aya_ebpf::helpers::generated::bpf_skb_ancestor_cgroup_id(skb.cast(), level as i32)
     });
     // A cgroup program cannot rewrite the packet: every failure is a drop
@@ -270,7 +272,11 @@ pub fn fl_tc_dns(ctx: TcContext) -> i32 {
     let Some(q) = message(&p).and_then(|m| query(m, &ctx, ctx.skb.skb)) else {
         return TC_ACT_OK as i32;
     };
-    match decide(cfg, ifindex, &p, &q, |_| 0) {
+    let hook = Hook {
+        ifindex,
+        skb_ifindex: ifindex,
+    };
+    match decide(cfg, hook, &p, &q, |_| 0) {
         None => TC_ACT_OK as i32,
         // Answers only for UDP; a TCP query is lost, as on a dead resolver.
         Some(rcode) if rcode != 0 && p.proto == 17 => answer(&ctx, &p, ifindex, rcode),

@@ -310,16 +310,43 @@ fn lose(index: u32, slot: &FaultSlot) -> bool {
     }
 }
 
-/// Decides one packet. `cgroup_level_id` gives the socket's cgroup ancestor
-/// at a level (cgroup scope); `ifindex` is set for interface scope.
+/// Where a packet program runs: a TCX program on interface `ifindex`, or
+/// (`ifindex` 0) a cgroup_skb program seeing a packet of interface
+/// `skb_ifindex`.
+#[derive(Clone, Copy)]
+pub(crate) struct Hook {
+    pub ifindex: u32,
+    pub skb_ifindex: u32,
+}
+
+/// Whether a network slot's scope covers a packet at `hook`: its interface
+/// (TCX, or cgroup_skb standing in for TCX), or its cgroup, whose ancestor
+/// at a level `cgroup_of` gives. A cgroup-scope slot without a cgroup never
+/// matches host-wide traffic, whatever the agent wrote.
+#[inline(always)]
+pub(crate) fn in_scope(slot: &FaultSlot, hook: Hook, cgroup_of: impl Fn(u32) -> u64) -> bool {
+    if hook.ifindex != 0 {
+        slot.net.ifindex == hook.ifindex && slot.flags & flags::VIA_CGROUP_SKB == 0
+    } else if slot.flags & flags::VIA_CGROUP_SKB != 0 {
+        slot.net.ifindex != 0 && slot.net.ifindex == hook.skb_ifindex
+    } else {
+        slot.net.ifindex == 0
+            && slot.target.cgroup_id != 0
+            && cgroup_of(slot.target.cgroup_level) == slot.target.cgroup_id
+    }
+}
+
+/// Decides one packet at `hook`; `cgroup_of` gives the socket's cgroup
+/// ancestor at a level (cgroup scope).
 #[inline(always)]
 fn decide(
     cfg: &AgentConfig,
     dir: u32,
-    ifindex: u32,
+    hook: Hook,
     p: &Packet,
     cgroup_of: impl Fn(u32) -> u64,
 ) -> Verdict {
+    let ifindex = hook.ifindex;
     // Delays of every matching latency slot add up; a drop still wins.
     let mut delay: u64 = 0;
     let mut j = 0;
@@ -339,13 +366,8 @@ fn decide(
                     && ifindex != 0);
             if kind_ok
                 && slot.net.direction & dir != 0
-                && slot.net.ifindex == ifindex
                 && live(slot)
-                // Cgroup scope needs a cgroup: a slot without one never
-                // drops host-wide traffic, whatever the agent wrote.
-                && (ifindex != 0
-                    || (slot.target.cgroup_id != 0
-                        && cgroup_of(slot.target.cgroup_level) == slot.target.cgroup_id))
+                && in_scope(slot, hook, &cgroup_of)
                 && packet_matches(&slot.net, slot.flags, p, cfg.control_port)
             {
                 if slot.kind == kind::PACKET_RATE
@@ -488,8 +510,13 @@ fn cgroup_skb_drop(ctx: &SkBuffContext, dir: u32) -> bool {
     };
     p.len = ctx.len();
     let skb = ctx.skb.skb;
+    let hook = Hook {
+        ifindex: 0,
+        // SAFETY: reading the context's field.
+        skb_ifindex: unsafe { (*skb).ifindex },
+    };
     // SAFETY: plain helper call on the program's own context.
-    let drop = decide(cfg, dir, 0, &p, |level| unsafe {
+    let drop = decide(cfg, dir, hook, &p, |level| unsafe {
         bpf_skb_ancestor_cgroup_id(skb.cast(), level as i32)
     }) == Verdict::Drop;
     if !drop && dns::wanted(cfg, dir, &p) {
@@ -533,7 +560,11 @@ fn tc_drop(ctx: &TcContext, dir: u32) -> i32 {
     let Some(cfg) = CONFIG.get(0) else {
         return TC_OK as i32;
     };
-    let verdict = decide(cfg, dir, ifindex, &p, |_| 0);
+    let hook = Hook {
+        ifindex,
+        skb_ifindex: ifindex,
+    };
+    let verdict = decide(cfg, dir, hook, &p, |_| 0);
     if matches!(verdict, Verdict::Pass | Verdict::Delay(_)) && dns::wanted(cfg, dir, &p) {
         if let Verdict::Delay(ns) = verdict {
             delay(ctx, ns);

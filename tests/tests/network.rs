@@ -868,3 +868,141 @@ async fn every_interface_fault_kind_vanishes_with_the_agent() {
         "the keeper links (and their private namespace) went with the agent: {keepers:?}"
     );
 }
+
+/// Interface scope on the cgroup_skb programs, the only way on kernels
+/// without TCX (Debian 12's 6.1); forced here by configuration so that
+/// every kernel runs it. Loss on one interface's egress lies within the
+/// binomial bounds and spares another interface; an ingress blackhole
+/// partitions TCP; kinds that need TCX are refused with the reason; the
+/// faults vanish with the agent.
+#[tokio::test]
+async fn interface_faults_run_on_cgroup_skb_where_tcx_is_missing() {
+    require_root().unwrap();
+    let mut agent = Agent::start_with(&["--interface-hooks", "cgroup_skb"]);
+    if !supported_or_skip(&agent, "cgroup_skb", "cgroup_skb").await {
+        return;
+    }
+    let mut c = agent.client().await;
+    let ns = TestNetns::new();
+    let other = TestNetns::new();
+    const PORT: u16 = 7600;
+    const N: u32 = 20_000;
+    let p = 0.1;
+
+    // Loss on ns's interface: the datagrams local sockets send through it.
+    let exp = start(
+        &mut c,
+        experiment(
+            packet_loss(p, 0.0, pb::Direction::Egress, udp_to_port(PORT)),
+            interface_target(&ns.host_if),
+            Duration::from_secs(120),
+        ),
+    )
+    .await;
+    assert_eq!(exp.faults[0].mechanism, "cgroup_skb", "{exp:?}");
+    let hit = numbered_flow(&ns, PORT, N);
+    let spared = numbered_flow(&other, PORT, N);
+    let lost = u64::from(N) - hit.ok;
+    let (lo, hi) = binomial_bounds(u64::from(N), p, Z999);
+    eprintln!(
+        "cgroup_skb interface loss p={p}: lost {lost} of {N} (99.9 %: {lo:.0}..{hi:.0}); the other interface received {}",
+        spared.ok
+    );
+    assert!(
+        (lo..=hi).contains(&(lost as f64)),
+        "lost {lost} of {N}, expected {lo:.0}..{hi:.0}"
+    );
+    assert_eq!(spared.ok, u64::from(N), "another interface loses nothing");
+    let view = c
+        .get_experiment(pb::GetExperimentRequest { id: exp.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(view.injected, lost, "the kernel counted every drop");
+    c.stop_experiment(pb::StopExperimentRequest { id: exp.id })
+        .await
+        .unwrap();
+
+    // Ingress blackhole: the SYN-ACKs from ns never reach the connecting
+    // socket; the same connect into `other` works.
+    let _a = ns.spawn_acceptor("0.0.0.0:7601".parse().unwrap());
+    let _b = other.spawn_acceptor("0.0.0.0:7601".parse().unwrap());
+    let into_ns: SocketAddr = (ns.peer_ips[0], 7601).into();
+    let into_other: SocketAddr = (other.peer_ips[0], 7601).into();
+    assert!(tcp_reachable(into_ns, Duration::from_secs(2)));
+    let exp = start(
+        &mut c,
+        experiment(
+            blackhole(pb::Direction::Ingress, Default::default()),
+            interface_target(&ns.host_if),
+            Duration::from_secs(120),
+        ),
+    )
+    .await;
+    assert!(
+        !tcp_reachable(into_ns, Duration::from_secs(1)),
+        "connect through the blackholed interface times out"
+    );
+    assert!(tcp_reachable(into_other, Duration::from_secs(2)));
+    c.stop_experiment(pb::StopExperimentRequest { id: exp.id })
+        .await
+        .unwrap();
+    assert!(
+        tcp_reachable(into_ns, Duration::from_secs(2)),
+        "stop lifts the partition at once"
+    );
+
+    // Copying a packet needs TCX: refused, naming the fault and the reason.
+    let s = c
+        .start_experiment(experiment(
+            pb::FaultSpec {
+                kind: Some(pb::fault_spec::Kind::Duplicate(pb::Duplicate {
+                    probability: 0.5,
+                    direction: pb::Direction::Egress.into(),
+                    r#match: Some(udp_to_port(PORT)),
+                })),
+            },
+            interface_target(&ns.host_if),
+            Duration::from_secs(10),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
+    assert!(
+        s.message().starts_with("spec.faults[0].duplicate") && s.message().contains("cgroup_skb"),
+        "{}",
+        s.message()
+    );
+
+    // The capability rows say what interface scope runs on here.
+    let caps = c
+        .get_capabilities(pb::GetCapabilitiesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        caps.capabilities
+            .iter()
+            .any(|r| r.fault_kind == "packet_loss"
+                && r.mechanism == "cgroup_skb"
+                && r.covers.iter().any(|c| c == "interface scope")
+                && r.supported),
+        "{caps:?}"
+    );
+
+    // SIGKILL with 50 % loss armed: the next flow is whole.
+    start(
+        &mut c,
+        experiment(
+            packet_loss(0.5, 0.0, pb::Direction::Egress, udp_to_port(PORT)),
+            interface_target(&ns.host_if),
+            Duration::from_secs(120),
+        ),
+    )
+    .await;
+    let during = numbered_flow(&ns, PORT, 2000);
+    assert!(during.ok < 1500, "the fault is active: {during:?}");
+    agent.kill();
+    let after = numbered_flow(&ns, PORT, 2000);
+    assert_eq!(after.ok, 2000, "every datagram arrives: {after:?}");
+}

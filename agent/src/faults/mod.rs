@@ -8,7 +8,7 @@ pub mod syscall_signal;
 
 use faultline_common::{COMM_LEN, FaultSlot, TargetSel, flags, pid_role};
 
-use crate::domain::{Direction, ErrorCall, FaultSpec, Target};
+use crate::domain::{Direction, DnsFailure, ErrorCall, FaultSpec, Target};
 
 /// A kernel attachment that faults share; attached while any fault needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -65,8 +65,9 @@ pub struct KernelFault {
 }
 
 /// The attachments a fault needs: one, or for an interface fault acting in
-/// both directions, the TCX programs of both sides.
-pub fn mechanisms_of(spec: &FaultSpec, target: &Target) -> Vec<Mechanism> {
+/// both directions, the TCX programs of both sides. `via_cgroup`: interface
+/// scope runs on the cgroup_skb programs (no TCX here, or configured so).
+pub fn mechanisms_of(spec: &FaultSpec, target: &Target, via_cgroup: bool) -> Vec<Mechanism> {
     let direction = match spec {
         FaultSpec::SyscallError(e) => {
             return vec![match e.call {
@@ -84,7 +85,7 @@ pub fn mechanisms_of(spec: &FaultSpec, target: &Target) -> Vec<Mechanism> {
         // egress program itself.
         FaultSpec::Latency(_) | FaultSpec::DnsError(_) => Direction::Egress,
     };
-    let Some(i) = &target.interface else {
+    let Some(i) = target.interface.as_ref().filter(|_| !via_cgroup) else {
         return vec![Mechanism::CgroupSkb];
     };
     let sides: &[TcSide] = match direction {
@@ -98,11 +99,24 @@ pub fn mechanisms_of(spec: &FaultSpec, target: &Target) -> Vec<Mechanism> {
         .collect()
 }
 
+/// Why an interface fault of this kind cannot run on the cgroup_skb
+/// programs (which can drop a packet, not copy, change or delay it), if so.
+pub fn needs_tcx(spec: &FaultSpec) -> Option<&'static str> {
+    match spec {
+        FaultSpec::Duplicate(_) => Some("copy"),
+        FaultSpec::Corrupt(_) => Some("change"),
+        FaultSpec::Latency(_) => Some("delay"),
+        FaultSpec::DnsError(d) if d.failure != DnsFailure::Drop => Some("answer"),
+        _ => None,
+    }
+}
+
 pub fn to_kernel(
     spec: &FaultSpec,
     target: &Target,
     deadline_ns: u64,
     dry_run: bool,
+    via_cgroup: bool,
 ) -> KernelFault {
     let mut slot = FaultSlot {
         deadline_ns,
@@ -154,9 +168,12 @@ pub fn to_kernel(
         .map(|p| (*p, pid_role::INCLUDE))
         .chain(target.exclude_pids.iter().map(|p| (*p, pid_role::EXCLUDE)))
         .collect();
+    if via_cgroup && slot.net.ifindex != 0 {
+        slot.flags |= flags::VIA_CGROUP_SKB;
+    }
     KernelFault {
         slot,
-        mechanisms: mechanisms_of(spec, target),
+        mechanisms: mechanisms_of(spec, target, via_cgroup),
         watched_syscall,
         pid_roles,
         fq: match spec {
