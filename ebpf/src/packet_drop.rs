@@ -632,19 +632,24 @@ pub fn fl_tcx_keep(_ctx: TcContext) -> i32 {
 }
 
 const BPF_SOCK_OPS_TCP_CONNECT_CB: u32 = 3;
+const BPF_SOCK_OPS_TCP_LISTEN_CB: u32 = 11;
 const SOL_SOCKET: i32 = 1;
 const SO_MAX_PACING_RATE: i32 = 47;
 const AF_INET: u32 = 2;
 
 /// `bandwidth` for TCP in cgroup scope: when a target process opens a TCP
-/// connection that a bandwidth slot matches, cap the socket's pacing rate
-/// (TCP's own pacing, no qdisc needed), so the flow is shaped to the rate
-/// instead of being policed in 64 KiB GSO chunks. The policer still holds
-/// the aggregate. Runs in the connecting task, so the cgroup check is the
-/// task's.
+/// connection, or starts listening on a port, that a bandwidth slot
+/// matches, cap the socket's pacing rate (TCP's own pacing, no qdisc
+/// needed), so the flow is shaped to the rate instead of being policed in
+/// 64 KiB GSO chunks. Connections accepted on a listener inherit its cap
+/// (the kernel copies the listener into each new socket). The policer
+/// still holds the aggregate. Both callbacks run in the calling task, so
+/// the cgroup check is the task's.
 #[sock_ops]
 pub fn fl_sock_ops(ctx: SockOpsContext) -> u32 {
-    if ctx.op() != BPF_SOCK_OPS_TCP_CONNECT_CB {
+    let op = ctx.op();
+    let listen = op == BPF_SOCK_OPS_TCP_LISTEN_CB;
+    if op != BPF_SOCK_OPS_TCP_CONNECT_CB && !listen {
         return 1;
     }
     let Some(cfg) = CONFIG.get(0) else { return 1 };
@@ -655,7 +660,7 @@ pub fn fl_sock_ops(ctx: SockOpsContext) -> u32 {
     // through a selected pointer either.)
     let ops = ctx.ops;
     // SAFETY: the context is valid for the program's run; plain u32 fields.
-    let (family, ip4, ip6, port) = unsafe {
+    let (family, ip4, ip6, port, local_port) = unsafe {
         (
             core::ptr::read_volatile(&raw const (*ops).family),
             core::ptr::read_volatile(&raw const (*ops).remote_ip4),
@@ -666,10 +671,13 @@ pub fn fl_sock_ops(ctx: SockOpsContext) -> u32 {
                 core::ptr::read_volatile(&raw const (*ops).remote_ip6[3]),
             ],
             core::ptr::read_volatile(&raw const (*ops).remote_port),
+            core::ptr::read_volatile(&raw const (*ops).local_port),
         )
     };
     let v4 = family == AF_INET;
     let remote = if v4 { [ip4, 0, 0, 0] } else { ip6 };
+    // Connect: the peer is known, the source side is not picked yet.
+    // Listen: the local port is known, no peer yet.
     let p = Packet {
         len: 0,
         v6: !v4,
@@ -677,11 +685,10 @@ pub fn fl_sock_ops(ctx: SockOpsContext) -> u32 {
         l4: 0,
         payload: 0,
         proto: 6,
-        // The source side is not known before connect() picks it: match any.
         src: [0; 4],
-        dst: remote,
-        sport: 0,
-        dport: u32::from_be(port),
+        dst: if listen { [0; 4] } else { remote },
+        sport: if listen { local_port } else { 0 },
+        dport: if listen { 0 } else { u32::from_be(port) },
     };
     let mut j = 0;
     while j < MAX_NET_SLOTS {
@@ -706,11 +713,19 @@ pub fn fl_sock_ops(ctx: SockOpsContext) -> u32 {
             continue;
         }
         let mut m = slot.net;
-        // Source filters cannot be judged yet; the policer still applies them.
-        m.src_v4_prefix = 0;
-        m.src_v6_prefix = 0;
-        m.sport_lo = 0;
-        m.sport_hi = 65535;
+        // The side not known yet matches anything; the policer still
+        // applies its filters to every packet.
+        if listen {
+            m.dst_v4_prefix = 0;
+            m.dst_v6_prefix = 0;
+            m.dport_lo = 0;
+            m.dport_hi = 65535;
+        } else {
+            m.src_v4_prefix = 0;
+            m.src_v6_prefix = 0;
+            m.sport_lo = 0;
+            m.sport_hi = 65535;
+        }
         if !packet_matches(&m, slot.flags, &p, cfg.control_port) {
             continue;
         }

@@ -4,7 +4,7 @@
 //! tests create.
 
 use std::{
-    net::{SocketAddr, UdpSocket},
+    net::{SocketAddr, TcpListener, UdpSocket},
     process::Command,
     time::Duration,
 };
@@ -700,6 +700,62 @@ async fn bandwidth_shapes_a_bulk_tcp_transfer_in_cgroup_scope() {
     let ratio = rate / RATE_BITS as f64;
     eprintln!(
         "bulk TCP through a 40 Mbit/s bandwidth fault: {:.1} Mbit/s (ratio {ratio:.3})",
+        rate / 1e6
+    );
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "measured {:.1} Mbit/s for a 40 Mbit/s limit (ratio {ratio:.3})",
+        rate / 1e6
+    );
+}
+
+/// The server side of cgroup scope: a target that *accepts* the connection
+/// and sends. Its listener gets the pacing cap when it starts listening
+/// (sock_ops), and every accepted connection inherits it.
+#[tokio::test]
+async fn bandwidth_shapes_what_a_cgroup_target_sends_on_accepted_connections() {
+    require_root().unwrap();
+    let agent = Agent::start();
+    if !supported_or_skip(&agent, "sock_ops", "pacing").await {
+        return;
+    }
+    let mut c = agent.client().await;
+    let cg = TestCgroup::new("bw-srv");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    const RATE_BITS: u64 = 40_000_000;
+    let fault = pb::FaultSpec {
+        kind: Some(pb::fault_spec::Kind::Bandwidth(pb::Bandwidth {
+            rate_bits_per_sec: RATE_BITS,
+            burst_bytes: 0,
+            direction: pb::Direction::Egress.into(),
+            r#match: Some(pb::PacketMatch {
+                protocol: "tcp".into(),
+                src_ports: port.to_string(),
+                ..Default::default()
+            }),
+        })),
+    };
+    start(
+        &mut c,
+        experiment(fault, cgroup_target(&cg), Duration::from_secs(60)),
+    )
+    .await;
+    // The server in the cgroup writes for 4 s; the client reads to EOF.
+    let mut cmd = cg.command(bin("fl-probe"));
+    cmd.args(["tcp-source", &addr.to_string(), "4"]);
+    let _server = Listener::spawn(cmd);
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let t0 = std::time::Instant::now();
+    let bytes = std::io::copy(&mut s, &mut std::io::sink()).unwrap();
+    let rate = bytes as f64 * 8.0 / t0.elapsed().as_secs_f64();
+    let ratio = rate / RATE_BITS as f64;
+    eprintln!(
+        "bulk TCP a cgroup target sends on an accepted connection, 40 Mbit/s bandwidth fault: {:.1} Mbit/s (ratio {ratio:.3})",
         rate / 1e6
     );
     assert!(

@@ -14,6 +14,7 @@
 //! fl-probe tcp-blast ADDR SECONDS  connect and write zeros for SECONDS, then close
 //! fl-probe tcp-sink-timed ADDR     accept one connection, read to EOF; print bytes and seconds
 //!                                  from the first byte to EOF as JSON
+//! fl-probe tcp-source ADDR SECONDS listen, accept one connection, write zeros to it for SECONDS
 //! fl-probe udp-echo ADDR           answer every datagram with itself, forever
 //! fl-probe udp-rtt ADDR COUNT      COUNT ping-pongs with an udp-echo, one at a time; RTTs in µs
 //! fl-probe dns-serve ADDR          a tiny DNS server (UDP and TCP): NOERROR, no answers, to everything
@@ -276,6 +277,20 @@ fn main() {
             let t0 = std::time::Instant::now();
             while t0.elapsed().as_secs_f64() < secs {
                 s.write_all(&buf).expect("write");
+            }
+        }
+        Some("tcp-source") => {
+            // Listen on ADDR, accept one connection, write to it for
+            // SECONDS, close.
+            let l = std::net::TcpListener::bind(&args[1]).expect("listen");
+            let secs: f64 = args[2].parse().expect("SECONDS");
+            println!("listening");
+            std::io::stdout().flush().expect("flush");
+            let (mut c, _) = l.accept().expect("accept");
+            let buf = vec![0u8; 64 << 10];
+            let t0 = std::time::Instant::now();
+            while t0.elapsed().as_secs_f64() < secs {
+                c.write_all(&buf).expect("write");
             }
         }
         Some("tcp-sink-timed") => {
