@@ -90,12 +90,27 @@ fn brief(full: &str) -> String {
         return full.to_owned();
     }
     let (head, log) = full.split_once("Verifier output:").unwrap_or((full, ""));
-    let tail: Vec<&str> = log
+    let lines: Vec<&str> = log
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    let tail = tail[tail.len().saturating_sub(3)..].join(" | ");
+    // The verifier's complaint is the last line before its statistics
+    // (and before the error chain's own tail, which starts with ':').
+    let stats = |l: &str| {
+        l.starts_with("verification time")
+            || l.starts_with("stack depth")
+            || l.starts_with("processed ")
+            || l.starts_with(':')
+    };
+    let complaint = lines.iter().rev().find(|l| !stats(l));
+    let processed = lines.iter().rev().find(|l| l.starts_with("processed "));
+    let tail = [complaint, processed]
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" | ");
     let mut out: String = head.chars().take(KEEP / 2).collect();
     out.push_str(" … verifier: ");
     out.extend(tail.chars().take(KEEP / 2));
@@ -1061,6 +1076,20 @@ mod tests {
             "{b}"
         );
         assert!(b.contains("BPF program is too large"), "{b}");
+        // A complaint followed by statistics (Debian 6.1 on fl_sock_ops).
+        let log = format!(
+            "the BPF_PROG_LOAD syscall returned Invalid argument (os error 22). Verifier output: {}\n\
+             141: (85) call bpf_get_current_ancestor_cgroup_id#123\n\
+             unknown func bpf_get_current_ancestor_cgroup_id#123\n\
+             verification time 14563 usec\nstack depth 320+0\n\
+             processed 850 insns (limit 1000000) max_states_per_insn 4\n: Invalid argument (os error 22)",
+            "0: R1=ctx() R10=fp0\n".repeat(50)
+        );
+        let b = brief(&log);
+        assert!(
+            b.contains("unknown func bpf_get_current_ancestor_cgroup_id#123 | processed 850 insns"),
+            "{b}"
+        );
         assert_eq!(brief("short"), "short");
     }
 }
