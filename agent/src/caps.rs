@@ -115,7 +115,16 @@ fn rows(kernel: &Kernel) -> Vec<Capability> {
         pacing.supported = false;
         pacing.reason = reason.to_owned();
     }
+    let connect_pacing = !pacing.supported && kernel.reason(Mechanism::CgroupSockAddr).is_none();
     caps.push(pacing);
+    if connect_pacing {
+        // The cgroup connect hooks stand in for connections the target opens.
+        caps.push(row(
+            "bandwidth",
+            Mechanism::CgroupSockAddr,
+            &["cgroup scope", "tcp pacing", "connect only"],
+        ));
+    }
     let mut latency = row(
         "latency",
         Mechanism::TCX,

@@ -359,6 +359,16 @@ impl Engine {
                 kf.slot.flags |= faultline_common::flags::SHAPE;
                 kf.fq = Some(kf.slot.net.ifindex);
             }
+            // Where the kernel refuses the sock_ops program, the cgroup
+            // connect hooks pace the TCP connections the target opens.
+            if let FaultSpec::Bandwidth(b) = f
+                && kf.slot.net.ifindex == 0
+                && b.direction != Direction::Ingress
+                && self.kernel.sock_ops_reason().is_some()
+                && self.kernel.unavailable(Mechanism::CgroupSockAddr).is_none()
+            {
+                kf.mechanisms.push(Mechanism::CgroupSockAddr);
+            }
             match self.arm_one(kf) {
                 Ok(rec) => armed.push(rec),
                 Err(e) => {

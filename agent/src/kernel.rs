@@ -758,6 +758,7 @@ impl Kernel {
             net_slot_count: self.net_slots.slots.len() as u32,
             lsm_slot_count: self.lsm_slots.slots.len() as u32,
             dns_slot_count: self.dns_slots.slots.len() as u32,
+            pace_at_connect: u32::from(self.sock_ops_unavailable.is_some()),
         };
         self.config
             .set(0, cfg, 0)

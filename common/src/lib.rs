@@ -343,6 +343,10 @@ pub struct AgentConfig {
     /// Number of valid entries in `FL_DNS_SLOTS`: DNS names are parsed
     /// only while > 0.
     pub dns_slot_count: u32,
+    /// Non-zero where the kernel refuses the sock_ops pacing program: the
+    /// cgroup connect hooks cap the pacing rate of TCP connections that a
+    /// `bandwidth` slot matches instead.
+    pub pace_at_connect: u32,
 }
 
 /// Role of a pid in a slot's target (value in the `FL_PIDS` map).

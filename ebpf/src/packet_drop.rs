@@ -633,8 +633,8 @@ pub fn fl_tcx_keep(_ctx: TcContext) -> i32 {
 
 const BPF_SOCK_OPS_TCP_CONNECT_CB: u32 = 3;
 const BPF_SOCK_OPS_TCP_LISTEN_CB: u32 = 11;
-const SOL_SOCKET: i32 = 1;
-const SO_MAX_PACING_RATE: i32 = 47;
+pub(crate) const SOL_SOCKET: i32 = 1;
+pub(crate) const SO_MAX_PACING_RATE: i32 = 47;
 const AF_INET: u32 = 2;
 
 /// `bandwidth` for TCP in cgroup scope: when a target process opens a TCP
@@ -690,6 +690,26 @@ pub fn fl_sock_ops(ctx: SockOpsContext) -> u32 {
         sport: if listen { local_port } else { 0 },
         dport: if listen { 0 } else { u32::from_be(port) },
     };
+    if let Some(mut rate) = pacing_rate(cfg, &p, listen) {
+        // SAFETY: valid context and option buffer of the size passed.
+        unsafe {
+            bpf_setsockopt(
+                ctx.ops.cast(),
+                SOL_SOCKET,
+                SO_MAX_PACING_RATE,
+                (&raw mut rate).cast(),
+                core::mem::size_of::<u32>() as i32,
+            );
+        }
+    }
+    1
+}
+
+/// The pacing cap (bytes/s) for a TCP socket the current task connects
+/// (`p` has the peer) or listens on (`listen`: `p` has the local port),
+/// from the first cgroup-scope egress `bandwidth` slot that matches it.
+#[inline(always)]
+pub(crate) fn pacing_rate(cfg: &AgentConfig, p: &Packet, listen: bool) -> Option<u32> {
     let mut j = 0;
     while j < MAX_NET_SLOTS {
         j += 1;
@@ -726,28 +746,17 @@ pub fn fl_sock_ops(ctx: SockOpsContext) -> u32 {
             m.sport_lo = 0;
             m.sport_hi = 65535;
         }
-        if !packet_matches(&m, slot.flags, &p, cfg.control_port) {
+        if !packet_matches(&m, slot.flags, p, cfg.control_port) {
             continue;
         }
         // Pace a little under the policer so timing jitter never makes
         // the policer drop a paced flow.
         let rate = slot.net.rate_bytes_per_sec / 100 * 97;
-        let mut val: u32 = if rate > u64::from(u32::MAX - 1) {
+        return Some(if rate > u64::from(u32::MAX - 1) {
             u32::MAX - 1
         } else {
             rate as u32
-        };
-        // SAFETY: valid context and option buffer of the size passed.
-        unsafe {
-            bpf_setsockopt(
-                ctx.ops.cast(),
-                SOL_SOCKET,
-                SO_MAX_PACING_RATE,
-                (&raw mut val).cast(),
-                core::mem::size_of::<u32>() as i32,
-            );
-        }
-        break;
+        });
     }
-    1
+    None
 }

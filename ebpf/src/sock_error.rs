@@ -5,23 +5,96 @@
 //! makes the syscall fail with that errno.
 
 use aya_ebpf::{
-    helpers::generated::bpf_set_retval, macros::cgroup_sock_addr, programs::SockAddrContext,
+    helpers::generated::{bpf_set_retval, bpf_setsockopt},
+    macros::cgroup_sock_addr,
+    programs::SockAddrContext,
 };
 use faultline_common::{MAX_FAULTS, flags, kind, sock_op};
 
-use crate::slots::{Caller, SLOTS, coin, count, dry_run, live, scan_limit, target_matches};
+use crate::{
+    packet_drop::{Packet, SO_MAX_PACING_RATE, SOL_SOCKET, pacing_rate},
+    slots::{CONFIG, Caller, SLOTS, coin, count, dry_run, live, scan_limit, target_matches},
+};
 
 const ALLOW: i32 = 1;
 const REJECT: i32 = 0;
 
 #[cgroup_sock_addr(connect4)]
 pub fn fl_connect4(ctx: SockAddrContext) -> i32 {
-    decide(&ctx, sock_op::CONNECT, false)
+    let verdict = decide(&ctx, sock_op::CONNECT, false);
+    if verdict == ALLOW {
+        pace(&ctx, false);
+    }
+    verdict
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn fl_connect6(ctx: SockAddrContext) -> i32 {
-    decide(&ctx, sock_op::CONNECT, true)
+    let verdict = decide(&ctx, sock_op::CONNECT, true);
+    if verdict == ALLOW {
+        pace(&ctx, true);
+    }
+    verdict
+}
+
+const SOCK_STREAM: u32 = 1;
+
+/// `bandwidth` pacing at connect, for kernels whose sock_ops programs lack
+/// the cgroup helper (Debian's 6.1): caps the pacing rate of a TCP socket
+/// the target connects, as `fl_sock_ops` does elsewhere.
+#[inline(always)]
+fn pace(ctx: &SockAddrContext, v6: bool) {
+    let Some(cfg) = CONFIG.get(0) else { return };
+    if cfg.pace_at_connect == 0 || cfg.net_slot_count == 0 {
+        return;
+    }
+    let sa = ctx.sock_addr;
+    // SAFETY: the context is valid for the program's run; plain u32
+    // fields, each read unconditionally (see fl_sock_ops). `v6` is a
+    // constant of each program: a connect4 program may not even read
+    // user_ip6 (the verifier refuses the access), nor connect6 user_ip4.
+    let (ty, dst, port) = unsafe {
+        let ty = core::ptr::read_volatile(&raw const (*sa).type_);
+        let port = core::ptr::read_volatile(&raw const (*sa).user_port);
+        let dst = if v6 {
+            [
+                core::ptr::read_volatile(&raw const (*sa).user_ip6[0]),
+                core::ptr::read_volatile(&raw const (*sa).user_ip6[1]),
+                core::ptr::read_volatile(&raw const (*sa).user_ip6[2]),
+                core::ptr::read_volatile(&raw const (*sa).user_ip6[3]),
+            ]
+        } else {
+            [core::ptr::read_volatile(&raw const (*sa).user_ip4), 0, 0, 0]
+        };
+        (ty, dst, port)
+    };
+    if ty != SOCK_STREAM {
+        return;
+    }
+    let p = Packet {
+        len: 0,
+        v6,
+        l3: 0,
+        l4: 0,
+        payload: 0,
+        proto: 6,
+        src: [0; 4],
+        dst,
+        sport: 0,
+        dport: u32::from(u16::from_be(port as u16)),
+    };
+    if let Some(mut rate) = pacing_rate(cfg, &p, false) {
+        // SAFETY: valid context and option buffer of the size passed.
+        unsafe {
+            bpf_setsockopt(
+                sa.cast(),
+                SOL_SOCKET,
+                SO_MAX_PACING_RATE,
+                (&raw mut rate).cast(),
+                core::mem::size_of::<u32>() as i32,
+            );
+        }
+    }
 }
 
 #[cgroup_sock_addr(bind4)]

@@ -233,7 +233,7 @@ fn test_on_host(test_args: &[OsString]) -> Result<()> {
         .env("RUST_BACKTRACE", "1")
         // TCX links (Linux 6.6+) must load on this host's kernel: a test that
         // would skip for lack of them fails instead.
-        .env("FAULTLINE_EXPECT", "tcx,pacing")
+        .env("FAULTLINE_EXPECT", "tcx,pacing,listen-pacing")
         .args(["test", "--workspace", "--", "--test-threads=1"])
         .args(test_args))
 }

@@ -58,8 +58,8 @@ impl Series {
     /// a test that would skip for lack of one of them fails instead.
     pub fn expected_mechanisms(self) -> &'static str {
         match self {
-            Self::V6_1 => "lsm,fentry",
-            Self::V6_12 => "lsm,fentry,tcx,fq,netem,pacing",
+            Self::V6_1 => "lsm,fentry,pacing",
+            Self::V6_12 => "lsm,fentry,tcx,fq,netem,pacing,listen-pacing",
         }
     }
 
