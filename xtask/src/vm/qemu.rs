@@ -81,6 +81,11 @@ pub struct Outcome {
     pub failed: u32,
     pub ignored: u32,
     pub failures: Vec<Failure>,
+    /// The guest kernel itself panicked (console "Kernel panic - not
+    /// syncing"), which ends the run without a result.
+    pub kernel_panic: bool,
+    /// This outcome is the second boot, after the first one panicked.
+    pub retried_after_panic: bool,
 }
 
 /// Boots `vmlinuz` with `initrd`, echoing each console line prefixed with
@@ -168,6 +173,7 @@ struct Console {
     /// The test whose captured output libtest is printing (`---- NAME stdout ----`).
     reporting: Option<String>,
     panicked: bool,
+    kernel_panic: bool,
 }
 
 impl Console {
@@ -184,11 +190,15 @@ impl Console {
             failures: Vec::new(),
             reporting: None,
             panicked: false,
+            kernel_panic: false,
         }
     }
 
     fn read(&mut self, line: &str) {
         let now = Instant::now();
+        if line.contains("Kernel panic - not syncing") {
+            self.kernel_panic = true;
+        }
         // The first marker shares its line with the firmware's last words.
         let after = |marker: &str| line.find(marker).map(|at| &line[at + marker.len()..]);
         if after(BOOTED).is_some() {
@@ -282,6 +292,8 @@ impl Console {
             failed,
             ignored,
             failures: self.failures,
+            kernel_panic: self.kernel_panic,
+            retried_after_panic: false,
         }
     }
 }
@@ -368,5 +380,21 @@ mod tests {
             outcome.failures[0].message.as_deref(),
             Some("expected netem, saw none")
         );
+        assert!(!outcome.kernel_panic);
+    }
+
+    #[test]
+    fn a_guest_kernel_panic_is_noticed() {
+        let mut console = Console::new(Instant::now());
+        for line in [
+            "FAULTLINE-VM-RUN: syscall_signal",
+            "test target_dies ... [  446.973337] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI",
+            "[  446.978672] Kernel panic - not syncing: Fatal exception in interrupt",
+        ] {
+            console.read(line);
+        }
+        let outcome = console.finish(false, Duration::ZERO);
+        assert!(outcome.verdict == Verdict::NoResult);
+        assert!(outcome.kernel_panic);
     }
 }
