@@ -663,19 +663,11 @@ async fn bandwidth_shapes_a_bulk_tcp_transfer_in_cgroup_scope() {
     let cg = TestCgroup::new("bw-tcp");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    const RATE_BITS: u64 = 40_000_000;
-    let fault = pb::FaultSpec {
-        kind: Some(pb::fault_spec::Kind::Bandwidth(pb::Bandwidth {
-            rate_bits_per_sec: RATE_BITS,
-            burst_bytes: 0,
-            direction: pb::Direction::Egress.into(),
-            r#match: Some(pb::PacketMatch {
-                protocol: "tcp".into(),
-                dst_ports: addr.port().to_string(),
-                ..Default::default()
-            }),
-        })),
-    };
+    let fault = bulk_tcp_limit(pb::PacketMatch {
+        protocol: "tcp".into(),
+        dst_ports: addr.port().to_string(),
+        ..Default::default()
+    });
     start(
         &mut c,
         experiment(fault, cgroup_target(&cg), Duration::from_secs(60)),
@@ -697,11 +689,29 @@ async fn bandwidth_shapes_a_bulk_tcp_transfer_in_cgroup_scope() {
     assert!(status.success(), "sender: {status:?}");
     let (bytes, elapsed) = sink.join().unwrap();
     let rate = bytes as f64 * 8.0 / elapsed.as_secs_f64();
-    let ratio = rate / RATE_BITS as f64;
-    eprintln!(
-        "bulk TCP through a 40 Mbit/s bandwidth fault: {:.1} Mbit/s (ratio {ratio:.3})",
-        rate / 1e6
-    );
+    assert_near_bulk_limit("bulk TCP through a 40 Mbit/s bandwidth fault", rate);
+}
+
+/// The limit of the bulk TCP bandwidth tests, in bit/s.
+const BULK_RATE_BITS: u64 = 40_000_000;
+
+/// A `bandwidth` fault of `BULK_RATE_BITS` on the egress packets `m` matches.
+fn bulk_tcp_limit(m: pb::PacketMatch) -> pb::FaultSpec {
+    pb::FaultSpec {
+        kind: Some(pb::fault_spec::Kind::Bandwidth(pb::Bandwidth {
+            rate_bits_per_sec: BULK_RATE_BITS,
+            burst_bytes: 0,
+            direction: pb::Direction::Egress.into(),
+            r#match: Some(m),
+        })),
+    }
+}
+
+/// A bulk TCP transfer (`what`) measured `rate` bit/s: within ±10 % of
+/// `BULK_RATE_BITS`.
+fn assert_near_bulk_limit(what: &str, rate: f64) {
+    let ratio = rate / BULK_RATE_BITS as f64;
+    eprintln!("{what}: {:.1} Mbit/s (ratio {ratio:.3})", rate / 1e6);
     assert!(
         (0.9..=1.1).contains(&ratio),
         "measured {:.1} Mbit/s for a 40 Mbit/s limit (ratio {ratio:.3})",
@@ -756,19 +766,11 @@ async fn bandwidth_shapes_what_a_cgroup_target_sends_on_accepted_connections() {
         .unwrap()
         .port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    const RATE_BITS: u64 = 40_000_000;
-    let fault = pb::FaultSpec {
-        kind: Some(pb::fault_spec::Kind::Bandwidth(pb::Bandwidth {
-            rate_bits_per_sec: RATE_BITS,
-            burst_bytes: 0,
-            direction: pb::Direction::Egress.into(),
-            r#match: Some(pb::PacketMatch {
-                protocol: "tcp".into(),
-                src_ports: port.to_string(),
-                ..Default::default()
-            }),
-        })),
-    };
+    let fault = bulk_tcp_limit(pb::PacketMatch {
+        protocol: "tcp".into(),
+        src_ports: port.to_string(),
+        ..Default::default()
+    });
     start(
         &mut c,
         experiment(fault, cgroup_target(&cg), Duration::from_secs(60)),
@@ -782,15 +784,9 @@ async fn bandwidth_shapes_what_a_cgroup_target_sends_on_accepted_connections() {
     let t0 = std::time::Instant::now();
     let bytes = std::io::copy(&mut s, &mut std::io::sink()).unwrap();
     let rate = bytes as f64 * 8.0 / t0.elapsed().as_secs_f64();
-    let ratio = rate / RATE_BITS as f64;
-    eprintln!(
-        "bulk TCP a cgroup target sends on an accepted connection, 40 Mbit/s bandwidth fault: {:.1} Mbit/s (ratio {ratio:.3})",
-        rate / 1e6
-    );
-    assert!(
-        (0.9..=1.1).contains(&ratio),
-        "measured {:.1} Mbit/s for a 40 Mbit/s limit (ratio {ratio:.3})",
-        rate / 1e6
+    assert_near_bulk_limit(
+        "bulk TCP a cgroup target sends on an accepted connection, 40 Mbit/s bandwidth fault",
+        rate,
     );
 }
 
@@ -806,19 +802,11 @@ async fn bandwidth_shapes_a_bulk_tcp_transfer_on_an_interface_with_fq() {
     let mut c = agent.client().await;
     let ns = TestNetns::new();
     let mut sink = ns.probe_server(&["tcp-sink-timed", "0.0.0.0:7400"]);
-    const RATE_BITS: u64 = 40_000_000;
-    let fault = pb::FaultSpec {
-        kind: Some(pb::fault_spec::Kind::Bandwidth(pb::Bandwidth {
-            rate_bits_per_sec: RATE_BITS,
-            burst_bytes: 0,
-            direction: pb::Direction::Egress.into(),
-            r#match: Some(pb::PacketMatch {
-                protocol: "tcp".into(),
-                dst_ports: "7400".into(),
-                ..Default::default()
-            }),
-        })),
-    };
+    let fault = bulk_tcp_limit(pb::PacketMatch {
+        protocol: "tcp".into(),
+        dst_ports: "7400".into(),
+        ..Default::default()
+    });
     start(
         &mut c,
         experiment(
@@ -836,15 +824,9 @@ async fn bandwidth_shapes_a_bulk_tcp_transfer_on_an_interface_with_fq() {
     assert!(status.success(), "sender: {status:?}");
     let r: serde_json::Value = serde_json::from_str(&sink.next_line()).unwrap();
     let rate = r["bytes"].as_f64().unwrap() * 8.0 / r["secs"].as_f64().unwrap();
-    let ratio = rate / RATE_BITS as f64;
-    eprintln!(
-        "bulk TCP through a 40 Mbit/s interface bandwidth fault (fq shaping): {:.1} Mbit/s (ratio {ratio:.3})",
-        rate / 1e6
-    );
-    assert!(
-        (0.9..=1.1).contains(&ratio),
-        "measured {:.1} Mbit/s for a 40 Mbit/s limit (ratio {ratio:.3})",
-        rate / 1e6
+    assert_near_bulk_limit(
+        "bulk TCP through a 40 Mbit/s interface bandwidth fault (fq shaping)",
+        rate,
     );
 }
 
