@@ -1,11 +1,11 @@
 //! faultline-agent: the host daemon that arms eBPF faults and serves the
 //! `faultline.v1` gRPC API.
 //!
-//! Layout: `domain` holds validated fault and target types; `faults/` has one
-//! module per fault kind that turns a domain spec into a kernel slot;
-//! `kernel` owns the eBPF object, its maps and attachments; `engine` runs
-//! experiments (arm, count, expire, stop); `grpc` is a thin adapter that
-//! converts proto messages at the edge.
+//! Layout (see ARCHITECTURE.md): `grpc` is a thin adapter; `domain` holds
+//! the validated experiment and target types and their wire conversion;
+//! `faults/` has one module per fault kind behind the `Fault` trait;
+//! `engine` runs experiments (arm all-or-nothing, count, expire, stop);
+//! `kernel` owns the eBPF object, its maps and attachments.
 
 pub mod btf;
 pub mod caps;

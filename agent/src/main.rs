@@ -100,7 +100,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         protected_pids: cfg.protected_pids.clone(),
         protected_comms: cfg.protected_comms.clone(),
     };
-    let engine = EngineHandle::new(Engine::new(kernel, policy)?);
+    kernel.set_protected_comms(&policy.protected_comms)?;
+    let engine = EngineHandle::new(Engine::new(kernel, policy));
     if cfg.probe == ProbeMode::Start {
         spawn_prober(engine.clone());
     }
@@ -113,11 +114,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
         info!("shutting down: stopping every experiment");
-        let stopped = on_signal.stop_all("agent shut down");
+        let stopped = on_signal.stop_all("agent shut down").await;
         info!(stopped = stopped.len(), "experiments stopped");
     };
     server::serve(&cfg, engine.clone(), shutdown).await?;
-    engine.stop_all("agent shut down");
+    engine.stop_all("agent shut down").await;
     info!("agent stopped");
     Ok(())
 }

@@ -82,6 +82,15 @@ struct Entry {
     owned: bool,
 }
 
+/// Why an fq root qdisc could not be put in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QdiscError {
+    /// Someone configured another root qdisc, which the agent leaves alone.
+    Configured(String),
+    /// `tc` failed.
+    Failed(String),
+}
+
 pub struct FqManager {
     record: PathBuf,
     entries: BTreeMap<u32, Entry>,
@@ -130,12 +139,12 @@ impl FqManager {
     }
 
     /// Makes sure `ifname` has an fq root qdisc while someone needs it.
-    pub fn acquire(&mut self, ifindex: u32, ifname: &str) -> Result<(), String> {
+    pub fn acquire(&mut self, ifindex: u32, ifname: &str) -> Result<(), QdiscError> {
         if let Some(e) = self.entries.get_mut(&ifindex) {
             e.users += 1;
             return Ok(());
         }
-        let (kind, _) = root_qdisc(ifname)?;
+        let (kind, _) = root_qdisc(ifname).map_err(QdiscError::Failed)?;
         let owned = if kind == "fq" {
             // Someone runs fq already: use it, leave it in place afterwards.
             false
@@ -166,15 +175,15 @@ impl FqManager {
             ]) {
                 self.entries.remove(&ifindex);
                 self.save();
-                return Err(e);
+                return Err(QdiscError::Failed(e));
             }
             tracing::info!(interface = ifname, replaced = %kind, "installed the fq root qdisc");
             return Ok(());
         } else {
-            return Err(format!(
+            return Err(QdiscError::Configured(format!(
                 "{ifname} has a configured root qdisc ({kind}); latency needs fq as the root qdisc and the agent \
                  does not replace a qdisc someone set up"
-            ));
+            )));
         };
         self.entries.insert(
             ifindex,

@@ -1,186 +1,234 @@
-//! One module per fault kind. Each turns a validated spec into the kernel
-//! slot its program reads, and names the mechanism that must be attached.
+//! Fault kinds: one module per kind, behind one trait the engine drives.
+//!
+//! A kind's module holds everything about it: its validated type and the
+//! conversion from and to the wire (with field-named errors), the scope it
+//! applies to, how it fills its kernel slot and what it holds while armed
+//! (attachments, scan lists, fq, watched syscalls), its one-line summary and
+//! its capability rows. The engine, the kernel layer, `caps` and the gRPC
+//! adapter know kinds only through `Fault` and the `registry!` below.
 
-pub mod lsm_error;
-pub mod packet_drop;
-pub mod syscall_error;
-pub mod syscall_signal;
+mod bandwidth;
+mod blackhole;
+mod corrupt;
+mod dns_error;
+mod duplicate;
+mod latency;
+pub mod net;
+mod packet_loss;
+mod syscall_error;
+mod syscall_signal;
+
+use std::{any::Any, fmt};
 
 use faultline_common::{COMM_LEN, FaultSlot, TargetSel, flags, pid_role};
+use faultline_proto::v1 as pb;
 
-use crate::domain::{Direction, DnsFailure, ErrorCall, FaultSpec, Target};
+use crate::{
+    caps::Capability,
+    domain::{Resolver, SpecError, Target},
+    kernel::{KernelOps, Probed, Resource},
+};
 
-/// A kernel attachment that faults share; attached while any fault needs it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Mechanism {
-    /// cgroup sock_addr programs (connect/bind/sendmsg, v4 and v6) on the cgroup2 root.
-    CgroupSockAddr,
-    /// raw tracepoint `sys_enter`.
-    SysEnter,
-    /// cgroup_skb ingress and egress programs on the cgroup2 root.
-    CgroupSkb,
-    /// The TCX program of one side (ingress or egress) of one interface
-    /// (by ifindex). A fault attaches only the sides it acts on: each TCX
-    /// attach costs the kernel an RCU grace period.
-    Tcx(u32, TcSide),
-    /// One BPF LSM program (index into `lsm_error::HOOKS`, normalised by
-    /// `lsm_error::attach_index` so rows sharing a program share it).
-    Lsm(usize),
+/// The kind-specific part of arming a fault: its slot (kind, parameters,
+/// match) and what it holds while armed, in the order to take it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub slot: FaultSlot,
+    pub resources: Vec<Resource>,
 }
 
-/// Which TCX hook of an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum TcSide {
-    Ingress,
-    Egress,
+/// One validated fault of some kind.
+pub trait Fault: DynFault + fmt::Debug + Send + Sync {
+    /// One line for logs and `faultctl status`.
+    fn summary(&self) -> String;
+
+    /// Whether the fault can apply to `target` at all (scope rules).
+    /// `field` is the fault's own (`spec.faults[i].<kind>`).
+    fn check_target(&self, field: &str, target: &Target) -> Result<(), SpecError>;
+
+    /// The slot and resources, given what this kernel can do. A request the
+    /// kernel cannot serve is refused here, naming the field and why.
+    fn plan(
+        &self,
+        field: &str,
+        target: &Target,
+        kernel: &mut dyn KernelOps,
+    ) -> Result<Plan, SpecError>;
+
+    /// The wire form (the inverse of `FaultKind::from_wire`).
+    fn to_wire(&self) -> pb::fault_spec::Kind;
 }
 
-impl Mechanism {
-    /// The key for what every interface and side shares (the programs'
-    /// load result, capability rows).
-    pub const TCX: Self = Self::Tcx(0, TcSide::Egress);
+/// The static side of a kind: its name, wire message and capability rows.
+pub trait FaultKind: Fault + Clone + PartialEq + Sized + 'static {
+    /// The kind's name on the wire, in experiment files and in fields.
+    const NAME: &'static str;
+    type Wire;
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::CgroupSockAddr => "cgroup_sock_addr",
-            Self::SysEnter => "raw_tracepoint",
-            Self::CgroupSkb => "cgroup_skb",
-            Self::Tcx(..) => "tcx",
-            Self::Lsm(i) => lsm_error::HOOKS[i].mechanism,
-        }
+    /// Validates a wire message; every error names its field below `field`.
+    fn from_wire(
+        field: &str,
+        wire: &Self::Wire,
+        resolver: &dyn Resolver,
+    ) -> Result<Self, SpecError>;
+
+    /// What this kernel can do for the kind, one row per mechanism.
+    fn capabilities(kernel: &dyn Probed) -> Vec<Capability>;
+}
+
+/// Object-safe plumbing every `FaultKind` gets for free.
+pub trait DynFault {
+    fn kind(&self) -> &'static str;
+    fn clone_box(&self) -> Box<dyn Fault>;
+    fn eq_dyn(&self, other: &dyn Fault) -> bool;
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: FaultKind> DynFault for T {
+    fn kind(&self) -> &'static str {
+        T::NAME
+    }
+    fn clone_box(&self) -> Box<dyn Fault> {
+        Box::new(self.clone())
+    }
+    fn eq_dyn(&self, other: &dyn Fault) -> bool {
+        other.as_any().downcast_ref::<T>() == Some(self)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
-/// What arming one fault writes into the kernel.
-#[derive(Clone, Debug)]
-pub struct KernelFault {
+/// A validated fault of any kind.
+pub struct FaultSpec(Box<dyn Fault>);
+
+impl FaultSpec {
+    pub fn new<T: FaultKind>(fault: T) -> Self {
+        Self(Box::new(fault))
+    }
+
+    /// The fault as its kind's type, if it is of that kind.
+    pub fn get<T: FaultKind>(&self) -> Option<&T> {
+        self.0.as_any().downcast_ref()
+    }
+}
+
+impl std::ops::Deref for FaultSpec {
+    type Target = dyn Fault;
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl Clone for FaultSpec {
+    fn clone(&self) -> Self {
+        Self(self.0.clone_box())
+    }
+}
+
+impl PartialEq for FaultSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.eq_dyn(&*other.0)
+    }
+}
+
+impl fmt::Debug for FaultSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The one table of kinds: wire variant => the kind's type. The match over
+/// the wire's `oneof` is exhaustive, so a kind added to the proto but not
+/// here does not compile.
+macro_rules! registry {
+    ($($variant:ident => $ty:ty),+ $(,)?) => {
+        /// Every kind's name, in the table's order.
+        pub const KINDS: &[&str] = &[$(<$ty as FaultKind>::NAME),+];
+
+        /// Validates one wire fault (`spec.faults[i]`).
+        pub fn from_wire(
+            i: usize,
+            kind: Option<&pb::fault_spec::Kind>,
+            resolver: &dyn Resolver,
+        ) -> Result<FaultSpec, SpecError> {
+            match kind {
+                None => Err(SpecError::invalid(
+                    format!("spec.faults[{i}]"),
+                    format!("no fault kind set (one of: {})", KINDS.join(", ")),
+                )),
+                $(Some(pb::fault_spec::Kind::$variant(w)) => {
+                    let field = format!("spec.faults[{i}].{}", <$ty as FaultKind>::NAME);
+                    <$ty as FaultKind>::from_wire(&field, w, resolver).map(FaultSpec::new)
+                })+
+            }
+        }
+
+        /// Every kind's capability rows.
+        pub fn capabilities(kernel: &dyn Probed) -> Vec<Capability> {
+            let mut rows = Vec::new();
+            $(rows.extend(<$ty as FaultKind>::capabilities(kernel));)+
+            rows
+        }
+    };
+}
+
+registry! {
+    SyscallError => syscall_error::SyscallError,
+    SyscallSignal => syscall_signal::SyscallSignal,
+    PacketLoss => packet_loss::PacketLoss,
+    Blackhole => blackhole::Blackhole,
+    Duplicate => duplicate::Duplicate,
+    Corrupt => corrupt::Corrupt,
+    Bandwidth => bandwidth::Bandwidth,
+    Latency => latency::Latency,
+    DnsError => dns_error::DnsError,
+}
+
+/// The field a fault's errors are reported under.
+pub fn field_of(i: usize, f: &FaultSpec) -> String {
+    format!("spec.faults[{i}].{}", f.kind())
+}
+
+/// A fault ready to arm: its complete slot, its pids and its resources.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Armable {
     pub slot: FaultSlot,
-    pub mechanisms: Vec<Mechanism>,
-    /// Syscall number to mark as watched (signal faults).
-    pub watched_syscall: Option<u32>,
     /// (pid, `pid_role::*`) entries for the `FL_PIDS` map.
     pub pid_roles: Vec<(u32, u32)>,
-    /// Interface (ifindex) whose root qdisc must be fq (latency faults).
-    pub fq: Option<u32>,
+    pub resources: Vec<Resource>,
 }
 
-/// The attachments a fault needs: one, or for an interface fault acting in
-/// both directions, the TCX programs of both sides. `via_cgroup`: interface
-/// scope runs on the cgroup_skb programs (no TCX here, or configured so).
-pub fn mechanisms_of(spec: &FaultSpec, target: &Target, via_cgroup: bool) -> Vec<Mechanism> {
-    let direction = match spec {
-        FaultSpec::SyscallError(e) => {
-            return vec![match e.call {
-                ErrorCall::Sock(_) => Mechanism::CgroupSockAddr,
-                ErrorCall::Lsm { hook, .. } => Mechanism::Lsm(lsm_error::attach_index(hook)),
-            }];
-        }
-        FaultSpec::SyscallSignal(_) => return vec![Mechanism::SysEnter],
-        FaultSpec::PacketLoss(s) => s.direction,
-        FaultSpec::Blackhole(s) => s.direction,
-        FaultSpec::Duplicate(s) => s.direction,
-        FaultSpec::Corrupt(s) => s.direction,
-        FaultSpec::Bandwidth(s) => s.direction,
-        // A DNS answer is made on egress and redirected to ingress by the
-        // egress program itself.
-        FaultSpec::Latency(_) | FaultSpec::DnsError(_) => Direction::Egress,
-    };
-    let Some(i) = target.interface.as_ref().filter(|_| !via_cgroup) else {
-        return vec![Mechanism::CgroupSkb];
-    };
-    let sides: &[TcSide] = match direction {
-        Direction::Ingress => &[TcSide::Ingress],
-        Direction::Egress => &[TcSide::Egress],
-        Direction::Both => &[TcSide::Ingress, TcSide::Egress],
-    };
-    sides
-        .iter()
-        .map(|&s| Mechanism::Tcx(i.ifindex, s))
-        .collect()
-}
-
-/// Why an interface fault of this kind cannot run on the cgroup_skb
-/// programs (which can drop a packet, not copy, change or delay it), if so.
-pub fn needs_tcx(spec: &FaultSpec) -> Option<&'static str> {
-    match spec {
-        FaultSpec::Duplicate(_) => Some("copy"),
-        FaultSpec::Corrupt(_) => Some("change"),
-        FaultSpec::Latency(_) => Some("delay"),
-        FaultSpec::DnsError(d) if d.failure != DnsFailure::Drop => Some("answer"),
-        _ => None,
-    }
-}
-
-pub fn to_kernel(
-    spec: &FaultSpec,
+/// Plans one fault and completes its slot with what every kind shares:
+/// the deadline, dry-run and the target selectors.
+pub fn prepare(
+    f: &FaultSpec,
+    field: &str,
     target: &Target,
     deadline_ns: u64,
     dry_run: bool,
-    via_cgroup: bool,
-) -> KernelFault {
-    let mut slot = FaultSlot {
-        deadline_ns,
-        flags: if dry_run { flags::DRY_RUN } else { 0 },
-        target: target_sel(target),
-        ..FaultSlot::default()
-    };
-    let watched_syscall = match spec {
-        FaultSpec::SyscallError(s) => {
-            syscall_error::fill(s, &mut slot);
-            None
-        }
-        FaultSpec::SyscallSignal(s) => {
-            syscall_signal::fill(s, &mut slot);
-            Some(s.syscall.number())
-        }
-        FaultSpec::PacketLoss(l) => {
-            packet_drop::fill_loss(l, target, &mut slot);
-            None
-        }
-        FaultSpec::Blackhole(b) => {
-            packet_drop::fill_blackhole(b, target, &mut slot);
-            None
-        }
-        FaultSpec::Duplicate(d) => {
-            packet_drop::fill_duplicate(d, target, &mut slot);
-            None
-        }
-        FaultSpec::Corrupt(c) => {
-            packet_drop::fill_corrupt(c, target, &mut slot);
-            None
-        }
-        FaultSpec::Bandwidth(b) => {
-            packet_drop::fill_bandwidth(b, target, &mut slot);
-            None
-        }
-        FaultSpec::Latency(l) => {
-            packet_drop::fill_latency(l, target, &mut slot);
-            None
-        }
-        FaultSpec::DnsError(d) => {
-            packet_drop::fill_dns(d, target, &mut slot);
-            None
-        }
-    };
+    kernel: &mut dyn KernelOps,
+) -> Result<Armable, SpecError> {
+    let Plan {
+        mut slot,
+        resources,
+    } = f.plan(field, target, kernel)?;
+    slot.deadline_ns = deadline_ns;
+    if dry_run {
+        slot.flags |= flags::DRY_RUN;
+    }
+    slot.target = target_sel(target);
     let pid_roles = target
         .pids
         .iter()
         .map(|p| (*p, pid_role::INCLUDE))
         .chain(target.exclude_pids.iter().map(|p| (*p, pid_role::EXCLUDE)))
         .collect();
-    if via_cgroup && slot.net.ifindex != 0 {
-        slot.flags |= flags::VIA_CGROUP_SKB;
-    }
-    KernelFault {
+    Ok(Armable {
         slot,
-        mechanisms: mechanisms_of(spec, target, via_cgroup),
-        watched_syscall,
         pid_roles,
-        fq: match spec {
-            FaultSpec::Latency(_) => target.interface.as_ref().map(|i| i.ifindex),
-            _ => None,
-        },
-    }
+        resources,
+    })
 }
 
 fn comm_bytes(s: &str) -> [u8; COMM_LEN] {
@@ -191,7 +239,7 @@ fn comm_bytes(s: &str) -> [u8; COMM_LEN] {
     out
 }
 
-pub fn target_sel(t: &Target) -> TargetSel {
+fn target_sel(t: &Target) -> TargetSel {
     TargetSel {
         cgroup_id: t.cgroup.as_ref().map_or(0, |c| c.id),
         cgroup_level: t.cgroup.as_ref().map_or(0, |c| c.level),
@@ -203,4 +251,22 @@ pub fn target_sel(t: &Target) -> TargetSel {
         exclude_comm: comm_bytes(t.exclude_comm.as_deref().unwrap_or("")),
         _pad: 0,
     }
+}
+
+/// The scope rule of process faults (syscall errors and signals): they are
+/// matched by process, not by interface.
+pub fn process_scope(kind: &str, target: &Target) -> Result<(), SpecError> {
+    if target.interface.is_some() {
+        return Err(SpecError::invalid(
+            "spec.target.interface",
+            format!("{kind} faults are not scoped by interface"),
+        ));
+    }
+    Ok(())
+}
+
+/// A probability field.
+pub fn probability(field: &str, p: f64) -> Result<crate::domain::Probability, SpecError> {
+    crate::domain::Probability::new(p)
+        .map_err(|r| SpecError::invalid(format!("{field}.probability"), r))
 }

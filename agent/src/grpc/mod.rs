@@ -1,7 +1,8 @@
-//! The gRPC adapter: converts at the edge and maps each error to its code.
+//! The gRPC adapter: converts at the edge (`domain::spec_from_proto` for
+//! requests, `convert` for views) and maps each error to its code (`status`).
 
 mod convert;
 mod service;
+mod status;
 
-pub use convert::spec_from_proto;
 pub use service::FaultServiceImpl;

@@ -11,10 +11,12 @@ use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{event_to_proto, experiment_to_proto, spec_from_proto};
+use super::{
+    convert::{event_to_proto, experiment_to_proto},
+    status::{id_arg, refused},
+};
 use crate::{
-    caps,
-    domain::{SpecError, SpecErrorKind},
+    domain::{HostResolver, spec_from_proto},
     engine::{EngineError, EngineHandle, Event, EventKind},
 };
 
@@ -28,35 +30,6 @@ impl FaultServiceImpl {
     }
 }
 
-fn spec_status(e: &SpecError) -> Status {
-    let msg = e.to_string();
-    match e.kind {
-        SpecErrorKind::Invalid => Status::invalid_argument(msg),
-        SpecErrorKind::Protected => Status::permission_denied(msg),
-        SpecErrorKind::Unsupported => Status::failed_precondition(msg),
-    }
-}
-
-fn status(e: EngineError) -> Status {
-    match &e {
-        EngineError::Spec(s) => spec_status(s),
-        EngineError::NotFound(_) => Status::not_found(e.to_string()),
-        EngineError::Exhausted(_) => Status::resource_exhausted(e.to_string()),
-        EngineError::Kernel(crate::kernel::KernelError::ListFull(..)) => {
-            Status::resource_exhausted(e.to_string())
-        }
-        EngineError::Kernel(_) => Status::internal(e.to_string()),
-    }
-}
-
-fn id_arg(id: &str) -> Result<&str, Status> {
-    let id = id.trim();
-    if id.is_empty() {
-        return Err(Status::invalid_argument("id: required"));
-    }
-    Ok(id)
-}
-
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -66,8 +39,8 @@ impl FaultService for FaultServiceImpl {
         req: Request<pb::GetCapabilitiesRequest>,
     ) -> Result<Response<pb::GetCapabilitiesResponse>, Status> {
         let only = req.into_inner().mechanisms;
-        let mut engine = self.engine.lock();
-        let capabilities = caps::probe(engine.kernel_mut(), &only)
+        let (capabilities, max_duration) = self.engine.capabilities(only).await;
+        let capabilities = capabilities
             .into_iter()
             .map(|c| pb::Capability {
                 fault_kind: c.fault_kind.into(),
@@ -83,7 +56,7 @@ impl FaultService for FaultServiceImpl {
                 .unwrap_or_default(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
             capabilities,
-            max_duration_ms: engine.policy().max_duration.as_millis() as u64,
+            max_duration_ms: max_duration.as_millis() as u64,
         }))
     }
 
@@ -91,8 +64,14 @@ impl FaultService for FaultServiceImpl {
         &self,
         req: Request<pb::StartExperimentRequest>,
     ) -> Result<Response<pb::StartExperimentResponse>, Status> {
-        let spec = spec_from_proto(req.get_ref().spec.as_ref()).map_err(|e| spec_status(&e))?;
-        let view = self.engine.start(spec).map_err(status)?;
+        const METHOD: &str = "StartExperiment";
+        let spec = spec_from_proto(req.get_ref().spec.as_ref(), &HostResolver)
+            .map_err(|e| refused(METHOD, &e.into()))?;
+        let view = self
+            .engine
+            .start(spec)
+            .await
+            .map_err(|e| refused(METHOD, &e))?;
         Ok(Response::new(pb::StartExperimentResponse {
             experiment: Some(experiment_to_proto(&view)),
         }))
@@ -102,12 +81,12 @@ impl FaultService for FaultServiceImpl {
         &self,
         req: Request<pb::GetExperimentRequest>,
     ) -> Result<Response<pb::Experiment>, Status> {
-        let id = id_arg(&req.get_ref().id)?;
+        const METHOD: &str = "GetExperiment";
+        let id = id_arg(METHOD, &req.get_ref().id)?;
         let view = self
             .engine
-            .lock()
             .view(id)
-            .ok_or_else(|| status(EngineError::NotFound(id.into())))?;
+            .ok_or_else(|| refused(METHOD, &EngineError::NotFound(id.into())))?;
         Ok(Response::new(experiment_to_proto(&view)))
     }
 
@@ -115,7 +94,7 @@ impl FaultService for FaultServiceImpl {
         &self,
         req: Request<pb::ListExperimentsRequest>,
     ) -> Result<Response<pb::ListExperimentsResponse>, Status> {
-        let list = self.engine.lock().list(req.get_ref().running_only);
+        let list = self.engine.list(req.get_ref().running_only);
         Ok(Response::new(pb::ListExperimentsResponse {
             experiments: list.iter().map(experiment_to_proto).collect(),
         }))
@@ -125,8 +104,13 @@ impl FaultService for FaultServiceImpl {
         &self,
         req: Request<pb::StopExperimentRequest>,
     ) -> Result<Response<pb::Experiment>, Status> {
-        let id = id_arg(&req.get_ref().id)?;
-        let view = self.engine.stop(id).map_err(status)?;
+        const METHOD: &str = "StopExperiment";
+        let id = id_arg(METHOD, &req.get_ref().id)?;
+        let view = self
+            .engine
+            .stop(id)
+            .await
+            .map_err(|e| refused(METHOD, &e))?;
         Ok(Response::new(experiment_to_proto(&view)))
     }
 
@@ -134,7 +118,7 @@ impl FaultService for FaultServiceImpl {
         &self,
         _req: Request<pb::StopAllRequest>,
     ) -> Result<Response<pb::StopAllResponse>, Status> {
-        let stopped_ids = self.engine.stop_all("stopped by StopAll");
+        let stopped_ids = self.engine.stop_all("stopped by StopAll").await;
         Ok(Response::new(pb::StopAllResponse { stopped_ids }))
     }
 
@@ -150,15 +134,15 @@ impl FaultService for FaultServiceImpl {
             0 => 1000,
             n => u64::from(n.max(100)),
         });
-        if !filter.is_empty() && self.engine.lock().view(&filter).is_none() {
-            return Err(status(EngineError::NotFound(filter)));
+        if !filter.is_empty() && self.engine.view(&filter).is_none() {
+            return Err(refused("WatchEvents", &EngineError::NotFound(filter)));
         }
         let mut events = self.engine.subscribe();
         // Counters go out only for experiments whose Started event this
         // stream has passed on (or that ran before it opened), so a tick
         // between arming and the Started broadcast cannot come first.
         let mut announced: std::collections::HashSet<String> =
-            self.engine.lock().running_ids().into_iter().collect();
+            self.engine.running_ids().into_iter().collect();
         let engine = self.engine.clone();
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
@@ -185,11 +169,10 @@ impl FaultService for FaultServiceImpl {
                         Err(RecvError::Closed) => break,
                     },
                     _ = tick.tick() => {
-                        let e = engine.lock();
-                        e.running_ids()
+                        engine.running_ids()
                             .iter()
                             .filter(|id| wanted(id) && announced.contains(*id))
-                            .filter_map(|id| e.view(id))
+                            .filter_map(|id| engine.view(id))
                             .map(|v| Event { kind: EventKind::Counters, at: SystemTime::now(), experiment: v, message: String::new() })
                             .collect()
                     }

@@ -1,9 +1,7 @@
-//! `syscall_error` on file, process and socket calls through BPF LSM hooks:
-//! which hook fails which syscall, and the slot an LSM fault writes.
+//! The BPF LSM programs: which hook fails which syscalls, and what besides
+//! the target each may filter on. `syscall_error` asks for calls by name.
 
-use faultline_common::{FaultSlot, FileMatch, kind, lsm_op};
-
-use crate::domain::{ErrorCall, SyscallErrorSpec};
+use faultline_common::lsm_op;
 
 /// What besides the target an LSM fault may filter on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,24 +115,6 @@ pub fn attach_index(index: usize) -> usize {
         .iter()
         .position(|h| h.program == program)
         .unwrap_or(index)
-}
-
-pub fn fill(spec: &SyscallErrorSpec, slot: &mut FaultSlot) {
-    let ErrorCall::Lsm { hook, .. } = spec.call else {
-        return;
-    };
-    slot.kind = kind::LSM_ERROR;
-    slot.op = HOOKS[hook].op;
-    slot.errno = spec.errno.number();
-    slot.threshold = spec.probability.threshold();
-    slot.port = u32::from(spec.port);
-    if let Some(p) = &spec.path {
-        slot.file = FileMatch {
-            ino: p.ino,
-            dev: p.kernel_dev,
-            has_path: 1,
-        };
-    }
 }
 
 #[cfg(test)]

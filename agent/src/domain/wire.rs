@@ -1,0 +1,523 @@
+//! The wire (proto) form of an experiment spec and back: request syntax is
+//! validated here, once, and every error names the field at fault. Policy
+//! (protected targets, the duration cap, kernel support) is the engine's.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use faultline_common::MAX_TARGET_PIDS;
+use faultline_proto::v1 as pb;
+
+use super::{ExperimentSpec, Resolver, SpecError, Target};
+use crate::faults::{self, FaultSpec};
+
+const MAX_FAULTS_PER_EXPERIMENT: usize = 16;
+
+fn inv(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
+    SpecError::invalid(field, reason)
+}
+
+fn comm(field: &str, s: &str) -> Result<Option<String>, SpecError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.len() > 15 {
+        return Err(inv(
+            field,
+            format!("{s:?} is longer than the kernel's 15-byte process name"),
+        ));
+    }
+    Ok(Some(s.to_owned()))
+}
+
+fn pids(
+    field: &str,
+    list: &[u32],
+    must_exist: bool,
+    r: &dyn Resolver,
+) -> Result<Vec<u32>, SpecError> {
+    if list.len() > MAX_TARGET_PIDS {
+        return Err(inv(
+            field,
+            format!("at most {MAX_TARGET_PIDS} pids, got {}", list.len()),
+        ));
+    }
+    for (i, pid) in list.iter().enumerate() {
+        if *pid == 0 {
+            return Err(inv(format!("{field}[{i}]"), "pid 0 is not a process"));
+        }
+        if must_exist && !r.process_exists(*pid) {
+            return Err(inv(
+                format!("{field}[{i}]"),
+                format!("no process with pid {pid}"),
+            ));
+        }
+    }
+    Ok(list.to_vec())
+}
+
+fn target(t: Option<&pb::Target>, r: &dyn Resolver) -> Result<Target, SpecError> {
+    let t = t.ok_or_else(|| inv("spec.target", "required: give pids, a cgroup or a comm"))?;
+    let cgroup = match t.cgroup.trim() {
+        "" => None,
+        path => Some(r.cgroup(path).map_err(|e| inv("spec.target.cgroup", e))?),
+    };
+    let interface = match t.interface.trim() {
+        "" => None,
+        name => Some(
+            r.interface(name)
+                .map_err(|e| inv("spec.target.interface", e))?,
+        ),
+    };
+    let out = Target {
+        pids: pids("spec.target.pids", &t.pids, true, r)?,
+        cgroup,
+        comm: comm("spec.target.comm", &t.comm)?,
+        exclude_pids: pids("spec.target.exclude_pids", &t.exclude_pids, false, r)?,
+        exclude_comm: comm("spec.target.exclude_comm", &t.exclude_comm)?,
+        interface,
+    };
+    if let Some(pid) = out.pids.iter().find(|p| out.exclude_pids.contains(p)) {
+        return Err(inv(
+            "spec.target.exclude_pids",
+            format!("pid {pid} is both included and excluded"),
+        ));
+    }
+    if out.interface.is_some() && out.cgroup.is_some() {
+        return Err(inv(
+            "spec.target.interface",
+            "give either an interface or a cgroup, not both",
+        ));
+    }
+    if out.pids.is_empty() && out.cgroup.is_none() && out.comm.is_none() && out.interface.is_none()
+    {
+        return Err(inv(
+            "spec.target",
+            "no selector: give pids, a cgroup or a comm (a fault never applies to the whole host implicitly)",
+        ));
+    }
+    Ok(out)
+}
+
+/// Validates a request's spec.
+pub fn spec_from_proto(
+    spec: Option<&pb::ExperimentSpec>,
+    resolver: &dyn Resolver,
+) -> Result<ExperimentSpec, SpecError> {
+    let s = spec.ok_or_else(|| inv("spec", "required"))?;
+    if s.faults.is_empty() {
+        return Err(inv("spec.faults", "at least one fault is required"));
+    }
+    if s.faults.len() > MAX_FAULTS_PER_EXPERIMENT {
+        return Err(inv(
+            "spec.faults",
+            format!("at most {MAX_FAULTS_PER_EXPERIMENT} faults per experiment"),
+        ));
+    }
+    if s.duration_ms == 0 {
+        return Err(inv(
+            "spec.duration_ms",
+            "required: every experiment must be time-boxed",
+        ));
+    }
+    if s.name.len() > 128 {
+        return Err(inv("spec.name", "at most 128 bytes"));
+    }
+    if s.labels.len() > 32 {
+        return Err(inv("spec.labels", "at most 32 labels"));
+    }
+    for k in s.labels.keys() {
+        if k.is_empty() || k.len() > 63 {
+            return Err(inv(
+                format!("spec.labels[{k:?}]"),
+                "a label key has 1 to 63 bytes",
+            ));
+        }
+    }
+    let faults: Vec<FaultSpec> = s
+        .faults
+        .iter()
+        .enumerate()
+        .map(|(i, f)| faults::from_wire(i, f.kind.as_ref(), resolver))
+        .collect::<Result<_, _>>()?;
+    let target = target(s.target.as_ref(), resolver)?;
+    for (i, f) in faults.iter().enumerate() {
+        f.check_target(&faults::field_of(i, f), &target)?;
+    }
+    Ok(ExperimentSpec {
+        name: s.name.clone(),
+        faults,
+        target,
+        duration: Duration::from_millis(s.duration_ms),
+        dry_run: s.dry_run,
+        labels: s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
+    })
+}
+
+/// The wire form of a validated spec (what `GetExperiment` reports).
+pub fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
+    let t = &s.target;
+    pb::ExperimentSpec {
+        name: s.name.clone(),
+        faults: s
+            .faults
+            .iter()
+            .map(|f| pb::FaultSpec {
+                kind: Some(f.to_wire()),
+            })
+            .collect(),
+        target: Some(pb::Target {
+            pids: t.pids.clone(),
+            cgroup: t
+                .cgroup
+                .as_ref()
+                .map(|c| c.path.display().to_string())
+                .unwrap_or_default(),
+            comm: t.comm.clone().unwrap_or_default(),
+            exclude_pids: t.exclude_pids.clone(),
+            exclude_comm: t.exclude_comm.clone().unwrap_or_default(),
+            interface: t
+                .interface
+                .as_ref()
+                .map(|i| i.name.clone())
+                .unwrap_or_default(),
+        }),
+        duration_ms: s.duration.as_millis() as u64,
+        dry_run: s.dry_run,
+        labels: s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::HostResolver;
+
+    fn base() -> pb::ExperimentSpec {
+        pb::ExperimentSpec {
+            name: "t".into(),
+            faults: vec![pb::FaultSpec {
+                kind: Some(pb::fault_spec::Kind::SyscallError(pb::SyscallError {
+                    syscall: "connect".into(),
+                    errno: "ECONNREFUSED".into(),
+                    probability: 0.5,
+                    port: 8080,
+                    cidr: "127.0.0.0/8".into(),
+                    path: String::new(),
+                })),
+            }],
+            target: Some(pb::Target {
+                pids: vec![std::process::id()],
+                ..Default::default()
+            }),
+            duration_ms: 1000,
+            ..Default::default()
+        }
+    }
+
+    fn field_of(spec: pb::ExperimentSpec) -> String {
+        spec_from_proto(Some(&spec), &HostResolver)
+            .unwrap_err()
+            .field
+    }
+
+    #[test]
+    fn valid_spec_converts() {
+        let s = spec_from_proto(Some(&base()), &HostResolver).unwrap();
+        assert_eq!(s.duration, Duration::from_secs(1));
+        assert_eq!(
+            s.faults[0].summary(),
+            "connect -> ECONNREFUSED p=0.5 port=8080 cidr=127.0.0.0/8"
+        );
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let with_err = |f: &dyn Fn(&mut pb::SyscallError)| {
+            let mut s = base();
+            if let Some(pb::fault_spec::Kind::SyscallError(e)) = &mut s.faults[0].kind {
+                f(e);
+            }
+            field_of(s)
+        };
+        assert_eq!(
+            with_err(&|e| e.errno = "EFOO".into()),
+            "spec.faults[0].syscall_error.errno"
+        );
+        assert_eq!(
+            with_err(&|e| e.syscall = "frob".into()),
+            "spec.faults[0].syscall_error.syscall"
+        );
+        assert_eq!(
+            with_err(&|e| e.probability = 1.5),
+            "spec.faults[0].syscall_error.probability"
+        );
+        assert_eq!(
+            with_err(&|e| e.port = 70000),
+            "spec.faults[0].syscall_error.port"
+        );
+        assert_eq!(
+            with_err(&|e| e.cidr = "10.0.0.0/40".into()),
+            "spec.faults[0].syscall_error.cidr"
+        );
+        // Filters that do not apply to the call are refused, not ignored.
+        assert_eq!(
+            with_err(&|e| e.path = "/tmp".into()),
+            "spec.faults[0].syscall_error.path"
+        );
+        let lsm = |e: &mut pb::SyscallError| {
+            e.syscall = "openat".into();
+            e.port = 0;
+            e.cidr = String::new();
+        };
+        assert_eq!(
+            with_err(&|e| {
+                lsm(e);
+                e.cidr = "10.0.0.0/8".into();
+            }),
+            "spec.faults[0].syscall_error.cidr"
+        );
+        assert_eq!(
+            with_err(&|e| {
+                lsm(e);
+                e.port = 80;
+            }),
+            "spec.faults[0].syscall_error.port"
+        );
+        assert_eq!(
+            with_err(&|e| {
+                lsm(e);
+                e.path = "relative/dir".into();
+            }),
+            "spec.faults[0].syscall_error.path"
+        );
+        assert_eq!(
+            with_err(&|e| {
+                lsm(e);
+                e.path = "/no/such/faultline/dir".into();
+            }),
+            "spec.faults[0].syscall_error.path"
+        );
+        assert_eq!(
+            with_err(&|e| {
+                e.syscall = "fork".into();
+                e.port = 0;
+                e.cidr = String::new();
+                e.path = "/tmp".into();
+            }),
+            "spec.faults[0].syscall_error.path"
+        );
+
+        let mut s = base();
+        s.duration_ms = 0;
+        assert_eq!(field_of(s), "spec.duration_ms");
+        let mut s = base();
+        s.target = Some(pb::Target::default());
+        assert_eq!(field_of(s), "spec.target");
+        let mut s = base();
+        s.target = Some(pb::Target {
+            cgroup: "/definitely/not/a/cgroup".into(),
+            ..Default::default()
+        });
+        assert_eq!(field_of(s), "spec.target.cgroup");
+        let mut s = base();
+        s.target = Some(pb::Target {
+            pids: vec![u32::MAX - 1],
+            ..Default::default()
+        });
+        assert_eq!(field_of(s), "spec.target.pids[0]");
+        let mut s = base();
+        s.faults[0].kind = Some(pb::fault_spec::Kind::SyscallSignal(pb::SyscallSignal {
+            syscall: "getpid".into(),
+            signal: "NOTASIG".into(),
+            ..Default::default()
+        }));
+        assert_eq!(field_of(s), "spec.faults[0].syscall_signal.signal");
+    }
+
+    /// A host where every name resolves (or none does), so validation is
+    /// tested without root and without the names existing.
+    struct FakeHost {
+        exists: bool,
+    }
+
+    impl Resolver for FakeHost {
+        fn cgroup(&self, path: &str) -> Result<crate::cgroup::Cgroup, String> {
+            if !self.exists {
+                return Err(format!("{path} does not exist"));
+            }
+            Ok(crate::cgroup::Cgroup {
+                path: path.into(),
+                id: 4242,
+                level: 2,
+            })
+        }
+        fn interface(&self, name: &str) -> Result<crate::domain::Interface, String> {
+            if !self.exists {
+                return Err(format!("no interface named {name:?} on this host"));
+            }
+            Ok(crate::domain::Interface {
+                name: name.into(),
+                ifindex: 7,
+            })
+        }
+        fn path(&self, path: &str) -> Result<crate::domain::PathMatch, String> {
+            if !self.exists {
+                return Err(format!("{path}: No such file or directory"));
+            }
+            Ok(crate::domain::PathMatch {
+                path: path.into(),
+                ino: 1,
+                kernel_dev: 2,
+            })
+        }
+        fn process_exists(&self, _: u32) -> bool {
+            self.exists
+        }
+    }
+
+    fn net_spec(kind: pb::fault_spec::Kind, target: pb::Target) -> pb::ExperimentSpec {
+        pb::ExperimentSpec {
+            faults: vec![pb::FaultSpec { kind: Some(kind) }],
+            target: Some(target),
+            duration_ms: 1000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn scope_rules_without_root() {
+        let yes = FakeHost { exists: true };
+        let no = FakeHost { exists: false };
+        let iface = pb::Target {
+            interface: "veth-x".into(),
+            ..Default::default()
+        };
+        let cgroup = pb::Target {
+            cgroup: "/app".into(),
+            ..Default::default()
+        };
+        let dup = pb::fault_spec::Kind::Duplicate(pb::Duplicate {
+            probability: 0.5,
+            ..Default::default()
+        });
+        let s = spec_from_proto(Some(&net_spec(dup.clone(), iface.clone())), &yes).unwrap();
+        assert_eq!(s.target.interface.as_ref().unwrap().ifindex, 7);
+        assert_eq!(s.faults[0].kind(), "duplicate");
+        let err = spec_from_proto(Some(&net_spec(dup.clone(), cgroup.clone())), &yes).unwrap_err();
+        assert_eq!(err.field, "spec.faults[0].duplicate");
+        assert!(err.reason.contains("needs an interface scope"), "{err}");
+        let err = spec_from_proto(Some(&net_spec(dup, iface.clone())), &no).unwrap_err();
+        assert_eq!(err.field, "spec.target.interface");
+        let answer = pb::fault_spec::Kind::DnsError(pb::DnsError {
+            failure: pb::DnsFailure::Servfail.into(),
+            probability: 1.0,
+            ..Default::default()
+        });
+        let err = spec_from_proto(Some(&net_spec(answer, cgroup)), &yes).unwrap_err();
+        assert_eq!(err.field, "spec.faults[0].dns_error.failure");
+        let signal = pb::fault_spec::Kind::SyscallSignal(pb::SyscallSignal {
+            syscall: "getpid".into(),
+            signal: "SIGKILL".into(),
+            probability: 1.0,
+            nth_call: 0,
+        });
+        let err = spec_from_proto(Some(&net_spec(signal, iface)), &yes).unwrap_err();
+        assert_eq!(err.field, "spec.target.interface");
+    }
+
+    /// Every kind goes wire -> domain -> wire unchanged (once normalised).
+    #[test]
+    fn every_kind_round_trips() {
+        use pb::fault_spec::Kind;
+        let m = Some(pb::PacketMatch {
+            protocol: "udp".into(),
+            dst_cidr: "10.0.0.0/8".into(),
+            dst_ports: "5000-5010".into(),
+            ..Default::default()
+        });
+        let both = pb::Direction::Both.into();
+        let kinds = [
+            Kind::SyscallError(pb::SyscallError {
+                syscall: "openat".into(),
+                errno: "EIO".into(),
+                probability: 0.25,
+                path: "/var/lib".into(),
+                ..Default::default()
+            }),
+            Kind::SyscallSignal(pb::SyscallSignal {
+                syscall: "getpid".into(),
+                signal: "SIGSTOP".into(),
+                probability: 0.0,
+                nth_call: 3,
+            }),
+            Kind::PacketLoss(pb::PacketLoss {
+                probability: 0.1,
+                burst_length: 4.0,
+                direction: both,
+                r#match: m.clone(),
+            }),
+            Kind::Blackhole(pb::Blackhole {
+                direction: both,
+                r#match: m.clone(),
+            }),
+            Kind::Duplicate(pb::Duplicate {
+                probability: 0.5,
+                direction: both,
+                r#match: m.clone(),
+            }),
+            Kind::Corrupt(pb::Corrupt {
+                probability: 0.5,
+                recompute_checksums: true,
+                direction: both,
+                r#match: m.clone(),
+            }),
+            Kind::Bandwidth(pb::Bandwidth {
+                rate_bits_per_sec: 40_000_000,
+                burst_bytes: 65536,
+                direction: both,
+                r#match: m.clone(),
+            }),
+            Kind::Latency(pb::Latency {
+                delay_ms: 20.0,
+                jitter_ms: 5.0,
+                r#match: m.clone(),
+            }),
+            Kind::DnsError(pb::DnsError {
+                domain: "example.com".into(),
+                failure: pb::DnsFailure::Nxdomain.into(),
+                probability: 1.0,
+                resolver_cidr: "127.0.0.53/32".into(),
+            }),
+        ];
+        assert_eq!(kinds.len(), faults::KINDS.len(), "a kind is missing here");
+        let yes = FakeHost { exists: true };
+        for kind in kinds {
+            let target = if matches!(kind, Kind::SyscallError(_) | Kind::SyscallSignal(_)) {
+                pb::Target {
+                    pids: vec![10],
+                    ..Default::default()
+                }
+            } else {
+                pb::Target {
+                    interface: "veth-x".into(),
+                    ..Default::default()
+                }
+            };
+            let wire = net_spec(kind, target);
+            let domain = spec_from_proto(Some(&wire), &yes).unwrap();
+            let back = spec_to_proto(&domain);
+            assert_eq!(back.faults, wire.faults);
+            let again = spec_from_proto(Some(&back), &yes).unwrap();
+            assert_eq!(again, domain);
+        }
+    }
+}

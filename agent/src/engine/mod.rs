@@ -1,0 +1,415 @@
+//! The experiment engine: arms every fault of an experiment or none, keeps
+//! counters, expires experiments at their deadline and stops them on demand.
+//!
+//! The kernel enforces each deadline by itself; the timer here only tidies
+//! up (detach, free the slot) and reports. The engine knows fault kinds only
+//! through `faults::Fault` and the kernel only through `KernelOps`.
+//! Experiments live in a `Records` store that reads take without the
+//! engine's lock, so a slow start (program loading, verification, TCX
+//! attachment) never holds up `GetExperiment` or `ListExperiments`.
+
+mod handle;
+mod records;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use faultline_common::{FaultCounters, MAX_FAULTS};
+pub use handle::EngineHandle;
+pub use records::Records;
+use records::{FaultRecord, Record};
+use tracing::warn;
+
+use crate::{
+    domain::{ExperimentSpec, SpecError},
+    faults,
+    kernel::{CounterSource, KernelError, KernelOps, Resource},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Running,
+    Expired,
+    Stopped,
+    Failed,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Expired => "expired",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FaultView {
+    pub index: u32,
+    pub kind: &'static str,
+    pub mechanism: &'static str,
+    pub matched: u64,
+    pub injected: u64,
+    pub summary: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct ExperimentView {
+    pub id: String,
+    pub spec: ExperimentSpec,
+    pub state: State,
+    pub started_at: SystemTime,
+    pub deadline: SystemTime,
+    pub ended_at: Option<SystemTime>,
+    pub message: String,
+    pub faults: Vec<FaultView>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Started,
+    Counters,
+    Expired,
+    Stopped,
+    Failed,
+}
+
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub kind: EventKind,
+    pub at: SystemTime,
+    pub experiment: ExperimentView,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("no experiment with id {0:?}")]
+    NotFound(String),
+    #[error("{0}")]
+    Exhausted(String),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+/// Who may never be faulted.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub max_duration: Duration,
+    pub protected_pids: Vec<u32>,
+    pub protected_comms: Vec<String>,
+}
+
+pub struct Engine<K: KernelOps> {
+    kernel: K,
+    records: Arc<RwLock<Records>>,
+    free: BTreeSet<u32>,
+    policy: Policy,
+    agent_pid: u32,
+}
+
+fn boottime_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+fn new_id() -> String {
+    format!("exp-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+fn process_comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim_end().to_owned())
+}
+
+impl<K: KernelOps> Engine<K> {
+    pub fn new(kernel: K, policy: Policy) -> Self {
+        Self {
+            kernel,
+            records: Arc::default(),
+            free: (0..MAX_FAULTS).collect(),
+            policy,
+            agent_pid: std::process::id(),
+        }
+    }
+
+    pub fn kernel_mut(&mut self) -> &mut K {
+        &mut self.kernel
+    }
+
+    pub fn kernel(&self) -> &K {
+        &self.kernel
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The store views read, shared with the handle.
+    pub fn records(&self) -> Arc<RwLock<Records>> {
+        self.records.clone()
+    }
+
+    fn read_records(&self) -> std::sync::RwLockReadGuard<'_, Records> {
+        self.records
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_records(&self) -> std::sync::RwLockWriteGuard<'_, Records> {
+        self.records
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Duration cap and protected targets, before anything is planned.
+    fn check_policy(&self, spec: &ExperimentSpec) -> Result<(), SpecError> {
+        if spec.duration > self.policy.max_duration {
+            return Err(SpecError::invalid(
+                "spec.duration_ms",
+                format!(
+                    "{} exceeds this agent's maximum of {}",
+                    humantime::format_duration(spec.duration),
+                    humantime::format_duration(self.policy.max_duration)
+                ),
+            ));
+        }
+        let t = &spec.target;
+        for (i, pid) in t.pids.iter().enumerate() {
+            let field = format!("spec.target.pids[{i}]");
+            if *pid == self.agent_pid {
+                return Err(SpecError::protected(
+                    field,
+                    "the agent itself can never be targeted",
+                ));
+            }
+            if *pid == 1 {
+                return Err(SpecError::protected(field, "PID 1 can never be targeted"));
+            }
+            if self.policy.protected_pids.contains(pid) {
+                return Err(SpecError::protected(
+                    field,
+                    format!("pid {pid} is on the protected list"),
+                ));
+            }
+            if let Some(comm) =
+                process_comm(*pid).filter(|c| self.policy.protected_comms.contains(c))
+            {
+                return Err(SpecError::protected(
+                    field,
+                    format!("pid {pid} ({comm}) is a protected process"),
+                ));
+            }
+        }
+        if let Some(comm) = &t.comm
+            && self.policy.protected_comms.contains(comm)
+        {
+            return Err(SpecError::protected(
+                "spec.target.comm",
+                format!("{comm:?} is a protected process name"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Plans every fault and checks that this kernel has what each holds
+    /// (attachments first, then the rest), before anything is armed.
+    fn plan(
+        &mut self,
+        spec: &ExperimentSpec,
+        deadline_ns: u64,
+    ) -> Result<Vec<faults::Armable>, SpecError> {
+        let mut out = Vec::with_capacity(spec.faults.len());
+        for (i, f) in spec.faults.iter().enumerate() {
+            let field = faults::field_of(i, f);
+            let armable = faults::prepare(
+                f,
+                &field,
+                &spec.target,
+                deadline_ns,
+                spec.dry_run,
+                &mut self.kernel,
+            )?;
+            let (attach, rest): (Vec<Resource>, Vec<Resource>) = armable
+                .resources
+                .iter()
+                .partition(|r| matches!(r, Resource::Attach(_)));
+            for r in attach.into_iter().chain(rest) {
+                if let Some(reason) = self.kernel.resource_unavailable(r) {
+                    return Err(SpecError::unsupported(field, reason));
+                }
+            }
+            out.push(armable);
+        }
+        Ok(out)
+    }
+
+    fn refresh_slot_limit(&mut self) -> Result<(), KernelError> {
+        let limit = (0..MAX_FAULTS)
+            .rev()
+            .find(|s| !self.free.contains(s))
+            .map_or(0, |s| s + 1);
+        self.kernel.set_slot_limit(limit)
+    }
+
+    /// Arms one fault; on failure it leaves nothing behind.
+    fn arm_one(&mut self, a: faults::Armable) -> Result<FaultRecord, KernelError> {
+        let slot = self
+            .free
+            .pop_first()
+            .ok_or_else(|| KernelError::Unavailable {
+                mechanism: "fault slots",
+                reason: "none free".into(),
+            })?;
+        let mut rec = FaultRecord {
+            slot: Some(slot),
+            resources: a.resources,
+            held: 0,
+            last: FaultCounters::default(),
+        };
+        let res = (|| {
+            self.kernel.write_fault(slot, &a.slot, &a.pid_roles)?;
+            self.refresh_slot_limit()?;
+            for i in 0..rec.resources.len() {
+                self.kernel.acquire(slot, rec.resources[i])?;
+                rec.held += 1;
+            }
+            Ok(())
+        })();
+        match res {
+            Ok(()) => Ok(rec),
+            Err(e) => {
+                self.disarm(&mut rec);
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives back what the fault holds (in reverse), keeps its final
+    /// counters and frees its slot.
+    fn disarm(&mut self, rec: &mut FaultRecord) {
+        let Some(slot) = rec.slot.take() else { return };
+        for &r in rec.resources[..rec.held].iter().rev() {
+            self.kernel.release(slot, r);
+        }
+        rec.held = 0;
+        if let Ok(c) = self.kernel.read_counters(slot) {
+            rec.last = c;
+        }
+        if let Err(e) = self.kernel.clear_fault(slot) {
+            warn!(slot, error = %e, "clearing a fault slot failed");
+        }
+        self.free.insert(slot);
+        if let Err(e) = self.refresh_slot_limit() {
+            warn!(error = %e, "updating the slot limit failed");
+        }
+    }
+
+    /// Arms every fault of `spec`, or none of them.
+    pub fn start(&mut self, spec: ExperimentSpec) -> Result<String, EngineError> {
+        self.check_policy(&spec)?;
+        if self.free.len() < spec.faults.len() {
+            return Err(EngineError::Exhausted(format!(
+                "all {MAX_FAULTS} fault slots are in use; stop an experiment first"
+            )));
+        }
+        let deadline_ns = boottime_ns() + spec.duration.as_nanos() as u64;
+        let plans = self.plan(&spec, deadline_ns)?;
+        self.kernel.set_protected(&self.policy.protected_pids)?;
+        let mut armed: Vec<FaultRecord> = Vec::with_capacity(plans.len());
+        for (i, a) in plans.into_iter().enumerate() {
+            match self.arm_one(a) {
+                Ok(rec) => armed.push(rec),
+                Err(e) => {
+                    for mut rec in armed {
+                        self.disarm(&mut rec);
+                    }
+                    // What the host refuses is the request's to change:
+                    // name the fault it concerns.
+                    return Err(match e {
+                        KernelError::Conflict { .. } | KernelError::Unavailable { .. } => {
+                            SpecError::unsupported(
+                                faults::field_of(i, &spec.faults[i]),
+                                e.to_string(),
+                            )
+                            .into()
+                        }
+                        e => e.into(),
+                    });
+                }
+            }
+        }
+        let now = SystemTime::now();
+        let id = new_id();
+        let rec = Record {
+            id: id.clone(),
+            deadline: now + spec.duration,
+            spec,
+            state: State::Running,
+            started_at: now,
+            ended_at: None,
+            message: String::new(),
+            faults: armed,
+        };
+        let mut records = self.write_records();
+        records.map.insert(id.clone(), rec);
+        records.prune();
+        Ok(id)
+    }
+
+    /// Ends a running experiment; false if it had ended already.
+    pub fn finish(&mut self, id: &str, state: State, message: &str) -> Result<bool, EngineError> {
+        // Disarmed from a copy, so the records' lock is never held across
+        // kernel work; readers see the experiment running until it ends.
+        let mut faults = {
+            let records = self.read_records();
+            let rec = records
+                .map
+                .get(id)
+                .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
+            if rec.state != State::Running {
+                return Ok(false);
+            }
+            rec.faults.clone()
+        };
+        for f in &mut faults {
+            self.disarm(f);
+        }
+        let mut records = self.write_records();
+        if let Some(rec) = records.map.get_mut(id) {
+            rec.faults = faults;
+            rec.state = state;
+            rec.ended_at = Some(SystemTime::now());
+            rec.message = message.to_owned();
+        }
+        Ok(true)
+    }
+
+    pub fn running_ids(&self) -> Vec<String> {
+        self.read_records().running_ids()
+    }
+
+    pub fn view(&self, id: &str) -> Option<ExperimentView> {
+        self.read_records().view(id, &KernelCounters(&self.kernel))
+    }
+}
+
+/// The engine's kernel as a counter source (for views under its lock).
+struct KernelCounters<'a, K: KernelOps>(&'a K);
+
+impl<K: KernelOps> CounterSource for KernelCounters<'_, K> {
+    fn read(&self, slot: u32) -> Option<FaultCounters> {
+        self.0.read_counters(slot).ok()
+    }
+}

@@ -1,0 +1,515 @@
+//! The kernel layer: the loaded eBPF object, its maps and the attachments
+//! that live only while a fault needs them. Every attachment is an unpinned
+//! bpf_link, so the kernel removes it when the agent's process dies,
+//! SIGKILL included.
+//!
+//! `catalogue` names the programs and mechanisms, `probe` loads them,
+//! `verifier` turns refusals into reasons, `attach` holds the links,
+//! `keeper` keeps the TCX hooks on, `slots` keeps the scan lists, and `ops`
+//! is the seam the engine drives.
+
+mod attach;
+mod catalogue;
+mod keeper;
+pub mod lsm_hooks;
+mod ops;
+mod probe;
+mod slots;
+mod verifier;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs::File,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, ProgramArray},
+    util::nr_cpus,
+};
+pub use catalogue::{CGROUP_SKB, CGROUP_SOCK_ADDR, RAW_TRACEPOINT, SOCK_OPS, TCX, TCX_FQ};
+pub use catalogue::{Group, Mechanism, TcSide};
+use faultline_common::{
+    AgentConfig, FaultCounters, FaultSlot, MAX_DNS_SLOTS, MAX_FAULTS, MAX_LSM_SLOTS, MAX_NET_SLOTS,
+    MAX_SYSCALL_NR, SlotPid,
+};
+pub use ops::{CounterSource, KernelOps, Probed, Resource, SlotList as ScanList};
+
+use self::{
+    attach::Attachment, catalogue::OBJECT, catalogue::take, keeper::TcxKeeper, probe::LsmLoader,
+    slots::SlotList, verifier::chain,
+};
+use crate::{cgroup, qdisc};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("{mechanism} is unavailable on this kernel: {reason}")]
+    Unavailable {
+        mechanism: &'static str,
+        reason: String,
+    },
+    #[error("all {0} {1} fault slots are in use; stop such an experiment first")]
+    ListFull(u32, &'static str),
+    #[error("attaching {program} failed: {}", chain(source))]
+    Attach {
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    /// Someone else's configuration is in the way (an interface's root
+    /// qdisc, say): the request cannot proceed until it changes.
+    #[error("{what}: {reason}")]
+    Conflict { what: &'static str, reason: String },
+}
+
+pub struct Kernel {
+    ebpf: Ebpf,
+    slots: Array<MapData, FaultSlot>,
+    counters: PerCpuArray<MapData, FaultCounters>,
+    config: Array<MapData, AgentConfig>,
+    watched: Array<MapData, u32>,
+    nth: HashMap<MapData, SlotPid, u64>,
+    pids: HashMap<MapData, SlotPid, u32>,
+    protected: HashMap<MapData, u32, u8>,
+    protected_comms: HashMap<MapData, [u8; 16], u8>,
+    attachments: BTreeMap<Mechanism, Attachment>,
+    /// Why a mechanism cannot be used here, found while loading.
+    unavailable: BTreeMap<Mechanism, String>,
+    cgroup_root: Option<File>,
+    ncpus: usize,
+    agent_tgid: u32,
+    slot_limit: u32,
+    control_port: u32,
+    net_slots: SlotList,
+    lsm_slots: SlotList,
+    dns_slots: SlotList,
+    /// Per-slot token bucket / next departure time of the packet programs.
+    buckets: Array<MapData, [u64; 2]>,
+    ge_state: PerCpuArray<MapData, u32>,
+    /// Why `latency` cannot run here (no fq qdisc, no tc), or None.
+    fq_unavailable: Option<String>,
+    fq: Option<qdisc::FqManager>,
+    /// Program arrays of the tail calls, held so the kernel keeps their entries.
+    tail_calls: Vec<ProgramArray<MapData>>,
+    /// BTF for loading LSM programs and the offsets map they read, prepared
+    /// on the first LSM need (the map is held: later loads use its fd).
+    lsm_btf: Option<Result<LsmLoader, String>>,
+    /// LSM programs loaded (or refused) so far.
+    lsm_loaded: BTreeSet<&'static str>,
+    /// Why the sock_ops program (TCP pacing under `bandwidth`) did not load.
+    sock_ops_unavailable: Option<String>,
+    /// Groups whose programs were loaded (or refused): see `probe`.
+    probed: BTreeSet<Group>,
+    /// Keep the TCX hooks on while the agent runs (config `keep_tcx_hooks`).
+    keep_tcx: bool,
+    tcx_keeper: Option<TcxKeeper>,
+    /// Interface scope on the cgroup_skb programs even where TCX exists.
+    iface_via_cgroup: bool,
+    counter_reader: std::sync::Arc<CounterReader>,
+}
+
+impl Kernel {
+    /// Loads the object and every program (nothing is attached yet). A
+    /// program the kernel refuses makes its mechanism unavailable, with the
+    /// reason kept for `GetCapabilities`.
+    pub fn load() -> Result<Self, KernelError> {
+        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+        let mut unavailable = BTreeMap::new();
+        let cgroup_root = match cgroup::cgroup2_mount() {
+            Ok(path) => match File::open(&path) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    let reason = format!("cannot open the cgroup2 root {}: {e}", path.display());
+                    unavailable.insert(Mechanism::CgroupSockAddr, reason.clone());
+                    unavailable.insert(Mechanism::CgroupSkb, reason);
+                    None
+                }
+            },
+            Err(e) => {
+                unavailable.insert(Mechanism::CgroupSockAddr, e.to_string());
+                unavailable.insert(Mechanism::CgroupSkb, e.to_string());
+                None
+            }
+        };
+
+        let slots = take(&mut ebpf, "FL_SLOTS")?;
+        let counters = take(&mut ebpf, "FL_COUNTERS")?;
+        let config = take(&mut ebpf, "FL_CONFIG")?;
+        let watched = take(&mut ebpf, "FL_WATCHED")?;
+        let nth = take(&mut ebpf, "FL_NTH")?;
+        let pids = take(&mut ebpf, "FL_PIDS")?;
+        let protected = take(&mut ebpf, "FL_PROTECTED")?;
+        let protected_comms = take(&mut ebpf, "FL_PROT_COMMS")?;
+        let net_slots = SlotList {
+            what: "network",
+            max: MAX_NET_SLOTS,
+            slots: Vec::new(),
+            map: take(&mut ebpf, "FL_NET_SLOTS")?,
+        };
+        let dns_slots = SlotList {
+            what: "DNS",
+            max: MAX_DNS_SLOTS,
+            slots: Vec::new(),
+            map: take(&mut ebpf, "FL_DNS_SLOTS")?,
+        };
+        let lsm_slots = SlotList {
+            what: "LSM",
+            max: MAX_LSM_SLOTS,
+            slots: Vec::new(),
+            map: take(&mut ebpf, "FL_LSM_SLOTS")?,
+        };
+        let ncpus = nr_cpus().map_err(|(_, e)| KernelError::Map {
+            name: "FL_COUNTERS",
+            source: aya::maps::MapError::IoError(e),
+        })?;
+        let buckets = take(&mut ebpf, "FL_BUCKETS")?;
+        let ge_state = take(&mut ebpf, "FL_GE_STATE")?;
+        let counter_reader = std::sync::Arc::new(CounterReader::open(&counters)?);
+        let mut kernel = Self {
+            counter_reader,
+            ebpf,
+            slots,
+            counters,
+            config,
+            watched,
+            nth,
+            pids,
+            protected,
+            protected_comms,
+            attachments: BTreeMap::new(),
+            unavailable,
+            probed: BTreeSet::new(),
+            sock_ops_unavailable: None,
+            lsm_btf: None,
+            lsm_loaded: BTreeSet::new(),
+            cgroup_root,
+            ncpus,
+            agent_tgid: std::process::id(),
+            slot_limit: 0,
+            control_port: 0,
+            net_slots,
+            lsm_slots,
+            dns_slots,
+            buckets,
+            ge_state,
+            fq_unavailable: qdisc::unavailable_reason(),
+            fq: None,
+            tail_calls: Vec::new(),
+            keep_tcx: false,
+            tcx_keeper: None,
+            iface_via_cgroup: false,
+        };
+        kernel.set_slot_limit(0)?;
+        Ok(kernel)
+    }
+
+    /// The agent's own TCP port, which network faults never drop.
+    pub fn set_control_port(&mut self, port: u16) -> Result<(), KernelError> {
+        self.control_port = u32::from(port);
+        self.set_slot_limit(self.slot_limit)
+    }
+
+    fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> KernelError {
+        move |source| KernelError::Map { name, source }
+    }
+
+    /// Programs scan slots `0..limit` only.
+    pub fn set_slot_limit(&mut self, limit: u32) -> Result<(), KernelError> {
+        self.slot_limit = limit.min(MAX_FAULTS);
+        let cfg = AgentConfig {
+            agent_tgid: self.agent_tgid,
+            slot_limit: self.slot_limit,
+            control_port: self.control_port,
+            net_slot_count: self.net_slots.slots.len() as u32,
+            lsm_slot_count: self.lsm_slots.slots.len() as u32,
+            dns_slot_count: self.dns_slots.slots.len() as u32,
+            pace_at_connect: u32::from(self.sock_ops_unavailable.is_some()),
+        };
+        self.config
+            .set(0, cfg, 0)
+            .map_err(Self::map_err("FL_CONFIG"))
+    }
+
+    /// Enables `latency` (and shaped `bandwidth`) to install fq root
+    /// qdiscs, recorded in `state_dir` (and removes any a previous agent
+    /// left behind).
+    pub fn enable_qdiscs(&mut self, state_dir: &std::path::Path) {
+        self.fq = Some(qdisc::FqManager::new(state_dir));
+    }
+
+    fn scan_list(&mut self, list: ScanList) -> &mut SlotList {
+        match list {
+            ScanList::Net => &mut self.net_slots,
+            ScanList::Dns => &mut self.dns_slots,
+            ScanList::Lsm => &mut self.lsm_slots,
+        }
+    }
+
+    /// Lists or unlists a slot for the programs that scan `list`.
+    fn list_slot(&mut self, index: u32, list: ScanList, member: bool) -> Result<(), KernelError> {
+        if self.scan_list(list).update(index, member)? {
+            self.set_slot_limit(self.slot_limit)?;
+        }
+        Ok(())
+    }
+
+    fn write_pids(&mut self, index: u32, roles: &[(u32, u32)]) -> Result<(), KernelError> {
+        for (tgid, role) in roles {
+            let key = SlotPid {
+                slot: index,
+                tgid: *tgid,
+            };
+            self.pids
+                .insert(key, role, 0)
+                .map_err(Self::map_err("FL_PIDS"))?;
+        }
+        Ok(())
+    }
+
+    /// Zeroes a slot's counters and the per-slot state of the packet
+    /// programs (token bucket or next departure time, Gilbert state), so a
+    /// reused slot starts fresh.
+    fn reset_counters(&mut self, index: u32) -> Result<(), KernelError> {
+        self.buckets
+            .set(index, [0u64; 2], 0)
+            .map_err(Self::map_err("FL_BUCKETS"))?;
+        let good =
+            PerCpuValues::try_from(vec![0u32; self.ncpus]).map_err(|e| KernelError::Map {
+                name: "FL_GE_STATE",
+                source: aya::maps::MapError::IoError(e),
+            })?;
+        self.ge_state
+            .set(index, good, 0)
+            .map_err(Self::map_err("FL_GE_STATE"))?;
+        self.reset_slot_counters(index)
+    }
+
+    fn reset_slot_counters(&mut self, index: u32) -> Result<(), KernelError> {
+        let zeros =
+            PerCpuValues::try_from(vec![FaultCounters::default(); self.ncpus]).map_err(|e| {
+                KernelError::Map {
+                    name: "FL_COUNTERS",
+                    source: aya::maps::MapError::IoError(e),
+                }
+            })?;
+        self.counters
+            .set(index, zeros, 0)
+            .map_err(Self::map_err("FL_COUNTERS"))
+    }
+
+    pub fn read_counters(&self, index: u32) -> Result<FaultCounters, KernelError> {
+        let per_cpu = self
+            .counters
+            .get(&index, 0)
+            .map_err(Self::map_err("FL_COUNTERS"))?;
+        Ok(per_cpu
+            .iter()
+            .fold(FaultCounters::default(), |acc, c| FaultCounters {
+                matched: acc.matched + c.matched,
+                injected: acc.injected + c.injected,
+            }))
+    }
+
+    /// Adjusts the number of active signal faults watching syscall `nr`.
+    fn watch_syscall(&mut self, nr: u32, add: bool) -> Result<(), KernelError> {
+        if nr >= MAX_SYSCALL_NR {
+            return Ok(());
+        }
+        let cur = self
+            .watched
+            .get(&nr, 0)
+            .map_err(Self::map_err("FL_WATCHED"))?;
+        let next = if add { cur + 1 } else { cur.saturating_sub(1) };
+        self.watched
+            .set(nr, next, 0)
+            .map_err(Self::map_err("FL_WATCHED"))
+    }
+
+    /// Replaces the in-kernel set of protected processes.
+    pub fn set_protected(&mut self, pids: &[u32]) -> Result<(), KernelError> {
+        let old: Vec<u32> = self.protected.keys().filter_map(Result::ok).collect();
+        for p in old.iter().filter(|p| !pids.contains(p)) {
+            let _ = self.protected.remove(p);
+        }
+        for p in pids.iter().take(4096) {
+            self.protected
+                .insert(p, 1, 0)
+                .map_err(Self::map_err("FL_PROTECTED"))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the process names that are never faulted (at most 64).
+    pub fn set_protected_comms(&mut self, comms: &[String]) -> Result<(), KernelError> {
+        for c in comms.iter().take(64) {
+            let mut key = [0u8; 16];
+            let n = c.len().min(15);
+            key[..n].copy_from_slice(&c.as_bytes()[..n]);
+            self.protected_comms
+                .insert(key, 1, 0)
+                .map_err(Self::map_err("FL_PROT_COMMS"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Probed for Kernel {
+    fn reason(&self, m: Mechanism) -> Option<&str> {
+        self.unavailable.get(&m.generic()).map(String::as_str)
+    }
+
+    fn fq_reason(&self) -> Option<&str> {
+        match (&self.fq_unavailable, &self.fq) {
+            (Some(r), _) => Some(r),
+            (None, None) => Some("qdisc management is not enabled in this agent"),
+            (None, Some(_)) => None,
+        }
+    }
+
+    fn sock_ops_reason(&self) -> Option<&str> {
+        self.sock_ops_unavailable.as_deref()
+    }
+
+    fn interface_via_cgroup_probed(&self) -> bool {
+        self.iface_via_cgroup || self.reason(Mechanism::TCX).is_some()
+    }
+}
+
+impl KernelOps for Kernel {
+    fn ensure(&mut self, m: Mechanism) {
+        self.ensure_loaded(m);
+    }
+
+    fn write_fault(
+        &mut self,
+        index: u32,
+        fault: &FaultSlot,
+        pid_roles: &[(u32, u32)],
+    ) -> Result<(), KernelError> {
+        self.reset_counters(index)?;
+        self.write_pids(index, pid_roles)?;
+        self.slots
+            .set(index, fault, 0)
+            .map_err(Self::map_err("FL_SLOTS"))
+    }
+
+    fn clear_fault(&mut self, index: u32) -> Result<(), KernelError> {
+        for list in [ScanList::Net, ScanList::Dns, ScanList::Lsm] {
+            self.list_slot(index, list, false)?;
+        }
+        self.slots
+            .set(index, FaultSlot::default(), 0)
+            .map_err(Self::map_err("FL_SLOTS"))?;
+        // Drop the per-process call counts of nth-call faults in this slot,
+        // and its pids.
+        let stale: Vec<SlotPid> = self
+            .nth
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == index)
+            .collect();
+        for k in stale {
+            let _ = self.nth.remove(&k);
+        }
+        let stale: Vec<SlotPid> = self
+            .pids
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == index)
+            .collect();
+        for k in stale {
+            let _ = self.pids.remove(&k);
+        }
+        Ok(())
+    }
+
+    fn read_counters(&self, index: u32) -> Result<FaultCounters, KernelError> {
+        Kernel::read_counters(self, index)
+    }
+
+    fn acquire(&mut self, slot: u32, r: Resource) -> Result<(), KernelError> {
+        match r {
+            Resource::Fq(ifindex) => self.acquire_fq(ifindex),
+            Resource::Listed(list) => self.list_slot(slot, list, true),
+            Resource::WatchSyscall(nr) => self.watch_syscall(nr, true),
+            Resource::Attach(m) => self.acquire_mechanism(m),
+        }
+    }
+
+    fn release(&mut self, slot: u32, r: Resource) {
+        let res = match r {
+            Resource::Fq(ifindex) => {
+                self.release_fq(ifindex);
+                Ok(())
+            }
+            Resource::Listed(list) => self.list_slot(slot, list, false),
+            Resource::WatchSyscall(nr) => self.watch_syscall(nr, false),
+            Resource::Attach(m) => {
+                self.release_mechanism(m);
+                Ok(())
+            }
+        };
+        if let Err(e) = res {
+            tracing::warn!(slot, resource = ?r, error = %e, "releasing failed");
+        }
+    }
+
+    fn set_slot_limit(&mut self, limit: u32) -> Result<(), KernelError> {
+        Kernel::set_slot_limit(self, limit)
+    }
+
+    fn set_protected(&mut self, pids: &[u32]) -> Result<(), KernelError> {
+        Kernel::set_protected(self, pids)
+    }
+
+    fn counter_source(&self) -> std::sync::Arc<dyn CounterSource + Send + Sync> {
+        self.counter_reader.clone()
+    }
+}
+
+/// Its own handle on `FL_COUNTERS` (a duplicated fd), so views read
+/// counters without the engine's lock.
+struct CounterReader(PerCpuArray<MapData, FaultCounters>);
+
+impl CounterReader {
+    fn open(counters: &PerCpuArray<MapData, FaultCounters>) -> Result<Self, KernelError> {
+        use aya::maps::{IterableMap as _, Map, MapError};
+        use std::os::fd::AsFd as _;
+        let err = |source| KernelError::Map {
+            name: "FL_COUNTERS",
+            source,
+        };
+        let fd = counters
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| err(MapError::IoError(e)))?;
+        let data = MapData::from_fd(fd).map_err(err)?;
+        PerCpuArray::try_from(Map::PerCpuArray(data))
+            .map(Self)
+            .map_err(err)
+    }
+}
+
+impl CounterSource for CounterReader {
+    fn read(&self, slot: u32) -> Option<FaultCounters> {
+        let per_cpu = self.0.get(&slot, 0).ok()?;
+        Some(
+            per_cpu
+                .iter()
+                .fold(FaultCounters::default(), |acc, c| FaultCounters {
+                    matched: acc.matched + c.matched,
+                    injected: acc.injected + c.injected,
+                }),
+        )
+    }
+}

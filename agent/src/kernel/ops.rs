@@ -1,0 +1,133 @@
+//! The seam between the engine and the kernel: what a fault holds while it
+//! is armed (`Resource`), what the kernel can do (`Probed`), and the few
+//! operations the engine drives (`KernelOps`). The engine's unit tests put a
+//! fake kernel behind it.
+
+use faultline_common::{FaultCounters, FaultSlot};
+
+use super::{KernelError, Mechanism, catalogue};
+
+/// The scan list a slot is on: the programs of one family look only at
+/// the slots listed for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SlotList {
+    /// The packet programs (`FL_NET_SLOTS`).
+    Net,
+    /// The DNS programs (`FL_DNS_SLOTS`).
+    Dns,
+    /// The LSM programs (`FL_LSM_SLOTS`).
+    Lsm,
+}
+
+/// Something an armed fault holds in the kernel. The engine takes a fault's
+/// resources in the order its kind lists them, after writing its slot, and
+/// gives them back in reverse; shared ones are reference-counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Resource {
+    /// An fq root qdisc on this interface (by ifindex), shared. Listed
+    /// before the slot goes on a scan list: a departure time stamped on a
+    /// packet means nothing without it.
+    Fq(u32),
+    /// The fault's slot on a scan list (taken after the slot is complete,
+    /// so a program never sees half of it).
+    Listed(SlotList),
+    /// A count in `FL_WATCHED` for this syscall number (signal faults).
+    WatchSyscall(u32),
+    /// The programs of a mechanism, attached while any fault holds them.
+    Attach(Mechanism),
+}
+
+impl Resource {
+    /// What to call it in an error.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fq(_) => "fq qdisc",
+            Self::Listed(_) => "fault slot list",
+            Self::WatchSyscall(_) => catalogue::RAW_TRACEPOINT,
+            Self::Attach(m) => m.name(),
+        }
+    }
+}
+
+/// Live per-slot counters, readable without the kernel's owner.
+pub trait CounterSource {
+    fn read(&self, slot: u32) -> Option<FaultCounters>;
+}
+
+/// What this kernel can do, as far as its programs have been loaded.
+pub trait Probed {
+    /// Why `m` cannot be used here, if so.
+    fn reason(&self, m: Mechanism) -> Option<&str>;
+    /// Why an fq root qdisc cannot be installed here, if so.
+    fn fq_reason(&self) -> Option<&str>;
+    /// Why the sock_ops program (TCP pacing under `bandwidth`) did not load.
+    fn sock_ops_reason(&self) -> Option<&str>;
+    /// Interface scope runs on the cgroup_skb programs (local sockets'
+    /// packets only) instead of TCX: by configuration, or for want of TCX.
+    fn interface_via_cgroup_probed(&self) -> bool;
+}
+
+/// The operations the engine drives.
+pub trait KernelOps: Probed + Send {
+    /// Loads the programs `m` needs, unless done already (once; a refusal
+    /// is kept as the mechanism's reason).
+    fn ensure(&mut self, m: Mechanism);
+
+    /// Writes a fault's slot: fresh counters and per-slot program state,
+    /// its included/excluded pids, then the slot itself.
+    fn write_fault(
+        &mut self,
+        slot: u32,
+        fault: &FaultSlot,
+        pid_roles: &[(u32, u32)],
+    ) -> Result<(), KernelError>;
+
+    /// Empties a slot and the per-process state kept for it.
+    fn clear_fault(&mut self, slot: u32) -> Result<(), KernelError>;
+
+    fn read_counters(&self, slot: u32) -> Result<FaultCounters, KernelError>;
+
+    /// Takes `r` for the fault in `slot`; on error nothing was taken.
+    fn acquire(&mut self, slot: u32, r: Resource) -> Result<(), KernelError>;
+
+    /// Gives `r` back; the last user of a shared resource removes it.
+    fn release(&mut self, slot: u32, r: Resource);
+
+    /// Programs scan slots `0..limit` only.
+    fn set_slot_limit(&mut self, limit: u32) -> Result<(), KernelError>;
+
+    /// Replaces the in-kernel set of protected processes.
+    fn set_protected(&mut self, pids: &[u32]) -> Result<(), KernelError>;
+
+    /// A second handle on the counters, for readers on other threads.
+    fn counter_source(&self) -> std::sync::Arc<dyn CounterSource + Send + Sync>;
+
+    /// Why `m` cannot be used here, loading its programs first if needed.
+    fn unavailable(&mut self, m: Mechanism) -> Option<String> {
+        self.ensure(m);
+        self.reason(m).map(str::to_owned)
+    }
+
+    /// `interface_via_cgroup_probed`, after loading the TCX programs.
+    fn interface_via_cgroup(&mut self) -> bool {
+        self.ensure(Mechanism::TCX);
+        self.interface_via_cgroup_probed()
+    }
+
+    /// Why TCP cannot be paced by sock_ops, after loading that group.
+    fn sock_ops_unavailable(&mut self) -> Option<String> {
+        self.ensure(Mechanism::CgroupSkb);
+        self.sock_ops_reason().map(str::to_owned)
+    }
+
+    /// Why `r` cannot be taken on this kernel, as a refusal's reason.
+    fn resource_unavailable(&mut self, r: Resource) -> Option<String> {
+        match r {
+            Resource::Attach(m) => self
+                .unavailable(m)
+                .map(|reason| format!("{} is unavailable on this kernel: {reason}", m.name())),
+            Resource::Fq(_) => self.fq_reason().map(str::to_owned),
+            Resource::Listed(_) | Resource::WatchSyscall(_) => None,
+        }
+    }
+}
