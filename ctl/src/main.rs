@@ -108,6 +108,15 @@ enum Command {
         #[arg(long, default_value = "1s", value_parser = parse_interval)]
         interval: Duration,
     },
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    Completion {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), as `cargo xtask man` installs it.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -675,6 +684,12 @@ async fn run(cli: Cli, address: &AgentAddress) -> anyhow::Result<()> {
     // Experiments are built before connecting, so that a bad file is
     // reported as such even when the agent is down.
     match cli.command {
+        // These two need no agent.
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "faultctl", out);
+            Ok(())
+        }
+        Command::Man => Ok(clap_mangen::Man::new(Cli::command()).render(out)?),
         Command::Inject(inject) => {
             let experiment = inject.into_experiment()?;
             start(&mut connect(address).await?, experiment, format, out).await

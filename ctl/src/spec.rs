@@ -64,7 +64,7 @@ pub enum Fault {
 
 /// How a fault is written: a map whose single key is the fault kind,
 /// `- syscall_error: {...}`. A struct rather than a serde enum because
-/// `serde_yaml` 0.9 wants enums as `!tags`, and so that a misspelt kind is an
+/// `yaml_serde` (like `serde_yaml` 0.9) wants enums as `!tags`, and so that a misspelt kind is an
 /// "unknown field" that lists the known kinds, in YAML and JSON alike.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -748,7 +748,7 @@ pub fn parse(text: &str, format: FileFormat) -> Result<Experiment, String> {
         return Err("the file is empty".to_owned());
     }
     match format {
-        FileFormat::Yaml => serde_yaml::from_str(text).map_err(|err| err.to_string()),
+        FileFormat::Yaml => yaml_serde::from_str(text).map_err(|err| err.to_string()),
         FileFormat::Json => {
             let deserializer = &mut serde_json::Deserializer::from_str(text);
             serde_path_to_error::deserialize(deserializer).map_err(|err| {

@@ -732,3 +732,33 @@ async fn absent_agent_is_reported_with_a_hint() {
         )
     );
 }
+
+#[tokio::test]
+async fn completion_and_man_need_no_agent() {
+    let socket = std::env::temp_dir().join(format!("faultctl-{}-none.sock", std::process::id()));
+    let args = ["completion", "bash"];
+    let script = success(faultctl(&socket, &args, None).await, &args);
+    assert!(
+        script.contains("faultctl")
+            && script.contains("inject")
+            && script.contains("--probability"),
+        "a bash completion script for faultctl's subcommands and flags:\n{script}"
+    );
+    for shell in ["zsh", "fish"] {
+        let args = ["completion", shell];
+        let script = success(faultctl(&socket, &args, None).await, &args);
+        assert!(script.contains("inject"), "{shell} completion:\n{script}");
+    }
+    let run = faultctl(&socket, &["completion", "tcsh"], None).await;
+    assert_eq!(
+        run.code,
+        Some(2),
+        "an unknown shell is a usage error: {}",
+        run.stderr
+    );
+    let page = success(faultctl(&socket, &["man"], None).await, &["man"]);
+    assert!(
+        page.contains(".TH faultctl 1") && page.contains("inject"),
+        "a roff man page listing the subcommands:\n{page}"
+    );
+}
