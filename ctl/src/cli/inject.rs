@@ -14,9 +14,12 @@ use crate::spec;
 
 #[derive(Debug, Subcommand)]
 pub enum InjectCommand {
-    /// Fail a syscall with an errno: connect, bind, sendmsg, or with BPF LSM
-    /// file, process and socket calls such as openat, read, write, execve,
-    /// fork, unlink, mkdir, accept (see --syscall).
+    /// Fail a syscall with an errno: a socket call, or a file or process call.
+    ///
+    /// The cgroup socket hooks fail connect, bind and sendmsg. Where the
+    /// kernel has BPF LSM, file, process and socket calls fail too: openat,
+    /// read, write, execve, fork, unlink, mkdir, accept and more (see
+    /// --syscall; `faultctl caps` shows what this host offers).
     SyscallError(SyscallErrorArgs),
     /// Send a signal to the target when it enters a syscall.
     SyscallSignal(SyscallSignalArgs),

@@ -453,3 +453,22 @@ fn inject_requires_a_target_and_a_duration() {
 fn out_of_range_probability_is_a_usage_error() {
     assert_usage_errors(SYSCALL_ERROR, &[("--probability 1.5", "--probability")]);
 }
+
+#[test]
+fn syscall_error_help_names_the_lsm_calls_too() {
+    use clap::CommandFactory as _;
+    let mut cli = crate::cli::Cli::command();
+    let help = cli
+        .find_subcommand_mut("inject")
+        .and_then(|inject| inject.find_subcommand_mut("syscall-error"))
+        .map(|cmd| cmd.render_long_help().to_string())
+        .unwrap_or_default();
+    for call in [
+        "connect", "sendmsg", "openat", "execve", "fork", "unlink", "accept",
+    ] {
+        assert!(
+            help.contains(call),
+            "syscall-error --help names {call}:\n{help}"
+        );
+    }
+}
