@@ -732,3 +732,62 @@ async fn absent_agent_is_reported_with_a_hint() {
         )
     );
 }
+
+#[tokio::test]
+async fn completion_and_man_need_no_agent() {
+    let socket = std::env::temp_dir().join(format!("faultctl-{}-none.sock", std::process::id()));
+    let args = ["completion", "bash"];
+    let script = success(faultctl(&socket, &args, None).await, &args);
+    assert!(
+        script.contains("faultctl")
+            && script.contains("inject")
+            && script.contains("--probability"),
+        "a bash completion script for faultctl's subcommands and flags:\n{script}"
+    );
+    for shell in ["zsh", "fish"] {
+        let args = ["completion", shell];
+        let script = success(faultctl(&socket, &args, None).await, &args);
+        assert!(script.contains("inject"), "{shell} completion:\n{script}");
+    }
+    let run = faultctl(&socket, &["completion", "tcsh"], None).await;
+    assert_eq!(
+        run.code,
+        Some(2),
+        "an unknown shell is a usage error: {}",
+        run.stderr
+    );
+    let page = success(faultctl(&socket, &["man"], None).await, &["man"]);
+    assert!(
+        page.contains(".TH faultctl 1") && page.contains("inject"),
+        "a roff man page listing the subcommands:\n{page}"
+    );
+}
+
+/// `faultctl --output json status ID | jq .spec | faultctl apply -f -` starts
+/// the same experiment again: the status prints the experiment file's shape.
+#[tokio::test]
+async fn the_spec_that_status_prints_can_be_applied_again() {
+    let agent = Agent::start("reapply");
+    for inject in [
+        "inject latency --delay 1.5ms --jitter 500us --protocol udp --interface lo --duration 90s",
+        "inject syscall-error --syscall openat --errno EACCES --path /var/lib/app --comm app \
+         --probability 0.25 --duration 1500ms --label team=db",
+        "inject dns-error --domain example.com --failure servfail --interface lo --duration 1m",
+        "inject packet-loss --probability 0.3 --burst-length 4 --direction both --cgroup /sys/fs/cgroup/app \
+         --dst-ports 5432 --duration 20s --dry-run --name lossy",
+    ] {
+        let args: Vec<&str> = inject.split_whitespace().collect();
+        success(faultctl(&agent.socket(), &args, None).await, &args);
+        let sent = agent.fake.last_spec();
+
+        let args = ["--output", "json", "status", ID];
+        let status = json(&success(
+            faultctl(&agent.socket(), &args, None).await,
+            &args,
+        ));
+        let file = status["spec"].to_string();
+        let args = ["apply", "-f", "-"];
+        success(faultctl(&agent.socket(), &args, Some(&file)).await, &args);
+        assert_eq!(agent.fake.last_spec(), sent, "{inject}: applied {file}");
+    }
+}

@@ -90,6 +90,9 @@ enum Task {
     Clippy,
     /// Check formatting without changing any file.
     FmtCheck,
+    /// Write faultctl's man page, from its command-line definition, to
+    /// target/man/faultctl.1 (builds only faultctl: no eBPF toolchain needed).
+    Man,
 }
 
 #[derive(Clone, Copy)]
@@ -185,7 +188,28 @@ fn main() -> Result<()> {
             ]))
         }
         Task::FmtCheck => run(cargo().args(["fmt", "--all", "--", "--check"])),
+        Task::Man => man(),
     }
+}
+
+/// `faultctl man` prints the page; written where `man -l` or packaging finds it.
+fn man() -> Result<()> {
+    let page = command::capture_bytes(cargo().args([
+        "run",
+        "--quiet",
+        "--package",
+        "faultline-ctl",
+        "--bin",
+        "faultctl",
+        "--",
+        "man",
+    ]))?;
+    let dir = target_dir().join("man");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("faultctl.1");
+    std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
 }
 
 fn build(profile: Profile) -> Result<()> {

@@ -1,0 +1,67 @@
+//! `faultctl watch [ID]`: experiment events as they happen.
+
+use std::{io::Write, time::Duration};
+
+use anyhow::Context as _;
+use faultline_proto::v1 as pb;
+
+use crate::{
+    connect::{Client, RpcError},
+    output::{self, OutputFormat},
+};
+
+/// Without an id, follows every experiment until interrupted; with an id,
+/// stops after that experiment's last event.
+pub async fn watch(
+    client: &mut Client,
+    id: Option<String>,
+    interval: Duration,
+    format: OutputFormat,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let request = pb::WatchEventsRequest {
+        experiment_id: id.clone().unwrap_or_default(),
+        counters_interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
+    };
+    let mut events = client
+        .watch_events(request)
+        .await
+        .map_err(RpcError)?
+        .into_inner();
+    if let Some(id) = &id {
+        // Asked after subscribing, so that an end in between still arrives
+        // as an event; an unknown id fails here instead of waiting forever.
+        let experiment = client
+            .get_experiment(pb::GetExperimentRequest { id: id.clone() })
+            .await
+            .map_err(RpcError)?
+            .into_inner();
+        if experiment.state != pb::ExperimentState::Running as i32 {
+            eprintln!(
+                "experiment {id} is {}: no more events",
+                output::state_name(experiment.state)
+            );
+            return Ok(());
+        }
+    }
+    while let Some(event) = events.message().await.map_err(RpcError)? {
+        match format {
+            OutputFormat::Table => output::write_event_line(out, &event),
+            OutputFormat::Json => output::write_json_line(out, &output::EventJson::from(&event)),
+        }
+        .context("cannot write to standard output")?;
+        // Each event should show up at once, also when piped.
+        out.flush()?;
+        if id.is_some() && is_final(&event) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn is_final(event: &pb::Event) -> bool {
+    matches!(
+        pb::EventType::try_from(event.r#type),
+        Ok(pb::EventType::Expired | pb::EventType::Stopped | pb::EventType::Failed)
+    )
+}
