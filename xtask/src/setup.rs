@@ -24,12 +24,45 @@ const VM_APT_PACKAGES: &[&str] = &[
     "binutils",        // strip: smaller binaries make a smaller initramfs
 ];
 
+/// The stock Python gRPC client and its health and reflection helpers, from
+/// PyPI: the suite's outside check of the API (`api` tests).
+const PIP_PACKAGES: &[&str] = &[
+    "grpcio==1.85.3",
+    "grpcio-health-checking==1.85.1",
+    "grpcio-reflection==1.85.1",
+];
+
 pub fn run_all() -> Result<()> {
     put_cargo_bin_first_on_path()?;
     toolchain::ensure_nightly()?;
     toolchain::ensure_rust_src()?;
     toolchain::ensure_bpf_linker()?;
-    ensure_apt_packages(APT_PACKAGES)
+    ensure_apt_packages(APT_PACKAGES)?;
+    ensure_pip_packages()
+}
+
+fn ensure_pip_packages() -> Result<()> {
+    let present = Command::new("python3")
+        .args(["-c", "import grpc, grpc_health.v1, grpc_reflection.v1alpha"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        crate::status("pip packages", "present: grpcio, health, reflection");
+        return Ok(());
+    }
+    crate::status(
+        "pip packages",
+        &format!("installing {}", PIP_PACKAGES.join(" ")),
+    );
+    run(Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(PIP_PACKAGES))
 }
 
 /// The extra host packages of the VM kernel matrix; run after [`run_all`].
