@@ -311,3 +311,93 @@ async fn stock_grpcio_client_works_over_the_socket() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Every kind this kernel runs: started with `faultctl apply`, its running
+/// status (`--output json`) is itself a valid experiment file: applied
+/// again, it is accepted and shows the same spec.
+#[tokio::test]
+async fn status_json_of_every_kind_applies_again_unchanged() {
+    require_root().unwrap();
+    let agent = Agent::start();
+    let cg = TestCgroup::new("roundtrip");
+    let ns = TestNetns::new();
+    let dir = agent.dir.join("roundtrip");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cgroup = cg.path.display().to_string();
+    let m = r#""match": {"protocol": "udp", "dst_cidr": "10.99.0.0/16", "dst_ports": "5000-5010"}"#;
+    // (capability row's mechanism, target, fault)
+    let kinds: Vec<(&str, String, String)> = vec![
+        ("cgroup_sock_addr", format!(r#"{{"cgroup": "{cgroup}"}}"#),
+            r#"{"syscall_error": {"syscall": "connect", "errno": "ECONNREFUSED", "probability": 0.5, "port": 9, "cidr": "127.0.0.0/8"}}"#.into()),
+        ("bpf_lsm:file_open", format!(r#"{{"cgroup": "{cgroup}"}}"#),
+            format!(r#"{{"syscall_error": {{"syscall": "openat", "errno": "EIO", "probability": 0.25, "path": "{}"}}}}"#, dir.display())),
+        ("raw_tracepoint", format!(r#"{{"cgroup": "{cgroup}"}}"#),
+            r#"{"syscall_signal": {"syscall": "getppid", "signal": "SIGSTOP", "nth_call": 3}}"#.into()),
+        ("cgroup_skb", format!(r#"{{"cgroup": "{cgroup}"}}"#),
+            format!(r#"{{"packet_loss": {{"probability": 0.1, "burst_length": 4, "direction": "both", {m}}}}}"#)),
+        ("cgroup_skb", format!(r#"{{"cgroup": "{cgroup}"}}"#),
+            format!(r#"{{"blackhole": {{"direction": "ingress", {m}}}}}"#)),
+        ("tcx", format!(r#"{{"interface": "{}"}}"#, ns.host_if),
+            format!(r#"{{"duplicate": {{"probability": 0.5, {m}}}}}"#)),
+        ("tcx", format!(r#"{{"interface": "{}"}}"#, ns.host_if),
+            format!(r#"{{"corrupt": {{"probability": 0.5, "recompute_checksums": true, {m}}}}}"#)),
+        ("cgroup_skb", format!(r#"{{"cgroup": "{cgroup}"}}"#),
+            format!(r#"{{"bandwidth": {{"rate": "40mbit", "direction": "egress", {m}}}}}"#)),
+        ("tcx+fq", format!(r#"{{"interface": "{}"}}"#, ns.host_if),
+            format!(r#"{{"latency": {{"delay_ms": 5, "jitter_ms": 1, {m}}}}}"#)),
+        ("cgroup_skb", format!(r#"{{"cgroup": "{cgroup}"}}"#),
+            r#"{"dns_error": {"domain": "example.com", "failure": "drop", "probability": 1}}"#.into()),
+    ];
+    let status_spec = |id: &str| -> serde_json::Value {
+        let out = faultctl(&agent, &["--output", "json", "status", id]);
+        assert!(out.status.success(), "status {id}: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["spec"].clone()
+    };
+    let apply = |path: &std::path::Path| -> String {
+        let out = faultctl(
+            &agent,
+            &["--output", "json", "apply", "-f", path.to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "apply {}: {}\n{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    };
+    let mut tried = 0;
+    for (i, (mechanism, target, fault)) in kinds.iter().enumerate() {
+        let (supported, reason) = capability(&agent, mechanism).await;
+        if !supported {
+            eprintln!("kind #{i} not on this kernel ({mechanism}: {reason})");
+            continue;
+        }
+        tried += 1;
+        let file = dir.join(format!("{i}.json"));
+        std::fs::write(
+            &file,
+            format!(r#"{{"name": "rt-{i}", "duration": "30s", "labels": {{"k": "v"}}, "target": {target}, "faults": [{fault}]}}"#),
+        )
+        .unwrap();
+        let first = apply(&file);
+        let spec = status_spec(&first);
+        assert!(spec.is_object(), "kind #{i}: no spec in the status: {spec}");
+        let again = dir.join(format!("{i}-again.json"));
+        std::fs::write(&again, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+        let second = apply(&again);
+        assert_eq!(
+            status_spec(&second),
+            spec,
+            "kind #{i} ({fault}) changed on the way round"
+        );
+        for id in [first, second] {
+            assert!(faultctl(&agent, &["stop", &id]).status.success());
+        }
+    }
+    // Socket errors, signals and the cgroup packet kinds load everywhere.
+    assert!(tried >= 6, "only {tried} kinds could be tried");
+}

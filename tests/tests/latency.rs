@@ -255,3 +255,71 @@ async fn latency_needs_an_interface_and_fq() {
     );
     assert!(agent.links().is_empty(), "nothing attached");
 }
+
+/// An interface whose root qdisc someone configured (netem here) is left
+/// alone: `latency` on it is FailedPrecondition naming the fault, nothing
+/// is armed, and the qdisc is still the configured one.
+#[tokio::test]
+async fn a_configured_root_qdisc_is_failed_precondition_naming_the_fault() {
+    require_root().unwrap();
+    let agent = Agent::start();
+    if !supported_or_skip(&agent, "tcx+fq", "fq").await {
+        return;
+    }
+    let mut c = agent.client().await;
+    let ns = TestNetns::new();
+    let added = Command::new("tc")
+        .args([
+            "qdisc",
+            "replace",
+            "dev",
+            &ns.host_if,
+            "root",
+            "handle",
+            "1:",
+            "netem",
+            "delay",
+            "1ms",
+        ])
+        .output()
+        .unwrap();
+    if !added.status.success() {
+        assert!(
+            !expected("netem"),
+            "netem is expected on this kernel (FAULTLINE_EXPECT): {added:?}"
+        );
+        eprintln!("SKIP: no netem qdisc here to stand for a configured one: {added:?}");
+        return;
+    }
+    let err = c
+        .start_experiment(experiment(
+            latency(5.0, 0.0),
+            interface_target(&ns.host_if),
+            Duration::from_secs(30),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().starts_with("spec.faults[0].latency")
+            && err.message().contains("configured root qdisc (netem)"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        root_qdisc(&ns.host_if).contains("qdisc netem 1:"),
+        "the configured qdisc stays: {}",
+        root_qdisc(&ns.host_if)
+    );
+    let running = c
+        .list_experiments(pb::ListExperimentsRequest { running_only: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(running.experiments.is_empty(), "{running:?}");
+    let del = Command::new("tc")
+        .args(["qdisc", "del", "dev", &ns.host_if, "root"])
+        .status()
+        .unwrap();
+    assert!(del.success());
+}
