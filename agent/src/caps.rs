@@ -27,23 +27,23 @@ impl Capability {
         kind: &'static str,
         mechanism: &'static str,
         covers: &[&str],
-        reason: Option<&str>,
+        reason: Option<impl std::fmt::Display>,
     ) -> Self {
         Self {
             fault_kind: kind,
             mechanism,
             covers: covers.iter().map(|s| (*s).to_owned()).collect(),
             supported: reason.is_none(),
-            reason: reason.unwrap_or_default().to_owned(),
+            reason: reason.map(|r| r.to_string()).unwrap_or_default(),
         }
     }
 
     /// The same row, unsupported for `reason` unless already unsupported.
     #[must_use]
-    pub fn unless(mut self, reason: Option<&str>) -> Self {
+    pub fn unless(mut self, reason: Option<impl std::fmt::Display>) -> Self {
         if let (true, Some(r)) = (self.supported, reason) {
             self.supported = false;
-            self.reason = r.to_owned();
+            self.reason = r.to_string();
         }
         self
     }

@@ -13,7 +13,7 @@ use faultline_proto::v1 as pb;
 use super::*;
 use crate::{
     domain::{HostResolver, spec_from_proto},
-    kernel::{CounterSource, Mechanism, Probed, ScanList},
+    kernel::{CounterSource, Mechanism, Probed, Reason, ScanList},
 };
 
 /// Records every call; fails the `fail_at`-th acquire (0-based), if set.
@@ -26,17 +26,17 @@ struct FakeKernel {
     listed: BTreeMap<(u32, ScanList), ()>,
     acquires: usize,
     fail_at: Option<usize>,
-    refused: BTreeMap<Mechanism, String>,
+    refused: BTreeMap<Mechanism, Reason>,
 }
 
 impl Probed for FakeKernel {
-    fn reason(&self, m: Mechanism) -> Option<&str> {
-        self.refused.get(&m).map(String::as_str)
+    fn reason(&self, m: Mechanism) -> Option<&Reason> {
+        self.refused.get(&m)
     }
     fn fq_reason(&self) -> Option<&str> {
         None
     }
-    fn sock_ops_reason(&self) -> Option<&str> {
+    fn sock_ops_reason(&self) -> Option<&Reason> {
         None
     }
     fn interface_via_cgroup_probed(&self) -> bool {
@@ -232,7 +232,11 @@ fn shared_mechanisms_detach_with_their_last_user() {
 #[test]
 fn a_refused_mechanism_names_the_fault_and_arms_nothing() {
     let kernel = FakeKernel {
-        refused: [(Mechanism::CgroupSockAddr, "no cgroup2 root".to_owned())].into(),
+        refused: [(
+            Mechanism::CgroupSockAddr,
+            Reason::NoCgroup2("no cgroup2 root".to_owned()),
+        )]
+        .into(),
         ..FakeKernel::default()
     };
     let mut engine = Engine::new(kernel, policy());

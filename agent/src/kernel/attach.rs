@@ -62,7 +62,7 @@ impl Kernel {
         if let Some(reason) = self.unavailable.get(&m.generic()) {
             return Err(KernelError::Unavailable {
                 mechanism: m.name(),
-                reason: reason.clone(),
+                reason: reason.to_string(),
             });
         }
         let users = self.attachments.get(&m).map_or(0, |a| a.users);

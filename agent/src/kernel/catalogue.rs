@@ -8,7 +8,7 @@ use aya::{
 
 use super::{
     KernelError, lsm_hooks,
-    verifier::{brief, chain},
+    verifier::{Reason, brief, chain},
 };
 
 /// The kernel object, built by agent/build.rs from the `faultline-ebpf` crate.
@@ -167,7 +167,7 @@ pub(super) fn load_all<P>(
     ebpf: &mut Ebpf,
     names: impl IntoIterator<Item = &'static str>,
     load: impl Fn(&mut P) -> Result<(), ProgramError>,
-) -> Result<(), String>
+) -> Result<(), Reason>
 where
     for<'a> &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
 {
@@ -175,7 +175,10 @@ where
         program::<P>(ebpf, name).and_then(&load).map_err(|e| {
             let full = chain(&e);
             tracing::debug!(program = name, error = %full, "program refused");
-            format!("the kernel refused {name}: {}", brief(&full))
+            Reason::Refused {
+                program: name,
+                detail: brief(&full),
+            }
         })?;
     }
     Ok(())

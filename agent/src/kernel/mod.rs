@@ -34,6 +34,7 @@ use faultline_common::{
     MAX_SYSCALL_NR, SlotPid,
 };
 pub use ops::{CounterSource, KernelOps, Probed, Resource, SlotList as ScanList};
+pub use verifier::Reason;
 
 use self::{
     attach::Attachment, catalogue::OBJECT, catalogue::take, keeper::TcxKeeper, probe::LsmLoader,
@@ -82,7 +83,7 @@ pub struct Kernel {
     protected_comms: HashMap<MapData, [u8; 16], u8>,
     attachments: BTreeMap<Mechanism, Attachment>,
     /// Why a mechanism cannot be used here, found while loading.
-    unavailable: BTreeMap<Mechanism, String>,
+    unavailable: BTreeMap<Mechanism, Reason>,
     cgroup_root: Option<File>,
     ncpus: usize,
     agent_tgid: u32,
@@ -101,11 +102,11 @@ pub struct Kernel {
     tail_calls: Vec<ProgramArray<MapData>>,
     /// BTF for loading LSM programs and the offsets map they read, prepared
     /// on the first LSM need (the map is held: later loads use its fd).
-    lsm_btf: Option<Result<LsmLoader, String>>,
+    lsm_btf: Option<Result<LsmLoader, Reason>>,
     /// LSM programs loaded (or refused) so far.
     lsm_loaded: BTreeSet<&'static str>,
     /// Why the sock_ops program (TCP pacing under `bandwidth`) did not load.
-    sock_ops_unavailable: Option<String>,
+    sock_ops_unavailable: Option<Reason>,
     /// Groups whose programs were loaded (or refused): see `probe`.
     probed: BTreeSet<Group>,
     /// Keep the TCX hooks on while the agent runs (config `keep_tcx_hooks`).
@@ -127,15 +128,18 @@ impl Kernel {
             Ok(path) => match File::open(&path) {
                 Ok(f) => Some(f),
                 Err(e) => {
-                    let reason = format!("cannot open the cgroup2 root {}: {e}", path.display());
+                    let reason = Reason::NoCgroup2(format!(
+                        "cannot open the cgroup2 root {}: {e}",
+                        path.display()
+                    ));
                     unavailable.insert(Mechanism::CgroupSockAddr, reason.clone());
                     unavailable.insert(Mechanism::CgroupSkb, reason);
                     None
                 }
             },
             Err(e) => {
-                unavailable.insert(Mechanism::CgroupSockAddr, e.to_string());
-                unavailable.insert(Mechanism::CgroupSkb, e.to_string());
+                unavailable.insert(Mechanism::CgroupSockAddr, Reason::NoCgroup2(e.to_string()));
+                unavailable.insert(Mechanism::CgroupSkb, Reason::NoCgroup2(e.to_string()));
                 None
             }
         };
@@ -362,8 +366,8 @@ impl Kernel {
 }
 
 impl Probed for Kernel {
-    fn reason(&self, m: Mechanism) -> Option<&str> {
-        self.unavailable.get(&m.generic()).map(String::as_str)
+    fn reason(&self, m: Mechanism) -> Option<&Reason> {
+        self.unavailable.get(&m.generic())
     }
 
     fn fq_reason(&self) -> Option<&str> {
@@ -374,8 +378,8 @@ impl Probed for Kernel {
         }
     }
 
-    fn sock_ops_reason(&self) -> Option<&str> {
-        self.sock_ops_unavailable.as_deref()
+    fn sock_ops_reason(&self) -> Option<&Reason> {
+        self.sock_ops_unavailable.as_ref()
     }
 
     fn interface_via_cgroup_probed(&self) -> bool {

@@ -5,7 +5,7 @@
 
 use faultline_common::{FaultCounters, FaultSlot};
 
-use super::{KernelError, Mechanism, catalogue};
+use super::{KernelError, Mechanism, Reason, catalogue};
 
 /// The scan list a slot is on: the programs of one family look only at
 /// the slots listed for them.
@@ -57,11 +57,11 @@ pub trait CounterSource {
 /// What this kernel can do, as far as its programs have been loaded.
 pub trait Probed {
     /// Why `m` cannot be used here, if so.
-    fn reason(&self, m: Mechanism) -> Option<&str>;
+    fn reason(&self, m: Mechanism) -> Option<&Reason>;
     /// Why an fq root qdisc cannot be installed here, if so.
     fn fq_reason(&self) -> Option<&str>;
     /// Why the sock_ops program (TCP pacing under `bandwidth`) did not load.
-    fn sock_ops_reason(&self) -> Option<&str>;
+    fn sock_ops_reason(&self) -> Option<&Reason>;
     /// Interface scope runs on the cgroup_skb programs (local sockets'
     /// packets only) instead of TCX: by configuration, or for want of TCX.
     fn interface_via_cgroup_probed(&self) -> bool;
@@ -103,9 +103,9 @@ pub trait KernelOps: Probed + Send {
     fn counter_source(&self) -> std::sync::Arc<dyn CounterSource + Send + Sync>;
 
     /// Why `m` cannot be used here, loading its programs first if needed.
-    fn unavailable(&mut self, m: Mechanism) -> Option<String> {
+    fn unavailable(&mut self, m: Mechanism) -> Option<Reason> {
         self.ensure(m);
-        self.reason(m).map(str::to_owned)
+        self.reason(m).cloned()
     }
 
     /// `interface_via_cgroup_probed`, after loading the TCX programs.
@@ -115,9 +115,9 @@ pub trait KernelOps: Probed + Send {
     }
 
     /// Why TCP cannot be paced by sock_ops, after loading that group.
-    fn sock_ops_unavailable(&mut self) -> Option<String> {
+    fn sock_ops_unavailable(&mut self) -> Option<Reason> {
         self.ensure(Mechanism::CgroupSkb);
-        self.sock_ops_reason().map(str::to_owned)
+        self.sock_ops_reason().cloned()
     }
 
     /// Why `r` cannot be taken on this kernel, as a refusal's reason.

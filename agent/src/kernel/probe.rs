@@ -19,7 +19,7 @@ use super::{
     },
     keeper::keep_tcx_hooks,
     lsm_hooks,
-    verifier::{brief, chain, lsm_reason},
+    verifier::{Reason, brief, chain},
 };
 use crate::btf;
 
@@ -27,16 +27,17 @@ use crate::btf;
 /// kept open because programs loaded later refer to its fd.
 pub(super) type LsmLoader = (aya::Btf, Array<MapData, KernelOffsets>);
 
-fn prepare_lsm(ebpf: &mut Ebpf) -> Result<LsmLoader, String> {
+fn prepare_lsm(ebpf: &mut Ebpf) -> Result<LsmLoader, Reason> {
     let offsets = btf::Btf::from_sys_fs()
         .and_then(|b| b.kernel_offsets())
-        .map_err(|e| format!("kernel struct offsets unavailable: {e}"))?;
-    let kbtf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF unavailable: {e}"))?;
+        .map_err(|e| Reason::Setup(format!("kernel struct offsets unavailable: {e}")))?;
+    let kbtf = aya::Btf::from_sys_fs()
+        .map_err(|e| Reason::Setup(format!("kernel BTF unavailable: {e}")))?;
     let mut koffs: Array<MapData, KernelOffsets> =
-        take(ebpf, "FL_KOFFS").map_err(|e| e.to_string())?;
+        take(ebpf, "FL_KOFFS").map_err(|e| Reason::Setup(e.to_string()))?;
     koffs
         .set(0, offsets, 0)
-        .map_err(|e| format!("FL_KOFFS: {e}"))?;
+        .map_err(|e| Reason::Setup(format!("FL_KOFFS: {e}")))?;
     Ok((kbtf, koffs))
 }
 
@@ -47,12 +48,13 @@ fn install_tail_call(
     name: &'static str,
     fd: Result<aya::programs::ProgramFd, ProgramError>,
     keep: &mut Vec<ProgramArray<MapData>>,
-) -> Result<(), String> {
-    let fd = fd.map_err(|e| format!("{name}: {}", chain(&e)))?;
-    let mut array: ProgramArray<MapData> = take(ebpf, map).map_err(|e| e.to_string())?;
+) -> Result<(), Reason> {
+    let fd = fd.map_err(|e| Reason::Setup(format!("{name}: {}", chain(&e))))?;
+    let mut array: ProgramArray<MapData> =
+        take(ebpf, map).map_err(|e| Reason::Setup(e.to_string()))?;
     array
         .set(0, &fd, 0)
-        .map_err(|e| format!("{map}: installing {name}: {e}"))?;
+        .map_err(|e| Reason::Setup(format!("{map}: installing {name}: {e}")))?;
     // The kernel empties a program array when its last user-space reference
     // goes, so the agent holds it for as long as it runs.
     keep.push(array);
@@ -115,8 +117,7 @@ impl Kernel {
                 let tcx = aya::util::KernelVersion::current()
                     .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
                 let res = if !tcx {
-                    Err("interface scope needs TCX links (Linux 6.6 or later); a legacy tc filter would outlive the agent"
-                        .to_owned())
+                    Err(Reason::NoTcx)
                 } else {
                     load_all::<SchedClassifier>(
                         ebpf,
@@ -192,7 +193,7 @@ impl Kernel {
             let full = chain(&e);
             tracing::debug!(program = name, error = %full, "program refused");
             self.unavailable
-                .insert(Mechanism::Lsm(index), lsm_reason(name, &brief(&full)));
+                .insert(Mechanism::Lsm(index), Reason::lsm(name, brief(&full)));
         }
     }
 

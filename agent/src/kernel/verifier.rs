@@ -1,5 +1,5 @@
-//! Turning the kernel's refusals into reasons a person can act on: the
-//! verifier's last words, an error with its causes, why BPF LSM is missing.
+//! Turning the kernel's refusals into reasons a person can act on: typed
+//! reasons (`Reason`), the verifier's last words, an error with its causes.
 
 /// A verifier refusal in a few lines: the syscall's error and the log's
 /// last lines, which say why. Full logs reach megabytes, far beyond what a
@@ -49,22 +49,71 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Why BPF LSM programs cannot be used, from the active LSM list and the
-/// kernel's answer to loading one.
-pub fn lsm_reason(program: &str, load_error: &str) -> String {
-    match std::fs::read_to_string("/sys/kernel/security/lsm") {
-        Ok(list) if !list.split(',').any(|l| l.trim() == "bpf") => format!(
-            "BPF LSM not active (active LSMs: {}): add bpf to the lsm= boot parameter",
-            list.trim()
-        ),
-        _ if load_error.contains("(os error 1)") => format!(
-            "BPF LSM is active, but this kernel refuses trampoline programs: \
-             loading {program} failed with EPERM and an empty verifier log"
-        ),
-        Ok(_) => format!("the kernel refused {program}: {load_error}"),
-        Err(_) => format!(
-            "the kernel refused {program} (securityfs not readable, LSM list unknown): {load_error}"
-        ),
+/// Why a mechanism cannot be used on this kernel, found while loading its
+/// programs. Shown (by `Display`) in capabilities and refusals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The kernel refused to load a program: its words, briefly.
+    Refused {
+        program: &'static str,
+        detail: String,
+    },
+    /// BPF LSM is not in the active LSM list.
+    LsmInactive { active: String },
+    /// BPF LSM is active, but every trampoline program is refused (EPERM
+    /// with an empty verifier log: a locked-down or sandbox kernel).
+    TrampolinesRefused { program: &'static str },
+    /// Refused, and securityfs could not tell whether BPF LSM is active.
+    LsmUnknown {
+        program: &'static str,
+        detail: String,
+    },
+    /// Interface scope needs TCX links (Linux 6.6 or later).
+    NoTcx,
+    /// No usable cgroup2 root.
+    NoCgroup2(String),
+    /// Something the programs need could not be prepared (BTF, offsets,
+    /// program arrays).
+    Setup(String),
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused { program, detail } => write!(f, "the kernel refused {program}: {detail}"),
+            Self::LsmInactive { active } => write!(
+                f,
+                "BPF LSM not active (active LSMs: {active}): add bpf to the lsm= boot parameter"
+            ),
+            Self::TrampolinesRefused { program } => write!(
+                f,
+                "BPF LSM is active, but this kernel refuses trampoline programs: \
+                 loading {program} failed with EPERM and an empty verifier log"
+            ),
+            Self::LsmUnknown { program, detail } => write!(
+                f,
+                "the kernel refused {program} (securityfs not readable, LSM list unknown): {detail}"
+            ),
+            Self::NoTcx => f.write_str(
+                "interface scope needs TCX links (Linux 6.6 or later); a legacy tc filter would outlive the agent",
+            ),
+            Self::NoCgroup2(why) | Self::Setup(why) => f.write_str(why),
+        }
+    }
+}
+
+impl Reason {
+    /// Why an LSM program was refused, from the active LSM list and the
+    /// kernel's answer (`detail`, already brief).
+    pub fn lsm(program: &'static str, detail: String) -> Self {
+        match std::fs::read_to_string("/sys/kernel/security/lsm") {
+            Ok(list) if !list.split(',').any(|l| l.trim() == "bpf") => Self::LsmInactive {
+                active: list.trim().to_owned(),
+            },
+            _ if detail.contains("(os error 1)") => Self::TrampolinesRefused { program },
+            Ok(_) => Self::Refused { program, detail },
+            Err(_) => Self::LsmUnknown { program, detail },
+        }
     }
 }
 
