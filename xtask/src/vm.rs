@@ -170,7 +170,7 @@ fn build_payload(dir: &Path) -> Result<Payload> {
 
 /// An executable cargo reported building.
 struct Executable {
-    /// The target's name: `faultline-agent`, or `network` for tests/tests/network.rs.
+    /// The target's name: `faultline-agent`, or `packet_loss` for tests/tests/packet_loss.rs.
     name: String,
     /// `bin` or `test`.
     kind: String,

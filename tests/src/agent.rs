@@ -1,0 +1,220 @@
+//! A running `faultline-agent`: started on a private socket and state
+//! directory, its log, its attachments, a client, signals and shutdown.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use faultline_proto::v1::fault_service_client::FaultServiceClient;
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{bin, in_vm, keeper_links, unique};
+
+/// A running `faultline-agent` on a private socket and state directory.
+pub struct Agent {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Agent {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(unique("faultline-agent"));
+        Self::start_in(dir, extra)
+    }
+
+    /// Starts an agent whose socket, state and log live in `dir`.
+    pub fn start_in(dir: PathBuf, extra: &[&str]) -> Self {
+        std::fs::create_dir_all(&dir).expect("agent dir");
+        let socket = dir.join("agent.sock");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("agent.log"))
+            .expect("agent log");
+        let mut cmd = Command::new(bin("faultline-agent"));
+        if in_vm() {
+            // Under emulation the kernel verifies programs many times slower;
+            // each test loads only what it uses.
+            cmd.args(["--probe", "lazy"]);
+        }
+        let child = cmd
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(extra)
+            .env("FAULTLINE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn faultline-agent");
+        let mut agent = Self {
+            child: Some(child),
+            dir,
+            socket,
+        };
+        agent.wait_ready();
+        agent
+    }
+
+    fn wait_ready(&mut self) {
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(if in_vm() { 120 } else { 30 });
+        while t0.elapsed() < limit {
+            // Ready: listening and, unless probing lazily (in the VMs), done
+            // loading its programs in the background, so a test's first
+            // request does not wait for the prober and timings stay honest.
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+                && (in_vm() || self.log().contains("all program groups probed"))
+            {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "faultline-agent exited early with {status}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "faultline-agent did not listen on {} within {limit:?}; log:\n{}",
+            self.socket.display(),
+            self.log()
+        );
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent running").id()
+    }
+
+    /// ids of the bpf_links this agent holds open (its attachments), from
+    /// /proc/PID/fdinfo: precise even when other agents run on the host.
+    /// The agent's links that keep the TCX hooks on (config
+    /// `keep_tcx_hooks`) are not attachments of a fault and are left out:
+    /// see `keeper_links`.
+    pub fn links(&self) -> Vec<u32> {
+        let keepers = keeper_links();
+        self.fdinfo_ids("link_id:")
+            .into_iter()
+            .filter(|l| !keepers.contains(l))
+            .collect()
+    }
+
+    /// The agent's links that only keep the TCX hooks on.
+    pub fn keeper_links(&self) -> Vec<u32> {
+        let keepers = keeper_links();
+        self.fdinfo_ids("link_id:")
+            .into_iter()
+            .filter(|l| keepers.contains(l))
+            .collect()
+    }
+
+    /// ids of the programs this agent holds loaded.
+    pub fn programs(&self) -> Vec<u32> {
+        self.fdinfo_ids("prog_id:")
+    }
+
+    fn fdinfo_ids(&self, key: &str) -> Vec<u32> {
+        let Some(child) = self.child.as_ref() else {
+            return Vec::new();
+        };
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fdinfo", child.id())) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<u32> = dir
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            // A link's fdinfo names its program too: count programs only
+            // from program fds.
+            .filter(|info| key == "link_id:" || !info.contains("link_id:"))
+            .filter_map(|info| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    pub async fn client(&self) -> FaultServiceClient<Channel> {
+        FaultServiceClient::new(
+            unix_channel(&self.socket)
+                .await
+                .expect("connect to the agent socket"),
+        )
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig)
+            .expect("signal agent");
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM (graceful), wait up to 10 s, then SIGKILL.
+    pub fn shutdown(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.shutdown();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub async fn unix_channel(path: &Path) -> anyhow::Result<Channel> {
+    let path = path.to_path_buf();
+    Ok(Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await?)
+}

@@ -1,0 +1,105 @@
+//! Sockets and counters on the test's side of the traffic: a TCP acceptor,
+//! reachability, numbered UDP datagrams, forced receive buffers and the
+//! counters of /proc/net.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    sync::atomic::Ordering,
+    time::Duration,
+};
+
+/// A TCP listener on loopback that accepts and drops connections, so a
+/// connect() that is not faulted succeeds.
+pub struct Acceptor {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Acceptor {
+    pub fn new(ip: &str) -> Self {
+        let l = TcpListener::bind(format!("{ip}:0")).expect("bind acceptor");
+        l.set_nonblocking(true).expect("nonblocking");
+        let addr = l.local_addr().expect("addr");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((c, _)) => drop(c),
+                    Err(_) => std::thread::sleep(Duration::from_micros(200)),
+                }
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whether a TCP connect to `addr` completes within `timeout`.
+pub fn tcp_reachable(addr: SocketAddr, timeout: Duration) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, timeout).is_ok()
+}
+
+/// Receives numbered datagrams on a socket until `quiet` passes with none;
+/// returns the set of sequence numbers seen.
+pub fn receive_numbered(
+    sock: &std::net::UdpSocket,
+    quiet: Duration,
+) -> std::collections::BTreeSet<u32> {
+    sock.set_read_timeout(Some(quiet)).expect("timeout");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = sock.recv(&mut buf) {
+        if n >= 4 {
+            seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+        }
+    }
+    seen
+}
+
+/// A UDP receiver on loopback with a receive buffer large enough that the
+/// kernel never drops for lack of room (SO_RCVBUFFORCE, root only).
+pub fn udp_receiver(ip: &str) -> std::net::UdpSocket {
+    let sock = std::net::UdpSocket::bind(format!("{ip}:0")).expect("bind receiver");
+    force_receive_buffer(&sock);
+    sock
+}
+
+/// Gives a socket a 64 MiB receive buffer (SO_RCVBUFFORCE, root only), so
+/// the kernel never drops datagrams for lack of room during a test.
+pub fn force_receive_buffer(sock: &std::net::UdpSocket) {
+    let size: libc::c_int = 64 << 20;
+    // SAFETY: valid fd, option value pointer and length.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(sock),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+}
+
+/// A counter from a /proc/net/{snmp,netstat} text: a header line and a
+/// value line, both starting with `group`.
+pub fn proc_net_counter(text: &str, group: &str, name: &str) -> u64 {
+    let mut lines = text.lines().filter(|l| l.starts_with(group));
+    let (head, vals) = (lines.next().unwrap(), lines.next().unwrap());
+    let i = head.split_whitespace().position(|h| h == name).unwrap();
+    vals.split_whitespace().nth(i).unwrap().parse().unwrap()
+}

@@ -1,0 +1,112 @@
+//! A network namespace behind a veth pair, and commands and `fl-probe`
+//! servers run inside it.
+
+use std::{
+    net::SocketAddr,
+    process::{Command, Stdio},
+    sync::atomic::Ordering,
+};
+
+use crate::{Listener, SEQ, bin};
+
+/// A network namespace with a veth pair to the root namespace. Addresses
+/// are private to the test: `host_ip` on the root side, `peer_ips` inside.
+/// Dropping it deletes the namespace, which deletes the veth pair.
+pub struct TestNetns {
+    pub name: String,
+    pub host_if: String,
+    pub host_ip: std::net::Ipv4Addr,
+    pub peer_ips: Vec<std::net::Ipv4Addr>,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TestNetns {
+    #[expect(
+        clippy::new_without_default,
+        reason = "creating a namespace is not a default value"
+    )]
+    pub fn new() -> Self {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}{}", std::process::id() % 10000, n);
+        let name = format!("fl-{tag}");
+        let host_if = format!("flh{tag}");
+        let peer_if = format!("flp{tag}");
+        // 10.213.<n>.0/24: a private range used only inside this test's pair.
+        let octet = (std::process::id() as u8).wrapping_add(n as u8);
+        let host_ip = std::net::Ipv4Addr::new(10, 213, octet, 1);
+        let peer_ips = vec![
+            std::net::Ipv4Addr::new(10, 213, octet, 2),
+            std::net::Ipv4Addr::new(10, 213, octet, 3),
+        ];
+        ip(&["netns", "add", &name]);
+        let ns = Self {
+            name: name.clone(),
+            host_if: host_if.clone(),
+            host_ip,
+            peer_ips: peer_ips.clone(),
+        };
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if, "netns", &name,
+        ]);
+        ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        for a in &peer_ips {
+            ip(&[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{a}/24"),
+                "dev",
+                &peer_if,
+            ]);
+        }
+        ip(&["-n", &name, "link", "set", &peer_if, "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A command run inside the namespace (network only: `nsenter --net`
+    /// keeps /sys and the cgroup mounts visible, unlike `ip netns exec`).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
+        cmd
+    }
+
+    /// Starts `fl-probe accept ADDR` inside the namespace and waits until it listens.
+    pub fn spawn_acceptor(&self, addr: SocketAddr) -> Listener {
+        self.probe_server(&["accept", &addr.to_string()])
+    }
+
+    /// Starts an `fl-probe` server (`args`) inside the namespace and waits
+    /// until it listens.
+    pub fn probe_server(&self, args: &[&str]) -> Listener {
+        let mut cmd = self.command(bin("fl-probe"));
+        cmd.args(args);
+        Listener::spawn(cmd)
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .stderr(Stdio::null())
+            .status();
+    }
+}

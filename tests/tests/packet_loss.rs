@@ -1,0 +1,316 @@
+//! Packet loss and blackhole end to end: numbered UDP datagrams counted at
+//! a real receiver (independent and bursty loss, in a cgroup's scope), a TCP
+//! transfer recovering from loss, and TCP connects through a veth pair into a
+//! test namespace cut by a blackhole. Traffic goes only to loopback and to addresses inside
+//! namespaces these tests create.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    process::Command,
+    time::Duration,
+};
+
+use faultline_proto::v1 as pb;
+use faultline_tests::*;
+
+/// Sends `count` numbered datagrams from a process (optionally in `cg`,
+/// pinned to CPU 0) to `to`, and returns the sequence numbers that arrived.
+fn send_numbered(
+    cg: Option<&TestCgroup>,
+    rx: &UdpSocket,
+    count: u32,
+) -> std::collections::BTreeSet<u32> {
+    let to = rx.local_addr().unwrap();
+    let receiver = rx.try_clone().unwrap();
+    let handle =
+        std::thread::spawn(move || receive_numbered(&receiver, Duration::from_millis(700)));
+    let mut cmd = match cg {
+        Some(cg) => cg.command("taskset"),
+        None => Command::new("taskset"),
+    };
+    let out = cmd
+        .args(["-c", "0"])
+        .arg(bin("fl-probe"))
+        .args(["udp-send", &to.to_string(), &count.to_string()])
+        .output()
+        .expect("run fl-probe udp-send");
+    assert!(
+        out.status.success(),
+        "udp-send failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: ProbeResult = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        sent.ok,
+        u64::from(count),
+        "silent loss: the sender must see no error: {sent:?}"
+    );
+    handle.join().unwrap()
+}
+
+#[tokio::test]
+async fn udp_loss_matches_the_configured_probability_and_stays_in_scope() {
+    require_root().unwrap();
+    let agent = Agent::start();
+    let mut c = agent.client().await;
+    let cg = TestCgroup::new("loss");
+    let rx = udp_receiver("127.0.0.1");
+    let port = rx.local_addr().unwrap().port();
+    const N: u32 = 20_000;
+
+    for p in [0.01, 0.10, 0.50] {
+        let exp = start(
+            &mut c,
+            experiment(
+                packet_loss(p, 0.0, pb::Direction::Egress, udp_to_port(port)),
+                cgroup_target(&cg),
+                Duration::from_secs(60),
+            ),
+        )
+        .await;
+        let seen = send_numbered(Some(&cg), &rx, N);
+        let lost = u64::from(N) - seen.len() as u64;
+        let (lo, hi) = binomial_bounds(u64::from(N), p, Z999);
+        assert!(
+            (lo..=hi).contains(&(lost as f64)),
+            "p={p}: lost {lost} of {N}, expected {lo:.0}..{hi:.0}"
+        );
+        let view = c
+            .get_experiment(pb::GetExperimentRequest { id: exp.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            view.injected, lost,
+            "p={p}: the kernel's drop counter equals the datagrams that did not arrive"
+        );
+        assert_eq!(
+            view.matched,
+            u64::from(N),
+            "p={p}: every datagram of the flow matched"
+        );
+
+        if p == 0.50 {
+            let outside = send_numbered(None, &rx, 5_000);
+            assert_eq!(
+                outside.len(),
+                5_000,
+                "a sender outside the cgroup loses nothing"
+            );
+            let other_rx = udp_receiver("127.0.0.1");
+            let other_port = send_numbered(Some(&cg), &other_rx, 5_000);
+            assert_eq!(
+                other_port.len(),
+                5_000,
+                "another destination port loses nothing"
+            );
+        }
+        c.stop_experiment(pb::StopExperimentRequest { id: exp.id })
+            .await
+            .unwrap();
+    }
+
+    // A CIDR filter: only 127.0.0.1 is in scope, 127.0.0.2 is not.
+    let m = pb::PacketMatch {
+        protocol: "udp".into(),
+        dst_cidr: "127.0.0.1/32".into(),
+        ..Default::default()
+    };
+    start(
+        &mut c,
+        experiment(
+            packet_loss(0.5, 0.0, pb::Direction::Egress, m),
+            cgroup_target(&cg),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
+    let rx2 = udp_receiver("127.0.0.2");
+    assert_eq!(
+        send_numbered(Some(&cg), &rx2, 5_000).len(),
+        5_000,
+        "another CIDR loses nothing"
+    );
+    assert!(
+        send_numbered(Some(&cg), &rx, 5_000).len() < 3_000,
+        "the CIDR in scope does lose"
+    );
+}
+
+#[tokio::test]
+async fn bursty_loss_has_the_configured_mean_and_burst_length() {
+    require_root().unwrap();
+    let agent = Agent::start();
+    let mut c = agent.client().await;
+    let cg = TestCgroup::new("burst");
+    let rx = udp_receiver("127.0.0.1");
+    let port = rx.local_addr().unwrap().port();
+    const N: u32 = 60_000;
+    let (p, burst) = (0.10, 4.0);
+
+    start(
+        &mut c,
+        experiment(
+            packet_loss(p, burst, pb::Direction::Egress, udp_to_port(port)),
+            cgroup_target(&cg),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
+    let seen = send_numbered(Some(&cg), &rx, N);
+    let lost: Vec<u32> = (0..N).filter(|s| !seen.contains(s)).collect();
+    let bursts =
+        lost.windows(2).filter(|w| w[1] != w[0] + 1).count() + usize::from(!lost.is_empty());
+    let mean_loss = lost.len() as f64 / f64::from(N);
+    let mean_burst = lost.len() as f64 / bursts.max(1) as f64;
+    assert!(
+        (mean_loss - p).abs() <= 0.1 * p,
+        "mean loss {mean_loss:.4}, expected {p} ± 10 %"
+    );
+    assert!(
+        (mean_burst - burst).abs() <= 0.1 * burst,
+        "mean burst {mean_burst:.2} packets, expected {burst} ± 10 %"
+    );
+}
+
+#[tokio::test]
+async fn blackhole_on_an_interface_partitions_one_cidr_and_lifts_at_once() {
+    require_root().unwrap();
+    let mut agent = Agent::start();
+    if !supported_or_skip(&agent, "tcx", "tcx").await {
+        return;
+    }
+    let mut c = agent.client().await;
+    let ns = TestNetns::new();
+    let _acceptor = ns.spawn_acceptor("0.0.0.0:7000".parse().unwrap());
+    let cut: SocketAddr = (ns.peer_ips[0], 7000).into();
+    let other: SocketAddr = (ns.peer_ips[1], 7000).into();
+    let t = Duration::from_millis(800);
+    assert!(
+        tcp_reachable(cut, t) && tcp_reachable(other, t),
+        "both addresses answer before the fault"
+    );
+
+    let m = pb::PacketMatch {
+        protocol: "tcp".into(),
+        dst_cidr: format!("{}/32", ns.peer_ips[0]),
+        ..Default::default()
+    };
+    let exp = start(
+        &mut c,
+        experiment(
+            blackhole(pb::Direction::Egress, m.clone()),
+            interface_target(&ns.host_if),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
+    assert!(
+        !tcp_reachable(cut, t),
+        "a connect to the blackholed address must time out"
+    );
+    assert!(
+        tcp_reachable(other, t),
+        "another address behind the same interface still works"
+    );
+    let view = c
+        .get_experiment(pb::GetExperimentRequest { id: exp.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        view.injected >= 1,
+        "the SYNs were counted as dropped: {view:?}"
+    );
+
+    c.stop_experiment(pb::StopExperimentRequest { id: exp.id })
+        .await
+        .unwrap();
+    assert!(tcp_reachable(cut, t), "removal restores the path at once");
+
+    // Agent death lifts it too.
+    start(
+        &mut c,
+        experiment(
+            blackhole(pb::Direction::Egress, m),
+            interface_target(&ns.host_if),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
+    assert!(!tcp_reachable(cut, t));
+    agent.kill();
+    assert!(
+        tcp_reachable(cut, t),
+        "traffic is normal right after SIGKILL of the agent"
+    );
+}
+
+/// TCP retransmissions on this host (all sockets of the namespace).
+fn retrans_segs() -> u64 {
+    proc_net_counter(
+        &std::fs::read_to_string("/proc/net/snmp").unwrap(),
+        "Tcp:",
+        "RetransSegs",
+    )
+}
+
+#[tokio::test]
+async fn tcp_transfer_completes_under_five_percent_loss_with_retransmissions() {
+    require_root().unwrap();
+    let agent = Agent::start();
+    let mut c = agent.client().await;
+    let cg = TestCgroup::new("tcp-loss");
+    // The receiver runs in the cgroup and loses 5 % of what arrives: an
+    // ingress drop is silent, so the sender sees real loss and retransmits.
+    // (An egress drop in cgroup scope is reported to the local TCP stack,
+    // which backs off and resends without counting a retransmission.)
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut cmd = cg.command(bin("fl-probe"));
+    cmd.args(["tcp-sink", &addr.to_string()])
+        .stderr(std::process::Stdio::piped());
+    let sink = Listener::spawn(cmd);
+
+    let m = pb::PacketMatch {
+        protocol: "tcp".into(),
+        dst_ports: port.to_string(),
+        ..Default::default()
+    };
+    let exp = start(
+        &mut c,
+        experiment(
+            packet_loss(0.05, 0.0, pb::Direction::Ingress, m),
+            cgroup_target(&cg),
+            Duration::from_secs(120),
+        ),
+    )
+    .await;
+
+    const BYTES: usize = 8 << 20;
+    let before = retrans_segs();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(&mut s, &vec![7u8; BYTES]).unwrap();
+    drop(s);
+    let report = sink.stderr();
+    assert_eq!(
+        report.trim(),
+        format!("received {BYTES}"),
+        "every byte arrives: TCP recovered the losses"
+    );
+    let view = c
+        .get_experiment(pb::GetExperimentRequest { id: exp.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(view.injected > 0, "segments were dropped: {view:?}");
+    let retrans = retrans_segs() - before;
+    assert!(
+        retrans > 0,
+        "retransmissions are visible in /proc/net/snmp (saw {retrans})"
+    );
+}
