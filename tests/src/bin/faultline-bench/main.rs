@@ -4,6 +4,7 @@
 //! faultline-bench [NAME...]    run the named benchmarks; all of them when none is given
 //!
 //! activation        StartExperiment returned → first injected connect() error
+//! api               GetExperiment/ListExperiments p50/p99 from 8 clients, alone and while experiments start
 //! connect-overhead  connect() of a non-target while a connect fault targets another cgroup
 //! getpid-overhead   getpid() of a non-target while the sys_enter tracepoint is attached
 //! network           packet_loss on a veth interface vs iptables `-m statistic`: accuracy,
@@ -16,6 +17,7 @@
 //! report SKIPPED with the agent's reason.
 
 mod activation;
+mod api;
 mod bpfstats;
 mod connect;
 mod getpid;
@@ -35,10 +37,14 @@ use tonic::transport::Channel;
 
 pub type Client = FaultServiceClient<Channel>;
 
-pub const BENCHES: [(&str, &str); 6] = [
+pub const BENCHES: [(&str, &str); 7] = [
     (
         "activation",
         "StartExperiment returned → first injected connect() error",
+    ),
+    (
+        "api",
+        "GetExperiment/ListExperiments latency from 8 clients, alone and while experiments load and attach programs",
     ),
     (
         "connect-overhead",
@@ -83,6 +89,7 @@ fn main() -> anyhow::Result<()> {
     for name in names {
         let v = match name {
             "activation" => activation::activation(&rt),
+            "api" => api::api(&rt),
             "connect-overhead" => connect::connect_overhead(&rt),
             "getpid-overhead" => getpid::getpid_overhead(&rt),
             "network" => network::network(&rt),

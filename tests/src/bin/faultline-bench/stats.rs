@@ -163,6 +163,52 @@ pub fn show_ms(x: f64) -> String {
     format!("{x:.3} ms")
 }
 
+/// A small deterministic PRNG (xorshift64*) for the bootstrap.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as usize % n
+    }
+}
+
+/// Bootstrap resamples behind [`bootstrap_ci`].
+pub const BOOTSTRAP_RESAMPLES: usize = 1000;
+
+/// Percentile-bootstrap confidence interval (at [`LEVEL`]) of `stat` over
+/// independent resamples (with replacement, each of its own size) of every
+/// group in `groups` (`stat` may reorder the resamples). For large groups
+/// only (thousands of values for a p99): the bootstrap cannot reach beyond
+/// the extremes of the data.
+pub fn bootstrap_ci(groups: &[&[f64]], stat: impl Fn(&mut [Vec<f64>]) -> f64) -> Ci {
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut stats: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
+        .map(|_| {
+            let mut resampled: Vec<Vec<f64>> = groups
+                .iter()
+                .map(|g| (0..g.len()).map(|_| g[rng.below(g.len())]).collect())
+                .collect();
+            stat(&mut resampled)
+        })
+        .collect();
+    stats.sort_by(f64::total_cmp);
+    let tail = (1.0 - LEVEL) / 2.0 * 100.0;
+    Ci {
+        lo: percentile(&stats, tail),
+        hi: percentile(&stats, 100.0 - tail),
+    }
+}
+
+/// Nearest-rank percentile of `v`, found by selection (reorders `v`).
+pub fn select_percentile(v: &mut [f64], p: f64) -> f64 {
+    let rank = (p / 100.0 * v.len() as f64).ceil() as usize;
+    let i = rank.clamp(1, v.len()) - 1;
+    *v.select_nth_unstable_by(i, f64::total_cmp).1
+}
+
 /// Nearest-rank percentile of an unsorted slice (copies it).
 pub fn percentile_of(v: &[f64], p: f64) -> f64 {
     percentile(&sorted(v), p)
