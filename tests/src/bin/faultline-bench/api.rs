@@ -56,7 +56,8 @@ pub fn api(_rt: &Runtime) -> anyhow::Result<Vec<String>> {
             "packet_loss 0 % on an empty cgroup (cgroup_skb + sock_ops) and packet_loss 0 % on a veth (TCX): each group's",
             "programs are loaded at its first use in the round, and each start attaches, each stop detaches.",
             "Verdict: p99 while starting / p99 alone (95 % percentile-bootstrap CI, 1000 resamples) and p99 while starting",
-            "(order-statistic 95 % CI).",
+            "(order-statistic 95 % CI). Both treat requests as independent; requests that waited on the same lock hold",
+            "are not, so near a limit the intervals are narrower than the truth.",
         ],
     );
     let mt = tokio::runtime::Builder::new_multi_thread()

@@ -282,8 +282,9 @@ pub fn print_kernel_cost(rounds: &Rounds, op: &str) {
         .map(|(k, c)| k.sample.cpu / c)
         .collect();
     println!(
-        "    note: the statistics add two clock reads to every run; (c) with them on vs (c) of the same round: \
-         median {:+.2} %. The verdict stays on the CPU-time ratio.",
+        "    note: with the statistics on, every run also pays for two clock reads, partly inside its measured run \
+         time: the ns/run figures are upper bounds and can exceed the overhead seen without them; (c) with the \
+         statistics on vs (c) of the same round: median {:+.2} %. The verdict stays on the CPU-time figures.",
         pct_of(median(&with_stats))
     );
 }
