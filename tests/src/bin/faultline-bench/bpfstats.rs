@@ -38,15 +38,18 @@ impl Drop for StatsEnabled {
     }
 }
 
-/// Cumulative (name, run time ns, run count) of every loaded `fl_` program, by id.
+/// Cumulative (name, run time ns, run count) of `fl_` programs, by id.
 #[derive(Clone, Default)]
 pub struct Snapshot(HashMap<u32, (String, u64, u64)>);
 
 impl Snapshot {
-    pub fn take() -> Self {
+    /// The programs among `ids` (e.g. `Agent::programs()`: other agents on
+    /// a shared machine load programs of the same names).
+    pub fn take(ids: &[u32]) -> Self {
         Self(
             aya::programs::loaded_programs()
                 .filter_map(Result::ok)
+                .filter(|p| ids.contains(&p.id()))
                 .filter_map(|p| {
                     let name = p.name_as_str()?;
                     name.starts_with("fl_").then(|| {

@@ -93,43 +93,45 @@ pub fn alternate_rounds(
         dirty: 0,
         kernel: Vec::new(),
     };
-    let mut record = |config: Config, out: &mut Rounds| -> anyhow::Result<()> {
-        let links = our_links().len();
-        match config {
-            Config::AgentFault => ensure!(
-                links > 0,
-                "the experiment is running but no fl_ program is attached"
-            ),
-            _ if links > 0 => out.dirty += 1,
-            _ => {}
-        }
-        let v = measure(config)?;
-        out.samples[config.index()].push(v.cpu);
-        out.wall[config.index()].push(v.wall);
-        out.contended += usize::from(v.contended());
-        out.overflows += v.overflows;
-        if config == Config::AgentFault {
-            let stats = StatsEnabled::new()?;
-            let before = Snapshot::take();
-            let sample = measure(config)?;
-            let costs = Snapshot::take().since(&before);
-            drop(stats);
-            out.kernel.push(KernelRound { costs, sample });
-        }
-        Ok(())
-    };
+    let mut record =
+        |config: Config, agent: Option<&Agent>, out: &mut Rounds| -> anyhow::Result<()> {
+            let links = our_links().len();
+            match config {
+                Config::AgentFault => ensure!(
+                    links > 0,
+                    "the experiment is running but no fl_ program is attached"
+                ),
+                _ if links > 0 => out.dirty += 1,
+                _ => {}
+            }
+            let v = measure(config)?;
+            out.samples[config.index()].push(v.cpu);
+            out.wall[config.index()].push(v.wall);
+            out.contended += usize::from(v.contended());
+            out.overflows += v.overflows;
+            if let (Config::AgentFault, Some(agent)) = (config, agent) {
+                let programs = agent.programs();
+                let stats = StatsEnabled::new()?;
+                let before = Snapshot::take(&programs);
+                let sample = measure(config)?;
+                let costs = Snapshot::take(&programs).since(&before);
+                drop(stats);
+                out.kernel.push(KernelRound { costs, sample });
+            }
+            Ok(())
+        };
     for round in 0..rounds {
         let forward = round % 2 == 0;
         if forward {
-            record(Config::NoAgent, &mut out)?;
+            record(Config::NoAgent, None, &mut out)?;
         }
         let agent = Agent::start();
         let mut client = rt.block_on(agent.client());
         if forward {
-            record(Config::AgentIdle, &mut out)?;
+            record(Config::AgentIdle, Some(&agent), &mut out)?;
             rt.block_on(client.start_experiment(arm()))
                 .map_err(|s| anyhow!("StartExperiment: {s}"))?;
-            record(Config::AgentFault, &mut out)?;
+            record(Config::AgentFault, Some(&agent), &mut out)?;
         } else {
             let exp = rt
                 .block_on(client.start_experiment(arm()))
@@ -137,19 +139,19 @@ pub fn alternate_rounds(
                 .into_inner()
                 .experiment
                 .context("StartExperiment returned no experiment")?;
-            record(Config::AgentFault, &mut out)?;
+            record(Config::AgentFault, Some(&agent), &mut out)?;
             context(
                 rt.block_on(client.stop_experiment(pb::StopExperimentRequest { id: exp.id })),
                 "StopExperiment",
             )?;
             wait_for(Duration::from_secs(2), || our_links().is_empty());
-            record(Config::AgentIdle, &mut out)?;
+            record(Config::AgentIdle, Some(&agent), &mut out)?;
         }
         drop(client);
         drop(agent);
         wait_for(Duration::from_secs(2), || our_links().is_empty());
         if !forward {
-            record(Config::NoAgent, &mut out)?;
+            record(Config::NoAgent, None, &mut out)?;
         }
     }
     Ok(out)

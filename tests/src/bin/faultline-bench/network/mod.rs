@@ -51,7 +51,7 @@ pub fn network(rt: &Runtime) -> anyhow::Result<Vec<String>> {
     );
     let mut verdicts = Vec::new();
     verdicts.extend(loss_accuracy(rt, &mut client, &ns)?);
-    verdicts.extend(stream_cost(rt, &mut client, &ns, foreign)?);
+    verdicts.extend(stream_cost(rt, &agent, &mut client, &ns, foreign)?);
     drop(client);
     drop(agent);
 

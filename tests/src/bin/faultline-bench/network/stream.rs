@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow, bail, ensure};
-use faultline_tests::{TestNetns, bin, our_links};
+use faultline_tests::{Agent, TestNetns, bin, our_links};
 use nix::unistd::Pid;
 use tokio::runtime::Runtime;
 
@@ -83,6 +83,7 @@ pub struct Transfer {
 
 pub fn stream_cost(
     rt: &Runtime,
+    agent: &Agent,
     client: &mut Client,
     ns: &TestNetns,
     foreign_links: usize,
@@ -158,7 +159,7 @@ pub fn stream_cost(
         }
     }
 
-    let per_packet = program_cost(rt, client, ns, pinning)?;
+    let per_packet = program_cost(rt, agent, client, ns, pinning)?;
     let base = median(&samples[0]);
     println!(
         "  {:<30} {:>8} {:>8} {:>8} {:>16} {:>34}",
@@ -321,6 +322,7 @@ pub struct ProgramCost {
 /// run): the TCX program's own time per packet and its share of one CPU.
 pub fn program_cost(
     rt: &Runtime,
+    agent: &Agent,
     client: &mut Client,
     ns: &TestNetns,
     pinning: Option<Pinning>,
@@ -334,9 +336,13 @@ pub fn program_cost(
     };
     let (transfer, (t, n)) =
         during_experiment(rt, client, ours_on(ns, "tcp", STREAM_PORT, 0.0), |_, _| {
-            let before = Snapshot::take();
+            let programs = agent.programs();
+            let before = Snapshot::take(&programs);
             let t = tcp_transfer(ns, pinning)?;
-            Ok((t, Snapshot::take().since(&before).of("fl_tc_egress")))
+            Ok((
+                t,
+                Snapshot::take(&programs).since(&before).of("fl_tc_egress"),
+            ))
         })?;
     if n == 0 {
         bail!("the TCX egress program ran 0 times during a transfer under our fault");
