@@ -80,7 +80,8 @@ enum Task {
         /// LSM loads only there).
         #[arg(long, value_enum, value_name = "SERIES")]
         vm: Option<vm::Series>,
-        /// Benchmarks to run, e.g. `activation`, `connect-overhead`, `getpid-overhead`.
+        /// Benchmarks to run: `activation`, `api`, `connect-overhead`, `getpid-overhead`,
+        /// `network`, `open-overhead`, `open-vs-strace` (`faultline-bench --help`).
         names: Vec<OsString>,
         /// Further arguments for faultline-bench, after `--`; passed after the names.
         #[arg(last = true)]
