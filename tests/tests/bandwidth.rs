@@ -21,7 +21,7 @@ use faultline_tests::*;
 async fn bandwidth_polices_a_udp_flood_to_the_configured_rate() {
     require_root().unwrap();
     let agent = Agent::start();
-    if !supported_or_skip(&agent, "tcx", "tcx").await {
+    if !supported_or_skip(&agent, "tcx").await {
         return;
     }
     let mut c = agent.client().await;
@@ -196,7 +196,7 @@ async fn connect_pacing_or_skip(agent: &Agent) -> bool {
         return true;
     }
     assert!(
-        !expected("pacing"),
+        !(expected("sock_ops") || expected("bandwidth/cgroup_sock_addr")),
         "TCP pacing must be supported on this kernel (FAULTLINE_EXPECT has pacing): {rows:?}"
     );
     eprintln!("skipped: no TCP pacing on this kernel: {rows:?}");
@@ -210,7 +210,7 @@ async fn connect_pacing_or_skip(agent: &Agent) -> bool {
 async fn bandwidth_shapes_what_a_cgroup_target_sends_on_accepted_connections() {
     require_root().unwrap();
     let agent = Agent::start();
-    if !supported_or_skip(&agent, "sock_ops", "listen-pacing").await {
+    if !supported_or_skip(&agent, "sock_ops").await {
         return;
     }
     let mut c = agent.client().await;
@@ -251,7 +251,7 @@ async fn bandwidth_shapes_what_a_cgroup_target_sends_on_accepted_connections() {
 async fn bandwidth_shapes_a_bulk_tcp_transfer_on_an_interface_with_fq() {
     require_root().unwrap();
     let agent = Agent::start();
-    if !supported_or_skip(&agent, "tcx+fq", "fq").await {
+    if !supported_or_skip(&agent, "tcx+fq").await {
         return;
     }
     let mut c = agent.client().await;

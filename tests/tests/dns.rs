@@ -53,7 +53,7 @@ fn resolver(ns: &TestNetns) -> (Listener, SocketAddr) {
 async fn dns_error_answers_nxdomain_or_servfail_for_names_in_the_domain() {
     require_root().unwrap();
     let mut agent = Agent::start();
-    if !supported_or_skip(&agent, "tcx", "tcx").await {
+    if !supported_or_skip(&agent, "tcx").await {
         return;
     }
     let mut c = agent.client().await;

@@ -43,7 +43,7 @@ async fn network_faults_need_a_cgroup_or_interface_and_never_touch_ssh() {
     );
     assert!(agent.links().is_empty());
 
-    if !supported_or_skip(&agent, "tcx", "tcx").await {
+    if !supported_or_skip(&agent, "tcx").await {
         return;
     }
     // Everything to the namespace is blackholed, except SSH.
@@ -89,7 +89,7 @@ fn numbered_flow(ns: &TestNetns, port: u16, count: u32) -> ProbeResult {
 async fn every_interface_fault_kind_vanishes_with_the_agent() {
     require_root().unwrap();
     let mut agent = Agent::start();
-    if !supported_or_skip(&agent, "tcx", "tcx").await {
+    if !supported_or_skip(&agent, "tcx").await {
         return;
     }
     let (fq, _) = capability(&agent, "tcx+fq").await;
@@ -186,7 +186,7 @@ async fn every_interface_fault_kind_vanishes_with_the_agent() {
 async fn interface_faults_run_on_cgroup_skb_where_tcx_is_missing() {
     require_root().unwrap();
     let mut agent = Agent::start_with(&["--interface-hooks", "cgroup_skb"]);
-    if !supported_or_skip(&agent, "cgroup_skb", "cgroup_skb").await {
+    if !supported_or_skip(&agent, "cgroup_skb").await {
         return;
     }
     let mut c = agent.client().await;

@@ -64,7 +64,7 @@ async fn stop(agent: &Agent, id: &str) {
 async fn open_fails_under_the_path_at_the_configured_probability() {
     require_root().unwrap();
     let agent = Agent::start();
-    if !supported_or_skip(&agent, "bpf_lsm:file_open", "lsm").await {
+    if !supported_or_skip(&agent, "bpf_lsm:file_open").await {
         return;
     }
     let cg = TestCgroup::new("lsm-open");
@@ -118,7 +118,7 @@ async fn open_fails_under_the_path_at_the_configured_probability() {
 async fn read_and_write_fail_while_open_succeeds() {
     require_root().unwrap();
     let agent = Agent::start();
-    if !supported_or_skip(&agent, "bpf_lsm:file_permission", "lsm").await {
+    if !supported_or_skip(&agent, "bpf_lsm:file_permission").await {
         return;
     }
     let cg = TestCgroup::new("lsm-rw");
@@ -173,7 +173,7 @@ async fn fork_unlink_and_exec_fail_with_their_errnos() {
         "bpf_lsm:bprm_check_security",
         "bpf_lsm:inode_mkdir",
     ] {
-        if !supported_or_skip(&agent, m, "lsm").await {
+        if !supported_or_skip(&agent, m).await {
             return;
         }
     }
@@ -251,7 +251,7 @@ async fn fork_unlink_and_exec_fail_with_their_errnos() {
 async fn tcp_accept_fails_on_the_configured_port_only() {
     require_root().unwrap();
     let agent = Agent::start();
-    if !supported_or_skip(&agent, "bpf_lsm:socket_accept", "lsm").await {
+    if !supported_or_skip(&agent, "bpf_lsm:socket_accept").await {
         return;
     }
     let cg = TestCgroup::new("lsm-accept");
@@ -283,7 +283,7 @@ async fn tcp_accept_fails_on_the_configured_port_only() {
 async fn lsm_faults_obey_dry_run_deadline_and_agent_death() {
     require_root().unwrap();
     let mut agent = Agent::start();
-    if !supported_or_skip(&agent, "bpf_lsm:file_open", "lsm").await {
+    if !supported_or_skip(&agent, "bpf_lsm:file_open").await {
         return;
     }
     let cg = TestCgroup::new("lsm-life");
@@ -381,7 +381,7 @@ async fn lsm_call_without_lsm_is_failed_precondition_with_the_reason() {
         return;
     }
     assert!(
-        !expected("lsm"),
+        !expected("bpf_lsm"),
         "BPF LSM is expected on this kernel, but the agent says: {reason}"
     );
     assert!(!reason.is_empty(), "an unsupported row carries its reason");

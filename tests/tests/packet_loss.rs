@@ -177,7 +177,7 @@ async fn bursty_loss_has_the_configured_mean_and_burst_length() {
 async fn blackhole_on_an_interface_partitions_one_cidr_and_lifts_at_once() {
     require_root().unwrap();
     let mut agent = Agent::start();
-    if !supported_or_skip(&agent, "tcx", "tcx").await {
+    if !supported_or_skip(&agent, "tcx").await {
         return;
     }
     let mut c = agent.client().await;

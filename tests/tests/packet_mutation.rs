@@ -13,7 +13,7 @@ use faultline_tests::*;
 async fn duplication_on_an_interface_matches_the_configured_fraction() {
     require_root().unwrap();
     let agent = Agent::start();
-    if !supported_or_skip(&agent, "tcx", "tcx").await {
+    if !supported_or_skip(&agent, "tcx").await {
         return;
     }
     let mut c = agent.client().await;
@@ -96,7 +96,7 @@ fn ip_csum_errors(ns: &TestNetns) -> u64 {
 async fn corruption_is_dropped_by_the_receiver_or_delivered_with_fixed_checksums() {
     require_root().unwrap();
     let agent = Agent::start();
-    if !supported_or_skip(&agent, "tcx", "tcx").await {
+    if !supported_or_skip(&agent, "tcx").await {
         return;
     }
     let mut c = agent.client().await;

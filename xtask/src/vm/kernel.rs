@@ -54,12 +54,17 @@ impl Series {
         }
     }
 
-    /// The mechanisms the suite must find on this series (`FAULTLINE_EXPECT`):
-    /// a test that would skip for lack of one of them fails instead.
+    /// What the suite must find on this series (`FAULTLINE_EXPECT`, in the
+    /// agent's capability vocabulary): a test that would skip for lack of one
+    /// of them fails instead. 6.1 has no TCX (interface scope runs on
+    /// cgroup_skb) and its sock_ops programs lack the cgroup helper, so the
+    /// connect hooks pace there.
     pub fn expected_mechanisms(self) -> &'static str {
         match self {
-            Self::V6_1 => "lsm,fentry,pacing",
-            Self::V6_12 => "lsm,fentry,tcx,fq,netem,pacing,listen-pacing",
+            Self::V6_1 => {
+                "cgroup_sock_addr,raw_tracepoint,cgroup_skb,bpf_lsm,bandwidth/cgroup_sock_addr"
+            }
+            Self::V6_12 => "cgroup_sock_addr,raw_tracepoint,cgroup_skb,bpf_lsm,tcx,tcx+fq,sock_ops",
         }
     }
 
