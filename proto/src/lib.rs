@@ -1,4 +1,9 @@
-//! The `faultline.v1` wire contract: generated messages, client and server.
+//! The `faultline.v1` wire contract: generated messages, client and server;
+//! the names its kinds and enums go by (`names`), and compact constructors
+//! of wire faults for tests and tools (`build`).
+
+pub mod build;
+pub mod names;
 
 #[expect(clippy::all, reason = "generated code")]
 pub mod v1 {

@@ -37,10 +37,11 @@ pub use crate::{
     },
     netns::TestNetns,
     probe::{ChildGuard, Listener, ProbeResult, ProbeServer, probe, probe_fs},
-    spec::{
-        blackhole, cgroup_target, connect_error, experiment, interface_target, lsm_error,
-        packet_loss, pid_target, start, syscall_error, syscall_signal, udp_to_port,
-    },
+    spec::{cgroup_target, experiment, interface_target, pid_target, start},
+};
+pub use faultline_proto::build::{
+    any_packet, bandwidth, blackhole, connect_error, corrupt, dns_error, duplicate, latency,
+    lsm_error, packet_loss, syscall_error, syscall_signal, to_ports, udp_to_port,
 };
 
 pub(crate) static SEQ: AtomicU32 = AtomicU32::new(0);

@@ -16,7 +16,7 @@ async fn network_faults_need_a_cgroup_or_interface_and_never_touch_ssh() {
     let mut c = agent.client().await;
     let s = c
         .start_experiment(experiment(
-            blackhole(pb::Direction::Egress, Default::default()),
+            blackhole(pb::Direction::Egress, any_packet()),
             pid_target(std::process::id()),
             Duration::from_secs(10),
         ))
@@ -30,7 +30,7 @@ async fn network_faults_need_a_cgroup_or_interface_and_never_touch_ssh() {
     );
     let s = c
         .start_experiment(experiment(
-            blackhole(pb::Direction::Egress, Default::default()),
+            blackhole(pb::Direction::Egress, any_packet()),
             interface_target("nosuchif0"),
             Duration::from_secs(10),
         ))
@@ -53,7 +53,7 @@ async fn network_faults_need_a_cgroup_or_interface_and_never_touch_ssh() {
     start(
         &mut c,
         experiment(
-            blackhole(pb::Direction::Both, Default::default()),
+            blackhole(pb::Direction::Both, any_packet()),
             interface_target(&ns.host_if),
             Duration::from_secs(60),
         ),
@@ -99,7 +99,7 @@ async fn every_interface_fault_kind_vanishes_with_the_agent() {
     let m = || Some(udp_to_port(PORT));
     let egress = pb::Direction::Egress.into();
     let mut faults = vec![
-        packet_loss(0.3, 0.0, pb::Direction::Egress, udp_to_port(PORT)),
+        packet_loss(0.3, 0.0, pb::Direction::Egress, udp_to_port(PORT)).into(),
         pb::FaultSpec {
             kind: Some(pb::fault_spec::Kind::Duplicate(pb::Duplicate {
                 probability: 0.3,
@@ -240,7 +240,7 @@ async fn interface_faults_run_on_cgroup_skb_where_tcx_is_missing() {
     let exp = start(
         &mut c,
         experiment(
-            blackhole(pb::Direction::Ingress, Default::default()),
+            blackhole(pb::Direction::Ingress, any_packet()),
             interface_target(&ns.host_if),
             Duration::from_secs(120),
         ),

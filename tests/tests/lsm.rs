@@ -131,8 +131,8 @@ async fn read_and_write_fail_while_open_succeeds() {
             spec: Some(pb::ExperimentSpec {
                 name: "rw".into(),
                 faults: vec![
-                    lsm_error("read", "EIO", 1.0, &faulted.dir, 0),
-                    lsm_error("write", "ENOSPC", 1.0, &faulted.dir, 0),
+                    lsm_error("read", "EIO", 1.0, &faulted.dir, 0).into(),
+                    lsm_error("write", "ENOSPC", 1.0, &faulted.dir, 0).into(),
                 ],
                 target: Some(cgroup_target(&cg)),
                 duration_ms: 60_000,
@@ -185,9 +185,9 @@ async fn fork_unlink_and_exec_fail_with_their_errnos() {
             spec: Some(pb::ExperimentSpec {
                 name: "proc".into(),
                 faults: vec![
-                    lsm_error("fork", "EAGAIN", 1.0, "", 0),
-                    lsm_error("unlink", "EBUSY", 1.0, &scratch.dir, 0),
-                    lsm_error("mkdir", "EROFS", 1.0, &scratch.dir, 0),
+                    lsm_error("fork", "EAGAIN", 1.0, "", 0).into(),
+                    lsm_error("unlink", "EBUSY", 1.0, &scratch.dir, 0).into(),
+                    lsm_error("mkdir", "EROFS", 1.0, &scratch.dir, 0).into(),
                 ],
                 target: Some(cgroup_target(&cg)),
                 duration_ms: 60_000,

@@ -160,13 +160,11 @@ async fn bind_and_udp_sendmsg_fail() {
         cgroup_target(&cg),
         Duration::from_secs(60),
     );
-    req.spec.as_mut().unwrap().faults.push(syscall_error(
-        "sendmsg",
-        "EHOSTUNREACH",
-        1.0,
-        sink_addr.port(),
-        "",
-    ));
+    req.spec
+        .as_mut()
+        .unwrap()
+        .faults
+        .push(syscall_error("sendmsg", "EHOSTUNREACH", 1.0, sink_addr.port(), "").into());
     start(&mut client, req).await;
 
     let bind = probe(Some(&cg), "bind", free_port, 100);

@@ -202,7 +202,7 @@ async fn invalid_specs_name_the_field_and_attach_nothing() {
         .as_mut()
         .unwrap()
         .faults
-        .push(syscall_signal("getppid", "NOPE", 1.0, 0));
+        .push(syscall_signal("getppid", "NOPE", 1.0, 0).into());
     let s = refused(&agent, &mut c, req).await;
     assert_refusal(
         &s,

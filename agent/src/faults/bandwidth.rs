@@ -25,7 +25,7 @@ pub struct Bandwidth {
 }
 
 impl FaultKind for Bandwidth {
-    const NAME: &'static str = "bandwidth";
+    const NAME: &'static str = faultline_proto::names::BANDWIDTH;
     type Wire = pb::Bandwidth;
 
     fn from_wire(field: &str, b: &pb::Bandwidth, _: &dyn Resolver) -> Result<Self, SpecError> {

@@ -20,7 +20,7 @@ pub struct Blackhole {
 }
 
 impl FaultKind for Blackhole {
-    const NAME: &'static str = "blackhole";
+    const NAME: &'static str = faultline_proto::names::BLACKHOLE;
     type Wire = pb::Blackhole;
 
     fn from_wire(field: &str, b: &pb::Blackhole, _: &dyn Resolver) -> Result<Self, SpecError> {

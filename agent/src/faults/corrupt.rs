@@ -26,7 +26,7 @@ pub struct Corrupt {
 }
 
 impl FaultKind for Corrupt {
-    const NAME: &'static str = "corrupt";
+    const NAME: &'static str = faultline_proto::names::CORRUPT;
     type Wire = pb::Corrupt;
 
     fn from_wire(field: &str, c: &pb::Corrupt, _: &dyn Resolver) -> Result<Self, SpecError> {

@@ -108,7 +108,7 @@ impl DnsError {
 }
 
 impl FaultKind for DnsError {
-    const NAME: &'static str = "dns_error";
+    const NAME: &'static str = faultline_proto::names::DNS_ERROR;
     type Wire = pb::DnsError;
 
     fn from_wire(field: &str, d: &pb::DnsError, _: &dyn Resolver) -> Result<Self, SpecError> {

@@ -25,7 +25,7 @@ pub struct Duplicate {
 }
 
 impl FaultKind for Duplicate {
-    const NAME: &'static str = "duplicate";
+    const NAME: &'static str = faultline_proto::names::DUPLICATE;
     type Wire = pb::Duplicate;
 
     fn from_wire(field: &str, d: &pb::Duplicate, _: &dyn Resolver) -> Result<Self, SpecError> {

@@ -29,7 +29,7 @@ pub struct Latency {
 }
 
 impl FaultKind for Latency {
-    const NAME: &'static str = "latency";
+    const NAME: &'static str = faultline_proto::names::LATENCY;
     type Wire = pb::Latency;
 
     fn from_wire(field: &str, l: &pb::Latency, _: &dyn Resolver) -> Result<Self, SpecError> {

@@ -36,7 +36,7 @@ pub fn gilbert(p: f64, b: f64) -> (f64, f64) {
 }
 
 impl FaultKind for PacketLoss {
-    const NAME: &'static str = "packet_loss";
+    const NAME: &'static str = faultline_proto::names::PACKET_LOSS;
     type Wire = pb::PacketLoss;
 
     fn from_wire(field: &str, l: &pb::PacketLoss, _: &dyn Resolver) -> Result<Self, SpecError> {

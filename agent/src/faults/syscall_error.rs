@@ -121,7 +121,7 @@ pub struct SyscallError {
 }
 
 impl FaultKind for SyscallError {
-    const NAME: &'static str = "syscall_error";
+    const NAME: &'static str = faultline_proto::names::SYSCALL_ERROR;
     type Wire = pb::SyscallError;
 
     fn from_wire(field: &str, e: &pb::SyscallError, r: &dyn Resolver) -> Result<Self, SpecError> {

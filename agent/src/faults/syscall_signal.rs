@@ -24,7 +24,7 @@ pub struct SyscallSignal {
 }
 
 impl FaultKind for SyscallSignal {
-    const NAME: &'static str = "syscall_signal";
+    const NAME: &'static str = faultline_proto::names::SYSCALL_SIGNAL;
     type Wire = pb::SyscallSignal;
 
     fn from_wire(field: &str, s: &pb::SyscallSignal, _: &dyn Resolver) -> Result<Self, SpecError> {

@@ -332,7 +332,7 @@ mod tests {
                 kind: Some(pb::fault_spec::Kind::Latency(pb::Latency {
                     delay_ms: 20.0,
                     jitter_ms: 5.0,
-                    r#match: to_ports("tcp", "443"),
+                    r#match: Some(to_ports("tcp", "443")),
                 })),
             });
         }

@@ -30,29 +30,13 @@ pub use self::{
 };
 
 /// The fault kinds, as experiment files, `--output json` and the agent name
-/// them. [`FaultEntry`]'s fields carry the same names (a test checks).
+/// them (defined once, in `faultline_proto::names`). [`FaultEntry`]'s fields
+/// carry the same names (a test checks).
 pub mod kind {
-    pub const SYSCALL_ERROR: &str = "syscall_error";
-    pub const SYSCALL_SIGNAL: &str = "syscall_signal";
-    pub const PACKET_LOSS: &str = "packet_loss";
-    pub const BLACKHOLE: &str = "blackhole";
-    pub const DUPLICATE: &str = "duplicate";
-    pub const CORRUPT: &str = "corrupt";
-    pub const BANDWIDTH: &str = "bandwidth";
-    pub const LATENCY: &str = "latency";
-    pub const DNS_ERROR: &str = "dns_error";
-    /// Every kind, in the order of [`super::Fault`]'s variants.
-    pub const ALL: [&str; 9] = [
-        SYSCALL_ERROR,
-        SYSCALL_SIGNAL,
-        PACKET_LOSS,
-        BLACKHOLE,
-        DUPLICATE,
-        CORRUPT,
-        BANDWIDTH,
-        LATENCY,
-        DNS_ERROR,
-    ];
+    pub use faultline_proto::names::{
+        BANDWIDTH, BLACKHOLE, CORRUPT, DNS_ERROR, DUPLICATE, KINDS as ALL, LATENCY, PACKET_LOSS,
+        SYSCALL_ERROR, SYSCALL_SIGNAL,
+    };
 }
 
 /// One experiment: what to inject, into whom, for how long.

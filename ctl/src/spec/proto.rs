@@ -357,7 +357,7 @@ mod tests {
             Kind::Latency(pb::Latency {
                 delay_ms: 1.5,
                 jitter_ms: 0.25,
-                r#match: to_ports("udp", "8000-8100"),
+                r#match: Some(to_ports("udp", "8000-8100")),
             }),
             Kind::DnsError(pb::DnsError {
                 domain: "example.com".into(),
@@ -486,7 +486,7 @@ mod tests {
                     kind: Some(Kind::Latency(pb::Latency {
                         delay_ms: 1.0,
                         jitter_ms: 0.0,
-                        r#match: to_ports("sctp", ""),
+                        r#match: Some(to_ports("sctp", "")),
                     })),
                 },
                 "unknown protocol \"sctp\"",
