@@ -12,7 +12,7 @@ use aya_ebpf::{
 use faultline_common::{MAX_FAULTS, flags, kind, sock_op};
 
 use crate::{
-    packet_drop::{Packet, SO_MAX_PACING_RATE, SOL_SOCKET, pacing_rate},
+    net::{Packet, SO_MAX_PACING_RATE, SOL_SOCKET, pacing_rate},
     slots::{CONFIG, Caller, SLOTS, coin, count, dry_run, live, scan_limit, target_matches},
 };
 

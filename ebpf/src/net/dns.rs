@@ -1,7 +1,8 @@
-//! `dns_error`: programs reached by tail call from the packet programs when
-//! an egress packet to port 53 passes them while a DNS fault is active. A
-//! program of its own, so parsing a name (a loop over up to 128 bytes) does
-//! not add to the verification of the packet programs.
+//! `dns_error`: programs (`fl_skb_dns`, `fl_tc_dns`) reached by tail call
+//! from the `skb` and `tc` programs when an egress packet to port 53 passes
+//! them while a DNS fault is active. Programs of their own, so parsing a
+//! name (a loop over up to 128 bytes) does not add to the verification of
+//! the packet programs.
 //!
 //! Names are matched by domain with one pass: with P(k) the polynomial hash
 //! of the first k bytes of the name, the hash of bytes i..n is
@@ -22,13 +23,13 @@ use faultline_common::{
     flags, kind,
 };
 
-use crate::{
-    packet_drop::{
-        BPF_F_INGRESS, BPF_F_MARK_MANGLED_0, ETH_HLEN, Headers, Hook, Packet, TC_ACT_SHOT,
-        in_scope, packet_matches, parse,
-    },
-    slots::{CONFIG, SLOTS, coin, count, dry_run, live},
+use super::{
+    decide::{Hook, in_scope, packet_matches},
+    mutate::{BPF_F_INGRESS, BPF_F_MARK_MANGLED_0},
+    parse::{ETH_HLEN, Headers, Packet, parse},
+    tc::TC_ACT_SHOT,
 };
+use crate::slots::{CONFIG, SLOTS, coin, count, dry_run, live};
 
 /// Per-CPU scratch space for parsing a name (far beyond the 512-byte stack):
 /// the name's bytes and, for every prefix length k, P(k), B^k and B^-k.

@@ -1,0 +1,33 @@
+//! `packet_loss` and `blackhole` odds: Bernoulli loss, or the Gilbert
+//! two-state model with its per-CPU state.
+
+use aya_ebpf::{helpers::generated::bpf_get_prandom_u32, macros::map, maps::PerCpuArray};
+use faultline_common::{FaultSlot, MAX_FAULTS};
+
+/// Gilbert model state per slot and CPU: 0 = good, 1 = bad (dropping).
+#[map(name = "FL_GE_STATE")]
+static GE_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_FAULTS, 0);
+
+/// Bernoulli, or the Gilbert model when `leave_bad` is set.
+#[inline(always)]
+pub(super) fn lose(index: u32, slot: &FaultSlot) -> bool {
+    // SAFETY: plain helper call.
+    let r = u64::from(unsafe { bpf_get_prandom_u32() });
+    if slot.net.leave_bad == 0 {
+        return r < slot.threshold;
+    }
+    let Some(state) = GE_STATE.get_ptr_mut(index) else {
+        return false;
+    };
+    // SAFETY: per-CPU value; these programs run with migration disabled.
+    unsafe {
+        if *state == 0 {
+            if r < slot.threshold {
+                *state = 1;
+            }
+        } else if r < u64::from(slot.net.leave_bad) {
+            *state = 0;
+        }
+        *state == 1
+    }
+}
