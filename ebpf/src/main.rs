@@ -18,6 +18,12 @@ mod sock_error;
 #[cfg(target_arch = "bpf")]
 mod syscall_signal;
 
+// Only a build-dependency marker for agent/build.rs (see lib.rs).
+use faultline_ebpf as _;
+// Off the BPF target the binary is empty: its dependencies go unused there.
+#[cfg(not(target_arch = "bpf"))]
+use {aya_ebpf as _, faultline_common as _};
+
 #[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -11,7 +11,7 @@ static GE_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_FAULTS, 0)
 /// Bernoulli, or the Gilbert model when `leave_bad` is set.
 #[inline(always)]
 pub(super) fn lose(index: u32, slot: &FaultSlot) -> bool {
-    // SAFETY: plain helper call.
+    // SAFETY: bpf_get_prandom_u32 takes no arguments and touches no memory.
     let r = u64::from(unsafe { bpf_get_prandom_u32() });
     if slot.net.leave_bad == 0 {
         return r < slot.threshold;
@@ -19,7 +19,10 @@ pub(super) fn lose(index: u32, slot: &FaultSlot) -> bool {
     let Some(state) = GE_STATE.get_ptr_mut(index) else {
         return false;
     };
-    // SAFETY: per-CPU value; these programs run with migration disabled.
+    // SAFETY: `state` is non-null (checked by the let-else above) and points
+    // at this CPU's value of a map, valid for the program's run; the value is
+    // per-CPU and these programs run with migration disabled, so nothing else
+    // accesses it meanwhile.
     unsafe {
         if *state == 0 {
             if r < slot.threshold {

@@ -19,7 +19,7 @@ pub(crate) const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
 /// verified).
 #[inline(always)]
 pub(super) fn corrupt(ctx: &TcContext, p: &Packet, recompute: bool) {
-    // SAFETY: plain helper call.
+    // SAFETY: bpf_get_prandom_u32 takes no arguments and touches no memory.
     let bit = unsafe { bpf_get_prandom_u32() } % 16;
     let (off, fix_l4) = if !recompute && !p.v6 {
         (p.l3 + 4, false)
@@ -58,7 +58,10 @@ pub(crate) const BPF_F_INGRESS: u64 = 1;
 /// base, so the delay adds to it.
 #[inline(always)]
 pub(super) fn delay(ctx: &TcContext, ns: u64) {
-    // SAFETY: plain helper call; tstamp is a writable context field for tc programs.
+    // SAFETY: bpf_ktime_get_ns takes no arguments; `ctx.skb.skb` is the
+    // context pointer the kernel passed, valid for the program's run, and
+    // `tstamp` is a field tc programs may read and write (the verifier checks
+    // every context access).
     unsafe {
         let now = bpf_ktime_get_ns();
         let cur = (*ctx.skb.skb).tstamp;

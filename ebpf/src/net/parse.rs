@@ -87,11 +87,11 @@ pub(crate) fn parse(eth_proto: u16, l3: usize, ctx: &impl Headers) -> Option<Pac
     {
         p.payload = l4 + usize::from(off >> 4) * 4;
     }
-    if p.proto == 6 || p.proto == 17 {
-        if let Some(ports) = ctx.read::<[u8; 4]>(l4) {
-            p.sport = u32::from(u16::from_be_bytes([ports[0], ports[1]]));
-            p.dport = u32::from(u16::from_be_bytes([ports[2], ports[3]]));
-        }
+    if (p.proto == 6 || p.proto == 17)
+        && let Some(ports) = ctx.read::<[u8; 4]>(l4)
+    {
+        p.sport = u32::from(u16::from_be_bytes([ports[0], ports[1]]));
+        p.dport = u32::from(u16::from_be_bytes([ports[2], ports[3]]));
     }
     Some(p)
 }

@@ -24,15 +24,22 @@ pub struct Bucket {
 static BUCKETS: Array<Bucket> = Array::with_max_entries(MAX_FAULTS, 0);
 
 /// Token-bucket policing: true when the packet exceeds the rate.
+#[expect(
+    clippy::implicit_saturating_sub,
+    reason = "explicit branch: the code shape the kernels' verifiers accepted is kept"
+)]
 #[inline(always)]
 pub(super) fn over_rate(index: u32, slot: &FaultSlot, len: u32) -> bool {
     const NANO: u64 = 1_000_000_000;
     let Some(b) = BUCKETS.get_ptr_mut(index) else {
         return false;
     };
-    // SAFETY: plain helper call.
+    // SAFETY: bpf_ktime_get_boot_ns takes no arguments and touches no memory.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    // SAFETY: the pointer is valid for the program's run (see BUCKETS).
+    // SAFETY: `b` is non-null (a successful lookup) and points at a `Bucket`
+    // in the map, valid for the program's run. Another CPU may update it at
+    // the same time: plain u64 loads and stores, so a race only miscounts
+    // tokens (see BUCKETS), it cannot tear a pointer or index.
     unsafe {
         // At most one second of refill: rate x elapsed then stays below 2^64
         // for rates up to 10 GB/s (validated by the agent).
@@ -62,10 +69,15 @@ const SHAPE_HORIZON_NS: u64 = 2_000_000_000;
 /// Earliest-departure-time shaping (as fq-based shapers do): packets leave
 /// `len / rate` apart. Returns how long this one waits from now, or None
 /// to drop it. The slot's bucket holds the next free departure time.
+#[expect(
+    clippy::manual_checked_ops,
+    reason = "explicit zero test: the code shape the kernels' verifiers accepted is kept"
+)]
 #[inline(always)]
 pub(super) fn departure(index: u32, slot: &FaultSlot, len: u32) -> Option<u64> {
     let b = BUCKETS.get_ptr_mut(index)?;
-    // SAFETY: plain helper call; tc timestamps are CLOCK_MONOTONIC.
+    // SAFETY: bpf_ktime_get_ns takes no arguments and touches no memory (tc
+    // timestamps are CLOCK_MONOTONIC, hence this clock).
     let now = unsafe { bpf_ktime_get_ns() };
     let rate = slot.net.rate_bytes_per_sec;
     let gap = if rate == 0 {
@@ -73,7 +85,10 @@ pub(super) fn departure(index: u32, slot: &FaultSlot, len: u32) -> Option<u64> {
     } else {
         u64::from(len) * 1_000_000_000 / rate
     };
-    // SAFETY: the pointer is valid for the program's run (see BUCKETS).
+    // SAFETY: `b` is non-null (a successful lookup) and points at a `Bucket`
+    // in the map, valid for the program's run. Another CPU may update it at
+    // the same time: plain u64 loads and stores, so a race only miscounts
+    // tokens (see BUCKETS), it cannot tear a pointer or index.
     unsafe {
         let next = (*b).last_ns;
         let at = if next > now { next } else { now };
@@ -91,7 +106,7 @@ pub(super) fn jittered(net: &NetMatch) -> u64 {
     if net.jitter_ns == 0 {
         return net.delay_ns;
     }
-    // SAFETY: plain helper call.
+    // SAFETY: bpf_get_prandom_u32 takes no arguments and touches no memory.
     let r = u64::from(unsafe { bpf_get_prandom_u32() });
     let span = 2 * net.jitter_ns + 1;
     // r / 2^32 * span, without overflow for spans up to 2^32 ns (4.3 s).

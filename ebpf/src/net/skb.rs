@@ -44,16 +44,21 @@ fn cgroup_skb_drop(ctx: &SkBuffContext, dir: u32) -> bool {
     let skb = ctx.skb.skb;
     let hook = Hook {
         ifindex: 0,
-        // SAFETY: reading the context's field.
+        // SAFETY: `skb` is the context pointer the kernel passed, valid for the
+        // program's run; the verifier checks the field read.
         skb_ifindex: unsafe { (*skb).ifindex },
     };
-    // SAFETY: plain helper call on the program's own context.
+    // SAFETY: bpf_skb_ancestor_cgroup_id gets the program's own context
+    // pointer (valid for the run) and a level by value; it returns 0 for a
+    // level deeper than the socket's cgroup.
     let drop = decide(cfg, dir, hook, &p, |level| unsafe {
         bpf_skb_ancestor_cgroup_id(skb.cast(), level as i32)
     }) == Verdict::Drop;
     if !drop && dns::wanted(cfg, dir, &p) {
-        // SAFETY: the program array holds a program of this type.
-        let _ = unsafe { DNS_SKB.tail_call(ctx, 0) };
+        // SAFETY: a tail call only jumps; the kernel checks that the program in
+        // the array has this program's type (the agent puts `fl_skb_dns` there), and on
+        // an empty slot the call returns and the packet passes.
+        unsafe { DNS_SKB.tail_call(ctx, 0) };
     }
     drop
 }

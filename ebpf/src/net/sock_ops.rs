@@ -44,7 +44,8 @@ pub fn fl_sock_ops(ctx: SockOpsContext) -> u32 {
     // (Volatile, so LLVM cannot fold the two address reads into one load
     // through a selected pointer either.)
     let ops = ctx.ops;
-    // SAFETY: the context is valid for the program's run; plain u32 fields.
+    // SAFETY: `ops` is the context pointer the kernel passed, valid for the
+    // program's run; plain u32 fields, each read checked by the verifier.
     let (family, ip4, ip6, port, local_port) = unsafe {
         (
             core::ptr::read_volatile(&raw const (*ops).family),
@@ -76,7 +77,8 @@ pub fn fl_sock_ops(ctx: SockOpsContext) -> u32 {
         dport: if listen { 0 } else { u32::from_be(port) },
     };
     if let Some(mut rate) = pacing_rate(cfg, &p, listen) {
-        // SAFETY: valid context and option buffer of the size passed.
+        // SAFETY: the program's own context; `rate` is a live u32 on the stack
+        // and the length passed is its size.
         unsafe {
             bpf_setsockopt(
                 ctx.ops.cast(),
@@ -111,7 +113,8 @@ pub(crate) fn pacing_rate(cfg: &AgentConfig, p: &Packet, listen: bool) -> Option
         {
             continue;
         }
-        // SAFETY: plain helper call.
+        // SAFETY: bpf_get_current_ancestor_cgroup_id takes a level by value and
+        // touches no memory (it returns 0 for a level deeper than the task's).
         if unsafe { bpf_get_current_ancestor_cgroup_id(slot.target.cgroup_level as i32) }
             != slot.target.cgroup_id
         {

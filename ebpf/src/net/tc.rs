@@ -30,17 +30,18 @@ static DNS_TC: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[inline(always)]
 fn tc_drop(ctx: &TcContext, dir: u32) -> i32 {
     let eth_proto = u16::from_be(ctx.skb.protocol() as u16);
-    // SAFETY: reading the context's fields.
+    // SAFETY: `ctx.skb.skb` is the context pointer the kernel passed, valid
+    // for the program's run; the verifier checks the field reads.
     let (ifindex, mark) = unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).mark) };
     if mark == DUP_MARK {
-        return TC_OK as i32;
+        return TC_OK;
     }
     let Some(mut p) = parse(eth_proto, ETH_HLEN, ctx) else {
-        return TC_OK as i32;
+        return TC_OK;
     };
     p.len = ctx.len();
     let Some(cfg) = CONFIG.get(0) else {
-        return TC_OK as i32;
+        return TC_OK;
     };
     let hook = Hook {
         ifindex,
@@ -51,20 +52,22 @@ fn tc_drop(ctx: &TcContext, dir: u32) -> i32 {
         if let Verdict::Delay(ns) = verdict {
             delay(ctx, ns);
         }
-        // SAFETY: the program array holds a program of this type.
-        let _ = unsafe { DNS_TC.tail_call(ctx, 0) };
-        return TC_OK as i32;
+        // SAFETY: a tail call only jumps; the kernel checks that the program in
+        // the array has this program's type (the agent puts `fl_tc_dns` there), and on
+        // an empty slot the call returns and the packet passes.
+        unsafe { DNS_TC.tail_call(ctx, 0) };
+        return TC_OK;
     }
     match verdict {
-        Verdict::Pass => TC_OK as i32,
+        Verdict::Pass => TC_OK,
         Verdict::Delay(ns) => {
             delay(ctx, ns);
-            TC_OK as i32
+            TC_OK
         }
         Verdict::Drop => TC_ACT_SHOT,
         Verdict::Corrupt(recompute) => {
             corrupt(ctx, &p, recompute);
-            TC_OK as i32
+            TC_OK
         }
         Verdict::Duplicate => {
             ctx.skb.set_mark(DUP_MARK);
@@ -75,7 +78,7 @@ fn tc_drop(ctx: &TcContext, dir: u32) -> i32 {
             };
             let _ = ctx.clone_redirect(ifindex, flags);
             ctx.skb.set_mark(mark);
-            TC_OK as i32
+            TC_OK
         }
     }
 }
