@@ -1,5 +1,7 @@
-//! `packet_loss` and `blackhole` odds: Bernoulli loss, or the Gilbert
-//! two-state model with its per-CPU state.
+//! Whether a matching packet is hit, for every packet kind but `bandwidth`
+//! (`packet_loss`, `blackhole`, `duplicate`, `corrupt`, `latency`):
+//! Bernoulli with the slot's threshold, or the Gilbert two-state model with
+//! its per-CPU state.
 
 use aya_ebpf::{helpers::generated::bpf_get_prandom_u32, macros::map, maps::PerCpuArray};
 use faultline_common::{FaultSlot, MAX_FAULTS};

@@ -1,7 +1,8 @@
 //! The TCX programs (`fl_tc_egress`, `fl_tc_ingress`, `fl_tcx_keep`):
-//! every network fault in interface scope. Besides dropping, they delay
-//! (`latency`, shaped `bandwidth`), duplicate and corrupt packets, which
-//! only a tc program can do.
+//! network faults in interface scope (except slots marked
+//! `flags::VIA_CGROUP_SKB`, which `skb` handles). Besides dropping, they
+//! delay (`latency`, shaped `bandwidth`), duplicate and corrupt packets,
+//! which only a tc program can do.
 
 use aya_ebpf::{
     bindings::TC_ACT_OK as TC_OK,
