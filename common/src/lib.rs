@@ -201,47 +201,7 @@ pub struct NetMatch {
     pub dns_hash: u64,
 }
 
-/// The hash that matches DNS names by domain, shared by the agent (for the
-/// configured domain) and the packet programs (for every label boundary of
-/// a query's name).
-pub mod dns {
-    /// Multiplier of the polynomial hash (the 64-bit FNV prime; odd, so it
-    /// has an inverse modulo 2^64).
-    pub const B: u64 = 0x0000_0100_0000_01b3;
-    /// B^-1 mod 2^64, by Newton's iteration.
-    pub const INV_B: u64 = {
-        let mut x: u64 = B; // correct to 3 bits for odd B
-        let mut i = 0;
-        while i < 6 {
-            x = x.wrapping_mul(2u64.wrapping_sub(B.wrapping_mul(x)));
-            i += 1;
-        }
-        x
-    };
-    /// Longest name the programs read, in wire bytes.
-    pub const MAX_NAME: usize = 128;
-    /// Label boundaries the programs remember (the last ones of a name):
-    /// a domain of up to this many labels can be matched.
-    pub const MAX_LABELS: usize = 8;
-
-    /// Case folding without a branch (the verifier walks every branch of a
-    /// per-byte loop): bit 5 set on every byte, which lowercases ASCII
-    /// letters and leaves digits, '-' and '_' distinct. Length bytes fold
-    /// too (3 and 35 alike), on both sides, so matching is unaffected.
-    pub const fn fold(c: u8) -> u8 {
-        c | 0x20
-    }
-
-    /// Hash of wire-format bytes (length-prefixed labels, no final zero),
-    /// folded: sum of fold(c_j) * B^(len-1-j).
-    pub fn suffix_hash(wire: &[u8]) -> u64 {
-        let mut h: u64 = 0;
-        for c in wire {
-            h = h.wrapping_mul(B).wrapping_add(u64::from(fold(*c)));
-        }
-        h
-    }
-}
+pub mod dns;
 
 /// One fault's parameters, written by the agent and read by the programs.
 #[repr(C)]
@@ -363,12 +323,22 @@ pub struct SlotPid {
     pub tgid: u32,
 }
 
+mod layout;
+
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all are repr(C), made only of integers, with explicit padding fields.
+    // SAFETY (each impl): repr(C), made only of integers and arrays of
+    // integers (nested structs included), with no implicit padding (checked
+    // by `assert_layout!` above), so every bit pattern is a valid value and
+    // no byte is uninitialised.
+    // SAFETY: as above (288 bytes, layout asserted).
     unsafe impl aya::Pod for super::FaultSlot {}
+    // SAFETY: as above (two u64).
     unsafe impl aya::Pod for super::FaultCounters {}
+    // SAFETY: as above (seven u32).
     unsafe impl aya::Pod for super::AgentConfig {}
+    // SAFETY: as above (two u32).
     unsafe impl aya::Pod for super::SlotPid {}
+    // SAFETY: as above (twelve u32).
     unsafe impl aya::Pod for super::KernelOffsets {}
 }

@@ -58,8 +58,11 @@ enum Field {
 
 #[inline(always)]
 fn read_ptr(base: *const u8, off: u32) -> *const u8 {
-    // SAFETY: bpf_probe_read_kernel checks the address; a fault yields Err.
-    unsafe { bpf_probe_read_kernel(base.add(off as usize) as *const *const u8) }
+    // SAFETY: bpf_probe_read_kernel copies from any kernel address and
+    // returns Err on a fault instead of faulting; `off` is the field's offset
+    // in the struct `base` points to (from the kernel's BTF), so the address
+    // computed stays inside that object.
+    unsafe { bpf_probe_read_kernel(base.add(off as usize).cast::<*const u8>()) }
         .unwrap_or(core::ptr::null())
 }
 
@@ -85,12 +88,13 @@ fn under(o: &KernelOffsets, dentry: *const u8, want: &FaultSlot) -> bool {
         if !inode.is_null() {
             // SAFETY: as in read_ptr.
             let ino =
-                unsafe { bpf_probe_read_kernel(inode.add(o.inode_ino as usize) as *const u64) }
+                unsafe { bpf_probe_read_kernel(inode.add(o.inode_ino as usize).cast::<u64>()) }
                     .unwrap_or(0);
             if ino == want.file.ino {
                 let sb = read_ptr(inode, o.inode_sb);
-                // SAFETY: as in read_ptr.
-                let dev = unsafe { bpf_probe_read_kernel(sb.add(o.sb_dev as usize) as *const u32) }
+                // SAFETY: as in read_ptr. `sb` may be null here: the read then
+                // faults, yields 0, and the null test below rejects it.
+                let dev = unsafe { bpf_probe_read_kernel(sb.add(o.sb_dev as usize).cast::<u32>()) }
                     .unwrap_or(0);
                 if !sb.is_null() && dev == want.file.dev {
                     return true;
@@ -120,7 +124,7 @@ fn is_dir(o: &KernelOffsets, file: *const u8) -> bool {
         return false;
     }
     // SAFETY: as in read_ptr.
-    let mode = unsafe { bpf_probe_read_kernel(inode.add(o.inode_mode as usize) as *const u16) }
+    let mode = unsafe { bpf_probe_read_kernel(inode.add(o.inode_mode as usize).cast::<u16>()) }
         .unwrap_or(0);
     mode & S_IFMT == S_IFDIR
 }
@@ -137,7 +141,7 @@ fn socket_port(o: &KernelOffsets, sock: *const u8) -> u32 {
     }
     // SAFETY: as in read_ptr.
     u32::from(
-        unsafe { bpf_probe_read_kernel(sk.add(o.sock_num as usize) as *const u16) }.unwrap_or(0),
+        unsafe { bpf_probe_read_kernel(sk.add(o.sock_num as usize).cast::<u16>()) }.unwrap_or(0),
     )
 }
 
@@ -222,6 +226,10 @@ fn decide(op: u32, obj: Object) -> i32 {
 
 /// A return value the verifier accepts from an LSM program: 0 or a
 /// negative errno (newer kernels check the range [-4095, 0] at exit).
+#[expect(
+    clippy::manual_clamp,
+    reason = "explicit branches: the code shape the kernels' verifiers accepted is kept"
+)]
 #[inline(always)]
 fn errno_ret(v: i32) -> i32 {
     if v > 0 {

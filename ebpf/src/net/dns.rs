@@ -1,7 +1,8 @@
-//! `dns_error`: programs reached by tail call from the packet programs when
-//! an egress packet to port 53 passes them while a DNS fault is active. A
-//! program of its own, so parsing a name (a loop over up to 128 bytes) does
-//! not add to the verification of the packet programs.
+//! `dns_error`: programs (`fl_skb_dns`, `fl_tc_dns`) reached by tail call
+//! from the `skb` and `tc` programs when an egress packet to port 53 passes
+//! them while a DNS fault is active. Programs of their own, so parsing a
+//! name (a loop over up to 128 bytes) does not add to the verification of
+//! the packet programs.
 //!
 //! Names are matched by domain with one pass: with P(k) the polynomial hash
 //! of the first k bytes of the name, the hash of bytes i..n is
@@ -22,13 +23,13 @@ use faultline_common::{
     flags, kind,
 };
 
-use crate::{
-    packet_drop::{
-        BPF_F_INGRESS, BPF_F_MARK_MANGLED_0, ETH_HLEN, Headers, Hook, Packet, TC_ACT_SHOT,
-        in_scope, packet_matches, parse,
-    },
-    slots::{CONFIG, SLOTS, coin, count, dry_run, live},
+use super::{
+    decide::{Hook, in_scope, packet_matches},
+    mutate::{BPF_F_INGRESS, BPF_F_MARK_MANGLED_0},
+    parse::{ETH_HLEN, Headers, Packet, parse},
+    tc::TC_ACT_SHOT,
 };
+use crate::slots::{CONFIG, SLOTS, coin, count, dry_run, live};
 
 /// Per-CPU scratch space for parsing a name (far beyond the 512-byte stack):
 /// the name's bytes and, for every prefix length k, P(k), B^k and B^-k.
@@ -89,23 +90,28 @@ fn query(msg: usize, ctx: &impl Headers, skb: *mut __sk_buff) -> Option<Query> {
     if header[2] & 0x80 != 0 || (header[4] == 0 && header[5] == 0) {
         return None;
     }
-    // SAFETY: per-CPU scratch; these programs run with migration disabled.
+    // SAFETY: the pointer is non-null (checked by `?`) and points at this
+    // CPU's value of a map, valid for the program's run; per-CPU, and these
+    // programs run with migration disabled, so this is the only reference.
     let s = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
     // What is left of the packet after the header, 1..=MAX_NAME bytes (the
     // verifier refuses a load that could be zero bytes long).
-    // SAFETY: reading the context's length.
+    // SAFETY: `skb` is the context pointer the kernel passed, valid for the
+    // program's run; the verifier checks the field read.
     let left = (unsafe { (*skb).len } as usize).checked_sub(msg + 12)?;
     if left == 0 {
         return None;
     }
     let avail = ((left - 1) & (MAX_NAME - 1)) + 1;
     let avail = if left >= MAX_NAME { MAX_NAME } else { avail };
-    // SAFETY: `name` has MAX_NAME bytes and avail is within 1..=MAX_NAME.
+    // SAFETY: `skb` is the program's context; `name` has MAX_NAME bytes and
+    // `avail` is within 1..=MAX_NAME (bounded above for the verifier), so the
+    // helper writes inside `name`; it checks the packet range itself.
     let r = unsafe {
         bpf_skb_load_bytes(
             skb as *const c_void,
             (msg + 12) as u32,
-            s.name.as_mut_ptr() as *mut c_void,
+            s.name.as_mut_ptr().cast::<c_void>(),
             avail as u32,
         )
     };
@@ -152,7 +158,7 @@ fn query(msg: usize, ctx: &impl Headers, skb: *mut __sk_buff) -> Option<Query> {
     if !found {
         return None;
     }
-    // SAFETY: reads of the scratch value written above.
+    // SAFETY: a read of a field of the live scratch value `s` (see above).
     let n = unsafe { core::ptr::read_volatile(&s.end) } as usize;
     if n >= MAX_NAME {
         return None;
@@ -162,7 +168,7 @@ fn query(msg: usize, ctx: &impl Headers, skb: *mut __sk_buff) -> Option<Query> {
     };
     let mut j = 0;
     while j < MAX_LABELS {
-        // SAFETY: as above.
+        // SAFETY: as above; `j < MAX_LABELS` keeps the index in bounds.
         let i = (unsafe { core::ptr::read_volatile(&s.starts[j]) } as usize) & (MAX_NAME - 1);
         // hash(i..n) = P(n) - P(i) * B^n * B^-i
         q.hashes[j] = s.prefix[n].wrapping_sub(
@@ -245,10 +251,13 @@ pub fn fl_skb_dns(ctx: SkBuffContext) -> i32 {
     let skb = ctx.skb.skb;
     let hook = Hook {
         ifindex: 0,
-        // SAFETY: reading the context's field.
+        // SAFETY: `skb` is the context pointer the kernel passed, valid for the
+        // program's run; the verifier checks the field read.
         skb_ifindex: unsafe { (*skb).ifindex },
     };
-    // SAFETY: plain helper call on the program's own context.
+    // SAFETY: bpf_skb_ancestor_cgroup_id gets the program's own context
+    // pointer (valid for the run) and a level by value; it returns 0 for a
+    // level deeper than the socket's cgroup.
     let verdict = decide(cfg, hook, &p, &q, |level| unsafe {
         aya_ebpf::helpers::generated::bpf_skb_ancestor_cgroup_id(skb.cast(), level as i32)
     });
@@ -260,24 +269,25 @@ pub fn fl_skb_dns(ctx: SkBuffContext) -> i32 {
 #[classifier]
 pub fn fl_tc_dns(ctx: TcContext) -> i32 {
     let Some(cfg) = CONFIG.get(0) else {
-        return TC_ACT_OK as i32;
+        return TC_ACT_OK;
     };
     let eth_proto = u16::from_be(ctx.skb.protocol() as u16);
-    // SAFETY: reading the context's fields.
+    // SAFETY: `ctx.skb.skb` is the context pointer the kernel passed, valid
+    // for the program's run; the verifier checks the field read.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let Some(mut p) = parse(eth_proto, ETH_HLEN, &ctx) else {
-        return TC_ACT_OK as i32;
+        return TC_ACT_OK;
     };
     p.len = ctx.len();
     let Some(q) = message(&p).and_then(|m| query(m, &ctx, ctx.skb.skb)) else {
-        return TC_ACT_OK as i32;
+        return TC_ACT_OK;
     };
     let hook = Hook {
         ifindex,
         skb_ifindex: ifindex,
     };
     match decide(cfg, hook, &p, &q, |_| 0) {
-        None => TC_ACT_OK as i32,
+        None => TC_ACT_OK,
         // Answers only for UDP; a TCP query is lost, as on a dead resolver.
         Some(rcode) if rcode != 0 && p.proto == 17 => answer(&ctx, &p, ifindex, rcode),
         Some(_) => TC_ACT_SHOT,
@@ -334,7 +344,8 @@ fn answer(ctx: &TcContext, p: &Packet, ifindex: u32, rcode: u32) -> i32 {
         u64::from(u16::from_ne_bytes(new)),
         2 | BPF_F_MARK_MANGLED_0,
     );
-    // SAFETY: plain helper call.
+    // SAFETY: bpf_redirect takes an ifindex and flags by value and touches no
+    // memory.
     let r = unsafe { bpf_redirect(ifindex, BPF_F_INGRESS) };
     if r as i32 == TC_ACT_REDIRECT {
         TC_ACT_REDIRECT
