@@ -1,5 +1,8 @@
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain, build_ebpf};
+// A build-dependency so that cargo rebuilds the agent when the programs change;
+// aya-build compiles the crate itself, for the BPF target.
+use faultline_ebpf as _;
 
 fn main() -> anyhow::Result<()> {
     let manifest = std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?;

@@ -161,7 +161,7 @@ impl Btf {
         for _ in 0..32 {
             match self.types.get(id as usize).map(|t| t.kind) {
                 Some(KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG) => {
-                    id = self.types[id as usize].ty
+                    id = self.types[id as usize].ty;
                 }
                 _ => break,
             }

@@ -7,6 +7,9 @@
 //! `engine` runs experiments (arm all-or-nothing, count, expire, stop);
 //! `kernel` owns the eBPF object, its maps and attachments.
 
+// The binary's error type (main.rs); the library's errors are thiserror enums.
+use anyhow as _;
+
 pub mod btf;
 pub mod caps;
 pub mod cgroup;

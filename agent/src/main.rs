@@ -1,4 +1,8 @@
 //! `faultline-agent`: the privileged host daemon.
+#![expect(
+    unused_crate_dependencies,
+    reason = "a binary beside the library: the package's dependencies are mostly the library's"
+)]
 
 use std::process::ExitCode;
 

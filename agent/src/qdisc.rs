@@ -111,7 +111,7 @@ impl FqManager {
                                 "removed the fq qdisc a previous agent left behind"
                             ),
                             Err(e) => {
-                                tracing::warn!(interface = ifname, error = %e, "could not remove a stale fq qdisc")
+                                tracing::warn!(interface = ifname, error = %e, "could not remove a stale fq qdisc");
                             }
                         }
                     }

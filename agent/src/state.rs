@@ -115,7 +115,7 @@ fn remove_stale_pins(dir: &Path) {
         match res {
             Ok(()) => tracing::warn!(path = %path.display(), "removed a stale bpffs pin"),
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale pin")
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale pin");
             }
         }
     }

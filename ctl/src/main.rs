@@ -3,6 +3,13 @@
 //! [`cli`] defines the command line, [`commands`] runs each subcommand,
 //! [`spec`] is the experiment file (and what `inject` builds from flags),
 //! [`output`] prints tables and JSON, and [`connect`] reaches the agent.
+#![cfg_attr(
+    test,
+    expect(
+        unused_crate_dependencies,
+        reason = "dev-dependencies serve tests/cli.rs"
+    )
+)]
 
 mod cli;
 mod commands;

@@ -1,5 +1,9 @@
 //! End-to-end tests of the `faultctl` binary against a fake agent that serves
 //! `faultline.v1` on a unix socket in a temporary directory. No root needed.
+#![expect(
+    unused_crate_dependencies,
+    reason = "each integration test is its own crate; the package's dependencies serve them all"
+)]
 
 mod fake;
 

@@ -8,6 +8,13 @@
 //! `fl-probe` target process and its servers), `expect` (what this kernel
 //! must offer, capability rows), `spec` (request builders) and `bpf` (the
 //! links and programs in the kernel).
+#![cfg_attr(
+    test,
+    expect(
+        unused_crate_dependencies,
+        reason = "dev-dependencies serve the integration tests"
+    )
+)]
 
 mod agent;
 mod bpf;

@@ -1,5 +1,9 @@
 //! The control plane itself: capabilities, events, health, reflection and
 //! the faultctl CLI against a real agent.
+#![expect(
+    unused_crate_dependencies,
+    reason = "each integration test is its own crate; the package's dependencies serve them all"
+)]
 
 use std::{process::Command, time::Duration};
 

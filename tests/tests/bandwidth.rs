@@ -3,6 +3,10 @@
 //! connects and what it accepts) and on an interface with fq.
 //! Traffic goes only to loopback and to addresses inside
 //! namespaces these tests create.
+#![expect(
+    unused_crate_dependencies,
+    reason = "each integration test is its own crate; the package's dependencies serve them all"
+)]
 
 use std::{
     net::{SocketAddr, TcpListener},

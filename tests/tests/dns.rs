@@ -1,5 +1,9 @@
 //! `dns_error` end to end: a tiny DNS server (UDP and TCP) inside a test
 //! network namespace, a client on the host, and the answers it really got.
+#![expect(
+    unused_crate_dependencies,
+    reason = "each integration test is its own crate; the package's dependencies serve them all"
+)]
 
 use std::{net::SocketAddr, process::Command, time::Duration};
 

@@ -3,6 +3,10 @@
 //! agent, and interface scope on cgroup_skb where TCX is missing.
 //! Traffic goes only to loopback and to addresses inside
 //! namespaces these tests create.
+#![expect(
+    unused_crate_dependencies,
+    reason = "each integration test is its own crate; the package's dependencies serve them all"
+)]
 
 use std::{net::SocketAddr, process::Command, time::Duration};
 

@@ -2,6 +2,10 @@
 //! times set by the TCX egress program, and the round-trip times a UDP
 //! ping-pong through a veth pair really saw. Needs TCX and fq (the Debian
 //! 6.12 kernel of the VM matrix); elsewhere it skips with the agent's reason.
+#![expect(
+    unused_crate_dependencies,
+    reason = "each integration test is its own crate; the package's dependencies serve them all"
+)]
 
 use std::{net::SocketAddr, process::Command, time::Duration};
 

@@ -1,4 +1,8 @@
 //! Deadlines, agent death, dry-run and concurrency: the safety properties.
+#![expect(
+    unused_crate_dependencies,
+    reason = "each integration test is its own crate; the package's dependencies serve them all"
+)]
 
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,10 @@
 //! target saw. These need a kernel that loads BPF LSM programs (the Debian
 //! kernels of the VM matrix); elsewhere they skip with the agent's reason,
 //! and the last test proves the refusal is `FailedPrecondition`.
+#![expect(
+    unused_crate_dependencies,
+    reason = "each integration test is its own crate; the package's dependencies serve them all"
+)]
 
 use std::time::Duration;
 

@@ -3,6 +3,10 @@
 //! transfer recovering from loss, and TCP connects through a veth pair into a
 //! test namespace cut by a blackhole. Traffic goes only to loopback and to addresses inside
 //! namespaces these tests create.
+#![expect(
+    unused_crate_dependencies,
+    reason = "each integration test is its own crate; the package's dependencies serve them all"
+)]
 
 use std::{
     net::{SocketAddr, UdpSocket},

@@ -1,5 +1,9 @@
 //! `syscall_error` on socket calls, end to end: a real agent, a real cgroup,
 //! a real target process, and the errno that process saw.
+#![expect(
+    unused_crate_dependencies,
+    reason = "each integration test is its own crate; the package's dependencies serve them all"
+)]
 
 use std::time::Duration;
 

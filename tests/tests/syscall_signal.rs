@@ -1,5 +1,9 @@
 //! `syscall_signal`: the target dies with the configured signal at the
 //! configured syscall; another process running the same binary does not.
+#![expect(
+    unused_crate_dependencies,
+    reason = "each integration test is its own crate; the package's dependencies serve them all"
+)]
 
 use std::{
     os::unix::process::ExitStatusExt as _,

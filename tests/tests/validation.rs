@@ -1,5 +1,9 @@
 //! Bad requests are refused with the right code and the field at fault, and
 //! nothing is attached.
+#![expect(
+    unused_crate_dependencies,
+    reason = "each integration test is its own crate; the package's dependencies serve them all"
+)]
 
 use std::time::Duration;
 

@@ -78,7 +78,11 @@ impl Kernel {
                 if unavailable.contains_key(&Mechanism::CgroupSockAddr) {
                     return;
                 }
-                if let Err(reason) = load_all::<CgroupSockAddr>(ebpf, SOCK_PROGRAMS, |p| p.load()) {
+                if let Err(reason) = load_all::<CgroupSockAddr>(
+                    ebpf,
+                    SOCK_PROGRAMS,
+                    aya::programs::CgroupSockAddr::load,
+                ) {
                     unavailable.insert(Mechanism::CgroupSockAddr, reason);
                 }
             }
@@ -88,25 +92,35 @@ impl Kernel {
                 }
                 // TCP pacing for `bandwidth` is an improvement, not a
                 // requirement: without it matching TCP is policed only.
-                if let Err(reason) = load_all::<SockOps>(ebpf, [SOCK_OPS_PROGRAM], |p| p.load()) {
+                if let Err(reason) =
+                    load_all::<SockOps>(ebpf, [SOCK_OPS_PROGRAM], aya::programs::SockOps::load)
+                {
                     tracing::warn!(%reason, "bandwidth will police TCP without pacing it");
                     self.sock_ops_unavailable = Some(reason);
                 }
-                let res = load_all::<CgroupSkb>(ebpf, SKB_PROGRAMS.map(|(n, _)| n), |p| p.load())
-                    .and_then(|()| load_all::<CgroupSkb>(ebpf, [SKB_DNS_PROGRAM], |p| p.load()))
-                    .and_then(|()| {
-                        let fd = program::<CgroupSkb>(ebpf, SKB_DNS_PROGRAM)
-                            .and_then(|p| p.fd()?.try_clone().map_err(ProgramError::from));
-                        install_tail_call(ebpf, "FL_DNS_SKB", SKB_DNS_PROGRAM, fd, tail_calls)
-                    });
+                let res = load_all::<CgroupSkb>(
+                    ebpf,
+                    SKB_PROGRAMS.map(|(n, _)| n),
+                    aya::programs::CgroupSkb::load,
+                )
+                .and_then(|()| {
+                    load_all::<CgroupSkb>(ebpf, [SKB_DNS_PROGRAM], aya::programs::CgroupSkb::load)
+                })
+                .and_then(|()| {
+                    let fd = program::<CgroupSkb>(ebpf, SKB_DNS_PROGRAM)
+                        .and_then(|p| p.fd()?.try_clone().map_err(ProgramError::from));
+                    install_tail_call(ebpf, "FL_DNS_SKB", SKB_DNS_PROGRAM, fd, tail_calls)
+                });
                 if let Err(reason) = res {
                     unavailable.insert(Mechanism::CgroupSkb, reason);
                 }
             }
             Group::SysEnter => {
-                if let Err(reason) =
-                    load_all::<RawTracePoint>(ebpf, [SYS_ENTER_PROGRAM], |p| p.load())
-                {
+                if let Err(reason) = load_all::<RawTracePoint>(
+                    ebpf,
+                    [SYS_ENTER_PROGRAM],
+                    aya::programs::RawTracePoint::load,
+                ) {
                     unavailable.insert(Mechanism::SysEnter, reason);
                 }
             }
@@ -125,7 +139,7 @@ impl Kernel {
                             .map(|(n, _)| n)
                             .into_iter()
                             .chain([TC_DNS_PROGRAM]),
-                        |p| p.load(),
+                        aya::programs::SchedClassifier::load,
                     )
                     .and_then(|()| {
                         let fd = program::<SchedClassifier>(ebpf, TC_DNS_PROGRAM)
