@@ -225,22 +225,11 @@ impl<K: KernelOps> Engine<K> {
 
     /// Plans every fault and checks that this kernel has what each holds
     /// (attachments first, then the rest), before anything is armed.
-    fn plan(
-        &mut self,
-        spec: &ExperimentSpec,
-        deadline_ns: u64,
-    ) -> Result<Vec<faults::Armable>, SpecError> {
+    fn plan(&mut self, spec: &ExperimentSpec) -> Result<Vec<faults::Armable>, SpecError> {
         let mut out = Vec::with_capacity(spec.faults.len());
         for (i, f) in spec.faults.iter().enumerate() {
             let field = faults::field_of(i, f);
-            let armable = faults::prepare(
-                f,
-                &field,
-                &spec.target,
-                deadline_ns,
-                spec.dry_run,
-                &mut self.kernel,
-            )?;
+            let armable = faults::prepare(f, &field, &spec.target, spec.dry_run, &mut self.kernel)?;
             let (attach, rest): (Vec<Resource>, Vec<Resource>) = armable
                 .resources
                 .iter()
@@ -324,8 +313,13 @@ impl<K: KernelOps> Engine<K> {
                 "all {MAX_FAULTS} fault slots are in use; stop an experiment first"
             )));
         }
+        let mut plans = self.plan(&spec)?;
+        // The deadline counts from here, after planning: planning loads the
+        // programs a fault needs, which takes seconds under emulation.
         let deadline_ns = boottime_ns() + spec.duration.as_nanos() as u64;
-        let plans = self.plan(&spec, deadline_ns)?;
+        for p in &mut plans {
+            p.slot.deadline_ns = deadline_ns;
+        }
         self.kernel.set_protected(&self.policy.protected_pids)?;
         let mut armed: Vec<FaultRecord> = Vec::with_capacity(plans.len());
         for (i, a) in plans.into_iter().enumerate() {

@@ -27,6 +27,8 @@ struct FakeKernel {
     acquires: usize,
     fail_at: Option<usize>,
     refused: BTreeMap<Mechanism, Reason>,
+    /// How long loading programs takes (`ensure`).
+    load_time: Duration,
 }
 
 impl Probed for FakeKernel {
@@ -53,7 +55,9 @@ impl CounterSource for NoCounters {
 }
 
 impl KernelOps for FakeKernel {
-    fn ensure(&mut self, _: Mechanism) {}
+    fn ensure(&mut self, _: Mechanism) {
+        std::thread::sleep(self.load_time);
+    }
 
     fn write_fault(
         &mut self,
@@ -266,4 +270,28 @@ fn views_do_not_need_the_engine() {
     let view = records.read().unwrap().view(&id, &NoCounters).unwrap();
     assert_eq!(view.state, State::Running);
     assert_eq!(records.read().unwrap().list(true, &NoCounters).len(), 1);
+}
+
+/// The deadline counts from arming, not from the request: loading the
+/// programs first (seconds under emulation) does not eat the fault's time.
+#[test]
+fn the_deadline_counts_after_the_programs_load() {
+    let kernel = FakeKernel {
+        load_time: Duration::from_millis(100),
+        ..FakeKernel::default()
+    };
+    let mut engine = Engine::new(kernel, policy());
+    let spec = spec();
+    let duration = spec.duration.as_nanos() as u64;
+    let before = boottime_ns();
+    engine.start(spec).unwrap();
+    let after = boottime_ns();
+    for slot in engine.kernel().written.values() {
+        let from = slot.deadline_ns - duration;
+        assert!(
+            from >= before + 100_000_000 && from <= after,
+            "the deadline counts from {} ms after the request",
+            (from - before) / 1_000_000
+        );
+    }
 }

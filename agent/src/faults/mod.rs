@@ -200,12 +200,12 @@ pub struct Armable {
 }
 
 /// Plans one fault and completes its slot with what every kind shares:
-/// the deadline, dry-run and the target selectors.
+/// dry-run and the target selectors. The engine sets the deadline, once
+/// every fault of the experiment is planned.
 pub fn prepare(
     f: &FaultSpec,
     field: &str,
     target: &Target,
-    deadline_ns: u64,
     dry_run: bool,
     kernel: &mut dyn KernelOps,
 ) -> Result<Armable, SpecError> {
@@ -213,7 +213,6 @@ pub fn prepare(
         mut slot,
         resources,
     } = f.plan(field, target, kernel)?;
-    slot.deadline_ns = deadline_ns;
     if dry_run {
         slot.flags |= flags::DRY_RUN;
     }
