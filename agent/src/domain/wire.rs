@@ -434,84 +434,14 @@ mod tests {
         assert_eq!(err.field, "spec.target.interface");
     }
 
-    /// Every kind goes wire -> domain -> wire unchanged (once normalised).
+    /// Every kind goes wire -> domain -> wire unchanged (once normalised),
+    /// from each kind's own example.
     #[test]
     fn every_kind_round_trips() {
-        use pb::fault_spec::Kind;
-        let m = Some(pb::PacketMatch {
-            protocol: "udp".into(),
-            dst_cidr: "10.0.0.0/8".into(),
-            dst_ports: "5000-5010".into(),
-            ..Default::default()
-        });
-        let both = pb::Direction::Both.into();
-        let kinds = [
-            Kind::SyscallError(pb::SyscallError {
-                syscall: "openat".into(),
-                errno: "EIO".into(),
-                probability: 0.25,
-                path: "/var/lib".into(),
-                ..Default::default()
-            }),
-            Kind::SyscallSignal(pb::SyscallSignal {
-                syscall: "getpid".into(),
-                signal: "SIGSTOP".into(),
-                probability: 0.0,
-                nth_call: 3,
-            }),
-            Kind::PacketLoss(pb::PacketLoss {
-                probability: 0.1,
-                burst_length: 4.0,
-                direction: both,
-                r#match: m.clone(),
-            }),
-            Kind::Blackhole(pb::Blackhole {
-                direction: both,
-                r#match: m.clone(),
-            }),
-            Kind::Duplicate(pb::Duplicate {
-                probability: 0.5,
-                direction: both,
-                r#match: m.clone(),
-            }),
-            Kind::Corrupt(pb::Corrupt {
-                probability: 0.5,
-                recompute_checksums: true,
-                direction: both,
-                r#match: m.clone(),
-            }),
-            Kind::Bandwidth(pb::Bandwidth {
-                rate_bits_per_sec: 40_000_000,
-                burst_bytes: 65536,
-                direction: both,
-                r#match: m.clone(),
-            }),
-            Kind::Latency(pb::Latency {
-                delay_ms: 20.0,
-                jitter_ms: 5.0,
-                r#match: m.clone(),
-            }),
-            Kind::DnsError(pb::DnsError {
-                domain: "example.com".into(),
-                failure: pb::DnsFailure::Nxdomain.into(),
-                probability: 1.0,
-                resolver_cidr: "127.0.0.53/32".into(),
-            }),
-        ];
-        assert_eq!(kinds.len(), faults::KINDS.len(), "a kind is missing here");
+        let examples = faults::examples();
+        assert_eq!(examples.len(), faults::KINDS.len());
         let yes = FakeHost { exists: true };
-        for kind in kinds {
-            let target = if matches!(kind, Kind::SyscallError(_) | Kind::SyscallSignal(_)) {
-                pb::Target {
-                    pids: vec![10],
-                    ..Default::default()
-                }
-            } else {
-                pb::Target {
-                    interface: "veth-x".into(),
-                    ..Default::default()
-                }
-            };
+        for (kind, target) in examples {
             let wire = net_spec(kind, target);
             let domain = spec_from_proto(Some(&wire), &yes).unwrap();
             let back = spec_to_proto(&domain);

@@ -81,6 +81,18 @@ impl FaultKind for Bandwidth {
         }
         rows
     }
+
+    #[cfg(test)]
+    fn example() -> (pb::Bandwidth, pb::Target) {
+        let (m, target) = net::example_scope();
+        let wire = pb::Bandwidth {
+            rate_bits_per_sec: 40_000_000,
+            burst_bytes: 65536,
+            direction: pb::Direction::Both.into(),
+            r#match: m,
+        };
+        (wire, target)
+    }
 }
 
 impl Fault for Bandwidth {

@@ -33,6 +33,16 @@ impl FaultKind for Blackhole {
     fn capabilities(kernel: &dyn Probed) -> Vec<Capability> {
         net::drop_rows(kernel, Self::NAME)
     }
+
+    #[cfg(test)]
+    fn example() -> (pb::Blackhole, pb::Target) {
+        let (m, target) = net::example_scope();
+        let wire = pb::Blackhole {
+            direction: pb::Direction::Both.into(),
+            r#match: m,
+        };
+        (wire, target)
+    }
 }
 
 impl Fault for Blackhole {

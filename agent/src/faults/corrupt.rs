@@ -46,6 +46,18 @@ impl FaultKind for Corrupt {
             &["interface scope", "ingress", "egress"],
         )]
     }
+
+    #[cfg(test)]
+    fn example() -> (pb::Corrupt, pb::Target) {
+        let (m, target) = net::example_scope();
+        let wire = pb::Corrupt {
+            probability: 0.5,
+            recompute_checksums: true,
+            direction: pb::Direction::Both.into(),
+            r#match: m,
+        };
+        (wire, target)
+    }
 }
 
 impl Fault for Corrupt {

@@ -170,6 +170,18 @@ impl FaultKind for DnsError {
         }
         rows
     }
+
+    #[cfg(test)]
+    fn example() -> (pb::DnsError, pb::Target) {
+        let (_, target) = net::example_scope();
+        let wire = pb::DnsError {
+            domain: "example.com".into(),
+            failure: pb::DnsFailure::Nxdomain.into(),
+            probability: 1.0,
+            resolver_cidr: "127.0.0.53/32".into(),
+        };
+        (wire, target)
+    }
 }
 
 impl Fault for DnsError {

@@ -44,6 +44,17 @@ impl FaultKind for Duplicate {
             &["interface scope", "ingress", "egress"],
         )]
     }
+
+    #[cfg(test)]
+    fn example() -> (pb::Duplicate, pb::Target) {
+        let (m, target) = net::example_scope();
+        let wire = pb::Duplicate {
+            probability: 0.5,
+            direction: pb::Direction::Both.into(),
+            r#match: m,
+        };
+        (wire, target)
+    }
 }
 
 impl Fault for Duplicate {

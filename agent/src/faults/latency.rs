@@ -66,6 +66,17 @@ impl FaultKind for Latency {
             .unless(kernel.fq_reason()),
         ]
     }
+
+    #[cfg(test)]
+    fn example() -> (pb::Latency, pb::Target) {
+        let (m, target) = net::example_scope();
+        let wire = pb::Latency {
+            delay_ms: 20.0,
+            jitter_ms: 5.0,
+            r#match: m,
+        };
+        (wire, target)
+    }
 }
 
 impl Fault for Latency {

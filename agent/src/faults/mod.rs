@@ -7,16 +7,7 @@
 //! its capability rows. The engine, the kernel layer, `caps` and the gRPC
 //! adapter know kinds only through `Fault` and the `registry!` below.
 
-mod bandwidth;
-mod blackhole;
-mod corrupt;
-mod dns_error;
-mod duplicate;
-mod latency;
 pub mod net;
-mod packet_loss;
-mod syscall_error;
-mod syscall_signal;
 
 use std::{any::Any, fmt};
 
@@ -74,6 +65,11 @@ pub trait FaultKind: Fault + Clone + PartialEq + Sized + 'static {
 
     /// What this kernel can do for the kind, one row per mechanism.
     fn capabilities(kernel: &dyn Probed) -> Vec<Capability>;
+
+    /// A valid wire fault of the kind with every field set, and a target it
+    /// applies to: the tests walk every kind through every layer with it.
+    #[cfg(test)]
+    fn example() -> (Self::Wire, pb::Target);
 }
 
 /// Object-safe plumbing every `FaultKind` gets for free.
@@ -138,13 +134,16 @@ impl fmt::Debug for FaultSpec {
     }
 }
 
-/// The one table of kinds: wire variant => the kind's type. The match over
-/// the wire's `oneof` is exhaustive, so a kind added to the proto but not
-/// here does not compile.
+/// The one table of kinds, made from the proto's `FaultSpec.kind`
+/// (`faultline_proto::for_each_kind!`): for each, the module named after it
+/// (`faults/<kind>.rs`) and its type named after the wire variant. A kind
+/// added to the proto without its module does not compile.
 macro_rules! registry {
-    ($($variant:ident => $ty:ty),+ $(,)?) => {
-        /// Every kind's name, in the table's order.
-        pub const KINDS: &[&str] = &[$(<$ty as FaultKind>::NAME),+];
+    ($($variant:ident $module:ident),+ $(,)?) => {
+        $(mod $module;)+
+
+        /// Every kind's name, in the proto's order.
+        pub const KINDS: &[&str] = &[$(<$module::$variant as FaultKind>::NAME),+];
 
         /// Validates one wire fault (`spec.faults[i]`).
         pub fn from_wire(
@@ -158,8 +157,8 @@ macro_rules! registry {
                     format!("no fault kind set (one of: {})", KINDS.join(", ")),
                 )),
                 $(Some(pb::fault_spec::Kind::$variant(w)) => {
-                    let field = format!("spec.faults[{i}].{}", <$ty as FaultKind>::NAME);
-                    <$ty as FaultKind>::from_wire(&field, w, resolver).map(FaultSpec::new)
+                    let field = format!("spec.faults[{i}].{}", <$module::$variant as FaultKind>::NAME);
+                    <$module::$variant as FaultKind>::from_wire(&field, w, resolver).map(FaultSpec::new)
                 })+
             }
         }
@@ -167,23 +166,22 @@ macro_rules! registry {
         /// Every kind's capability rows.
         pub fn capabilities(kernel: &dyn Probed) -> Vec<Capability> {
             let mut rows = Vec::new();
-            $(rows.extend(<$ty as FaultKind>::capabilities(kernel));)+
+            $(rows.extend(<$module::$variant as FaultKind>::capabilities(kernel));)+
             rows
+        }
+
+        /// Every kind's example (`FaultKind::example`).
+        #[cfg(test)]
+        pub fn examples() -> Vec<(pb::fault_spec::Kind, pb::Target)> {
+            vec![$({
+                let (wire, target) = <$module::$variant as FaultKind>::example();
+                (pb::fault_spec::Kind::$variant(wire), target)
+            }),+]
         }
     };
 }
 
-registry! {
-    SyscallError => syscall_error::SyscallError,
-    SyscallSignal => syscall_signal::SyscallSignal,
-    PacketLoss => packet_loss::PacketLoss,
-    Blackhole => blackhole::Blackhole,
-    Duplicate => duplicate::Duplicate,
-    Corrupt => corrupt::Corrupt,
-    Bandwidth => bandwidth::Bandwidth,
-    Latency => latency::Latency,
-    DnsError => dns_error::DnsError,
-}
+faultline_proto::for_each_kind!(registry);
 
 /// The field a fault's errors are reported under.
 pub fn field_of(i: usize, f: &FaultSpec) -> String {

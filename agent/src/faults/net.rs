@@ -377,3 +377,19 @@ pub const LOCAL_ONLY: [&str; 4] = [
     "ingress",
     "egress",
 ];
+
+/// The match and interface target the packet kinds' examples use.
+#[cfg(test)]
+pub fn example_scope() -> (Option<pb::PacketMatch>, pb::Target) {
+    let m = pb::PacketMatch {
+        protocol: "udp".into(),
+        dst_cidr: "10.0.0.0/8".into(),
+        dst_ports: "5000-5010".into(),
+        ..Default::default()
+    };
+    let target = pb::Target {
+        interface: "veth-x".into(),
+        ..Default::default()
+    };
+    (Some(m), target)
+}

@@ -71,6 +71,18 @@ impl FaultKind for PacketLoss {
     fn capabilities(kernel: &dyn Probed) -> Vec<Capability> {
         net::drop_rows(kernel, Self::NAME)
     }
+
+    #[cfg(test)]
+    fn example() -> (pb::PacketLoss, pb::Target) {
+        let (m, target) = net::example_scope();
+        let wire = pb::PacketLoss {
+            probability: 0.1,
+            burst_length: 4.0,
+            direction: pb::Direction::Both.into(),
+            r#match: m,
+        };
+        (wire, target)
+    }
 }
 
 impl Fault for PacketLoss {

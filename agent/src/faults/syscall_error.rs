@@ -187,6 +187,22 @@ impl FaultKind for SyscallError {
         }));
         rows
     }
+
+    #[cfg(test)]
+    fn example() -> (pb::SyscallError, pb::Target) {
+        let wire = pb::SyscallError {
+            syscall: "openat".into(),
+            errno: "EIO".into(),
+            probability: 0.25,
+            path: "/var/lib".into(),
+            ..Default::default()
+        };
+        let target = pb::Target {
+            pids: vec![10],
+            ..Default::default()
+        };
+        (wire, target)
+    }
 }
 
 impl Fault for SyscallError {

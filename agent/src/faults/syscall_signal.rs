@@ -45,6 +45,21 @@ impl FaultKind for SyscallSignal {
             &["any syscall"],
         )]
     }
+
+    #[cfg(test)]
+    fn example() -> (pb::SyscallSignal, pb::Target) {
+        let wire = pb::SyscallSignal {
+            syscall: "getpid".into(),
+            signal: "SIGSTOP".into(),
+            probability: 0.0,
+            nth_call: 3,
+        };
+        let target = pb::Target {
+            pids: vec![10],
+            ..Default::default()
+        };
+        (wire, target)
+    }
 }
 
 impl Fault for SyscallSignal {
