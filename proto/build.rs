@@ -38,7 +38,7 @@ fn kinds(fds: &prost_types::FileDescriptorSet) -> Result<String, Box<dyn std::er
         .field
         .iter()
         .filter(|f| f.oneof_index == Some(oneof))
-        .map(|f| f.name())
+        .map(prost_types::FieldDescriptorProto::name)
         .collect();
     let camel = |n: &str| -> String {
         n.split('_')
