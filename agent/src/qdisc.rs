@@ -472,7 +472,6 @@ mod rtnl {
     /// Reads the netlink messages of one datagram answering request `seq`
     /// into `out`. Some(Ok) at the end of the answer (ACK or NLMSG_DONE),
     /// Some(Err) for the kernel's refusal, None when more is to come.
-    #[allow(clippy::type_complexity)]
     pub(super) fn parse_answer(
         mut buf: &[u8],
         seq: u32,
