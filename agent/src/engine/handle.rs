@@ -1,5 +1,5 @@
 //! The engine as the async server uses it. Work that may be slow (program
-//! loading and verification, TCX attachment, tc) runs on the blocking pool
+//! loading and verification, TCX attachment, qdisc changes over netlink) runs on the blocking pool
 //! under the engine's lock; reads take only the records' lock, so they never
 //! wait behind a slow start.
 

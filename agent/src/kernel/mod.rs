@@ -95,7 +95,7 @@ pub struct Kernel {
     /// Per-slot token bucket / next departure time of the packet programs.
     buckets: Array<MapData, [u64; 2]>,
     ge_state: PerCpuArray<MapData, u32>,
-    /// Why `latency` cannot run here (no fq qdisc, no tc), or None.
+    /// Why `latency` cannot run here (the kernel has no fq qdisc), or None.
     fq_unavailable: Option<String>,
     fq: Option<qdisc::FqManager>,
     /// Program arrays of the tail calls, held so the kernel keeps their entries.
