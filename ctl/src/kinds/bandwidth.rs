@@ -69,6 +69,16 @@ impl CtlKind for Bandwidth {
         })
     }
 
+    #[cfg(test)]
+    fn examples() -> Vec<pb::Bandwidth> {
+        vec![pb::Bandwidth {
+            rate_bits_per_sec: 2_500_000_000,
+            burst_bytes: 65_536,
+            direction: pb::Direction::Egress.into(),
+            r#match: Some(crate::test_support::to_ports("icmp", "")),
+        }]
+    }
+
     fn from_args(args: BandwidthArgs) -> anyhow::Result<Injection<Self>> {
         Ok(args.network.into_injection(|direction, matching| Self {
             rate_bits_per_sec: args.rate,

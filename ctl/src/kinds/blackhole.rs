@@ -45,6 +45,14 @@ impl CtlKind for Blackhole {
         })
     }
 
+    #[cfg(test)]
+    fn examples() -> Vec<pb::Blackhole> {
+        vec![pb::Blackhole {
+            direction: pb::Direction::Ingress.into(),
+            r#match: Some(crate::test_support::to_ports("udp", "53")),
+        }]
+    }
+
     fn from_args(args: BlackholeArgs) -> anyhow::Result<Injection<Self>> {
         Ok(args.network.into_injection(|direction, matching| Self {
             direction,

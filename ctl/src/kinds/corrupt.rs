@@ -67,6 +67,16 @@ impl CtlKind for Corrupt {
         })
     }
 
+    #[cfg(test)]
+    fn examples() -> Vec<pb::Corrupt> {
+        vec![pb::Corrupt {
+            probability: 0.01,
+            recompute_checksums: true,
+            direction: pb::Direction::Both.into(),
+            r#match: Some(crate::test_support::to_ports("tcp", "5432")),
+        }]
+    }
+
     fn from_args(args: CorruptArgs) -> anyhow::Result<Injection<Self>> {
         Ok(args.network.into_injection(|direction, matching| Self {
             probability: args.probability,

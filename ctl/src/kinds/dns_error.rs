@@ -105,6 +105,16 @@ impl CtlKind for DnsError {
         })
     }
 
+    #[cfg(test)]
+    fn examples() -> Vec<pb::DnsError> {
+        vec![pb::DnsError {
+            domain: "example.com".into(),
+            failure: pb::DnsFailure::Nxdomain.into(),
+            probability: 0.75,
+            resolver_cidr: "10.0.0.53/32".into(),
+        }]
+    }
+
     fn from_args(args: DnsErrorArgs) -> anyhow::Result<Injection<Self>> {
         Ok(Injection {
             fault: Self {

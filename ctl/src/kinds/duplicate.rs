@@ -57,6 +57,15 @@ impl CtlKind for Duplicate {
         })
     }
 
+    #[cfg(test)]
+    fn examples() -> Vec<pb::Duplicate> {
+        vec![pb::Duplicate {
+            probability: 0.2,
+            direction: pb::Direction::Ingress.into(),
+            r#match: Some(crate::test_support::full_match()),
+        }]
+    }
+
     fn from_args(args: DuplicateArgs) -> anyhow::Result<Injection<Self>> {
         Ok(args.network.into_injection(|direction, matching| Self {
             probability: args.probability,

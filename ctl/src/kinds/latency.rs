@@ -60,6 +60,15 @@ impl CtlKind for Latency {
         })
     }
 
+    #[cfg(test)]
+    fn examples() -> Vec<pb::Latency> {
+        vec![pb::Latency {
+            delay_ms: 1.5,
+            jitter_ms: 0.25,
+            r#match: Some(crate::test_support::to_ports("udp", "8000-8100")),
+        }]
+    }
+
     fn from_args(args: LatencyArgs) -> anyhow::Result<Injection<Self>> {
         if args.network.direction != Direction::Egress {
             anyhow::bail!("--direction: latency delays egress packets only");

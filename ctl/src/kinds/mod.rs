@@ -41,6 +41,11 @@ pub trait CtlKind: Sized {
     /// The fault that `inject <kind>`'s flags give, with its target and
     /// lifetime flags; an error is a combination clap cannot refuse.
     fn from_args(args: Self::Args) -> anyhow::Result<Injection<Self>>;
+
+    /// Wire faults of the kind with every field set away from its default:
+    /// the round-trip tests walk every kind through the file with them.
+    #[cfg(test)]
+    fn examples() -> Vec<Self::Wire>;
 }
 
 /// What an `inject` subcommand's flags make: one fault, whom it applies to,
@@ -128,6 +133,20 @@ macro_rules! registry {
                     })+
                 }
             }
+        }
+
+        /// Every kind's examples ([`CtlKind::examples`]), in the proto's order.
+        #[cfg(test)]
+        pub fn examples() -> Vec<pb::fault_spec::Kind> {
+            let mut all = Vec::new();
+            $(
+                all.extend(
+                    <$module::$variant as CtlKind>::examples()
+                        .into_iter()
+                        .map(pb::fault_spec::Kind::$variant),
+                );
+            )+
+            all
         }
 
         // `faultctl inject <kind>`: a subcommand per kind, named after it

@@ -61,6 +61,16 @@ impl CtlKind for PacketLoss {
         })
     }
 
+    #[cfg(test)]
+    fn examples() -> Vec<pb::PacketLoss> {
+        vec![pb::PacketLoss {
+            probability: 0.3,
+            burst_length: 4.0,
+            direction: pb::Direction::Both.into(),
+            r#match: Some(crate::test_support::full_match()),
+        }]
+    }
+
     fn from_args(args: PacketLossArgs) -> anyhow::Result<Injection<Self>> {
         Ok(args.network.into_injection(|direction, matching| Self {
             probability: args.probability,

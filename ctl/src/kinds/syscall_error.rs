@@ -91,6 +91,29 @@ impl CtlKind for SyscallError {
         })
     }
 
+    #[cfg(test)]
+    fn examples() -> Vec<pb::SyscallError> {
+        vec![
+            pb::SyscallError {
+                syscall: "connect".into(),
+                errno: "ECONNREFUSED".into(),
+                probability: 0.5,
+                port: 8080,
+                cidr: "10.0.0.0/8".into(),
+                path: String::new(),
+            },
+            // An LSM call, with a path.
+            pb::SyscallError {
+                syscall: "openat".into(),
+                errno: "EACCES".into(),
+                probability: 0.25,
+                port: 0,
+                cidr: String::new(),
+                path: "/var/lib/app".into(),
+            },
+        ]
+    }
+
     fn from_args(args: SyscallErrorArgs) -> anyhow::Result<Injection<Self>> {
         Ok(args.experiment.into_injection(Self {
             syscall: args.syscall,

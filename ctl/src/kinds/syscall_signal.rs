@@ -68,6 +68,16 @@ impl CtlKind for SyscallSignal {
         })
     }
 
+    #[cfg(test)]
+    fn examples() -> Vec<pb::SyscallSignal> {
+        vec![pb::SyscallSignal {
+            syscall: "openat".into(),
+            signal: "SIGSEGV".into(),
+            probability: 1.0,
+            nth_call: 3,
+        }]
+    }
+
     fn from_args(args: SyscallSignalArgs) -> anyhow::Result<Injection<Self>> {
         Ok(args.experiment.into_injection(Self {
             syscall: args.syscall,

@@ -89,55 +89,13 @@ mod tests {
             file::{FileFormat, parse},
             kind,
         },
-        test_support::{
-            bandwidth, blackhole, corrupt, duplicate, full_match, packet_loss, to_ports,
-        },
+        test_support::to_ports,
     };
 
-    /// One fault of every kind, with every field set away from its default.
+    /// One fault of every kind, with every field set away from its default
+    /// (each kind's `CtlKind::examples`), in the proto's order.
     fn every_kind() -> Vec<pb::fault_spec::Kind> {
-        use pb::{Direction::*, fault_spec::Kind};
-        vec![
-            Kind::SyscallError(pb::SyscallError {
-                syscall: "connect".into(),
-                errno: "ECONNREFUSED".into(),
-                probability: 0.5,
-                port: 8080,
-                cidr: "10.0.0.0/8".into(),
-                path: String::new(),
-            }),
-            // An LSM call, with a path.
-            Kind::SyscallError(pb::SyscallError {
-                syscall: "openat".into(),
-                errno: "EACCES".into(),
-                probability: 0.25,
-                port: 0,
-                cidr: String::new(),
-                path: "/var/lib/app".into(),
-            }),
-            Kind::SyscallSignal(pb::SyscallSignal {
-                syscall: "openat".into(),
-                signal: "SIGSEGV".into(),
-                probability: 1.0,
-                nth_call: 3,
-            }),
-            packet_loss(0.3, 4.0, Both, full_match()),
-            blackhole(Ingress, to_ports("udp", "53")),
-            duplicate(0.2, Ingress, full_match()),
-            corrupt(0.01, true, Both, to_ports("tcp", "5432")),
-            bandwidth(2_500_000_000, 65_536, Egress, to_ports("icmp", "")),
-            Kind::Latency(pb::Latency {
-                delay_ms: 1.5,
-                jitter_ms: 0.25,
-                r#match: Some(to_ports("udp", "8000-8100")),
-            }),
-            Kind::DnsError(pb::DnsError {
-                domain: "example.com".into(),
-                failure: pb::DnsFailure::Nxdomain.into(),
-                probability: 0.75,
-                resolver_cidr: "10.0.0.53/32".into(),
-            }),
-        ]
+        crate::kinds::examples()
     }
 
     fn spec_with(kinds: Vec<pb::fault_spec::Kind>) -> pb::ExperimentSpec {
