@@ -29,7 +29,8 @@ pub trait CtlKind: Sized {
     /// The wire message (`faultline_proto::v1::<Variant>`).
     type Wire;
     /// The flags of `faultctl inject <kind>`; the struct's doc comment is
-    /// the subcommand's help.
+    /// the subcommand's help (without one, clap would show the doc comment
+    /// of a struct it flattens; a test checks).
     type Args: clap::Args + clap::FromArgMatches + std::fmt::Debug;
 
     /// The wire form, as `apply` and `inject` send it.
@@ -185,6 +186,51 @@ fn one_kind(first: Option<Fault>, second: Option<Fault>) -> Result<Fault, String
         }
         (Some(_), Some(_)) => {
             Err("a fault has exactly one kind: put each kind in its own list item".to_owned())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `inject <kind>` for every kind, named after it with `-`, in the
+    /// proto's order, each with its help.
+    #[test]
+    fn inject_has_a_subcommand_per_kind() {
+        use clap::{Args as _, Subcommand as _};
+        let inject = InjectCommand::augment_subcommands(clap::Command::new("inject"));
+        let names: Vec<String> = inject
+            .get_subcommands()
+            .map(|sub| sub.get_name().to_owned())
+            .collect();
+        let kinds: Vec<String> = kind::ALL.iter().map(|k| k.replace('_', "-")).collect();
+        assert_eq!(names, kinds);
+        // A kind's flags struct without a doc comment would show the help
+        // of a struct it flattens: the shared ones' are not a kind's.
+        let shared: Vec<String> = [
+            net::NetworkArgs::<net::CgroupOrInterface>::augment_args,
+            net::NetworkArgs::<net::InterfaceOnly>::augment_args,
+            net::PacketMatchArgs::augment_args,
+            net::CgroupOrInterface::augment_args,
+            net::InterfaceOnly::augment_args,
+            crate::cli::inject::ExperimentArgs::augment_args,
+            RunArgs::augment_args,
+        ]
+        .into_iter()
+        .filter_map(|augment| {
+            augment(clap::Command::new("shared"))
+                .get_about()
+                .map(ToString::to_string)
+        })
+        .collect();
+        for sub in inject.get_subcommands() {
+            let about = sub.get_about().map(ToString::to_string);
+            assert!(
+                about.as_ref().is_some_and(|about| !shared.contains(about)),
+                "inject {} has no help of its own ({about:?}): its flags struct needs a doc comment",
+                sub.get_name()
+            );
         }
     }
 }

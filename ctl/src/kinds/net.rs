@@ -136,7 +136,7 @@ impl PacketMatch {
 /// packets, where (`S`, the scope the kind supports) and for how long.
 #[derive(Debug, Args)]
 pub struct NetworkArgs<S: Args> {
-    // `duplicate` and `corrupt` reword this help (`mut_arg`) with their verb.
+    // A kind whose verb is not "drop" rewords this help (`mut_arg`).
     /// Drop received (ingress) or sent (egress) packets, or both.
     #[arg(long, value_enum, default_value_t = Direction::Egress)]
     pub direction: Direction,
@@ -190,9 +190,9 @@ pub struct CgroupOrInterface {
     pub interface: Option<String>,
 }
 
-/// Scope of the network faults that only work on an interface (`duplicate`,
-/// `corrupt`): there is no cgroup scope for them. No group (`group(skip)`),
-/// so that usage lines show `--interface` as a plain required flag.
+/// Scope of the network faults that only work on an interface: there is no
+/// cgroup scope for them. No group (`group(skip)`), so that usage lines show
+/// `--interface` as a plain required flag.
 #[derive(Debug, Args)]
 #[group(skip)]
 pub struct InterfaceOnly {
