@@ -2,7 +2,9 @@
 //!
 //! [`cli`] defines the command line, [`commands`] runs each subcommand,
 //! [`spec`] is the experiment file (and what `inject` builds from flags),
-//! [`output`] prints tables and JSON, and [`connect`] reaches the agent.
+//! [`kinds`] holds each fault kind (its file shape, wire form and `inject`
+//! subcommand, one module each), [`output`] prints tables and JSON, and
+//! [`connect`] reaches the agent.
 #![cfg_attr(
     test,
     expect(
@@ -14,6 +16,7 @@
 mod cli;
 mod commands;
 mod connect;
+mod kinds;
 mod output;
 mod spec;
 #[cfg(test)]

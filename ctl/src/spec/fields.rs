@@ -132,3 +132,8 @@ impl de::Visitor<'_> for Number {
         self.visit_f64(number as f64)
     }
 }
+
+/// The default of the probabilities that may be left out: always.
+pub fn always() -> f64 {
+    1.0
+}
