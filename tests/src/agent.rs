@@ -40,6 +40,13 @@ impl Agent {
 
     /// Starts an agent whose socket, state and log live in `dir`.
     pub fn start_in(dir: PathBuf, extra: &[&str]) -> Self {
+        Self::start_via(dir, &[], extra)
+    }
+
+    /// Like `start_in`, with the agent's command line after `wrapper`
+    /// (e.g. `unshare --mount sh -c 'SET-UP; exec "$@"' sh`): the wrapper
+    /// must end by exec'ing the agent, so its pid is the agent's.
+    pub fn start_via(dir: PathBuf, wrapper: &[&str], extra: &[&str]) -> Self {
         std::fs::create_dir_all(&dir).expect("agent dir");
         DIRS.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -50,7 +57,14 @@ impl Agent {
             .append(true)
             .open(dir.join("agent.log"))
             .expect("agent log");
-        let mut cmd = Command::new(bin("faultline-agent"));
+        let mut cmd = match wrapper {
+            [] => Command::new(bin("faultline-agent")),
+            [program, args @ ..] => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin("faultline-agent"));
+                c
+            }
+        };
         if in_vm() {
             // Under emulation the kernel verifies programs many times slower;
             // each test loads only what it uses.
