@@ -381,7 +381,14 @@ async fn a_bad_configuration_exits_with_status_64_naming_the_key() {
     std::fs::write(&bad_value, "probe = \"sometimes\"\n").unwrap();
     // (what is bad, flags, environment, the key the message names)
     type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
-    let cases: [Case; 4] = [
+    let cases: [Case; 5] = [
+        // Plain TCP is loopback-only until TLS is configured (README).
+        (
+            "non-loopback --listen",
+            vec!["--listen", "0.0.0.0:50999"],
+            vec![],
+            "`listen`: 0.0.0.0:50999 is not a loopback address",
+        ),
         (
             "flag",
             vec!["--max-duration", "soon"],
