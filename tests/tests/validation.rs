@@ -420,3 +420,26 @@ async fn a_fault_refused_at_arm_time_rolls_back_the_ones_already_armed() {
     ids.sort();
     assert_eq!(running, ids, "only the four DNS experiments run");
 }
+
+#[tokio::test]
+async fn a_protected_pid_is_refused_at_the_api() {
+    require_root().unwrap();
+    if in_vm() {
+        eprintln!("SKIP in the VM: the API's policy check is the same on every kernel");
+        return;
+    }
+    let cg = TestCgroup::new("protected-pid");
+    let protected = ChildGuard(cg.command("sleep").arg("60").spawn().unwrap());
+    let other = ChildGuard(cg.command("sleep").arg("60").spawn().unwrap());
+    let pid = protected.0.id().to_string();
+    let agent = Agent::start_with(&["--protected-pid", &pid]);
+    let mut c = agent.client().await;
+    let fault = || connect_error("ECONNREFUSED", 1.0, 9, "");
+    let d = Duration::from_secs(30);
+    let mut target = pid_target(other.0.id());
+    target.pids.push(protected.0.id());
+    let s = refused(&agent, &mut c, experiment(fault(), target, d)).await;
+    assert_refusal(&s, Code::PermissionDenied, "spec.target.pids[1]");
+    // The control: the same request without the protected pid is accepted.
+    start(&mut c, experiment(fault(), pid_target(other.0.id()), d)).await;
+}
