@@ -4,6 +4,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -13,7 +14,14 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{bin, in_vm, keeper_links, unique};
 
+/// The directories of the `Agent`s alive in this process, one entry per
+/// agent: a test may kill an agent and start the next one in the same
+/// directory, and the directory goes only with the last of them.
+static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
 /// A running `faultline-agent` on a private socket and state directory.
+/// Dropping it stops the agent (if `kill` or `shutdown` has not) and removes
+/// its directory, once no other `Agent` of this process uses it.
 pub struct Agent {
     child: Option<Child>,
     pub dir: PathBuf,
@@ -32,20 +40,37 @@ impl Agent {
 
     /// Starts an agent whose socket, state and log live in `dir`.
     pub fn start_in(dir: PathBuf, extra: &[&str]) -> Self {
+        Self::start_via(dir, &[], extra)
+    }
+
+    /// Like `start_in`, with the agent's command line after `wrapper`
+    /// (e.g. `unshare --mount sh -c 'SET-UP; exec "$@"' sh`): the wrapper
+    /// must end by exec'ing the agent, so its pid is the agent's.
+    pub fn start_via(dir: PathBuf, wrapper: &[&str], extra: &[&str]) -> Self {
         std::fs::create_dir_all(&dir).expect("agent dir");
+        DIRS.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(dir.clone());
         let socket = dir.join("agent.sock");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("agent.log"))
             .expect("agent log");
-        let mut cmd = Command::new(bin("faultline-agent"));
+        let mut cmd = match wrapper {
+            [] => Command::new(bin("faultline-agent")),
+            [program, args @ ..] => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin("faultline-agent"));
+                c
+            }
+        };
         if in_vm() {
             // Under emulation the kernel verifies programs many times slower;
             // each test loads only what it uses.
             cmd.args(["--probe", "lazy"]);
         }
-        let child = cmd
+        let spawned = cmd
             .arg("--socket")
             .arg(&socket)
             .arg("--state-dir")
@@ -54,13 +79,13 @@ impl Agent {
             .env("FAULTLINE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
-            .spawn()
-            .expect("spawn faultline-agent");
+            .spawn();
         let mut agent = Self {
-            child: Some(child),
+            child: None,
             dir,
             socket,
         };
+        agent.child = Some(spawned.expect("spawn faultline-agent"));
         agent.wait_ready();
         agent
     }
@@ -167,7 +192,8 @@ impl Agent {
             .expect("signal agent");
     }
 
-    /// SIGKILL, and reap.
+    /// SIGKILL, and reap. The directory stays, for a next agent to start
+    /// in (`start_in`); it goes when the last `Agent` using it is dropped.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -200,9 +226,23 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        if self.child.is_some() {
-            self.shutdown();
-            let _ = std::fs::remove_dir_all(&self.dir);
+        self.shutdown();
+        let mut dirs = DIRS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) = dirs.iter().position(|d| *d == self.dir) {
+            dirs.swap_remove(i);
+        }
+        if dirs.contains(&self.dir) {
+            return;
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!(
+                "ERROR: cannot remove the agent directory {}: {e}",
+                self.dir.display()
+            );
         }
     }
 }

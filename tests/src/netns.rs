@@ -3,15 +3,19 @@
 
 use std::{
     net::SocketAddr,
+    path::Path,
     process::{Command, Stdio},
     sync::atomic::Ordering,
+    time::Duration,
 };
 
-use crate::{Listener, SEQ, bin};
+use crate::{Listener, SEQ, bin, wait_for};
 
 /// A network namespace with a veth pair to the root namespace. Addresses
 /// are private to the test: `host_ip` on the root side, `peer_ips` inside.
-/// Dropping it deletes the namespace, which deletes the veth pair.
+/// Dropping it deletes the namespace, which deletes the veth pair, and
+/// checks that both are gone: a failure panics (or, while the test is
+/// already panicking, is printed).
 pub struct TestNetns {
     pub name: String,
     pub host_if: String,
@@ -101,12 +105,55 @@ impl TestNetns {
 
 impl Drop for TestNetns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
+        let mut problems = Vec::new();
+        match Command::new("ip")
             .args(["netns", "del", &self.name])
-            .status();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .stderr(Stdio::null())
-            .status();
+            .output()
+        {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => problems.push(format!(
+                "ip netns del {}: {}: {}",
+                self.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => problems.push(format!("ip netns del {}: {e}", self.name)),
+        }
+        if Path::new("/run/netns").join(&self.name).exists() {
+            problems.push(format!("/run/netns/{} is still there", self.name));
+        }
+        // The peer end goes with the namespace, and the host end with it,
+        // once the last process inside has left: wait, then delete the pair
+        // by its host end.
+        let host_if = Path::new("/sys/class/net").join(&self.host_if);
+        if !wait_for(Duration::from_secs(3), || !host_if.exists()) {
+            let out = Command::new("ip")
+                .args(["link", "del", &self.host_if])
+                .stderr(Stdio::piped())
+                .output();
+            if host_if.exists() {
+                problems.push(format!(
+                    "the veth {} outlived its namespace and `ip link del` left it: {}",
+                    self.host_if,
+                    out.map_or_else(
+                        |e| e.to_string(),
+                        |o| String::from_utf8_lossy(&o.stderr).trim().to_owned()
+                    )
+                ));
+            }
+        }
+        if problems.is_empty() {
+            return;
+        }
+        let msg = format!(
+            "cleaning up network namespace {}: {}",
+            self.name,
+            problems.join("; ")
+        );
+        if std::thread::panicking() {
+            eprintln!("ERROR: {msg}");
+        } else {
+            panic!("{msg}");
+        }
     }
 }

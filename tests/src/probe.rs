@@ -70,7 +70,22 @@ pub struct ProbeServer {
 
 impl ProbeServer {
     pub fn spawn(cgroup: Option<&TestCgroup>) -> Self {
-        let exe = bin("fl-probe");
+        Self::spawn_exe(cgroup, &bin("fl-probe"))
+    }
+
+    /// `fl-probe serve` under another process name (`comm`): run through a
+    /// symbolic link of that name, removed once the probe has started.
+    pub fn spawn_as(cgroup: Option<&TestCgroup>, comm: &str) -> Self {
+        let dir = std::env::temp_dir().join(crate::unique("faultline-comm"));
+        std::fs::create_dir_all(&dir).expect("mkdir for the probe's link");
+        let link = dir.join(comm);
+        std::os::unix::fs::symlink(bin("fl-probe"), &link).expect("link fl-probe");
+        let server = Self::spawn_exe(cgroup, &link);
+        let _ = std::fs::remove_dir_all(&dir);
+        server
+    }
+
+    fn spawn_exe(cgroup: Option<&TestCgroup>, exe: &std::path::Path) -> Self {
         let mut cmd = match cgroup {
             Some(cg) => cg.command(exe),
             None => Command::new(exe),

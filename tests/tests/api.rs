@@ -403,3 +403,75 @@ async fn status_json_of_every_kind_applies_again_unchanged() {
     // Socket errors, signals and the cgroup packet kinds load everywhere.
     assert!(tried >= 6, "only {tried} kinds could be tried");
 }
+
+#[tokio::test]
+async fn the_socket_is_mode_0600() {
+    require_root().unwrap();
+    if in_vm() {
+        eprintln!("SKIP in the VM: the socket's mode is the same on every kernel");
+        return;
+    }
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    let agent = Agent::start();
+    let meta = std::fs::metadata(&agent.socket).unwrap();
+    assert!(meta.file_type().is_socket(), "{meta:?}");
+    assert_eq!(
+        meta.mode() & 0o7777,
+        0o600,
+        "the agent's socket is reachable by its owner only: {:o}",
+        meta.mode()
+    );
+    assert_eq!(meta.uid(), 0, "owned by root");
+}
+
+#[tokio::test]
+async fn watch_streams_stopped_after_stop_experiment() {
+    require_root().unwrap();
+    if in_vm() {
+        eprintln!("SKIP in the VM: the event stream is the same on every kernel");
+        return;
+    }
+    let agent = Agent::start();
+    let mut c = agent.client().await;
+    let cg = TestCgroup::new("watch-stop");
+    let mut stream = c
+        .watch_events(pb::WatchEventsRequest {
+            experiment_id: String::new(),
+            counters_interval_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let exp = start(
+        &mut c,
+        experiment(
+            connect_error("ECONNREFUSED", 1.0, 9, ""),
+            cgroup_target(&cg),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
+    c.stop_experiment(pb::StopExperimentRequest { id: exp.id.clone() })
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, stream.next()).await {
+        let ev = ev.unwrap();
+        assert_eq!(ev.experiment.as_ref().unwrap().id, exp.id);
+        if ev.r#type() == pb::EventType::Counters {
+            continue;
+        }
+        seen.push(ev.r#type());
+        if ev.r#type() != pb::EventType::Started {
+            let e = ev.experiment.unwrap();
+            assert_eq!(e.state(), pb::ExperimentState::Stopped, "{e:?}");
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        [pb::EventType::Started, pb::EventType::Stopped],
+        "StopExperiment is streamed as Stopped (not Expired)"
+    );
+}

@@ -320,3 +320,231 @@ async fn fifty_concurrent_experiments_all_end_and_leave_nothing() {
         "programs of the stopped agent are still in the kernel: {programs:?}"
     );
 }
+
+/// Runs `faultline-agent ARGS` that is expected to refuse to start: its
+/// exit status (None if it still ran after 10 s, then killed) and stderr.
+fn refused_start(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<std::process::ExitStatus>, String) {
+    let dir = tempdir("refused");
+    let err_path = dir.join("stderr");
+    let err = std::fs::File::create(&err_path).unwrap();
+    let mut child = ChildGuard(
+        std::process::Command::new(bin("faultline-agent"))
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn faultline-agent"),
+    );
+    let mut status = None;
+    wait_for(Duration::from_secs(10), || {
+        status = child.0.try_wait().ok().flatten();
+        status.is_some()
+    });
+    drop(child);
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    (status, stderr)
+}
+
+/// A fresh directory under the temp dir, for one test.
+fn tempdir(what: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("faultline-{what}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn a_bad_configuration_exits_with_status_64_naming_the_key() {
+    require_root().unwrap();
+    if in_vm() {
+        eprintln!("SKIP in the VM: configuration parsing is the same on every kernel");
+        return;
+    }
+    let dir = tempdir("badconfig");
+    let socket = dir.join("agent.sock");
+    let state = dir.join("state");
+    let base = [
+        "--socket",
+        socket.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let unknown_key = dir.join("unknown.toml");
+    std::fs::write(&unknown_key, "max_duration = \"1h\"\nno_such_key = 1\n").unwrap();
+    let bad_value = dir.join("bad-value.toml");
+    std::fs::write(&bad_value, "probe = \"sometimes\"\n").unwrap();
+    // (what is bad, flags, environment, the key the message names)
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: [Case; 5] = [
+        // Plain TCP is loopback-only until TLS is configured (README).
+        (
+            "non-loopback --listen",
+            vec!["--listen", "0.0.0.0:50999"],
+            vec![],
+            "`listen`: 0.0.0.0:50999 is not a loopback address",
+        ),
+        (
+            "flag",
+            vec!["--max-duration", "soon"],
+            vec![],
+            "max_duration",
+        ),
+        (
+            "environment variable",
+            vec![],
+            vec![("FAULTLINE_MAX_DURATION", "8d")],
+            "max_duration",
+        ),
+        (
+            "unknown file key",
+            vec!["--config", unknown_key.to_str().unwrap()],
+            vec![],
+            "no_such_key",
+        ),
+        (
+            "bad file value",
+            vec!["--config", bad_value.to_str().unwrap()],
+            vec![],
+            "probe",
+        ),
+    ];
+    for (what, args, env, key) in cases {
+        let mut all = base.to_vec();
+        all.extend(args);
+        let (status, stderr) = refused_start(&all, &env);
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(64),
+            "a bad {what} must exit with status 64 (EX_USAGE), got {status:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains(key) && stderr.contains("bad configuration"),
+            "a bad {what} is reported naming `{key}`: {stderr}"
+        );
+    }
+    assert!(
+        !state.exists() && !socket.exists(),
+        "a refused configuration touches no state"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_second_agent_on_the_same_state_directory_refuses_to_start() {
+    require_root().unwrap();
+    if in_vm() {
+        eprintln!("SKIP in the VM: the instance lock (flock) is the same on every kernel");
+        return;
+    }
+    let agent = Agent::start();
+    let state = agent.dir.join("state");
+    // The same socket too: the second agent must not take the live one away.
+    let (status, stderr) = refused_start(
+        &[
+            "--probe",
+            "lazy",
+            "--socket",
+            agent.socket.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let status = status.expect("the second agent must exit at once, not run");
+    assert!(
+        !status.success(),
+        "the second agent exited {status}: {stderr}"
+    );
+    let lock = state.join("agent.lock");
+    assert!(
+        stderr.contains("another faultline-agent is running")
+            && stderr.contains(lock.to_str().unwrap()),
+        "the refusal names the lock {}: {stderr}",
+        lock.display()
+    );
+    // The first agent is untouched: its socket, pid file and service.
+    assert!(agent.socket.exists(), "the live socket was removed");
+    assert_eq!(
+        std::fs::read_to_string(state.join("agent.pid"))
+            .unwrap()
+            .trim(),
+        agent.pid().to_string(),
+        "the pid file still names the running agent"
+    );
+    let list = agent
+        .client()
+        .await
+        .list_experiments(pb::ListExperimentsRequest::default())
+        .await;
+    assert!(list.is_ok(), "the first agent still answers: {list:?}");
+}
+
+#[tokio::test]
+async fn stale_pins_are_removed_at_start_up() {
+    require_root().unwrap();
+    if in_vm() {
+        eprintln!(
+            "SKIP in the VM: removing stale pins is plain file work, the same on every kernel"
+        );
+        return;
+    }
+    for tool in ["unshare", "bpftool", "mount"] {
+        if !std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            eprintln!("SKIP: {tool} is not installed (cargo xtask setup installs it)");
+            return;
+        }
+    }
+    // The agent looks for pins in /sys/fs/bpf/faultline. It runs in a mount
+    // namespace of its own with a fresh bpffs there, holding a stale map pin
+    // and a directory with another: the host's /sys/fs/bpf is not touched.
+    let setup = "set -e; mount -t bpf bpf /sys/fs/bpf; mkdir -p /sys/fs/bpf/faultline/old; \
+                 bpftool map create /sys/fs/bpf/faultline/fl_stale type array key 4 value 4 entries 1 name fl_stale; \
+                 bpftool map create /sys/fs/bpf/faultline/old/fl_stale2 type array key 4 value 4 entries 1 name fl_stale2; \
+                 exec \"$@\"";
+    let dir = std::env::temp_dir().join(format!("faultline-pins-{}", std::process::id()));
+    let agent = Agent::start_via(
+        dir,
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            setup,
+            "sh",
+        ],
+        &[],
+    );
+    let root = std::path::PathBuf::from(format!("/proc/{}/root/sys/fs/bpf", agent.pid()));
+    let log = agent.log();
+    for pin in ["faultline/fl_stale", "faultline/old"] {
+        assert!(
+            log.contains(&format!("/sys/fs/bpf/{pin}"))
+                && log.contains("removed a stale bpffs pin"),
+            "the agent reports removing /sys/fs/bpf/{pin}:\n{log}"
+        );
+    }
+    assert!(
+        root.is_dir(),
+        "the agent's bpffs is still mounted: {}",
+        root.display()
+    );
+    assert!(
+        !root.join("faultline").exists(),
+        "the stale pins are gone: {:?}",
+        std::fs::read_dir(root.join("faultline"))
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+    );
+}

@@ -250,3 +250,52 @@ async fn pid_and_comm_selectors_narrow_the_target() {
         "the excluded pid must be spared: {spared:?}"
     );
 }
+
+#[tokio::test]
+async fn exclude_comm_spares_that_name_inside_the_targeted_cgroup() {
+    require_root().unwrap();
+    if in_vm() {
+        eprintln!(
+            "SKIP in the VM: the excluded name is matched by the shared target check, which the other \
+             tests of this file already run on each kernel"
+        );
+        return;
+    }
+    let agent = Agent::start();
+    let mut client = agent.client().await;
+    let acc = Acceptor::new("127.0.0.1");
+    let cg = TestCgroup::new("exclude-comm");
+    let mut faulted = ProbeServer::spawn(Some(&cg));
+    let mut spared = ProbeServer::spawn_as(Some(&cg), "fl-spared");
+    let comm = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(comm(spared.pid()), "fl-spared");
+    assert_eq!(comm(faulted.pid()), "fl-probe");
+
+    let mut target = cgroup_target(&cg);
+    target.exclude_comm = "fl-spared".into();
+    start(
+        &mut client,
+        experiment(
+            connect_error("ECONNRESET", 1.0, acc.addr.port(), ""),
+            target,
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
+    let hit = faulted.run("connect", acc.addr, 100);
+    assert_eq!(
+        hit.errno("ECONNRESET"),
+        100,
+        "the other process of the cgroup is faulted: {hit:?}"
+    );
+    let kept = spared.run("connect", acc.addr, 100);
+    assert_eq!(
+        kept.ok, 100,
+        "the process named by exclude_comm is spared: {kept:?}"
+    );
+}

@@ -5,22 +5,20 @@
     reason = "each integration test is its own crate; the package's dependencies serve them all"
 )]
 
-use std::{
-    os::unix::process::ExitStatusExt as _,
-    process::{Child, Command},
-    time::Duration,
-};
+use std::{os::unix::process::ExitStatusExt as _, process::Child, time::Duration};
 
 use faultline_tests::*;
 
-fn spawn_loop(cg: Option<&TestCgroup>, syscall: &str) -> Child {
-    let mut cmd = match cg {
-        Some(cg) => cg.command(bin("fl-probe")),
-        None => Command::new(bin("fl-probe")),
-    };
-    cmd.args(["loop", syscall, "5"])
-        .spawn()
-        .expect("spawn fl-probe loop")
+/// `fl-probe loop SYSCALL` in `cg`: it loops until killed, so it is
+/// guarded (killed and reaped on drop) and lives in a test cgroup, whose
+/// drop kills whatever is left in it, whichever way the test ends.
+fn spawn_loop(cg: &TestCgroup, syscall: &str) -> ChildGuard {
+    ChildGuard(
+        cg.command(bin("fl-probe"))
+            .args(["loop", syscall, "5"])
+            .spawn()
+            .expect("spawn fl-probe loop"),
+    )
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
@@ -38,8 +36,9 @@ async fn target_dies_with_the_configured_signal_and_a_twin_lives() {
     let agent = Agent::start();
     let mut client = agent.client().await;
     let cg = TestCgroup::new("signal");
-    let mut target = spawn_loop(Some(&cg), "uname");
-    let mut twin = spawn_loop(None, "uname");
+    let twin_cg = TestCgroup::new("signal-twin");
+    let mut target = spawn_loop(&cg, "uname");
+    let mut twin = spawn_loop(&twin_cg, "uname");
 
     start(
         &mut client,
@@ -51,7 +50,7 @@ async fn target_dies_with_the_configured_signal_and_a_twin_lives() {
     )
     .await;
 
-    let status = wait_exit(&mut target, Duration::from_secs(5))
+    let status = wait_exit(&mut target.0, Duration::from_secs(5))
         .expect("the target should have died within 5 s");
     assert_eq!(
         status.signal(),
@@ -60,11 +59,9 @@ async fn target_dies_with_the_configured_signal_and_a_twin_lives() {
     );
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        twin.try_wait().unwrap().is_none(),
+        twin.0.try_wait().unwrap().is_none(),
         "the same binary outside the cgroup must keep running"
     );
-    let _ = twin.kill();
-    let _ = twin.wait();
 }
 
 #[tokio::test]
@@ -72,19 +69,21 @@ async fn signal_at_the_nth_call_only() {
     require_root().unwrap();
     let agent = Agent::start();
     let mut client = agent.client().await;
-    let mut target = spawn_loop(None, "getppid");
-    let mut other_syscall = spawn_loop(None, "uname");
+    // A cgroup only to contain the children: the fault targets a pid.
+    let cg = TestCgroup::new("signal-nth");
+    let mut target = spawn_loop(&cg, "getppid");
+    let mut other_syscall = spawn_loop(&cg, "uname");
 
     let exp = start(
         &mut client,
         experiment(
             syscall_signal("getppid", "ABRT", 1.0, 20),
-            pid_target(target.id()),
+            pid_target(target.0.id()),
             Duration::from_secs(60),
         ),
     )
     .await;
-    let status = wait_exit(&mut target, Duration::from_secs(5))
+    let status = wait_exit(&mut target.0, Duration::from_secs(5))
         .expect("target should die at its 20th getppid");
     assert_eq!(status.signal(), Some(libc::SIGABRT), "got {status:?}");
     let view = client
@@ -98,11 +97,9 @@ async fn signal_at_the_nth_call_only() {
         "the signal came at the 20th matching call: {view:?}"
     );
     assert!(
-        other_syscall.try_wait().unwrap().is_none(),
+        other_syscall.0.try_wait().unwrap().is_none(),
         "a non-target process must keep running"
     );
-    let _ = other_syscall.kill();
-    let _ = other_syscall.wait();
 }
 
 #[tokio::test]
@@ -110,7 +107,8 @@ async fn sys_enter_is_attached_only_while_a_signal_fault_is_active() {
     require_root().unwrap();
     let agent = Agent::start();
     let mut client = agent.client().await;
-    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let cg = TestCgroup::new("signal-attach");
+    let sleeper = ChildGuard(cg.command("sleep").arg("30").spawn().unwrap());
     let ours_before = agent.links();
     assert!(
         ours_before.is_empty(),
@@ -121,7 +119,7 @@ async fn sys_enter_is_attached_only_while_a_signal_fault_is_active() {
         &mut client,
         experiment(
             syscall_signal("getppid", "KILL", 1.0, 0),
-            pid_target(sleeper.id()),
+            pid_target(sleeper.0.id()),
             Duration::from_secs(60),
         ),
     )
@@ -140,6 +138,4 @@ async fn sys_enter_is_attached_only_while_a_signal_fault_is_active() {
         "the link must be gone after stop: {:?}",
         agent.links()
     );
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
 }

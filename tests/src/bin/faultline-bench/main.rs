@@ -3,6 +3,9 @@
 //!
 //! faultline-bench [NAME...]    run the named benchmarks; all of them when none is given
 //!
+//! Exit status: 0 when no verdict is FAIL (PASS, INCONCLUSIVE and SKIPPED
+//! are not failures), 1 when any is, or when a benchmark cannot run.
+//!
 //! activation        StartExperiment returned → first injected connect() error
 //! api               GetExperiment/ListExperiments p50/p99 from 8 clients, alone and while experiments start
 //! connect-overhead  connect() of a non-target while a connect fault targets another cgroup
@@ -31,7 +34,7 @@ mod rounds;
 mod stats;
 mod sys;
 
-use std::time::Instant;
+use std::{process::ExitCode, time::Instant};
 
 use anyhow::{Context as _, bail};
 use faultline_proto::v1::fault_service_client::FaultServiceClient;
@@ -71,10 +74,10 @@ pub const BENCHES: [(&str, &str); 7] = [
         "open()+close() of the faulted target: our LSM open fault vs strace -e inject=openat:error=EIO",
     ),
 ];
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let Some(names) = parse_args(std::env::args().skip(1))? else {
         print_usage();
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     };
     require_root()?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -109,7 +112,22 @@ fn main() -> anyhow::Result<()> {
     for v in &verdicts {
         println!("  {v}");
     }
-    Ok(())
+    let failed = verdicts.iter().filter(|v| fails(v)).count();
+    if failed > 0 {
+        println!("{failed} verdict(s) FAIL");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Does this summary line hold a FAIL verdict? Every benchmark returns its
+/// lines as text built by `stats::verdict` / `stats::all_of`, whose words
+/// are PASS, FAIL and INCONCLUSIVE in capitals (SKIPPED for a benchmark
+/// that cannot run here); `all_of` is FAIL when any part is, so a line
+/// holds the word FAIL exactly when one of its verdicts failed.
+fn fails(line: &str) -> bool {
+    line.split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|word| word == stats::Verdict::Fail.word())
 }
 
 /// The benchmarks to run, in the order given; `None` for --help.
@@ -159,4 +177,34 @@ pub fn header(name: &str, method: &[&str]) {
 pub fn mono_ns() -> i64 {
     let t = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
     t.tv_sec() * 1_000_000_000 + t.tv_nsec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fails;
+    use crate::stats::{Verdict, all_of};
+
+    #[test]
+    fn only_a_fail_verdict_fails_the_run() {
+        assert!(!fails(
+            "connect-overhead: target: ...: PASS (median +1.00 %, 95 % CI [+0.40 %, +2.10 %] wholly below the +3 % target)"
+        ));
+        assert!(!fails(
+            "getpid-overhead: target: ...: INCONCLUSIVE: 95 % CI [-33 %, +14 %] straddles the +5 % target"
+        ));
+        assert!(!fails(
+            "open-overhead: SKIPPED: BPF LSM unavailable on this kernel (FAILED to load)"
+        ));
+        assert!(!fails(
+            "activation: baseline \"synchronous arming\": 3/200 runs met it"
+        ));
+        assert!(fails(
+            "network: loss accuracy: ...: FAIL (2 flow(s) of ours outside their 99.9 % binomial interval; ...)"
+        ));
+        let pass = (Verdict::Pass, "PASS (x)".to_owned());
+        let fail = (Verdict::Fail, "FAIL (y)".to_owned());
+        let open = (Verdict::Inconclusive, "INCONCLUSIVE: z".to_owned());
+        assert!(fails(&all_of(&[("a", pass.clone()), ("b", fail)]).1));
+        assert!(!fails(&all_of(&[("a", pass), ("b", open)]).1));
+    }
 }
