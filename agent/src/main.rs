@@ -16,7 +16,20 @@ use faultline_agent::{
 use tracing::{error, info};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A flag clap cannot parse is a bad configuration like any other: exit
+    // 64 (EX_USAGE), as for bad values in the file or the environment.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: printed, and a success.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("faultline-agent: bad configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
     let cfg = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {

@@ -381,7 +381,14 @@ async fn a_bad_configuration_exits_with_status_64_naming_the_key() {
     std::fs::write(&bad_value, "probe = \"sometimes\"\n").unwrap();
     // (what is bad, flags, environment, the key the message names)
     type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
+        // A flag the parser itself refuses is a bad configuration too.
+        (
+            "unparsable flag value",
+            vec!["--keep-tcx-hooks", "maybe"],
+            vec![],
+            "--keep-tcx-hooks",
+        ),
         // Plain TCP is loopback-only until TLS is configured (README).
         (
             "non-loopback --listen",
