@@ -346,17 +346,32 @@ fn refused_start(
     });
     drop(child);
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    let _ = std::fs::remove_dir_all(&dir);
     (status, stderr)
 }
 
 /// A fresh directory under the temp dir, for one test.
-fn tempdir(what: &str) -> std::path::PathBuf {
+/// A directory of the test's own, removed when dropped (a failing test too).
+struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir(what: &str) -> TempDir {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("faultline-{what}-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 #[tokio::test]
@@ -439,7 +454,6 @@ async fn a_bad_configuration_exits_with_status_64_naming_the_key() {
         !state.exists() && !socket.exists(),
         "a refused configuration touches no state"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
