@@ -28,7 +28,7 @@ use tracing::warn;
 use crate::{
     domain::{ExperimentSpec, SpecError},
     faults,
-    kernel::{CounterSource, KernelError, KernelOps, Resource},
+    kernel::{KernelError, KernelOps, Resource},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -395,15 +395,6 @@ impl<K: KernelOps> Engine<K> {
     }
 
     pub fn view(&self, id: &str) -> Option<ExperimentView> {
-        self.read_records().view(id, &KernelCounters(&self.kernel))
-    }
-}
-
-/// The engine's kernel as a counter source (for views under its lock).
-struct KernelCounters<'a, K: KernelOps>(&'a K);
-
-impl<K: KernelOps> CounterSource for KernelCounters<'_, K> {
-    fn read(&self, slot: u32) -> Option<FaultCounters> {
-        self.0.read_counters(slot).ok()
+        self.read_records().view(id, &*self.kernel.counter_source())
     }
 }

@@ -33,7 +33,7 @@ use faultline_common::{
     AgentConfig, FaultCounters, FaultSlot, MAX_DNS_SLOTS, MAX_FAULTS, MAX_LSM_SLOTS, MAX_NET_SLOTS,
     MAX_SYSCALL_NR, SlotPid,
 };
-pub use ops::{CounterSource, KernelOps, Probed, Resource, SlotList as ScanList};
+pub use ops::{CounterSource, KernelOps, Probed, Resource, ScanList};
 pub use verifier::Reason;
 
 use self::{
@@ -310,16 +310,10 @@ impl Kernel {
     }
 
     pub fn read_counters(&self, index: u32) -> Result<FaultCounters, KernelError> {
-        let per_cpu = self
-            .counters
+        self.counters
             .get(&index, 0)
-            .map_err(Self::map_err("FL_COUNTERS"))?;
-        Ok(per_cpu
-            .iter()
-            .fold(FaultCounters::default(), |acc, c| FaultCounters {
-                matched: acc.matched + c.matched,
-                injected: acc.injected + c.injected,
-            }))
+            .map(|per_cpu| sum_per_cpu(&per_cpu))
+            .map_err(Self::map_err("FL_COUNTERS"))
     }
 
     /// Adjusts the number of active signal faults watching syscall `nr`.
@@ -479,6 +473,16 @@ impl KernelOps for Kernel {
     }
 }
 
+/// A slot's counters summed over the CPUs.
+fn sum_per_cpu(per_cpu: &PerCpuValues<FaultCounters>) -> FaultCounters {
+    per_cpu
+        .iter()
+        .fold(FaultCounters::default(), |acc, c| FaultCounters {
+            matched: acc.matched + c.matched,
+            injected: acc.injected + c.injected,
+        })
+}
+
 /// Its own handle on `FL_COUNTERS` (a duplicated fd), so views read
 /// counters without the engine's lock.
 struct CounterReader(PerCpuArray<MapData, FaultCounters>);
@@ -506,14 +510,9 @@ impl CounterReader {
 
 impl CounterSource for CounterReader {
     fn read(&self, slot: u32) -> Option<FaultCounters> {
-        let per_cpu = self.0.get(&slot, 0).ok()?;
-        Some(
-            per_cpu
-                .iter()
-                .fold(FaultCounters::default(), |acc, c| FaultCounters {
-                    matched: acc.matched + c.matched,
-                    injected: acc.injected + c.injected,
-                }),
-        )
+        self.0
+            .get(&slot, 0)
+            .ok()
+            .map(|per_cpu| sum_per_cpu(&per_cpu))
     }
 }

@@ -10,7 +10,7 @@ use super::{KernelError, Mechanism, Reason, catalogue};
 /// The scan list a slot is on: the programs of one family look only at
 /// the slots listed for them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SlotList {
+pub enum ScanList {
     /// The packet programs (`FL_NET_SLOTS`).
     Net,
     /// The DNS programs (`FL_DNS_SLOTS`).
@@ -30,7 +30,7 @@ pub enum Resource {
     Fq(u32),
     /// The fault's slot on a scan list (taken after the slot is complete,
     /// so a program never sees half of it).
-    Listed(SlotList),
+    Listed(ScanList),
     /// A count in `FL_WATCHED` for this syscall number (signal faults).
     WatchSyscall(u32),
     /// The programs of a mechanism, attached while any fault holds them.
