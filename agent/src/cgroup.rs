@@ -84,6 +84,62 @@ impl Cgroup {
     }
 }
 
+/// The leaf cgroup the agent moves itself into at start-up, below the
+/// cgroup it was started in: its own processes are then told apart from
+/// everything else, in the kernel (never faulted) and at the API (never a
+/// target), without claiming the cgroup of whoever started it.
+pub const AGENT_LEAF: &str = "faultline-agent";
+
+/// This process's cgroup2 path relative to the mount, from /proc/self/cgroup.
+fn own_relative() -> Result<PathBuf, CgroupError> {
+    let text = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| CgroupError::Io("/proc/self/cgroup".into(), e))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| PathBuf::from(p.trim_start_matches('/')))
+        .ok_or(CgroupError::NotMounted)
+}
+
+/// Moves this process into `<its cgroup>/faultline-agent` (made if absent)
+/// and returns that cgroup. Where that cannot be done (a cgroup that takes
+/// no child, no permission), the agent stays where it is and says why; its
+/// cgroup is then protected only if it is not the root.
+pub fn enter_agent_leaf() -> Result<Cgroup, (Option<Cgroup>, String)> {
+    let current = own_relative()
+        .and_then(|rel| Cgroup::resolve(&rel.display().to_string()))
+        .map_err(|e| (None, e.to_string()))?;
+    if current.path.ends_with(AGENT_LEAF) {
+        return Ok(current);
+    }
+    let leaf = current.path.join(AGENT_LEAF);
+    let moved = match std::fs::create_dir(&leaf) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+    .and_then(|()| std::fs::write(leaf.join("cgroup.procs"), std::process::id().to_string()));
+    match moved {
+        Ok(()) => Cgroup::resolve(&leaf.display().to_string()).map_err(|e| (None, e.to_string())),
+        Err(e) => Err((
+            Some(current),
+            format!("cannot move into {}: {e}", leaf.display()),
+        )),
+    }
+}
+
+/// Leaves the agent's leaf for its parent and removes the leaf, if no other
+/// process is in it (another agent may share it).
+pub fn leave_agent_leaf(leaf: &Cgroup) {
+    let Some(parent) = leaf.path.parent() else {
+        return;
+    };
+    if leaf.path.ends_with(AGENT_LEAF)
+        && std::fs::write(parent.join("cgroup.procs"), std::process::id().to_string()).is_ok()
+    {
+        let _ = std::fs::remove_dir(&leaf.path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

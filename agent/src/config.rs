@@ -8,7 +8,10 @@ use std::{
     time::Duration,
 };
 
+use faultline_common::{MAX_PROTECTED_NAMES, MAX_PROTECTED_PIDS};
 use serde::Deserialize;
+
+use crate::domain::ProtectedName;
 
 pub const DEFAULT_CONFIG: &str = include_str!("../default-config.toml");
 /// Exit status for configuration errors (sysexits' EX_USAGE).
@@ -67,7 +70,8 @@ pub struct Cli {
     /// A pid that can never be targeted (repeatable); adds to the config's list.
     #[arg(long = "protected-pid")]
     pub protected_pids: Vec<u32>,
-    /// A process name that can never be targeted (repeatable); adds to the list.
+    /// A process name (or prefix pattern, e.g. `postgres*`) that can never
+    /// be targeted (repeatable); adds to the list.
     #[arg(long = "protected-comm")]
     pub protected_comms: Vec<String>,
     /// tracing filter, e.g. info or faultline_agent=debug.
@@ -97,7 +101,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub max_duration: Duration,
     pub protected_pids: Vec<u32>,
-    pub protected_comms: Vec<String>,
+    pub protected_comms: Vec<ProtectedName>,
     pub log: String,
     pub probe: ProbeMode,
     /// Hold the kernel's TCX hooks on while the agent runs, so interface
@@ -166,9 +170,9 @@ impl Config {
         let mut cfg = Self::validate(merged)?;
         cfg.protected_pids.extend(&cli.protected_pids);
         for c in &cli.protected_comms {
-            check_comm(c)?;
-            cfg.protected_comms.push(c.clone());
+            cfg.protected_comms.push(check_comm(c)?);
         }
+        check_limits(&cfg)?;
         Ok(cfg)
     }
 
@@ -211,10 +215,12 @@ impl Config {
                 reason: format!("must be between 1s and 7d, got {max}"),
             });
         }
-        let protected_comms = f.protected_comms.unwrap_or_default();
-        for c in &protected_comms {
-            check_comm(c)?;
-        }
+        let protected_comms = f
+            .protected_comms
+            .unwrap_or_default()
+            .iter()
+            .map(|c| check_comm(c))
+            .collect::<Result<Vec<_>, _>>()?;
         let log = f.log.unwrap_or_else(|| "info".into());
         tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| ConfigError::Invalid {
             key: "log",
@@ -263,11 +269,32 @@ impl Config {
     }
 }
 
-fn check_comm(c: &str) -> Result<(), ConfigError> {
-    if c.is_empty() || c.len() > 15 {
+fn check_comm(c: &str) -> Result<ProtectedName, ConfigError> {
+    ProtectedName::parse(c).map_err(|reason| ConfigError::Invalid {
+        key: "protected_comms",
+        reason,
+    })
+}
+
+/// The kernel's protected sets have fixed sizes: a longer list is refused,
+/// never cut short.
+fn check_limits(cfg: &Config) -> Result<(), ConfigError> {
+    if cfg.protected_pids.len() > MAX_PROTECTED_PIDS as usize {
+        return Err(ConfigError::Invalid {
+            key: "protected_pids",
+            reason: format!(
+                "{} pids (file and --protected-pid together); the kernel's set holds {MAX_PROTECTED_PIDS}",
+                cfg.protected_pids.len()
+            ),
+        });
+    }
+    if cfg.protected_comms.len() > MAX_PROTECTED_NAMES as usize {
         return Err(ConfigError::Invalid {
             key: "protected_comms",
-            reason: format!("{c:?}: a process name has 1 to 15 bytes"),
+            reason: format!(
+                "{} names (file and --protected-comm together); the kernel's set holds {MAX_PROTECTED_NAMES}",
+                cfg.protected_comms.len()
+            ),
         });
     }
     Ok(())
@@ -286,7 +313,27 @@ mod tests {
         let cfg = Config::load(&cli()).unwrap();
         assert_eq!(cfg.socket, PathBuf::from("/run/faultline/agent.sock"));
         assert_eq!(cfg.max_duration, Duration::from_secs(3600));
-        assert!(cfg.protected_comms.iter().any(|c| c == "sshd"));
+        for name in [
+            "sshd",
+            "sshd-session",
+            "systemd",
+            "systemd-journal",
+            "systemd-logind",
+            "systemd-udevd",
+            "dbus-daemon",
+            "auditd",
+            "agetty",
+            "containerd",
+            "containerd-shim",
+            "dockerd",
+            "kubelet",
+            "faultline-agent",
+        ] {
+            assert!(
+                cfg.protected_comms.iter().any(|p| p.matches(name)),
+                "{name} is not protected by default"
+            );
+        }
         assert_eq!(cfg.listen, None);
         assert!(cfg.keep_tcx_hooks);
     }
@@ -331,6 +378,27 @@ mod tests {
         let err = Config::load(&c).unwrap_err().to_string();
         assert!(
             err.contains("`listen`") && err.contains("loopback"),
+            "{err}"
+        );
+
+        std::fs::write(&file, "protected_comms = [\"a*b\"]\n").unwrap();
+        let err = Config::load(&c).unwrap_err().to_string();
+        assert!(
+            err.contains("protected_comms") && err.contains("a*b"),
+            "{err}"
+        );
+        let many: Vec<String> = (0..65).map(|i| format!("\"p{i}\"")).collect();
+        std::fs::write(&file, format!("protected_comms = [{}]\n", many.join(","))).unwrap();
+        let err = Config::load(&c).unwrap_err().to_string();
+        assert!(
+            err.contains("protected_comms") && err.contains("65"),
+            "{err}"
+        );
+        let many: Vec<String> = (2..4100).map(|i| i.to_string()).collect();
+        std::fs::write(&file, format!("protected_pids = [{}]\n", many.join(","))).unwrap();
+        let err = Config::load(&c).unwrap_err().to_string();
+        assert!(
+            err.contains("protected_pids") && err.contains("4098"),
             "{err}"
         );
 

@@ -8,12 +8,13 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use faultline_agent::{
+    cgroup,
     config::{Cli, Config, EXIT_CONFIG, ProbeMode},
     engine::{Engine, EngineHandle, Policy},
     kernel::Kernel,
     server, state,
 };
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
     // A flag clap cannot parse is a bad configuration like any other: exit
@@ -112,13 +113,18 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(addr) = cfg.listen {
         kernel.set_control_port(addr.port())?;
     }
+    let agent_cgroup = own_cgroup();
+    kernel.set_identity(None, agent_cgroup.as_ref())?;
     let policy = Policy {
         max_duration: cfg.max_duration,
         protected_pids: cfg.protected_pids.clone(),
         protected_comms: cfg.protected_comms.clone(),
+        agent_cgroup: agent_cgroup.clone(),
     };
     kernel.set_protected_comms(&policy.protected_comms)?;
+    kernel.set_protected(&policy.protected_pids)?;
     let engine = EngineHandle::new(Engine::new(kernel, policy));
+    spawn_task_flags_reader(engine.clone(), agent_cgroup.clone());
     if cfg.probe == ProbeMode::Start {
         spawn_prober(engine.clone());
     }
@@ -136,6 +142,55 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     server::serve(&cfg, engine.clone(), shutdown).await?;
     engine.stop_all("agent shut down").await;
+    if let Some(leaf) = &agent_cgroup {
+        cgroup::leave_agent_leaf(leaf);
+    }
     info!("agent stopped");
     Ok(())
+}
+
+/// Moves the agent into a cgroup of its own (protected: never a target,
+/// skipped in the kernel). None if it is left in the root.
+fn own_cgroup() -> Option<cgroup::Cgroup> {
+    match cgroup::enter_agent_leaf() {
+        Ok(c) => {
+            info!(cgroup = %c.path.display(), "the agent runs in a cgroup of its own");
+            Some(c)
+        }
+        Err((stayed, why)) => {
+            warn!(
+                "{why}; the agent stays where it is, and only its own pid is protected in the kernel"
+            );
+            stayed.filter(|c| c.level > 0)
+        }
+    }
+}
+
+/// Finds where the kernel keeps a task's flags, so kernel threads are
+/// skipped in the kernel too (the API refuses them regardless). Reading the
+/// kernel's BTF takes a while (seconds in a debug build), so it happens
+/// beside serving, not before.
+fn spawn_task_flags_reader(engine: EngineHandle, agent_cgroup: Option<cgroup::Cgroup>) {
+    let read = move || {
+        let offset =
+            faultline_agent::btf::Btf::from_sys_fs().and_then(|b| b.offset("task_struct", "flags"));
+        match offset {
+            Ok(o) => {
+                if let Err(e) = engine
+                    .lock()
+                    .kernel_mut()
+                    .set_identity(Some(o), agent_cgroup.as_ref())
+                {
+                    error!(error = %e, "cannot tell the kernel programs where task flags are");
+                }
+            }
+            Err(e) => warn!(
+                error = %e,
+                "kernel threads are refused at the API but cannot be told apart in the kernel"
+            ),
+        }
+    };
+    if let Err(e) = std::thread::Builder::new().name("btf".into()).spawn(read) {
+        error!("starting the BTF reader failed ({e}); kernel threads are refused at the API only");
+    }
 }

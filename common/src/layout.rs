@@ -117,7 +117,7 @@ assert_layout!(FaultCounters, 16, {
     injected: u64 = 8,
 });
 
-assert_layout!(AgentConfig, 28, {
+assert_layout!(AgentConfig, 48, {
     agent_tgid: u32 = 0,
     slot_limit: u32 = 4,
     control_port: u32 = 8,
@@ -125,6 +125,10 @@ assert_layout!(AgentConfig, 28, {
     lsm_slot_count: u32 = 16,
     dns_slot_count: u32 = 20,
     pace_at_connect: u32 = 24,
+    task_flags_offset: u32 = 28,
+    agent_cgroup_id: u64 = 32,
+    agent_cgroup_level: u32 = 40,
+    _pad: u32 = 44,
 });
 
 assert_layout!(SlotPid, 8, {

@@ -10,6 +10,10 @@ pub const MAX_FAULTS: u32 = 128;
 pub const MAX_TARGET_PIDS: usize = 64;
 /// Length of a task's `comm`, including the trailing NUL.
 pub const COMM_LEN: usize = 16;
+/// Capacity of the kernel's protected-pid set (`FL_PROTECTED`).
+pub const MAX_PROTECTED_PIDS: u32 = 4096;
+/// Capacity of the kernel's protected-name set (`FL_PROT_COMMS`, exact names and prefixes).
+pub const MAX_PROTECTED_NAMES: u32 = 64;
 /// Network faults active at once: the packet programs scan only the slots
 /// listed in `FL_NET_SLOTS`, which keeps their per-packet cost and their
 /// verification small.
@@ -307,7 +311,19 @@ pub struct AgentConfig {
     /// cgroup connect hooks cap the pacing rate of TCP connections that a
     /// `bandwidth` slot matches instead.
     pub pace_at_connect: u32,
+    /// Byte offset of `task_struct.flags` (from BTF; 0 = unknown): tasks
+    /// with `PF_KTHREAD` are never faulted.
+    pub task_flags_offset: u32,
+    /// The agent's own cgroup (v2 id; 0 = none): its processes, the agent's
+    /// helpers included, are never faulted.
+    pub agent_cgroup_id: u64,
+    /// Its depth below the cgroup2 root.
+    pub agent_cgroup_level: u32,
+    pub _pad: u32,
 }
+
+/// `PF_KTHREAD` in `task_struct.flags` (include/linux/sched.h).
+pub const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// Role of a pid in a slot's target (value in the `FL_PIDS` map).
 pub mod pid_role {

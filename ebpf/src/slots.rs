@@ -2,17 +2,18 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{
-            bpf_get_current_ancestor_cgroup_id, bpf_get_prandom_u32, bpf_ktime_get_boot_ns,
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task, bpf_get_prandom_u32,
+            bpf_ktime_get_boot_ns,
         },
     },
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
 use faultline_common::{
-    AgentConfig, COMM_LEN, FaultCounters, FaultSlot, MAX_FAULTS, SlotPid, TargetSel, flags,
-    pid_role,
+    AgentConfig, COMM_LEN, FaultCounters, FaultSlot, MAX_FAULTS, MAX_PROTECTED_NAMES,
+    MAX_PROTECTED_PIDS, PF_KTHREAD, SlotPid, TargetSel, flags, pid_role,
 };
 
 #[map(name = "FL_SLOTS")]
@@ -35,12 +36,16 @@ pub static PIDS: HashMap<SlotPid, u32> = HashMap::with_max_entries(4096, 0);
 /// Processes that are never faulted (besides the agent and PID 1): the
 /// configured protected pids and processes with a protected name.
 #[map(name = "FL_PROTECTED")]
-pub static PROTECTED: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+pub static PROTECTED: HashMap<u32, u8> = HashMap::with_max_entries(MAX_PROTECTED_PIDS, 0);
 
 /// Process names that are never faulted, checked on every event so that a
-/// protected process started after the experiment is spared too.
+/// protected process started after the experiment is spared too. Longest
+/// prefix match: an exact name is stored with its terminating NUL (`sshd`
+/// is 5 bytes), a pattern `sshd*` without (4 bytes), so the one lookup of
+/// the task's NUL-padded comm answers both.
 #[map(name = "FL_PROT_COMMS")]
-pub static PROTECTED_COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(64, 0);
+pub static PROTECTED_COMMS: LpmTrie<[u8; COMM_LEN], u8> =
+    LpmTrie::with_max_entries(MAX_PROTECTED_NAMES, 0);
 
 /// The calling task. Only the tgid is read up front: a process that no
 /// slot targets pays for one helper call, and its name is read only when a
@@ -79,20 +84,53 @@ pub fn scan_limit(caller: &Caller) -> Option<u32> {
     })
 }
 
-/// Configured protected pids and names. Checked only once a slot matched,
-/// so processes no fault targets never pay for these lookups.
+/// Kernel threads, the agent's own cgroup, configured protected pids and
+/// names. Checked only once a slot matched, so processes no fault targets
+/// never pay for these lookups.
 #[expect(
     clippy::needless_borrows_for_generic_args,
     reason = "passing the keys by value changes the generated code (measured: one more instruction in each LSM program)"
 )]
 #[inline(always)]
 pub fn protected(caller: &Caller) -> bool {
+    if let Some(cfg) = CONFIG.get(0) {
+        if kernel_thread(cfg) {
+            return true;
+        }
+        // SAFETY: bpf_get_current_ancestor_cgroup_id takes a level by value
+        // and touches no memory.
+        if cfg.agent_cgroup_id != 0
+            && unsafe { bpf_get_current_ancestor_cgroup_id(cfg.agent_cgroup_level as i32) }
+                == cfg.agent_cgroup_id
+        {
+            return true;
+        }
+    }
     // SAFETY: HashMap::get is unsafe because another CPU or user space may
     // change or delete the value while the reference lives; here no value is
     // read, only whether the key is present.
-    unsafe {
-        PROTECTED.get(&caller.tgid).is_some() || PROTECTED_COMMS.get(&current_comm()).is_some()
+    if unsafe { PROTECTED.get(&caller.tgid).is_some() } {
+        return true;
     }
+    let key = Key::new((COMM_LEN * 8) as u32, current_comm());
+    PROTECTED_COMMS.get(&key).is_some()
+}
+
+/// Is the current task a kernel thread (`PF_KTHREAD`)?
+#[inline(always)]
+fn kernel_thread(cfg: &AgentConfig) -> bool {
+    if cfg.task_flags_offset == 0 {
+        return false;
+    }
+    // SAFETY: bpf_get_current_task takes no arguments and returns the
+    // current task's address; bpf_probe_read_kernel copies from any kernel
+    // address and returns Err on a fault instead of faulting, and the offset
+    // is `task_struct.flags` from the running kernel's BTF.
+    let flags = unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        bpf_probe_read_kernel(task.add(cfg.task_flags_offset as usize).cast::<u32>())
+    };
+    flags.map_or(false, |f| f & PF_KTHREAD != 0)
 }
 
 #[expect(

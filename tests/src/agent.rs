@@ -224,9 +224,25 @@ impl Agent {
     }
 }
 
+/// The cgroup an agent started by this process moves into (below this
+/// process's own): it removes it when it stops cleanly, not when killed.
+fn agent_leaf() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(
+        crate::cgroup2_root()
+            .join(rel.trim_start_matches('/'))
+            .join("faultline-agent"),
+    )
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         self.shutdown();
+        // Empty once no agent runs: another agent of this process may still.
+        if let Some(leaf) = agent_leaf() {
+            let _ = std::fs::remove_dir(leaf);
+        }
         let mut dirs = DIRS
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);

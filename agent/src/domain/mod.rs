@@ -2,12 +2,14 @@
 //! structs are built from these only. `wire` converts from and to the proto
 //! types (the only place that does), `resolve` looks names up on the host.
 
+mod protected;
 mod resolve;
 mod wire;
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
-pub use resolve::{HostResolver, Resolver};
+pub use protected::{ProtectedName, protecting};
+pub use resolve::{HostResolver, Process, Resolver, process_start};
 pub use wire::{spec_from_proto, spec_to_proto};
 
 use crate::cgroup::Cgroup;
@@ -168,7 +170,15 @@ impl PortRange {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Target {
     pub pids: Vec<u32>,
+    /// When each of `pids` started (clock ticks after boot, as
+    /// /proc/PID/stat gives it; 0 = not known), so that a pid the kernel
+    /// gives to a new process is never taken for the one validated.
+    pub pid_starts: Vec<u64>,
     pub cgroup: Option<Cgroup>,
+    /// The spec's explicit consent to a cgroup target that covers the
+    /// host's own machinery (the cgroup2 root or an ancestor of the agent's
+    /// cgroup); only network faults or a dry run are accepted then.
+    pub allow_host_wide: bool,
     pub comm: Option<String>,
     pub exclude_pids: Vec<u32>,
     pub exclude_comm: Option<String>,

@@ -30,30 +30,44 @@ fn comm(field: &str, s: &str) -> Result<Option<String>, SpecError> {
     Ok(Some(s.to_owned()))
 }
 
-fn pids(
-    field: &str,
-    list: &[u32],
-    must_exist: bool,
-    r: &dyn Resolver,
-) -> Result<Vec<u32>, SpecError> {
+fn pids(field: &str, list: &[u32]) -> Result<Vec<u32>, SpecError> {
     if list.len() > MAX_TARGET_PIDS {
         return Err(inv(
             field,
             format!("at most {MAX_TARGET_PIDS} pids, got {}", list.len()),
         ));
     }
-    for (i, pid) in list.iter().enumerate() {
-        if *pid == 0 {
-            return Err(inv(format!("{field}[{i}]"), "pid 0 is not a process"));
-        }
-        if must_exist && !r.process_exists(*pid) {
-            return Err(inv(
-                format!("{field}[{i}]"),
-                format!("no process with pid {pid}"),
-            ));
-        }
+    if let Some(i) = list.iter().position(|p| *p == 0) {
+        return Err(inv(format!("{field}[{i}]"), "pid 0 is not a process"));
     }
     Ok(list.to_vec())
+}
+
+/// Each target pid must be a running user-space process (not a thread of
+/// one, not a kernel thread); its start time is kept with it.
+fn identities(field: &str, list: &[u32], r: &dyn Resolver) -> Result<Vec<u64>, SpecError> {
+    let mut out = Vec::with_capacity(list.len());
+    for (i, pid) in list.iter().enumerate() {
+        let field = format!("{field}[{i}]");
+        let p = r.process(*pid).map_err(|e| inv(&field, e))?;
+        if p.tgid != *pid {
+            return Err(inv(
+                field,
+                format!(
+                    "{pid} is a thread of process {}: target the process (its tgid)",
+                    p.tgid
+                ),
+            ));
+        }
+        if p.kernel_thread {
+            return Err(SpecError::protected(
+                field,
+                format!("pid {pid} ({}) is a kernel thread", p.comm),
+            ));
+        }
+        out.push(p.start);
+    }
+    Ok(out)
 }
 
 fn target(t: Option<&pb::Target>, r: &dyn Resolver) -> Result<Target, SpecError> {
@@ -69,11 +83,14 @@ fn target(t: Option<&pb::Target>, r: &dyn Resolver) -> Result<Target, SpecError>
                 .map_err(|e| inv("spec.target.interface", e))?,
         ),
     };
+    let included = pids("spec.target.pids", &t.pids)?;
     let out = Target {
-        pids: pids("spec.target.pids", &t.pids, true, r)?,
+        pid_starts: identities("spec.target.pids", &included, r)?,
+        pids: included,
         cgroup,
+        allow_host_wide: t.allow_host_wide,
         comm: comm("spec.target.comm", &t.comm)?,
-        exclude_pids: pids("spec.target.exclude_pids", &t.exclude_pids, false, r)?,
+        exclude_pids: pids("spec.target.exclude_pids", &t.exclude_pids)?,
         exclude_comm: comm("spec.target.exclude_comm", &t.exclude_comm)?,
         interface,
     };
@@ -185,6 +202,7 @@ pub fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
                 .as_ref()
                 .map(|i| i.name.clone())
                 .unwrap_or_default(),
+            allow_host_wide: t.allow_host_wide,
         }),
         duration_ms: s.duration.as_millis() as u64,
         dry_run: s.dry_run,
@@ -379,8 +397,16 @@ mod tests {
                 kernel_dev: 2,
             })
         }
-        fn process_exists(&self, _: u32) -> bool {
-            self.exists
+        fn process(&self, pid: u32) -> Result<super::super::Process, String> {
+            if !self.exists {
+                return Err(format!("no process with pid {pid}"));
+            }
+            Ok(super::super::Process {
+                tgid: pid,
+                start: 1,
+                kernel_thread: false,
+                comm: "fake".into(),
+            })
         }
     }
 

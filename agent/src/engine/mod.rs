@@ -9,6 +9,7 @@
 //! attachment) never holds up `GetExperiment` or `ListExperiments`.
 
 mod handle;
+mod policy;
 mod records;
 #[cfg(test)]
 mod tests;
@@ -16,17 +17,18 @@ mod tests;
 use std::{
     collections::BTreeSet,
     sync::{Arc, RwLock},
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
 use faultline_common::{FaultCounters, MAX_FAULTS};
 pub use handle::EngineHandle;
+pub use policy::Policy;
 pub use records::Records;
 use records::{FaultRecord, Record};
 use tracing::warn;
 
 use crate::{
-    domain::{ExperimentSpec, SpecError},
+    domain::{ExperimentSpec, SpecError, process_start},
     faults,
     kernel::{KernelError, KernelOps, Resource},
 };
@@ -101,14 +103,6 @@ pub enum EngineError {
     Kernel(#[from] KernelError),
 }
 
-/// Who may never be faulted.
-#[derive(Clone, Debug)]
-pub struct Policy {
-    pub max_duration: Duration,
-    pub protected_pids: Vec<u32>,
-    pub protected_comms: Vec<String>,
-}
-
 pub struct Engine<K: KernelOps> {
     kernel: K,
     records: Arc<RwLock<Records>>,
@@ -125,12 +119,6 @@ fn boottime_ns() -> u64 {
 
 fn new_id() -> String {
     format!("exp-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
-}
-
-fn process_comm(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|c| c.trim_end().to_owned())
 }
 
 impl<K: KernelOps> Engine<K> {
@@ -171,56 +159,6 @@ impl<K: KernelOps> Engine<K> {
         self.records
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Duration cap and protected targets, before anything is planned.
-    fn check_policy(&self, spec: &ExperimentSpec) -> Result<(), SpecError> {
-        if spec.duration > self.policy.max_duration {
-            return Err(SpecError::invalid(
-                "spec.duration_ms",
-                format!(
-                    "{} exceeds this agent's maximum of {}",
-                    humantime::format_duration(spec.duration),
-                    humantime::format_duration(self.policy.max_duration)
-                ),
-            ));
-        }
-        let t = &spec.target;
-        for (i, pid) in t.pids.iter().enumerate() {
-            let field = format!("spec.target.pids[{i}]");
-            if *pid == self.agent_pid {
-                return Err(SpecError::protected(
-                    field,
-                    "the agent itself can never be targeted",
-                ));
-            }
-            if *pid == 1 {
-                return Err(SpecError::protected(field, "PID 1 can never be targeted"));
-            }
-            if self.policy.protected_pids.contains(pid) {
-                return Err(SpecError::protected(
-                    field,
-                    format!("pid {pid} is on the protected list"),
-                ));
-            }
-            if let Some(comm) =
-                process_comm(*pid).filter(|c| self.policy.protected_comms.contains(c))
-            {
-                return Err(SpecError::protected(
-                    field,
-                    format!("pid {pid} ({comm}) is a protected process"),
-                ));
-            }
-        }
-        if let Some(comm) = &t.comm
-            && self.policy.protected_comms.contains(comm)
-        {
-            return Err(SpecError::protected(
-                "spec.target.comm",
-                format!("{comm:?} is a protected process name"),
-            ));
-        }
-        Ok(())
     }
 
     /// Plans every fault and checks that this kernel has what each holds
@@ -307,13 +245,14 @@ impl<K: KernelOps> Engine<K> {
 
     /// Arms every fault of `spec`, or none of them.
     pub fn start(&mut self, spec: ExperimentSpec) -> Result<String, EngineError> {
-        self.check_policy(&spec)?;
+        let host_wide = self.policy.check(&spec, self.agent_pid)?;
         if self.free.len() < spec.faults.len() {
             return Err(EngineError::Exhausted(format!(
                 "all {MAX_FAULTS} fault slots are in use; stop an experiment first"
             )));
         }
         let mut plans = self.plan(&spec)?;
+        policy::check_host_wide(&spec, host_wide, plans.iter().map(|p| &p.slot))?;
         // The deadline counts from here, after planning: planning loads the
         // programs a fault needs, which takes seconds under emulation.
         let deadline_ns = boottime_ns() + spec.duration.as_nanos() as u64;
@@ -343,6 +282,30 @@ impl<K: KernelOps> Engine<K> {
                     });
                 }
             }
+        }
+        // A target that exited between validation and now may have given its
+        // pid to a new process, which the entries just written would fault;
+        // from here on the kernel removes a target's entries when it exits.
+        if let Some(i) = spec
+            .target
+            .pid_starts
+            .iter()
+            .enumerate()
+            .position(|(i, start)| {
+                *start != 0 && process_start(spec.target.pids[i]) != Some(*start)
+            })
+        {
+            for mut rec in armed {
+                self.disarm(&mut rec);
+            }
+            return Err(SpecError::invalid(
+                format!("spec.target.pids[{i}]"),
+                format!(
+                    "process {} exited before its faults were armed",
+                    spec.target.pids[i]
+                ),
+            )
+            .into());
         }
         let now = SystemTime::now();
         let id = new_id();

@@ -132,6 +132,7 @@ fn policy() -> Policy {
         max_duration: Duration::from_secs(3600),
         protected_pids: Vec::new(),
         protected_comms: Vec::new(),
+        agent_cgroup: None,
     }
 }
 

@@ -14,6 +14,7 @@ mod keeper;
 pub mod lsm_hooks;
 mod ops;
 mod probe;
+mod protect;
 mod slots;
 mod verifier;
 
@@ -80,7 +81,9 @@ pub struct Kernel {
     nth: HashMap<MapData, SlotPid, u64>,
     pids: HashMap<MapData, SlotPid, u32>,
     protected: HashMap<MapData, u32, u8>,
-    protected_comms: HashMap<MapData, [u8; 16], u8>,
+    protected_comms: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 16], u8>,
+    exit_watch: protect::ExitWatch,
+    identity: protect::Identity,
     attachments: BTreeMap<Mechanism, Attachment>,
     /// Why a mechanism cannot be used here, found while loading.
     unavailable: BTreeMap<Mechanism, Reason>,
@@ -177,7 +180,10 @@ impl Kernel {
         let buckets = take(&mut ebpf, "FL_BUCKETS")?;
         let ge_state = take(&mut ebpf, "FL_GE_STATE")?;
         let counter_reader = std::sync::Arc::new(CounterReader::open(&counters)?);
+        let exit_watch = protect::ExitWatch::load(&mut ebpf);
         let mut kernel = Self {
+            exit_watch,
+            identity: protect::Identity::default(),
             counter_reader,
             ebpf,
             slots,
@@ -236,6 +242,10 @@ impl Kernel {
             lsm_slot_count: self.lsm_slots.slots.len() as u32,
             dns_slot_count: self.dns_slots.slots.len() as u32,
             pace_at_connect: u32::from(self.sock_ops_unavailable.is_some()),
+            task_flags_offset: self.identity.task_flags_offset,
+            agent_cgroup_id: self.identity.agent_cgroup_id,
+            agent_cgroup_level: self.identity.agent_cgroup_level,
+            _pad: 0,
         };
         self.config
             .set(0, cfg, 0)
@@ -330,33 +340,6 @@ impl Kernel {
             .set(nr, next, 0)
             .map_err(Self::map_err("FL_WATCHED"))
     }
-
-    /// Replaces the in-kernel set of protected processes.
-    pub fn set_protected(&mut self, pids: &[u32]) -> Result<(), KernelError> {
-        let old: Vec<u32> = self.protected.keys().filter_map(Result::ok).collect();
-        for p in old.iter().filter(|p| !pids.contains(p)) {
-            let _ = self.protected.remove(p);
-        }
-        for p in pids.iter().take(4096) {
-            self.protected
-                .insert(p, 1, 0)
-                .map_err(Self::map_err("FL_PROTECTED"))?;
-        }
-        Ok(())
-    }
-
-    /// Sets the process names that are never faulted (at most 64).
-    pub fn set_protected_comms(&mut self, comms: &[String]) -> Result<(), KernelError> {
-        for c in comms.iter().take(64) {
-            let mut key = [0u8; 16];
-            let n = c.len().min(15);
-            key[..n].copy_from_slice(&c.as_bytes()[..n]);
-            self.protected_comms
-                .insert(key, 1, 0)
-                .map_err(Self::map_err("FL_PROT_COMMS"))?;
-        }
-        Ok(())
-    }
 }
 
 impl Probed for Kernel {
@@ -393,6 +376,9 @@ impl KernelOps for Kernel {
         pid_roles: &[(u32, u32)],
     ) -> Result<(), KernelError> {
         self.reset_counters(index)?;
+        if !pid_roles.is_empty() || fault.nth_call != 0 {
+            self.hold_exit_watch(index)?;
+        }
         self.write_pids(index, pid_roles)?;
         self.slots
             .set(index, fault, 0)
@@ -426,6 +412,7 @@ impl KernelOps for Kernel {
         for k in stale {
             let _ = self.pids.remove(&k);
         }
+        self.release_exit_watch(index);
         Ok(())
     }
 

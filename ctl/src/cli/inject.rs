@@ -40,6 +40,10 @@ pub struct ExperimentArgs {
     /// Never fault processes with this name.
     #[arg(long, value_name = "NAME")]
     pub exclude_comm: Option<String>,
+    /// Accept a cgroup that covers the host's own machinery (the cgroup2
+    /// root, or one holding the agent): dry runs only for these faults.
+    #[arg(long)]
+    pub allow_host_wide: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -95,6 +99,7 @@ impl ExperimentArgs {
             exclude_pids: self.exclude_pids,
             exclude_comm: self.exclude_comm.unwrap_or_default(),
             interface: String::new(),
+            allow_host_wide: self.allow_host_wide,
         };
         Injection {
             fault,

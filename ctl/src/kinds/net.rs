@@ -188,6 +188,10 @@ pub struct CgroupOrInterface {
     /// Fault the packets on this network interface, e.g. eth0.
     #[arg(long, value_name = "NAME")]
     pub interface: Option<String>,
+    /// Accept a cgroup that covers the host's own machinery (the cgroup2
+    /// root, or one holding the agent).
+    #[arg(long)]
+    pub allow_host_wide: bool,
 }
 
 /// Scope of the network faults that only work on an interface: there is no
@@ -206,6 +210,7 @@ impl From<CgroupOrInterface> for spec::Target {
         Self {
             cgroup: scope.cgroup.unwrap_or_default(),
             interface: scope.interface.unwrap_or_default(),
+            allow_host_wide: scope.allow_host_wide,
             ..Self::default()
         }
     }

@@ -72,4 +72,8 @@ pub struct Target {
     pub exclude_comm: String,
     /// Network faults only: scope to this interface instead of a cgroup.
     pub interface: String,
+    /// Consent to a cgroup that covers the host's own machinery (the
+    /// cgroup2 root or an ancestor of the agent's cgroup): network faults or
+    /// a dry run only.
+    pub allow_host_wide: bool,
 }

@@ -63,6 +63,7 @@ impl From<Target> for pb::Target {
             exclude_pids: target.exclude_pids,
             exclude_comm: target.exclude_comm,
             interface: target.interface,
+            allow_host_wide: target.allow_host_wide,
         }
     }
 }
@@ -76,6 +77,7 @@ impl From<pb::Target> for Target {
             exclude_pids: target.exclude_pids,
             exclude_comm: target.exclude_comm,
             interface: target.interface,
+            allow_host_wide: target.allow_host_wide,
         }
     }
 }
