@@ -198,7 +198,8 @@ mod tests {
             "dry_run": true,
             "labels": {"team": "payments"},
             "target": {"pids": [], "cgroup": "/sys/fs/cgroup/app", "comm": "",
-                       "exclude_pids": [], "exclude_comm": "", "interface": ""},
+                       "exclude_pids": [], "exclude_comm": "", "interface": "",
+                       "allow_host_wide": false},
             "duration_ms": 30_000,
             "started_at_ms": 1_700_000_000_000_u64,
             "deadline_ms": 1_700_000_030_000_u64,
@@ -217,7 +218,8 @@ mod tests {
             "spec": {"name": "checkout", "duration": "30s", "dry_run": true,
                      "labels": {"team": "payments"},
                      "target": {"pids": [], "cgroup": "/sys/fs/cgroup/app", "comm": "",
-                                "exclude_pids": [], "exclude_comm": "", "interface": ""},
+                                "exclude_pids": [], "exclude_comm": "", "interface": "",
+                       "allow_host_wide": false},
                      "faults": []},
         });
         assert_eq!(value, expected, "JSON shape of an experiment");

@@ -114,6 +114,7 @@ mod tests {
                 exclude_pids: vec![9],
                 exclude_comm: "sshd".into(),
                 interface: "eth0".into(),
+                allow_host_wide: false,
             }),
             duration_ms: 90_500,
             dry_run: true,

@@ -158,6 +158,7 @@ fn inject_syscall_error_builds_the_spec() {
             exclude_pids: vec![9],
             exclude_comm: String::new(),
             interface: String::new(),
+            allow_host_wide: false,
         }),
         duration_ms: 30_000,
         dry_run: true,
@@ -240,6 +241,7 @@ fn inject_network_faults_build_the_spec() {
             faults: vec![pb::FaultSpec { kind: Some(kind) }],
             target: Some(pb::Target {
                 interface: "eth0".into(),
+                allow_host_wide: false,
                 ..Default::default()
             }),
             duration_ms: 60_000,
@@ -259,6 +261,7 @@ fn network_faults_default_to_egress_and_any_packet() {
     };
     let lo = pb::Target {
         interface: "lo".into(),
+        allow_host_wide: false,
         ..Default::default()
     };
     let cases = [

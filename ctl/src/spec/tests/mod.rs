@@ -55,6 +55,7 @@ fn expected_spec() -> pb::ExperimentSpec {
             exclude_pids: vec![],
             exclude_comm: String::new(),
             interface: String::new(),
+            allow_host_wide: false,
         }),
         duration_ms: 30_000,
         dry_run: false,
