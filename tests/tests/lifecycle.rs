@@ -152,8 +152,8 @@ async fn faults_vanish_when_the_agent_is_killed_and_a_restart_is_clean() {
     let programs = agent.programs();
     assert_eq!(
         links.len(),
-        7,
-        "six sock_addr links and one raw tracepoint link"
+        8,
+        "six sock_addr links and two raw tracepoint links (sys_enter, and sched_process_exit for the pid target)"
     );
     assert!(
         programs.len() >= 7,
