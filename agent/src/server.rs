@@ -97,9 +97,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// The umask set at start-up (077) makes the socket 0600 as bind() creates
-/// it; a chmod afterwards would leave a window. The mode is checked, not
-/// set: a socket anyone else can connect to is not served.
+/// The umask set at start-up (077) makes the socket the owner's only (0700)
+/// as bind() creates it: a chmod alone, after bind, leaves a moment in which
+/// others can connect. Checked, then narrowed to the 0600 the README names;
+/// a socket others could have reached is not served.
 fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
     let err = |e| ServeError::Bind(path.display().to_string(), e);
     let listener = UnixListener::bind(path).map_err(err)?;
@@ -114,5 +115,6 @@ fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
             "the socket was created with mode {mode:04o}: the process umask lets other users connect"
         ))));
     }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     Ok(listener)
 }

@@ -3,7 +3,7 @@
 
 use std::{error::Error as _, fmt, future::Future, io, path::PathBuf, time::Duration};
 
-use faultline_proto::v1::fault_service_client::FaultServiceClient;
+use faultline_proto::v1::{self as pb, fault_service_client::FaultServiceClient};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::{
@@ -79,6 +79,9 @@ pub enum CallError {
     Rpc(#[from] RpcError),
     #[error(transparent)]
     NoAnswer(#[from] NoAnswer),
+    /// Reconnecting after a stream broke failed.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
 }
 
 /// A connected agent and the time it gets to answer each call.
@@ -107,26 +110,40 @@ impl Agent {
         }
     }
 
-    /// An error on an open stream (`watch`): a keepalive ping that got no
-    /// answer is the agent gone silent, anything else the agent's status.
-    pub fn stream_error(&self, status: Status) -> CallError {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = status.source();
-        while let Some(err) = cause {
-            if err
-                .downcast_ref::<hyper::Error>()
-                .is_some_and(hyper::Error::is_timeout)
-            {
-                let silent = KEEPALIVE_INTERVAL + self.timeout;
-                return self
-                    .no_answer(format!(
-                        "to keepalive pings (nothing for {})",
-                        humantime::format_duration(silent)
-                    ))
-                    .into();
-            }
-            cause = err.source();
+    /// An error on an open stream (`watch`). A status the agent sent is
+    /// shown as it is. A broken connection (keepalive pings unanswered for
+    /// the interval plus the deadline, or the agent gone) reads the same to
+    /// hyper, so the agent is asked again, once, within the deadline: no
+    /// answer is an agent gone silent, a refused connection one that exited.
+    pub async fn stream_error(&self, status: Status) -> CallError {
+        let transport = status
+            .source()
+            .is_some_and(|s| s.downcast_ref::<hyper::Error>().is_some());
+        if !transport {
+            return RpcError(status).into();
         }
-        RpcError(status).into()
+        let broken = innermost_message(&status);
+        let again = match connect(&self.address, self.timeout).await {
+            Ok(agent) => agent
+                .call(|mut c| async move {
+                    c.list_experiments(pb::ListExperimentsRequest { running_only: true })
+                        .await
+                })
+                .await
+                .map(drop),
+            Err(ConnectError::NoAnswer(e)) => Err(e.into()),
+            Err(e) => return e.into(),
+        };
+        match again {
+            Err(CallError::NoAnswer(_)) => self
+                .no_answer(format!(
+                    "to keepalive pings for {} (the stream broke: {broken}), nor to a new call within {}",
+                    humantime::format_duration(KEEPALIVE_INTERVAL + self.timeout),
+                    humantime::format_duration(self.timeout)
+                ))
+                .into(),
+            _ => RpcError(status).into(),
+        }
     }
 
     fn no_answer(&self, what: String) -> NoAnswer {

@@ -44,11 +44,12 @@ pub async fn watch(
             return Ok(());
         }
     }
-    while let Some(event) = events
-        .message()
-        .await
-        .map_err(|status| agent.stream_error(status))?
-    {
+    loop {
+        let event = match events.message().await {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(status) => return Err(agent.stream_error(status).await.into()),
+        };
         match format {
             OutputFormat::Table => output::write_event_line(out, &event),
             OutputFormat::Json => output::write_json_line(out, &output::EventJson::from(&event)),
