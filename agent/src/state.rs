@@ -184,7 +184,7 @@ fn remove_stale_socket(path: &Path) {
             let _ = fs::remove_file(path);
         }
         Ok(_) => {
-            tracing::warn!(path = %path.display(), "the socket path exists and is not a socket; left alone")
+            tracing::warn!(path = %path.display(), "the socket path exists and is not a socket; left alone");
         }
         Err(_) => {}
     }

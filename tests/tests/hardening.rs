@@ -433,12 +433,35 @@ async fn faultctl_gives_up_on_a_stopped_agent_within_its_timeout() {
     agent.signal(Signal::SIGSTOP);
     let stopped = Stopped(&agent);
     let t0 = Instant::now();
-    let out = faultctl(&agent, &["ls", "--timeout", "2s"]);
+    // Spawned and bounded, so a faultctl that hangs fails the test instead.
+    let mut ls = ChildGuard(
+        Command::new(bin("faultctl"))
+            .arg("--socket")
+            .arg(&agent.socket)
+            .args(["ls", "--timeout", "2s"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("faultctl ls"),
+    );
+    let mut status = None;
+    wait_for(Duration::from_secs(6), || {
+        status = ls.0.try_wait().ok().flatten();
+        status.is_some()
+    });
     let took = t0.elapsed();
     drop(stopped);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("faultctl ls --timeout 2s on a stopped agent: {took:?}: {stderr}");
-    assert!(!out.status.success(), "{out:?}");
+    let mut stderr = String::new();
+    if let Some(mut e) = ls.0.stderr.take()
+        && status.is_some()
+    {
+        std::io::Read::read_to_string(&mut e, &mut stderr).unwrap();
+    }
+    eprintln!("faultctl ls --timeout 2s on a stopped agent: {status:?} after {took:?}: {stderr}");
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "{status:?} after {took:?}"
+    );
     assert!(took < Duration::from_secs(3), "gave up after {took:?}");
     assert!(
         stderr.contains(agent.socket.to_str().unwrap())
