@@ -34,6 +34,7 @@ pub enum ConfigError {
 struct FileConfig {
     socket: Option<PathBuf>,
     listen: Option<String>,
+    insecure_listen: Option<bool>,
     state_dir: Option<PathBuf>,
     max_duration: Option<String>,
     protected_pids: Option<Vec<u32>>,
@@ -58,9 +59,15 @@ pub struct Cli {
     /// Unix socket to serve gRPC on.
     #[arg(long, env = "FAULTLINE_SOCKET")]
     pub socket: Option<PathBuf>,
-    /// Also serve plain gRPC on this loopback TCP address, e.g. 127.0.0.1:50051.
+    /// Also serve plain gRPC on this loopback TCP address, e.g.
+    /// 127.0.0.1:50051. Needs --insecure-listen: plain TCP has no
+    /// authentication.
     #[arg(long, env = "FAULTLINE_LISTEN")]
     pub listen: Option<String>,
+    /// Accept that --listen serves the root API unauthenticated to anyone
+    /// who can reach the port (any local user, hostNetwork containers).
+    #[arg(long, env = "FAULTLINE_INSECURE_LISTEN")]
+    pub insecure_listen: bool,
     /// Directory for runtime state (lock file).
     #[arg(long, env = "FAULTLINE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -133,6 +140,7 @@ fn overlay(base: &mut FileConfig, top: FileConfig) {
     take!(
         socket,
         listen,
+        insecure_listen,
         state_dir,
         max_duration,
         protected_pids,
@@ -157,6 +165,7 @@ impl Config {
             FileConfig {
                 socket: cli.socket.clone(),
                 listen: cli.listen.clone(),
+                insecure_listen: cli.insecure_listen.then_some(true),
                 state_dir: cli.state_dir.clone(),
                 max_duration: cli.max_duration.clone(),
                 protected_pids: None,
@@ -198,6 +207,17 @@ impl Config {
                         key: "listen",
                         reason: format!(
                             "{addr} is not a loopback address; plain TCP is loopback-only until TLS is configured"
+                        ),
+                    });
+                }
+                if f.insecure_listen != Some(true) {
+                    return Err(ConfigError::Invalid {
+                        key: "listen",
+                        reason: format!(
+                            "plain TCP on {addr} has no authentication: any local user or hostNetwork container \
+                             reaching it gets the agent's root API. Use the unix socket (mutual TLS comes with \
+                             remote operation), or accept the risk with `insecure_listen = true` \
+                             (--insecure-listen, FAULTLINE_INSECURE_LISTEN)"
                         ),
                     });
                 }
@@ -358,6 +378,35 @@ mod tests {
         c.interface_hooks = Some("xdp".into());
         let e = Config::load(&c).unwrap_err().to_string();
         assert!(e.contains("interface_hooks") && e.contains("xdp"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn plain_tcp_needs_the_insecure_opt_in() {
+        let dir = std::env::temp_dir().join(format!("fl-cfg-tcp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.toml");
+        let mut c = cli();
+        c.listen = Some("127.0.0.1:50051".into());
+        let err = Config::load(&c).unwrap_err().to_string();
+        assert!(
+            err.contains("`listen`")
+                && err.contains("no authentication")
+                && err.contains("TLS")
+                && err.contains("insecure_listen"),
+            "{err}"
+        );
+        c.insecure_listen = true;
+        let cfg = Config::load(&c).unwrap();
+        assert_eq!(cfg.listen, Some("127.0.0.1:50051".parse().unwrap()));
+        // The same opt-in from the file; loopback-only still holds with it.
+        c.insecure_listen = false;
+        std::fs::write(&file, "insecure_listen = true\n").unwrap();
+        c.config = Some(file.clone());
+        assert!(Config::load(&c).unwrap().listen.is_some());
+        c.listen = Some("0.0.0.0:50051".into());
+        let err = Config::load(&c).unwrap_err().to_string();
+        assert!(err.contains("not a loopback address"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -17,6 +17,11 @@ use faultline_agent::{
 use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
+    // Before anything is created: the socket is then 0600 from the moment
+    // bind() makes it (a chmod after bind leaves a moment in which other
+    // users can connect, and keep that connection), and every file and
+    // directory the agent makes is its own only.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     // A flag clap cannot parse is a bad configuration like any other: exit
     // 64 (EX_USAGE), as for bad values in the file or the environment.
     let cli = match Cli::try_parse() {
@@ -45,6 +50,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cfg.log))
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: in a file or the journal they
+        // are noise, and the log should hold no escape sequences at all.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -61,6 +69,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
+            // A state directory or socket directory others could write to
+            // is a bad configuration too.
+            if matches!(
+                e.downcast_ref::<state::StateError>(),
+                Some(state::StateError::Unsafe { .. })
+            ) {
+                eprintln!("faultline-agent: bad configuration: {e}");
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
             ExitCode::FAILURE
         }
     }

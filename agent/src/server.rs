@@ -75,7 +75,12 @@ pub async fn serve(
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|e| ServeError::Bind(addr.to_string(), e))?;
-        tracing::info!(%addr, "serving faultline.v1 on loopback TCP (no TLS)");
+        tracing::warn!(
+            %addr,
+            "serving faultline.v1 on plain TCP (insecure_listen): no TLS and no authentication. Any local \
+             user and any hostNetwork container on this host can reach this port and use the root API: kill \
+             or stop processes, fail root daemons' I/O, blackhole the network, stop every experiment"
+        );
         let tcp_fut =
             router.serve_with_incoming_shutdown(TcpListenerStream::new(tcp), wait(&stop_tx));
         tokio::select! {
@@ -92,9 +97,24 @@ pub async fn serve(
     Ok(())
 }
 
+/// The umask set at start-up (077) makes the socket the owner's only (0700)
+/// as bind() creates it: a chmod alone, after bind, leaves a moment in which
+/// others can connect. Checked, then narrowed to the 0600 the README names;
+/// a socket others could have reached is not served.
 fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
     let err = |e| ServeError::Bind(path.display().to_string(), e);
     let listener = UnixListener::bind(path).map_err(err)?;
+    let mode = std::fs::symlink_metadata(path)
+        .map_err(err)?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        let _ = std::fs::remove_file(path);
+        return Err(err(std::io::Error::other(format!(
+            "the socket was created with mode {mode:04o}: the process umask lets other users connect"
+        ))));
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     Ok(listener)
 }

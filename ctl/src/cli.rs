@@ -41,6 +41,19 @@ pub struct Cli {
     )]
     pub endpoint: Option<String>,
 
+    /// How long the agent gets to answer each call (and to connect), e.g.
+    /// 2s; `watch` gives up on an agent silent for 5s plus this long.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "FAULTCTL_TIMEOUT",
+        default_value = "10s",
+        value_parser = spec::parse_duration,
+        value_name = "DURATION"
+    )]
+    pub timeout: Duration,
+
     /// How to print results.
     #[arg(
         long,
@@ -202,6 +215,21 @@ pub mod tests {
             "stop with both an id and --all should be a usage error"
         );
         assert!(parse(&["stop", "--all"]).is_ok(), "stop --all should parse");
+    }
+
+    #[test]
+    fn timeout_defaults_to_ten_seconds_and_is_never_zero() {
+        let timeout = |args: &[&str]| parse(args).map(|cli| cli.timeout);
+        assert_eq!(timeout(&["ls"]).ok(), Some(Duration::from_secs(10)));
+        assert_eq!(
+            timeout(&["ls", "--timeout", "2s"]).ok(),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            timeout(&["--timeout", "500ms", "watch"]).ok(),
+            Some(Duration::from_millis(500))
+        );
+        assert_usage_errors("ls --timeout", &[("0s", "at least 1ms"), ("soon", "soon")]);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Reaching the agent's gRPC API, over its unix socket (the default) or TCP,
-//! and turning gRPC failures into one readable line.
+//! within a deadline, and turning gRPC failures into one readable line.
 
-use std::{error::Error as _, fmt, io, path::PathBuf, time::Duration};
+use std::{error::Error as _, fmt, future::Future, io, path::PathBuf, time::Duration};
 
-use faultline_proto::v1::fault_service_client::FaultServiceClient;
+use faultline_proto::v1::{self as pb, fault_service_client::FaultServiceClient};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::{
@@ -11,8 +11,9 @@ use tonic::{
     transport::{Channel, Endpoint, Uri},
 };
 
-/// A local agent answers at once; this only bounds a hung TCP connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often `watch` pings an agent that has sent nothing (HTTP/2
+/// keepalive); the ping's answer then gets `--timeout`.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 
 pub type Client = FaultServiceClient<Channel>;
 
@@ -55,46 +56,171 @@ pub enum ConnectError {
         reason: String,
         flag: &'static str,
     },
+    #[error(transparent)]
+    NoAnswer(#[from] NoAnswer),
+}
+
+/// The agent took the connection, or the request, and then said nothing.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the agent at {address} did not answer {what}: it may be stopped (SIGSTOP, a debugger), wedged \
+     or overloaded; check the faultline-agent process and its log (allow longer with --timeout)"
+)]
+pub struct NoAnswer {
+    address: AgentAddress,
+    /// "within 2s", "to keepalive pings (nothing for 7s)".
+    what: String,
+}
+
+/// A call that failed: the agent's answer, or none in time.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    #[error(transparent)]
+    NoAnswer(#[from] NoAnswer),
+    /// Reconnecting after a stream broke failed.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+}
+
+/// A connected agent and the time it gets to answer each call.
+pub struct Agent {
+    client: Client,
+    address: AgentAddress,
+    timeout: Duration,
+}
+
+impl Agent {
+    /// One unary call, bounded by the deadline as a whole (headers, message
+    /// and trailers). The deadline is not sent to the agent: a request it
+    /// cancelled half-way would help nobody.
+    pub async fn call<T, F>(&self, call: impl FnOnce(Client) -> F) -> Result<T, CallError>
+    where
+        F: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        match tokio::time::timeout(self.timeout, call(self.client.clone())).await {
+            Ok(answer) => Ok(answer.map_err(RpcError)?.into_inner()),
+            Err(_) => Err(self
+                .no_answer(format!(
+                    "within {}",
+                    humantime::format_duration(self.timeout)
+                ))
+                .into()),
+        }
+    }
+
+    /// An error on an open stream (`watch`). A status the agent sent is
+    /// shown as it is. A broken connection (keepalive pings unanswered for
+    /// the interval plus the deadline, or the agent gone) reads the same to
+    /// hyper, so the agent is asked again, once, within the deadline: no
+    /// answer is an agent gone silent, a refused connection one that exited.
+    pub async fn stream_error(&self, status: Status) -> CallError {
+        let transport = status
+            .source()
+            .is_some_and(|s| s.downcast_ref::<hyper::Error>().is_some());
+        if !transport {
+            return RpcError(status).into();
+        }
+        let broken = innermost_message(&status);
+        let again = match connect(&self.address, self.timeout).await {
+            Ok(agent) => agent
+                .call(|mut c| async move {
+                    c.list_experiments(pb::ListExperimentsRequest { running_only: true })
+                        .await
+                })
+                .await
+                .map(drop),
+            Err(ConnectError::NoAnswer(e)) => Err(e.into()),
+            Err(e) => return e.into(),
+        };
+        match again {
+            Err(CallError::NoAnswer(_)) => self
+                .no_answer(format!(
+                    "to keepalive pings for {} (the stream broke: {broken}), nor to a new call within {}",
+                    humantime::format_duration(KEEPALIVE_INTERVAL + self.timeout),
+                    humantime::format_duration(self.timeout)
+                ))
+                .into(),
+            _ => RpcError(status).into(),
+        }
+    }
+
+    fn no_answer(&self, what: String) -> NoAnswer {
+        NoAnswer {
+            address: self.address.clone(),
+            what,
+        }
+    }
 }
 
 /// Connects eagerly, so that an absent agent is reported as such rather than
-/// as a failure of the first call.
-pub async fn connect(address: &AgentAddress) -> Result<Client, ConnectError> {
-    let connected = match address {
-        AgentAddress::Socket(path) => {
-            let path = path.clone();
-            // The URI is a placeholder: the connector ignores it and dials the socket.
-            Endpoint::from_static("http://[::]:50051")
-                .connect_timeout(CONNECT_TIMEOUT)
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-                }))
-                .await
-        }
-        AgentAddress::Endpoint(url) => {
-            // Accept `host:port` as well as a full URL.
-            let full = if url.contains("://") {
-                url.clone()
-            } else {
-                format!("http://{url}")
-            };
-            Endpoint::from_shared(full)
-                .map_err(|err| ConnectError::InvalidEndpoint {
-                    url: url.clone(),
-                    reason: innermost_message(&err),
-                })?
-                .connect_timeout(CONNECT_TIMEOUT)
-                .connect()
-                .await
+/// as a failure of the first call; connecting gets `timeout` too (a stopped
+/// agent's socket still takes connections into its backlog). Open streams
+/// ping an agent that has been silent for [`KEEPALIVE_INTERVAL`] and give
+/// up when the answer takes longer than `timeout`.
+pub async fn connect(address: &AgentAddress, timeout: Duration) -> Result<Agent, ConnectError> {
+    let endpoint = |uri: String| {
+        Endpoint::from_shared(uri).map(|e| {
+            e.connect_timeout(timeout)
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(timeout)
+        })
+    };
+    let connecting = async {
+        match address {
+            AgentAddress::Socket(path) => {
+                let path = path.clone();
+                // The URI is a placeholder: the connector ignores it and dials the socket.
+                endpoint("http://[::]:50051".to_owned())
+                    .expect("a valid placeholder URI")
+                    .connect_with_connector(tower::service_fn(move |_: Uri| {
+                        let path = path.clone();
+                        async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+                    }))
+                    .await
+                    .map_err(|err| unreachable(address, &err))
+            }
+            AgentAddress::Endpoint(url) => {
+                // Accept `host:port` as well as a full URL.
+                let full = if url.contains("://") {
+                    url.clone()
+                } else {
+                    format!("http://{url}")
+                };
+                endpoint(full)
+                    .map_err(|err| ConnectError::InvalidEndpoint {
+                        url: url.clone(),
+                        reason: innermost_message(&err),
+                    })?
+                    .connect()
+                    .await
+                    .map_err(|err| unreachable(address, &err))
+            }
         }
     };
-    let channel = connected.map_err(|err| ConnectError::Unreachable {
+    let channel = tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| NoAnswer {
+            address: address.clone(),
+            what: format!(
+                "within {} of connecting",
+                humantime::format_duration(timeout)
+            ),
+        })??;
+    Ok(Agent {
+        client: FaultServiceClient::new(channel),
         address: address.clone(),
-        reason: innermost_message(&err),
+        timeout,
+    })
+}
+
+fn unreachable(address: &AgentAddress, err: &tonic::transport::Error) -> ConnectError {
+    ConnectError::Unreachable {
+        address: address.clone(),
+        reason: innermost_message(err),
         flag: address.flag(),
-    })?;
-    Ok(FaultServiceClient::new(channel))
+    }
 }
 
 /// The transport error itself only says "transport error"; the useful part
@@ -179,7 +305,7 @@ mod tests {
     #[tokio::test]
     async fn missing_socket_is_reported_with_a_hint() {
         let address = AgentAddress::Socket(PathBuf::from("/nonexistent/faultline/agent.sock"));
-        let err = match connect(&address).await {
+        let err = match connect(&address, Duration::from_secs(10)).await {
             Ok(_) => panic!("expected connecting to {address} to fail"),
             Err(err) => err.to_string(),
         };

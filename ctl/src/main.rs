@@ -32,8 +32,9 @@ async fn main() -> ExitCode {
         // `faultctl watch | head` closing the pipe is a normal way to stop.
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
+            // The agent's messages quote the request: no control characters.
             let line = format!("{err:#}").replace('\n', " ");
-            eprintln!("error: {line}");
+            eprintln!("error: {}", faultline_proto::text::escape_controls(&line));
             ExitCode::FAILURE
         }
     }

@@ -418,6 +418,43 @@ async fn absent_agent_is_reported_with_a_hint() {
     );
 }
 
+/// A socket that takes connections and never says a word: an agent that
+/// is stopped (SIGSTOP) or wedged looks like this from outside.
+#[tokio::test]
+async fn a_silent_agent_is_an_error_within_the_timeout() {
+    let dir = std::env::temp_dir().join(format!("faultctl-{}-silent", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("agent.sock");
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            open.push(conn);
+        }
+    });
+    let t0 = std::time::Instant::now();
+    let run = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        faultctl(&socket, &["--timeout", "500ms", "ls"], None),
+    )
+    .await
+    .expect("faultctl must give up on its own");
+    let took = t0.elapsed();
+    held.abort();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(run.code, Some(1), "stderr: {}", run.stderr);
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "the agent at {} did not answer within 500ms",
+            socket.display()
+        )) && run.stderr.contains("stopped (SIGSTOP"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[tokio::test]
 async fn completion_and_man_need_no_agent() {
     let socket = std::env::temp_dir().join(format!("faultctl-{}-none.sock", std::process::id()));

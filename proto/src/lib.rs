@@ -1,9 +1,11 @@
 //! The `faultline.v1` wire contract: generated messages, client and server;
 //! the names its kinds and enums go by (`names`), and compact constructors
-//! of wire faults for tests and tools (`build`).
+//! of wire faults for tests and tools (`build`); user-given text made safe
+//! for logs and terminals (`text`), shared by the agent and `faultctl`.
 
 pub mod build;
 pub mod names;
+pub mod text;
 
 #[expect(clippy::all, reason = "generated code")]
 pub mod v1 {

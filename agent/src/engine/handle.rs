@@ -8,6 +8,7 @@ use std::{
     time::SystemTime,
 };
 
+use faultline_proto::text::{Escaped, escape_controls};
 use tokio::sync::broadcast;
 use tracing::{Instrument as _, info, info_span};
 
@@ -90,12 +91,13 @@ impl EngineHandle {
         .await
     }
 
-    fn emit(&self, kind: EventKind, experiment: ExperimentView, message: String) {
+    fn emit(&self, kind: EventKind, experiment: ExperimentView, message: &str) {
         let _ = self.events.send(Event {
             kind,
             at: SystemTime::now(),
             experiment,
-            message,
+            // Shown as it is in `watch` and by controllers: no controls.
+            message: escape_controls(message).into_owned(),
         });
     }
 
@@ -107,14 +109,27 @@ impl EngineHandle {
         let view = self
             .view(&id)
             .ok_or_else(|| EngineError::NotFound(id.clone()))?;
-        let span = info_span!("experiment", id = %view.id, name = %name);
+        // Names, labels and summaries (comm, paths, domains) are the
+        // caller's text: escaped, so they cannot forge log lines.
+        let span = info_span!("experiment", id = %view.id, name = %Escaped(&name));
+        let labels: Vec<String> = view
+            .spec
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{}={}", escape_controls(k), escape_controls(v)))
+            .collect();
         span.in_scope(|| {
             for f in &view.faults {
-                info!(fault = f.index, kind = f.kind, mechanism = f.mechanism, summary = %f.summary, "fault armed");
+                info!(fault = f.index, kind = f.kind, mechanism = f.mechanism, summary = %Escaped(&f.summary), "fault armed");
             }
-            info!(duration = %humantime::format_duration(duration), dry_run = view.spec.dry_run, "experiment started");
+            info!(
+                duration = %humantime::format_duration(duration),
+                dry_run = view.spec.dry_run,
+                labels = %labels.join(","),
+                "experiment started"
+            );
         });
-        self.emit(EventKind::Started, view.clone(), String::new());
+        self.emit(EventKind::Started, view.clone(), "");
         let me = self.clone();
         tokio::spawn(
             async move {
@@ -145,7 +160,7 @@ impl EngineHandle {
                     State::Failed => EventKind::Failed,
                     State::Running | State::Stopped => EventKind::Stopped,
                 };
-                self.emit(kind, view.clone(), message.to_owned());
+                self.emit(kind, view.clone(), message);
                 Some(view)
             }
             (Ok(false), view) => view,

@@ -39,10 +39,12 @@ pub fn refused(method: &'static str, e: &EngineError) -> Status {
         EngineError::Kernel(k) => (kernel_code(k), ""),
     };
     let reason = e.to_string();
+    // The reason quotes the request (names, paths, comm): escaped in the log.
+    let logged = faultline_proto::text::Escaped(&reason);
     if code == Code::Internal {
-        tracing::error!(method, %reason, "request failed");
+        tracing::error!(method, reason = %logged, "request failed");
     } else {
-        tracing::warn!(method, code = ?code, field, %reason, "request refused");
+        tracing::warn!(method, code = ?code, field = %faultline_proto::text::Escaped(field), reason = %logged, "request refused");
     }
     Status::new(code, reason)
 }

@@ -149,7 +149,7 @@ impl FqManager {
     /// could), then starts with none.
     pub fn new(state_dir: &Path) -> Self {
         let record = state_dir.join("fq-interfaces");
-        if let Ok(text) = std::fs::read_to_string(&record) {
+        if let Some(text) = crate::state::read_private(&record) {
             for ifname in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
                 // Recorded by name: an interface that is gone has no index.
                 let Ok(ifindex) = nix::net::if_::if_nametoindex(ifname) else {
@@ -181,7 +181,8 @@ impl FqManager {
             .filter(|e| e.owned)
             .map(|e| format!("{}\n", e.ifname))
             .collect();
-        if let Err(e) = std::fs::write(&self.record, text) {
+        // 0600, never through a symlink, like every file in the state directory.
+        if let Err(e) = crate::state::write_private(&self.record, text.as_bytes()) {
             tracing::warn!(file = %self.record.display(), error = %e, "recording fq interfaces failed");
         }
     }

@@ -6,13 +6,13 @@ use anyhow::anyhow;
 use faultline_proto::v1 as pb;
 
 use crate::{
-    connect::{Client, RpcError},
+    connect::Agent,
     output::{self, OutputFormat},
     spec,
 };
 
 pub async fn start(
-    client: &mut Client,
+    agent: &Agent,
     experiment: spec::Experiment,
     format: OutputFormat,
     out: &mut impl Write,
@@ -20,11 +20,9 @@ pub async fn start(
     let request = pb::StartExperimentRequest {
         spec: Some(experiment.into()),
     };
-    let response = client
-        .start_experiment(request)
-        .await
-        .map_err(RpcError)?
-        .into_inner();
+    let response = agent
+        .call(|mut c| async move { c.start_experiment(request).await })
+        .await?;
     let experiment = response
         .experiment
         .ok_or_else(|| anyhow!("the agent started the experiment but did not return it"))?;

@@ -5,21 +5,22 @@ use std::io::Write;
 use faultline_proto::v1 as pb;
 
 use crate::{
-    connect::{Client, RpcError},
+    connect::Agent,
     output::{self, OutputFormat},
 };
 
 pub async fn list(
-    client: &mut Client,
+    agent: &Agent,
     running_only: bool,
     format: OutputFormat,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let experiments = client
-        .list_experiments(pb::ListExperimentsRequest { running_only })
-        .await
-        .map_err(RpcError)?
-        .into_inner()
+    let experiments = agent
+        .call(|mut c| async move {
+            c.list_experiments(pb::ListExperimentsRequest { running_only })
+                .await
+        })
+        .await?
         .experiments;
     match format {
         OutputFormat::Table => {

@@ -5,21 +5,19 @@ use std::io::Write;
 use faultline_proto::v1 as pb;
 
 use crate::{
-    connect::{Client, RpcError},
+    connect::Agent,
     output::{self, OutputFormat},
 };
 
 pub async fn stop(
-    client: &mut Client,
+    agent: &Agent,
     id: String,
     format: OutputFormat,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let experiment = client
-        .stop_experiment(pb::StopExperimentRequest { id })
-        .await
-        .map_err(RpcError)?
-        .into_inner();
+    let experiment = agent
+        .call(|mut c| async move { c.stop_experiment(pb::StopExperimentRequest { id }).await })
+        .await?;
     match format {
         OutputFormat::Table => writeln!(
             out,
@@ -35,15 +33,13 @@ pub async fn stop(
 }
 
 pub async fn stop_all(
-    client: &mut Client,
+    agent: &Agent,
     format: OutputFormat,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let stopped = client
-        .stop_all(pb::StopAllRequest {})
-        .await
-        .map_err(RpcError)?
-        .into_inner()
+    let stopped = agent
+        .call(|mut c| async move { c.stop_all(pb::StopAllRequest {}).await })
+        .await?
         .stopped_ids;
     match format {
         OutputFormat::Table if stopped.is_empty() => eprintln!("no running experiments"),

@@ -6,14 +6,14 @@ use anyhow::Context as _;
 use faultline_proto::v1 as pb;
 
 use crate::{
-    connect::{Client, RpcError},
+    connect::Agent,
     output::{self, OutputFormat},
 };
 
 /// Without an id, follows every experiment until interrupted; with an id,
 /// stops after that experiment's last event.
 pub async fn watch(
-    client: &mut Client,
+    agent: &Agent,
     id: Option<String>,
     interval: Duration,
     format: OutputFormat,
@@ -23,28 +23,33 @@ pub async fn watch(
         experiment_id: id.clone().unwrap_or_default(),
         counters_interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
     };
-    let mut events = client
-        .watch_events(request)
-        .await
-        .map_err(RpcError)?
-        .into_inner();
+    // Subscribing is a call with the deadline; the stream then stays open
+    // as long as the agent answers keepalive pings.
+    let mut events = agent
+        .call(|mut c| async move { c.watch_events(request).await })
+        .await?;
     if let Some(id) = &id {
         // Asked after subscribing, so that an end in between still arrives
         // as an event; an unknown id fails here instead of waiting forever.
-        let experiment = client
-            .get_experiment(pb::GetExperimentRequest { id: id.clone() })
-            .await
-            .map_err(RpcError)?
-            .into_inner();
+        let request = pb::GetExperimentRequest { id: id.clone() };
+        let experiment = agent
+            .call(|mut c| async move { c.get_experiment(request).await })
+            .await?;
         if experiment.state != pb::ExperimentState::Running as i32 {
             eprintln!(
-                "experiment {id} is {}: no more events",
+                "experiment {} is {}: no more events",
+                faultline_proto::text::escape_controls(id),
                 output::state_name(experiment.state)
             );
             return Ok(());
         }
     }
-    while let Some(event) = events.message().await.map_err(RpcError)? {
+    loop {
+        let event = match events.message().await {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(status) => return Err(agent.stream_error(status).await.into()),
+        };
         match format {
             OutputFormat::Table => output::write_event_line(out, &event),
             OutputFormat::Json => output::write_json_line(out, &output::EventJson::from(&event)),

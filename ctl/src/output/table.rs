@@ -1,11 +1,14 @@
-//! Aligned tables and one-line events, for people.
+//! Aligned tables and one-line events, for people. Every text that came
+//! from a request (names, labels, comm, paths) or the agent is shown with
+//! its control characters escaped, so it cannot move the cursor, recolour
+//! the terminal or fake a row.
 
 use std::{
     io::{self, Write},
     time::{Duration, UNIX_EPOCH},
 };
 
-use faultline_proto::v1 as pb;
+use faultline_proto::{text::escape_controls, v1 as pb};
 
 use super::{EventJson, ExperimentJson, state_name};
 use crate::spec;
@@ -23,7 +26,12 @@ impl Table {
     }
 
     fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(
+            cells
+                .iter()
+                .map(|cell| escape_controls(cell).into_owned())
+                .collect(),
+        );
     }
 
     fn write(&self, out: &mut impl Write) -> io::Result<()> {
@@ -57,13 +65,13 @@ pub fn write_capabilities_table(
     out: &mut impl Write,
     caps: &pb::GetCapabilitiesResponse,
 ) -> io::Result<()> {
-    writeln!(
-        out,
+    let header = format!(
         "agent {}, kernel {}, longest duration {}",
         or_dash(&caps.agent_version),
         or_dash(&caps.kernel_release),
         compact_duration(Duration::from_millis(caps.max_duration_ms)),
-    )?;
+    );
+    writeln!(out, "{}", escape_controls(&header))?;
     let mut table = Table::new(&["KIND", "MECHANISM", "COVERS", "SUPPORTED", "REASON"]);
     for cap in &caps.capabilities {
         table.row(vec![
@@ -148,7 +156,7 @@ pub fn write_experiment_detail(
         ("Message", or_dash(&json.message).to_owned()),
     ];
     for (key, value) in fields {
-        writeln!(out, "{:<10}{}", format!("{key}:"), value.replace('\n', " "))?;
+        writeln!(out, "{:<10}{}", format!("{key}:"), escape_controls(&value))?;
     }
     if json.faults.is_empty() {
         return Ok(());
@@ -181,9 +189,9 @@ pub fn write_event_line(out: &mut impl Write, event: &pb::Event) -> io::Result<(
     );
     if !json.message.is_empty() {
         line.push_str("  ");
-        line.push_str(&json.message.replace('\n', " "));
+        line.push_str(&json.message);
     }
-    writeln!(out, "{line}")
+    writeln!(out, "{}", escape_controls(&line))
 }
 
 /// Time left for a running experiment; `-` once it has ended.
@@ -376,6 +384,32 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&out),
             "2023-11-14T22:13:21.234Z  counters  exp-1  matched=13 injected=5\n"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped_in_tables_and_details() {
+        let mut evil = running_experiment();
+        if let Some(spec) = evil.spec.as_mut() {
+            spec.name = "red\x1b[31mX\nfake".into();
+            spec.labels
+                .insert("team".into(), "a\x1b]0;title\x07".into());
+        }
+        let mut out = Vec::new();
+        if let Err(err) = write_experiments_table(&mut out, std::slice::from_ref(&evil), 0) {
+            panic!("writing to a Vec failed: {err}");
+        }
+        if let Err(err) = write_experiment_detail(&mut out, &evil, 0) {
+            panic!("writing to a Vec failed: {err}");
+        }
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            !text.contains('\x1b') && !text.contains('\x07'),
+            "no raw control characters:\n{text:?}"
+        );
+        assert!(
+            text.contains("red\\x1b[31mX\\nfake") && text.contains("team=a\\x1b]0;title\\x07"),
+            "the name and the label, escaped:\n{text}"
         );
     }
 

@@ -282,6 +282,8 @@ pub async fn faultctl(socket: &Path, args: &[&str], stdin: Option<&str>) -> Run 
         .args(args)
         .env_remove("FAULTLINE_SOCKET")
         .env_remove("FAULTLINE_ENDPOINT")
+        .env_remove("FAULTCTL_TIMEOUT")
+        .kill_on_drop(true)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -20,6 +20,8 @@
 //! fl-probe dns-serve ADDR          a tiny DNS server (UDP and TCP): NOERROR, no answers, to everything
 //! fl-probe dns-query ADDR NAME COUNT [tcp]
 //!                                  COUNT A queries for NAME; counts answers by RCODE, and timeouts
+//! fl-probe unix-race PATH SECONDS  connect() to a unix socket in a tight loop, until 1 s after the
+//!                                  socket appeared or SECONDS; counts by errno ("ok": connected)
 #![expect(
     unused_crate_dependencies,
     reason = "a binary beside the library: the package's dependencies are mostly the library's"
@@ -272,10 +274,36 @@ fn run_fs(op: &str, path: &str, count: u64) -> String {
     serde_json::json!({ "ok": ok, "errors": errors, "ns_per_call": ns_per_call }).to_string()
 }
 
+/// Races an agent's start-up: every connect() outcome counted, and whether
+/// the socket was seen to appear (an ENOENT, then another answer).
+fn unix_race(path: &str, secs: f64) -> String {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let t0 = std::time::Instant::now();
+    let mut appeared: Option<std::time::Instant> = None;
+    let mut missing_first = false;
+    println!("started");
+    std::io::stdout().flush().expect("flush");
+    while t0.elapsed().as_secs_f64() < secs && appeared.is_none_or(|t| t.elapsed().as_secs() < 1) {
+        let key = match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => errno_name(&e),
+        };
+        if key == "ENOENT" {
+            missing_first |= appeared.is_none();
+        } else if appeared.is_none() {
+            appeared = Some(std::time::Instant::now());
+        }
+        *counts.entry(key).or_default() += 1;
+    }
+    serde_json::json!({"counts": counts, "appeared_after_missing": missing_first && appeared.is_some()})
+        .to_string()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("noop") => {}
+        Some("unix-race") => println!("{}", unix_race(&args[1], args[2].parse().expect("SECONDS"))),
         Some("tcp-blast") => {
             let mut s = TcpStream::connect(&args[1]).expect("connect");
             let secs: f64 = args[2].parse().expect("SECONDS");
