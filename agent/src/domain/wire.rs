@@ -377,6 +377,7 @@ mod tests {
                 path: path.into(),
                 ino: 1,
                 kernel_dev: 2,
+                generation: Some(3),
             })
         }
         fn process_exists(&self, _: u32) -> bool {
