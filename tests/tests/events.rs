@@ -152,17 +152,24 @@ async fn a_lagging_subscriber_gets_lagged_and_every_final_state() {
             ended.insert(e.id.clone(), e.clone());
         }
     }
-    assert!(started.contains(&watched.id), "the watched experiment's start");
+    assert!(
+        started.contains(&watched.id),
+        "the watched experiment's start"
+    );
     let final_state = ended
         .get(&watched.id)
         .unwrap_or_else(|| panic!("no final state for the watched experiment {}", watched.id));
     assert_eq!(final_state.state(), pb::ExperimentState::Stopped);
     assert!(
-        events[lag_at + 1..].iter().any(|e| is_end(e.r#type())
-            && e.experiment.as_ref().is_some_and(|x| x.id == watched.id)),
+        events[lag_at + 1..].iter().any(
+            |e| is_end(e.r#type()) && e.experiment.as_ref().is_some_and(|x| x.id == watched.id)
+        ),
         "the watched experiment's end was lost with the broadcast and comes again after lagged"
     );
-    let unended: Vec<&String> = started.iter().filter(|id| !ended.contains_key(*id)).collect();
+    let unended: Vec<&String> = started
+        .iter()
+        .filter(|id| !ended.contains_key(*id))
+        .collect();
     assert!(
         unended.is_empty(),
         "{} announced experiments with no end, e.g. {:?}",

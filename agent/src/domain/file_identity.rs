@@ -22,9 +22,7 @@ pub fn resolve(path: &str) -> Result<PathMatch, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{path}: {e}"))?;
     if !meta.is_file() && !meta.is_dir() {
         // Opening a device or a FIFO to ask its generation could act on it.
-        return Err(format!(
-            "{path} is neither a regular file nor a directory"
-        ));
+        return Err(format!("{path} is neither a regular file nor a directory"));
     }
     let file = std::fs::OpenOptions::new()
         .read(true)
