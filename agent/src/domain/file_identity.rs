@@ -10,8 +10,8 @@ use super::PathMatch;
 
 /// `FS_IOC_GETVERSION` (`_IOR('v', 1, long)`): the inode's `i_generation`.
 const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
-const TMPFS_MAGIC: i64 = 0x0102_1994;
-const RAMFS_MAGIC: i64 = 0x8584_58f6;
+/// `RAMFS_MAGIC` (rootfs): neither libc nor nix names it.
+const RAMFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x8584_58f6);
 
 /// Resolves an absolute path to the identity the kernel compares.
 pub fn resolve(path: &str) -> Result<PathMatch, String> {
@@ -102,11 +102,12 @@ fn generation(file: &File, path: &str) -> Result<Option<u32>, String> {
     }
     let err = std::io::Error::last_os_error();
     let fs_type = nix::sys::statfs::fstatfs(file)
-        .map(|s| s.filesystem_type().0 as i64)
+        .map(|s| s.filesystem_type())
         .map_err(|e| format!("{path}: fstatfs: {e}"))?;
-    if fs_type == TMPFS_MAGIC || fs_type == RAMFS_MAGIC {
+    if fs_type == nix::sys::statfs::TMPFS_MAGIC || fs_type == RAMFS_MAGIC {
         return Ok(None);
     }
+    let fs_type = fs_type.0;
     Err(format!(
         "{path}: its file system (type {fs_type:#x}) gives no inode generation \
          (FS_IOC_GETVERSION: {err}), so a file reusing its inode number after a \
