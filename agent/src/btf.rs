@@ -122,6 +122,7 @@ impl Btf {
             vma_file: self.offset("vm_area_struct", "vm_file")?,
             socket_sk: self.offset("socket", "sk")?,
             sock_num: self.offset("sock", "__sk_common.skc_num")?,
+            inode_generation: self.offset("inode", "i_generation")?,
         })
     }
 }

@@ -71,13 +71,15 @@ assert_layout!(NetMatch, 128, {
     dns_hash: u64 = 120,
 });
 
-assert_layout!(FileMatch, 16, {
+assert_layout!(FileMatch, 24, {
     ino: u64 = 0,
     dev: u32 = 8,
     has_path: u32 = 12,
+    generation: u32 = 16,
+    has_generation: u32 = 20,
 });
 
-assert_layout!(FaultSlot, 288, {
+assert_layout!(FaultSlot, 296, {
     kind: u32 = 0,
     flags: u32 = 4,
     deadline_ns: u64 = 8,
@@ -97,7 +99,7 @@ assert_layout!(FaultSlot, 288, {
     file: FileMatch = 272,
 });
 
-assert_layout!(KernelOffsets, 48, {
+assert_layout!(KernelOffsets, 52, {
     valid: u32 = 0,
     file_dentry: u32 = 4,
     dentry_parent: u32 = 8,
@@ -110,6 +112,7 @@ assert_layout!(KernelOffsets, 48, {
     vma_file: u32 = 36,
     socket_sk: u32 = 40,
     sock_num: u32 = 44,
+    inode_generation: u32 = 48,
 });
 
 assert_layout!(FaultCounters, 16, {

@@ -244,8 +244,9 @@ pub struct FaultSlot {
 }
 
 /// The file-system subtree an LSM fault applies to: a file or directory,
-/// identified by inode number and device, matched by climbing `d_parent`
-/// from the file a call touches. `has_path == 0` matches every file.
+/// identified by inode number, device and inode generation, matched by
+/// climbing `d_parent` from the file a call touches. `has_path == 0`
+/// matches every file.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FileMatch {
@@ -253,6 +254,10 @@ pub struct FileMatch {
     /// The kernel's `super_block::s_dev` (`major << 20 | minor`).
     pub dev: u32,
     pub has_path: u32,
+    /// `inode::i_generation`, compared when `has_generation != 0`: an inode
+    /// number reused after a delete then names another file.
+    pub generation: u32,
+    pub has_generation: u32,
 }
 
 /// Byte offsets of the kernel struct fields the LSM programs read, taken
@@ -278,6 +283,8 @@ pub struct KernelOffsets {
     pub socket_sk: u32,
     /// `sock.__sk_common.skc_num` (local port, host byte order).
     pub sock_num: u32,
+    /// `inode.i_generation`.
+    pub inode_generation: u32,
 }
 
 /// Per-CPU counters of one slot.

@@ -97,7 +97,18 @@ fn under(o: &KernelOffsets, dentry: *const u8, want: &FaultSlot) -> bool {
                 let dev = unsafe { bpf_probe_read_kernel(sb.add(o.sb_dev as usize).cast::<u32>()) }
                     .unwrap_or(0);
                 if !sb.is_null() && dev == want.file.dev {
-                    return true;
+                    return want.file.has_generation == 0 || {
+                        // SAFETY: as in read_ptr.
+                        let generation = unsafe {
+                            bpf_probe_read_kernel(
+                                inode.add(o.inode_generation as usize).cast::<u32>(),
+                            )
+                        };
+                        // A live inode owns its number on its device: with
+                        // another generation the named file is gone (its
+                        // number reused), and no ancestor can be it.
+                        generation == Ok(want.file.generation)
+                    };
                 }
             }
         }

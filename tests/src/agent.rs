@@ -264,8 +264,22 @@ impl Drop for Agent {
 }
 
 pub async fn unix_channel(path: &Path) -> anyhow::Result<Channel> {
+    connect_unix(Endpoint::try_from("http://[::]:50051")?, path).await
+}
+
+/// A channel whose HTTP/2 receive windows are the protocol's default
+/// 64 KiB (hyper's client default is megabytes): a client that stops
+/// reading stops the server's sending soon, as most clients would.
+pub async fn small_window_channel(path: &Path) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::try_from("http://[::]:50051")?
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535);
+    connect_unix(endpoint, path).await
+}
+
+async fn connect_unix(endpoint: Endpoint, path: &Path) -> anyhow::Result<Channel> {
     let path = path.to_path_buf();
-    Ok(Endpoint::try_from("http://[::]:50051")?
+    Ok(endpoint
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
             async move {

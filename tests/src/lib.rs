@@ -34,7 +34,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 pub use crate::{
-    agent::{Agent, unix_channel},
+    agent::{Agent, small_window_channel, unix_channel},
     bpf::{KEEPER_PROGRAM, keeper_links, live_links, live_programs, our_links, our_programs},
     cgroup::{TestCgroup, cgroup2_root},
     expect::{capability, expected, in_vm, supported_or_skip},

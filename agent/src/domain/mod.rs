@@ -2,6 +2,7 @@
 //! structs are built from these only. `wire` converts from and to the proto
 //! types (the only place that does), `resolve` looks names up on the host.
 
+mod file_identity;
 mod protected;
 mod resolve;
 mod wire;
@@ -124,8 +125,13 @@ impl std::fmt::Display for Cidr {
 pub struct PathMatch {
     pub path: String,
     pub ino: u64,
-    /// The device as the kernel's `super_block::s_dev` encodes it.
+    /// The device as the kernel's `super_block::s_dev` encodes it (from
+    /// mountinfo, not `st_dev`, which differs on btrfs subvolumes).
     pub kernel_dev: u32,
+    /// The inode's `i_generation`, compared with the inode number, so a
+    /// reused number is another file; `None` on file systems that never
+    /// reuse inode numbers and give no generation (tmpfs, ramfs).
+    pub generation: Option<u32>,
 }
 
 /// An inclusive port range.

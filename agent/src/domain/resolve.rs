@@ -11,7 +11,8 @@ pub trait Resolver: Sync {
     /// A cgroup2 directory, absolute or relative to the cgroup2 mount.
     fn cgroup(&self, path: &str) -> Result<Cgroup, String>;
     fn interface(&self, name: &str) -> Result<Interface, String>;
-    /// An absolute path to an existing file or directory.
+    /// An absolute path to an existing file or directory, as the LSM
+    /// programs identify it (see `file_identity`).
     fn path(&self, path: &str) -> Result<PathMatch, String>;
     /// The process or thread with this id.
     fn process(&self, pid: u32) -> Result<Process, String>;
@@ -69,18 +70,7 @@ impl Resolver for HostResolver {
     }
 
     fn path(&self, path: &str) -> Result<PathMatch, String> {
-        use std::os::unix::fs::MetadataExt as _;
-        if !path.starts_with('/') {
-            return Err(format!("{path:?} is not an absolute path"));
-        }
-        let meta = std::fs::metadata(path).map_err(|e| format!("{path}: {e}"))?;
-        let dev = meta.dev();
-        let (major, minor) = (libc::major(dev), libc::minor(dev));
-        Ok(PathMatch {
-            path: path.to_owned(),
-            ino: meta.ino(),
-            kernel_dev: (major << 20) | minor,
-        })
+        super::file_identity::resolve(path)
     }
 
     fn process(&self, pid: u32) -> Result<Process, String> {

@@ -395,6 +395,7 @@ mod tests {
                 path: path.into(),
                 ino: 1,
                 kernel_dev: 2,
+                generation: Some(3),
             })
         }
         fn process(&self, pid: u32) -> Result<super::super::Process, String> {

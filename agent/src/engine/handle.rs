@@ -12,7 +12,7 @@ use faultline_proto::text::{Escaped, escape_controls};
 use tokio::sync::broadcast;
 use tracing::{Instrument as _, info, info_span};
 
-use super::{Engine, EngineError, Event, EventKind, ExperimentView, Records, State};
+use super::{CatchUp, Engine, EngineError, Event, EventKind, ExperimentView, Records, State};
 use crate::{
     caps::{self, Capability},
     domain::ExperimentSpec,
@@ -26,6 +26,9 @@ pub struct EngineHandle {
     records: Arc<RwLock<Records>>,
     counters: Arc<dyn CounterSource + Send + Sync>,
     events: broadcast::Sender<Event>,
+    /// The last event's sequence number; held while sending, so the
+    /// stream's order is the numbers' order.
+    seq: Arc<Mutex<u64>>,
 }
 
 /// Runs `f` on the blocking pool (or here, outside a runtime).
@@ -47,6 +50,7 @@ impl EngineHandle {
             counters: engine.kernel().counter_source(),
             inner: Arc::new(Mutex::new(engine)),
             events,
+            seq: Arc::default(),
         }
     }
 
@@ -63,8 +67,49 @@ impl EngineHandle {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+    fn write_records(&self) -> std::sync::RwLockWriteGuard<'_, Records> {
+        self.records
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn seq(&self) -> MutexGuard<'_, u64> {
+        self.seq
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A receiver of every later event, and the sequence number of the
+    /// last event before it.
+    pub fn subscribe(&self) -> (broadcast::Receiver<Event>, u64) {
+        let seq = self.seq();
+        (self.events.subscribe(), *seq)
+    }
+
+    /// Keeps the running experiments `wanted` selects in the records until
+    /// `unpin`; returns their ids.
+    pub fn pin_running(&self, wanted: &dyn Fn(&str) -> bool) -> Vec<String> {
+        self.write_records().pin_running(wanted)
+    }
+
+    /// Keeps `id` in the records until `unpin`; false if it is gone.
+    pub fn pin(&self, id: &str) -> bool {
+        self.write_records().pin(id)
+    }
+
+    pub fn unpin(&self, id: &str) {
+        self.write_records().unpin(id);
+    }
+
+    /// See `Records::catch_up`.
+    pub fn catch_up(
+        &self,
+        since: u64,
+        announced: &dyn Fn(&str) -> bool,
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> CatchUp {
+        self.write_records()
+            .catch_up(since, announced, wanted, &*self.counters)
     }
 
     pub fn view(&self, id: &str) -> Option<ExperimentView> {
@@ -92,8 +137,16 @@ impl EngineHandle {
     }
 
     fn emit(&self, kind: EventKind, experiment: ExperimentView, message: &str) {
+        let mut seq = self.seq();
+        *seq += 1;
+        if kind != EventKind::Started {
+            // Before the send: a stream catching up after a lag then
+            // either sees the number or finds the event still to come.
+            self.write_records().set_end_seq(&experiment.id, *seq);
+        }
         let _ = self.events.send(Event {
             kind,
+            seq: *seq,
             at: SystemTime::now(),
             experiment,
             // Shown as it is in `watch` and by controllers: no controls.
@@ -155,12 +208,7 @@ impl EngineHandle {
                     injected = view.faults.iter().map(|f| f.injected).sum::<u64>(),
                     "experiment ended"
                 );
-                let kind = match state {
-                    State::Expired => EventKind::Expired,
-                    State::Failed => EventKind::Failed,
-                    State::Running | State::Stopped => EventKind::Stopped,
-                };
-                self.emit(kind, view.clone(), message);
+                self.emit(EventKind::ending(state), view.clone(), message);
                 Some(view)
             }
             (Ok(false), view) => view,

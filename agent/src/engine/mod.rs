@@ -23,7 +23,7 @@ use std::{
 use faultline_common::{FaultCounters, MAX_FAULTS};
 pub use handle::EngineHandle;
 pub use policy::Policy;
-pub use records::Records;
+pub use records::{CatchUp, Records};
 use records::{FaultRecord, Record};
 use tracing::warn;
 
@@ -83,9 +83,23 @@ pub enum EventKind {
     Failed,
 }
 
+impl EventKind {
+    /// The event that announces an experiment ending in `state`.
+    pub fn ending(state: State) -> Self {
+        match state {
+            State::Expired => Self::Expired,
+            State::Failed => Self::Failed,
+            State::Running | State::Stopped => Self::Stopped,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Event {
     pub kind: EventKind,
+    /// Position in the engine's event stream (1, 2, ...); 0 for events a
+    /// stream makes itself (counters, deliveries after a lag).
+    pub seq: u64,
     pub at: SystemTime,
     pub experiment: ExperimentView,
     pub message: String,
@@ -318,6 +332,7 @@ impl<K: KernelOps> Engine<K> {
             ended_at: None,
             message: String::new(),
             faults: armed,
+            end_seq: None,
         };
         let mut records = self.write_records();
         records.map.insert(id.clone(), rec);

@@ -3,11 +3,14 @@
 //! under a write lock); views read it and the live counters through their
 //! own handle on the counters map.
 
-use std::{collections::BTreeMap, time::SystemTime};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::SystemTime,
+};
 
 use faultline_common::FaultCounters;
 
-use super::{ExperimentView, FaultView, State};
+use super::{EventKind, ExperimentView, FaultView, State};
 use crate::{
     domain::ExperimentSpec,
     kernel::{CounterSource, Resource},
@@ -48,12 +51,27 @@ pub(super) struct Record {
     pub ended_at: Option<SystemTime>,
     pub message: String,
     pub faults: Vec<FaultRecord>,
+    /// Sequence number of the event that announced the end; `None` while
+    /// running, and for the moment between the end and its event.
+    pub end_seq: Option<u64>,
 }
 
 /// Every experiment, by id.
 #[derive(Default)]
 pub struct Records {
     pub(super) map: BTreeMap<String, Record>,
+    /// Experiments an event stream has announced as running and whose end
+    /// it has not passed on yet: never pruned, so a stream that lags can
+    /// still deliver their final state. Counted per stream.
+    pins: HashMap<String, usize>,
+}
+
+/// What a lagging event stream must deliver again, read under one lock.
+pub struct CatchUp {
+    /// Ended since the stream's last event, oldest end first.
+    pub ended: Vec<(EventKind, ExperimentView)>,
+    /// Running but not announced to the stream yet; now pinned for it.
+    pub started: Vec<ExperimentView>,
 }
 
 impl Records {
@@ -108,12 +126,90 @@ impl Records {
             .collect()
     }
 
-    /// Forgets the oldest finished experiments beyond `KEEP_FINISHED`.
+    /// Pins the running experiments `wanted` selects; returns their ids.
+    pub fn pin_running(&mut self, wanted: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let ids: Vec<String> = self
+            .running_ids()
+            .into_iter()
+            .filter(|id| wanted(id))
+            .collect();
+        for id in &ids {
+            *self.pins.entry(id.clone()).or_default() += 1;
+        }
+        ids
+    }
+
+    /// Pins `id` if it is still known; false if it was pruned already.
+    pub fn pin(&mut self, id: &str) -> bool {
+        if !self.map.contains_key(id) {
+            return false;
+        }
+        *self.pins.entry(id.to_owned()).or_default() += 1;
+        true
+    }
+
+    pub fn unpin(&mut self, id: &str) {
+        if let Some(n) = self.pins.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                self.pins.remove(id);
+            }
+        }
+    }
+
+    pub(super) fn set_end_seq(&mut self, id: &str, seq: u64) {
+        if let Some(r) = self.map.get_mut(id) {
+            r.end_seq = Some(seq);
+        }
+    }
+
+    /// For a stream whose last event was `since` and that has announced
+    /// `announced` as running: the experiments `wanted` selects that ended
+    /// after `since` (or are announced and ended), and those running that
+    /// it has not announced, which are pinned for it here.
+    pub fn catch_up(
+        &mut self,
+        since: u64,
+        announced: &dyn Fn(&str) -> bool,
+        wanted: &dyn Fn(&str) -> bool,
+        counters: &dyn CounterSource,
+    ) -> CatchUp {
+        let mut ended: Vec<(u64, EventKind, ExperimentView)> = Vec::new();
+        let mut started = Vec::new();
+        for r in self.map.values().filter(|r| wanted(&r.id)) {
+            let Some(view) = self.view(&r.id, counters) else {
+                continue;
+            };
+            match (r.state, r.end_seq) {
+                (State::Running, _) if !announced(&r.id) => started.push(view),
+                (State::Running, _) => {}
+                // Its event is not out yet; it will follow in the stream,
+                // where the caller drops it as delivered.
+                (state, None) => ended.push((u64::MAX, EventKind::ending(state), view)),
+                (state, Some(seq)) if seq > since || announced(&r.id) => {
+                    ended.push((seq, EventKind::ending(state), view));
+                }
+                _ => {}
+            }
+        }
+        for v in &started {
+            *self.pins.entry(v.id.clone()).or_default() += 1;
+        }
+        ended.sort_by_key(|(seq, _, v)| (*seq, v.ended_at));
+        started.sort_by_key(|v| v.started_at);
+        CatchUp {
+            ended: ended.into_iter().map(|(_, k, v)| (k, v)).collect(),
+            started,
+        }
+    }
+
+    /// Forgets the oldest finished experiments beyond `KEEP_FINISHED`,
+    /// except those an event stream still owes its subscriber.
     pub(super) fn prune(&mut self) {
         let mut finished: Vec<(SystemTime, String)> = self
             .map
             .values()
-            .filter(|r| r.state != State::Running)
+            .filter(|r| r.state != State::Running && !self.pins.contains_key(&r.id))
             .map(|r| (r.started_at, r.id.clone()))
             .collect();
         if finished.len() > KEEP_FINISHED {

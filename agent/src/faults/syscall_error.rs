@@ -249,6 +249,8 @@ impl Fault for SyscallError {
                         ino: p.ino,
                         dev: p.kernel_dev,
                         has_path: 1,
+                        generation: p.generation.unwrap_or(0),
+                        has_generation: u32::from(p.generation.is_some()),
                     };
                 }
                 vec![

@@ -10,7 +10,7 @@ use crate::{
     engine::{Event, EventKind, ExperimentView, State},
 };
 
-fn ms(t: SystemTime) -> u64 {
+pub(super) fn ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
@@ -60,5 +60,6 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
         at_ms: ms(e.at),
         experiment: Some(experiment_to_proto(&e.experiment)),
         message: e.message.clone(),
+        lost: 0,
     }
 }

@@ -4,5 +4,6 @@
 mod convert;
 mod service;
 mod status;
+mod watch;
 
 pub use service::FaultServiceImpl;

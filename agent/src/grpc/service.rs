@@ -1,23 +1,20 @@
 //! `faultline.v1.FaultService` on top of the engine.
 
-use std::{
-    pin::Pin,
-    time::{Duration, SystemTime},
-};
+use std::{pin::Pin, time::Duration};
 
 use faultline_proto::v1::{self as pb, fault_service_server::FaultService};
 use futures::Stream;
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{
-    convert::{event_to_proto, experiment_to_proto},
+    convert::experiment_to_proto,
     status::{id_arg, refused},
 };
 use crate::{
     domain::{HostResolver, spec_from_proto},
-    engine::{EngineError, EngineHandle, Event, EventKind},
+    engine::{EngineError, EngineHandle},
 };
 
 pub struct FaultServiceImpl {
@@ -137,53 +134,8 @@ impl FaultService for FaultServiceImpl {
         if !filter.is_empty() && self.engine.view(&filter).is_none() {
             return Err(refused("WatchEvents", &EngineError::NotFound(filter)));
         }
-        let mut events = self.engine.subscribe();
-        // Counters go out only for experiments whose Started event this
-        // stream has passed on (or that ran before it opened), so a tick
-        // between arming and the Started broadcast cannot come first.
-        let mut announced: std::collections::HashSet<String> =
-            self.engine.running_ids().into_iter().collect();
-        let engine = self.engine.clone();
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let wanted = |id: &str| filter.is_empty() || filter == id;
-            loop {
-                let out: Vec<Event> = tokio::select! {
-                    () = tx.closed() => break,
-                    ev = events.recv() => match ev {
-                        Ok(ev) if wanted(&ev.experiment.id) => {
-                            match ev.kind {
-                                EventKind::Started => {
-                                    announced.insert(ev.experiment.id.clone());
-                                }
-                                EventKind::Counters => {}
-                                _ => {
-                                    announced.remove(&ev.experiment.id);
-                                }
-                            }
-                            vec![ev]
-                        }
-                        Ok(_) | Err(RecvError::Lagged(_)) => continue,
-                        Err(RecvError::Closed) => break,
-                    },
-                    _ = tick.tick() => {
-                        engine.running_ids()
-                            .iter()
-                            .filter(|id| wanted(id) && announced.contains(*id))
-                            .filter_map(|id| engine.view(id))
-                            .map(|v| Event { kind: EventKind::Counters, at: SystemTime::now(), experiment: v, message: String::new() })
-                            .collect()
-                    }
-                };
-                for ev in out {
-                    if tx.send(Ok(event_to_proto(&ev))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+        tokio::spawn(super::watch::run(self.engine.clone(), filter, period, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -155,6 +155,9 @@ pub struct EventJson {
     pub matched: u64,
     pub injected: u64,
     pub message: String,
+    /// `lagged` only: events the agent dropped for this stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<u64>,
     pub experiment: Option<ExperimentJson>,
 }
 
@@ -168,6 +171,7 @@ impl From<&pb::Event> for EventJson {
             matched: experiment.map_or(0, |e| e.matched),
             injected: experiment.map_or(0, |e| e.injected),
             message: event.message.clone(),
+            lost: (event.r#type == pb::EventType::Lagged as i32).then_some(event.lost),
             experiment: experiment.map(ExperimentJson::from),
         }
     }

@@ -43,7 +43,7 @@ pub fn state_name(state: i32) -> &'static str {
     }
 }
 
-/// Lowercase event type: "started", "counters", "expired", "stopped", "failed".
+/// Lowercase event type: "started", "counters", "expired", "stopped", "failed", "lagged".
 pub fn event_type_name(event_type: i32) -> &'static str {
     match pb::EventType::try_from(event_type) {
         Ok(pb::EventType::Started) => "started",
@@ -51,6 +51,7 @@ pub fn event_type_name(event_type: i32) -> &'static str {
         Ok(pb::EventType::Expired) => "expired",
         Ok(pb::EventType::Stopped) => "stopped",
         Ok(pb::EventType::Failed) => "failed",
+        Ok(pb::EventType::Lagged) => "lagged",
         Ok(pb::EventType::Unspecified) => "unspecified",
         Err(_) => "unknown",
     }

@@ -179,6 +179,16 @@ pub fn write_experiment_detail(
 /// One line per event, self-describing because `watch` prints no header.
 pub fn write_event_line(out: &mut impl Write, event: &pb::Event) -> io::Result<()> {
     let json = EventJson::from(event);
+    if let Some(lost) = json.lost {
+        // No experiment: the stream's own notice, with what it lost.
+        return writeln!(
+            out,
+            "{}  {:<8}  -  lost={lost}  {}",
+            format_time_millis(json.at_ms),
+            json.event_type,
+            json.message.replace('\n', " "),
+        );
+    }
     let mut line = format!(
         "{}  {:<8}  {}  matched={} injected={}",
         format_time_millis(json.at_ms),
@@ -376,6 +386,7 @@ mod tests {
             at_ms: 1_700_000_001_234,
             experiment: Some(running_experiment()),
             message: String::new(),
+            lost: 0,
         };
         let mut out = Vec::new();
         if let Err(err) = write_event_line(&mut out, &event) {
@@ -411,6 +422,29 @@ mod tests {
             text.contains("red\\x1b[31mX\\nfake") && text.contains("team=a\\x1b]0;title\\x07"),
             "the name and the label, escaped:\n{text}"
         );
+    }
+
+    #[test]
+    fn lagged_event_line_and_json_name_the_loss() {
+        let event = pb::Event {
+            r#type: pb::EventType::Lagged as i32,
+            at_ms: 1_700_000_001_234,
+            experiment: None,
+            message: "this stream fell behind; 7 events were dropped".into(),
+            lost: 7,
+        };
+        let mut out = Vec::new();
+        if let Err(err) = write_event_line(&mut out, &event) {
+            panic!("writing to a Vec failed: {err}");
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "2023-11-14T22:13:21.234Z  lagged    -  lost=7  this stream fell behind; 7 events were dropped\n"
+        );
+        let json = serde_json::to_value(EventJson::from(&event)).unwrap_or_default();
+        assert_eq!(json["type"], "lagged");
+        assert_eq!(json["lost"], 7);
+        assert!(json["experiment"].is_null());
     }
 
     #[test]

@@ -222,6 +222,7 @@ impl FaultService for FakeAgent {
             at_ms: 1_700_000_000_000,
             experiment: Some(experiment(self.last_spec(), state)),
             message: String::new(),
+            lost: 0,
         };
         let events = vec![
             Ok(event(pb::EventType::Started, pb::ExperimentState::Running)),

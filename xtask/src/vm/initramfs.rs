@@ -22,9 +22,10 @@ use crate::{
 /// Host programs the tests run, copied at their host paths. busybox has an
 /// `ip` and a `tc` too, but without network namespace or qdisc support;
 /// `bash -c 'timeout 4 cat /dev/zero > /dev/tcp/...'` needs bash's `/dev/tcp`
-/// and coreutils' `timeout` exit code 124.
+/// and coreutils' `timeout` exit code 124. busybox's `mke2fs` makes ext2
+/// only; the path-identity test wants e2fsprogs' ext4.
 const HOST_TOOLS: &[&str] = &[
-    "ip", "tc", "ss", "nsenter", "taskset", "strace", "bash", "timeout", "cat",
+    "ip", "tc", "ss", "nsenter", "taskset", "strace", "bash", "timeout", "cat", "mke2fs",
 ];
 
 /// Where busybox-static installs its binary.

@@ -19,7 +19,16 @@ use crate::{
 };
 
 /// Modules the suite uses, loaded by `/init` (with their dependencies).
-const WANTED_MODULES: &[&str] = &["veth", "sch_ingress", "cls_bpf", "sch_fq", "sch_netem"];
+/// `loop` backs the ext4 file system the path-identity test makes (ext4 itself
+/// is built into Debian's kernels).
+const WANTED_MODULES: &[&str] = &[
+    "veth",
+    "sch_ingress",
+    "cls_bpf",
+    "sch_fq",
+    "sch_netem",
+    "loop",
+];
 
 /// Without these the network tests cannot even build their topology, so a
 /// flavour lacking one is passed over for the next.
