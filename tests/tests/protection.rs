@@ -295,13 +295,12 @@ async fn the_agent_is_spared_in_the_kernel_even_by_name() {
         eprintln!("SKIP in the VM: the same programs run on the host");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("faultline-noprot-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("agent.toml");
+    let dir = Scratch::new("noprot");
+    let config = dir.0.join("agent.toml");
     std::fs::write(&config, "protected_comms = []\n").unwrap();
     let agent = Agent::start_with(&["--config", config.to_str().unwrap()]);
     let mut c = agent.client().await;
-    let (decoy, link_dir) = looping_as("faultline-agent");
+    let decoy = looping_as("faultline-agent", &dir);
     let mut req = experiment(
         syscall_signal("accept4", "STOP", 1.0, 0),
         comm_target("faultline-agent"),
@@ -339,8 +338,6 @@ async fn the_agent_is_spared_in_the_kernel_even_by_name() {
         nix::sys::signal::Signal::SIGCONT,
     );
     drop(decoy);
-    let _ = std::fs::remove_dir_all(link_dir);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Makes the next process this test forks get pid `want`, through
@@ -405,13 +402,10 @@ async fn a_recycled_target_pid_is_never_faulted() {
 
 /// Runs `fl-probe ARGS` under another process name, to completion.
 fn probe_as(name: &str, args: &[&str]) -> ProbeResult {
-    let dir = std::env::temp_dir().join(format!("faultline-as-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let link = dir.join(name);
-    let _ = std::fs::remove_file(&link);
+    let dir = Scratch::new("as");
+    let link = dir.0.join(name);
     std::os::unix::fs::symlink(bin("fl-probe"), &link).unwrap();
     let out = Command::new(&link).args(args).output().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         out.status.success(),
         "{}",
