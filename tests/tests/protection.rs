@@ -263,18 +263,33 @@ async fn protected_processes_in_a_targeted_cgroup_are_spared_in_the_kernel() {
     );
 }
 
-/// `fl-probe loop getppid` under another name.
-fn looping_as(name: &str) -> (ChildGuard, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("faultline-loop-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let link = dir.join(name);
-    let _ = std::fs::remove_file(&link);
+/// A directory of the test's, removed when it goes (a failed test too).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("faultline-{what}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `fl-probe loop getppid` under another name (the link lives in `dir`).
+fn looping_as(name: &str, dir: &Scratch) -> ChildGuard {
+    let link = dir.0.join(name);
     std::os::unix::fs::symlink(bin("fl-probe"), &link).unwrap();
-    let child = Command::new(&link)
-        .args(["loop", "getppid", "5"])
-        .spawn()
-        .unwrap();
-    (ChildGuard(child), dir)
+    ChildGuard(
+        Command::new(&link)
+            .args(["loop", "getppid", "5"])
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn state_of(pid: u32) -> char {
