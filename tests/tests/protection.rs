@@ -302,7 +302,8 @@ fn state_of(pid: u32) -> char {
 
 /// The agent is skipped in the kernel even when a fault names it: with no
 /// protected names configured, a signal fault on its name stops another
-/// process of that name and never the agent.
+/// process of that name and never the agent. The agent runs under a name of
+/// its own (a link), so other agents on the host are not named too.
 #[tokio::test]
 async fn the_agent_is_spared_in_the_kernel_even_by_name() {
     require_root().unwrap();
@@ -310,15 +311,33 @@ async fn the_agent_is_spared_in_the_kernel_even_by_name() {
         eprintln!("SKIP in the VM: the same programs run on the host");
         return;
     }
+    const NAME: &str = "fl-agent-self";
     let dir = Scratch::new("noprot");
     let config = dir.0.join("agent.toml");
     std::fs::write(&config, "protected_comms = []\n").unwrap();
-    let agent = Agent::start_with(&["--config", config.to_str().unwrap()]);
+    let link = dir.0.join("bin").join(NAME);
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    let script = format!(
+        "ln -s \"$1\" {0} && shift && exec {0} \"$@\"",
+        link.display()
+    );
+    let agent = Agent::start_via(
+        dir.0.join("agent"),
+        &["sh", "-c", &script, "sh"],
+        &["--config", config.to_str().unwrap()],
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{}/comm", agent.pid()))
+            .unwrap()
+            .trim(),
+        NAME
+    );
     let mut c = agent.client().await;
-    let decoy = looping_as("faultline-agent", &dir);
+    let decoy_dir = Scratch::new("decoy");
+    let decoy = looping_as(NAME, &decoy_dir);
     let mut req = experiment(
         syscall_signal("accept4", "STOP", 1.0, 0),
-        comm_target("faultline-agent"),
+        comm_target(NAME),
         D,
     );
     req.spec
@@ -329,7 +348,7 @@ async fn the_agent_is_spared_in_the_kernel_even_by_name() {
     let exp = start(&mut c, req).await;
     assert!(
         wait_for(Duration::from_secs(5), || state_of(decoy.0.id()) == 'T'),
-        "the positive control: another process named faultline-agent is stopped"
+        "the positive control: another process of the agent's name is stopped"
     );
     // Every new connection is an accept4 in the agent.
     for _ in 0..5 {
@@ -352,7 +371,6 @@ async fn the_agent_is_spared_in_the_kernel_even_by_name() {
         nix::unistd::Pid::from_raw(decoy.0.id() as i32),
         nix::sys::signal::Signal::SIGCONT,
     );
-    drop(decoy);
 }
 
 /// Makes the next process this test forks get pid `want`, through
