@@ -416,14 +416,20 @@ async fn loss_on_a_tcx_interface_matches_the_configured_probability_both_ways() 
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(view.injected, lost, "{direction:?}: the kernel counted every drop");
-        assert_eq!(view.matched, u64::from(N), "{direction:?}: every datagram matched");
+        assert_eq!(
+            view.injected, lost,
+            "{direction:?}: the kernel counted every drop"
+        );
+        assert_eq!(
+            view.matched,
+            u64::from(N),
+            "{direction:?}: every datagram matched"
+        );
         c.stop_experiment(pb::StopExperimentRequest { id: exp.id })
             .await
             .unwrap();
     }
 }
-
 
 /// Blackhole in cgroup scope, both ways: nothing the target sends to the
 /// matched port arrives (and its sender sees no error), nothing sent to the

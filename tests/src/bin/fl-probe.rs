@@ -60,11 +60,9 @@ fn run(op: &str, addr: &str, count: u64) -> String {
             "udp-connect" => UdpSocket::bind(any)
                 .expect("bind the socket to connect")
                 .connect(addr),
-            "sendto" => {
-                UdpSocket::bind(any)
-                    .and_then(|s| s.send_to(b"x", addr))
-                    .map(drop)
-            }
+            "sendto" => UdpSocket::bind(any)
+                .and_then(|s| s.send_to(b"x", addr))
+                .map(drop),
             other => panic!("unknown op {other}"),
         };
         match res {
