@@ -475,3 +475,93 @@ async fn watch_streams_stopped_after_stop_experiment() {
         "StopExperiment is streamed as Stopped (not Expired)"
     );
 }
+
+/// StopAll ends every experiment, of every kind, in the kernel too: the
+/// target sees each fault before (connects fail, sendto fails, datagrams
+/// vanish), and none right after; the answer names every experiment and
+/// nothing stays attached.
+#[tokio::test]
+async fn stop_all_stops_every_fault_the_target_sees() {
+    require_root().unwrap();
+    if in_vm() {
+        eprintln!("SKIP in the VM: StopAll is the engine's, the same on every kernel");
+        return;
+    }
+    let agent = Agent::start();
+    let mut c = agent.client().await;
+    let cg = TestCgroup::new("stop-all");
+    let acc = Acceptor::new("127.0.0.1");
+    let udp = || {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        s
+    };
+    let (refused, cut) = (udp(), udp());
+    let addr = |s: &std::net::UdpSocket| s.local_addr().unwrap();
+    // Datagrams waiting on a socket, read until 300 ms pass with none.
+    let arrived = |s: &std::net::UdpSocket| {
+        let mut buf = [0u8; 64];
+        std::iter::from_fn(|| s.recv(&mut buf).ok()).count() as u64
+    };
+    let faults: [pb::FaultSpec; 3] = [
+        connect_error("ENOLINK", 1.0, acc.addr.port(), "").into(),
+        syscall_error("sendmsg", "EDOM", 1.0, addr(&refused).port(), "").into(),
+        blackhole(pb::Direction::Egress, udp_to_port(addr(&cut).port())).into(),
+    ];
+    let mut ids = Vec::new();
+    for f in faults {
+        ids.push(
+            start(
+                &mut c,
+                experiment(f, cgroup_target(&cg), Duration::from_secs(60)),
+            )
+            .await
+            .id,
+        );
+    }
+    const N: u64 = 50;
+    let r = probe(Some(&cg), "connect", acc.addr, N);
+    assert_eq!(r.errno("ENOLINK"), N, "before: connects fail: {r:?}");
+    let r = probe(Some(&cg), "sendto", addr(&refused), N);
+    assert_eq!(r.errno("EDOM"), N, "before: sendto fails: {r:?}");
+    assert_eq!(arrived(&refused), 0, "before: nothing sent arrives");
+    let r = probe(Some(&cg), "sendto", addr(&cut), N);
+    assert_eq!(r.ok, N, "a blackhole is silent: {r:?}");
+    assert_eq!(arrived(&cut), 0, "before: the blackholed datagrams vanish");
+
+    let mut stopped = c
+        .stop_all(pb::StopAllRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .stopped_ids;
+    stopped.sort();
+    ids.sort();
+    assert_eq!(stopped, ids, "StopAll names every experiment it stopped");
+
+    let r = probe(Some(&cg), "connect", acc.addr, N);
+    assert_eq!(r.ok, N, "after: every connect succeeds: {r:?}");
+    let r = probe(Some(&cg), "sendto", addr(&refused), N);
+    assert_eq!(r.ok, N, "after: every sendto succeeds: {r:?}");
+    assert_eq!(arrived(&refused), N, "after: and arrives");
+    let r = probe(Some(&cg), "sendto", addr(&cut), N);
+    assert_eq!(r.ok, N, "{r:?}");
+    assert_eq!(arrived(&cut), N, "after: the datagrams arrive again");
+    assert!(
+        agent.links().is_empty(),
+        "nothing stays attached: {:?}",
+        agent.links()
+    );
+    let list = c
+        .list_experiments(pb::ListExperimentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        list.experiments
+            .iter()
+            .all(|e| e.state() == pb::ExperimentState::Stopped),
+        "every experiment is stopped: {list:?}"
+    );
+}

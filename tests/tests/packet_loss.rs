@@ -318,3 +318,203 @@ async fn tcp_transfer_completes_under_five_percent_loss_with_retransmissions() {
         "retransmissions are visible in /proc/net/snmp (saw {retrans})"
     );
 }
+
+/// Loss on both sides of a TCX interface: numbered datagrams into a test
+/// namespace (egress) and out of it (ingress), counted at the receiver,
+/// lose the configured share within binomial bounds; the same flow through
+/// another namespace's interface loses nothing, and the kernel's drop
+/// counter equals what did not arrive.
+#[tokio::test]
+async fn loss_on_a_tcx_interface_matches_the_configured_probability_both_ways() {
+    require_root().unwrap();
+    if in_vm() {
+        eprintln!(
+            "SKIP in the VM: the TCX loss path is the same program on every kernel that has TCX"
+        );
+        return;
+    }
+    let agent = Agent::start();
+    if !supported_or_skip(&agent, "tcx").await {
+        return;
+    }
+    let mut c = agent.client().await;
+    let ns = TestNetns::new();
+    let other = TestNetns::new();
+    const PORT: u16 = 7700;
+    const N: u32 = 20_000;
+    let p = 0.1;
+    let (lo, hi) = binomial_bounds(u64::from(N), p, Z999);
+
+    // Egress: host → namespace, counted by a receiver inside it.
+    let into = |ns: &TestNetns| {
+        let to: SocketAddr = (ns.peer_ips[0], PORT).into();
+        let rx = ns.probe_server(&["udp-count", &to.to_string(), "700"]);
+        let sent = Command::new(bin("fl-probe"))
+            .args(["udp-send", &to.to_string(), &N.to_string()])
+            .output()
+            .unwrap();
+        assert!(sent.status.success(), "{sent:?}");
+        rx.result::<ProbeResult>().ok
+    };
+    // Ingress: namespace → host, counted by a receiver on the host side.
+    let out_of = |ns: &TestNetns, rx: &UdpSocket| {
+        let to = rx.local_addr().unwrap();
+        let receiver = rx.try_clone().unwrap();
+        let counted =
+            std::thread::spawn(move || receive_numbered(&receiver, Duration::from_millis(700)));
+        let sent = ns
+            .command(bin("fl-probe"))
+            .args(["udp-send", &to.to_string(), &N.to_string()])
+            .output()
+            .unwrap();
+        assert!(sent.status.success(), "{sent:?}");
+        counted.join().unwrap().len() as u64
+    };
+
+    for direction in [pb::Direction::Egress, pb::Direction::Ingress] {
+        // Ingress: receivers on the host side of both pairs, on one port,
+        // so that only the interface differs.
+        let rx = udp_receiver(&ns.host_ip.to_string());
+        let port = if direction == pb::Direction::Egress {
+            PORT
+        } else {
+            rx.local_addr().unwrap().port()
+        };
+        let exp = start(
+            &mut c,
+            experiment(
+                packet_loss(p, 0.0, direction, udp_to_port(port)),
+                interface_target(&ns.host_if),
+                Duration::from_secs(60),
+            ),
+        )
+        .await;
+        assert_eq!(exp.faults[0].mechanism, "tcx", "{exp:?}");
+        let (arrived, spared) = if direction == pb::Direction::Egress {
+            (into(&ns), into(&other))
+        } else {
+            let rx_other = UdpSocket::bind((other.host_ip, port)).unwrap();
+            force_receive_buffer(&rx_other);
+            (out_of(&ns, &rx), out_of(&other, &rx_other))
+        };
+        let lost = u64::from(N) - arrived;
+        eprintln!(
+            "TCX {direction:?} loss p={p}: lost {lost} of {N} (99.9 %: {lo:.0}..{hi:.0}); \
+             through the other interface {spared} of {N} arrived"
+        );
+        assert!(
+            (lo..=hi).contains(&(lost as f64)),
+            "{direction:?}: lost {lost} of {N}, expected {lo:.0}..{hi:.0}"
+        );
+        assert_eq!(
+            spared,
+            u64::from(N),
+            "{direction:?}: another interface loses nothing"
+        );
+        let view = c
+            .get_experiment(pb::GetExperimentRequest { id: exp.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            view.injected, lost,
+            "{direction:?}: the kernel counted every drop"
+        );
+        assert_eq!(
+            view.matched,
+            u64::from(N),
+            "{direction:?}: every datagram matched"
+        );
+        c.stop_experiment(pb::StopExperimentRequest { id: exp.id })
+            .await
+            .unwrap();
+    }
+}
+
+/// Blackhole in cgroup scope, both ways: nothing the target sends to the
+/// matched port arrives (and its sender sees no error), nothing sent to the
+/// target's socket on that port reaches it; another port, and a process
+/// outside the cgroup, lose nothing; StopExperiment lifts it at once.
+#[tokio::test]
+async fn blackhole_in_cgroup_scope_cuts_the_targets_flows_both_ways() {
+    require_root().unwrap();
+    if in_vm() {
+        eprintln!("SKIP in the VM: the cgroup_skb drop path is the same on every kernel");
+        return;
+    }
+    let agent = Agent::start();
+    let mut c = agent.client().await;
+    let cg = TestCgroup::new("blackhole");
+    let rx = udp_receiver("127.0.0.1");
+    let rx_other = udp_receiver("127.0.0.1");
+    let port = rx.local_addr().unwrap().port();
+    const N: u32 = 2_000;
+
+    // The target's own receiver, on the matched port of another address.
+    let target_rx: SocketAddr = ([127, 0, 0, 2], port).into();
+    let mut cmd = cg.command(bin("fl-probe"));
+    cmd.args(["udp-count", &target_rx.to_string(), "700"]);
+    let target = Listener::spawn(cmd);
+
+    let exp = start(
+        &mut c,
+        experiment(
+            blackhole(pb::Direction::Both, udp_to_port(port)),
+            cgroup_target(&cg),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
+    let egress = send_numbered(Some(&cg), &rx, N);
+    assert!(
+        egress.is_empty(),
+        "none of the target's datagrams arrive: {} did",
+        egress.len()
+    );
+    assert_eq!(
+        send_numbered(Some(&cg), &rx_other, N).len(),
+        N as usize,
+        "the target's datagrams to another port all arrive"
+    );
+    assert_eq!(
+        send_numbered(None, &rx, N).len(),
+        N as usize,
+        "a sender outside the cgroup loses nothing"
+    );
+    // Into the target: the receiver waits for its first datagram, so a
+    // flow it never sees leaves no trace until the second one, sent after
+    // the stop: it must count each number once, with no repeats.
+    let send_to_target = || {
+        let out = Command::new(bin("fl-probe"))
+            .args(["udp-send", &target_rx.to_string(), &N.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    send_to_target();
+    let view = c
+        .get_experiment(pb::GetExperimentRequest { id: exp.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    c.stop_experiment(pb::StopExperimentRequest { id: exp.id })
+        .await
+        .unwrap();
+    send_to_target();
+    let into: ProbeResult = target.result();
+    assert_eq!(
+        (into.ok, into.errno("repeats")),
+        (u64::from(N), 0),
+        "the target received only the flow sent after the stop: {into:?}"
+    );
+    assert_eq!(
+        view.injected,
+        2 * u64::from(N),
+        "the kernel dropped the target's flow and the flow into it: {view:?}"
+    );
+    assert_eq!(
+        send_numbered(Some(&cg), &rx, N).len(),
+        N as usize,
+        "after the stop the target's datagrams arrive"
+    );
+}

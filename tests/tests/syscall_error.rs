@@ -299,3 +299,89 @@ async fn exclude_comm_spares_that_name_inside_the_targeted_cgroup() {
         "the process named by exclude_comm is spared: {kept:?}"
     );
 }
+
+/// A UDP socket on `ip` with a free port: a receiver whose datagrams can be
+/// counted, or (dropped at once) a port nothing else will take soon.
+fn udp_socket(ip: &str) -> std::net::UdpSocket {
+    let s = std::net::UdpSocket::bind(format!("{ip}:0")).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    s
+}
+
+/// Datagrams waiting on `sock`, read until 300 ms pass with none.
+fn datagrams(sock: &std::net::UdpSocket) -> u64 {
+    let mut buf = [0u8; 64];
+    std::iter::from_fn(|| sock.recv(&mut buf).ok()).count() as u64
+}
+
+/// UDP connect (both families), IPv6 bind and IPv6 sendmsg fail in the
+/// target with the errno configured; the same calls to another port, to
+/// another family, or from outside the cgroup succeed. The errnos are ones
+/// no socket call on loopback returns on its own (ENOLINK, ESTALE, EDOM), so
+/// only the fault can have produced them; the receiver counts what arrived.
+#[tokio::test]
+async fn udp_connect_and_ipv6_bind_and_sendmsg_fail_with_the_configured_errno() {
+    require_root().unwrap();
+    if in_vm() {
+        eprintln!(
+            "SKIP in the VM: the cgroup sock_addr hooks and their families are the same on every \
+             kernel; the other tests of this file run them there"
+        );
+        return;
+    }
+    let agent = Agent::start();
+    let mut client = agent.client().await;
+    let cg = TestCgroup::new("udp-v6");
+    let port_of = |s: &std::net::UdpSocket| s.local_addr().unwrap().port();
+    // UDP connect needs no peer: the ports only have to be free.
+    let connect_port = port_of(&udp_socket("127.0.0.1"));
+    let other_port = port_of(&udp_socket("127.0.0.1"));
+    let bind_port = port_of(&udp_socket("[::1]"));
+    let bind_other = port_of(&udp_socket("[::1]"));
+    let sink = udp_socket("[::1]");
+    let sink_other = udp_socket("[::1]");
+
+    let mut req = experiment(
+        connect_error("ENOLINK", 1.0, connect_port, ""),
+        cgroup_target(&cg),
+        Duration::from_secs(60),
+    );
+    let faults = &mut req.spec.as_mut().unwrap().faults;
+    faults.push(syscall_error("bind", "ESTALE", 1.0, bind_port, "::1/128").into());
+    faults.push(syscall_error("sendmsg", "EDOM", 1.0, port_of(&sink), "::1/128").into());
+    start(&mut client, req).await;
+
+    let v4 = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let v6 = |port: u16| std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    let n = 100;
+    let seen = |op: &str, addr, inside: bool| probe(inside.then_some(&cg), op, addr, n);
+
+    let r = seen("udp-connect", v4(connect_port), true);
+    assert_eq!(r.errno("ENOLINK"), n, "UDP connect (IPv4) fails: {r:?}");
+    let r = seen("udp-connect", v6(connect_port), true);
+    assert_eq!(r.errno("ENOLINK"), n, "UDP connect (IPv6) fails: {r:?}");
+    let r = seen("udp-connect", v4(other_port), true);
+    assert_eq!(r.ok, n, "UDP connect to another port works: {r:?}");
+    let r = seen("udp-connect", v4(connect_port), false);
+    assert_eq!(r.ok, n, "UDP connect outside the cgroup works: {r:?}");
+
+    let r = seen("bind", v6(bind_port), true);
+    assert_eq!(r.errno("ESTALE"), n, "IPv6 bind to the port fails: {r:?}");
+    let r = seen("bind", v6(bind_other), true);
+    assert_eq!(r.ok, n, "IPv6 bind to another port works: {r:?}");
+    let r = seen("bind", v4(bind_port), true);
+    assert_eq!(r.ok, n, "IPv4 bind, outside ::1/128, works: {r:?}");
+    let r = seen("bind", v6(bind_port), false);
+    assert_eq!(r.ok, n, "IPv6 bind outside the cgroup works: {r:?}");
+
+    let r = seen("sendto", sink.local_addr().unwrap(), true);
+    assert_eq!(r.errno("EDOM"), n, "IPv6 sendto the port fails: {r:?}");
+    assert_eq!(datagrams(&sink), 0, "and none of its datagrams arrived");
+    let r = seen("sendto", sink_other.local_addr().unwrap(), true);
+    assert_eq!(r.ok, n, "IPv6 sendto another port works: {r:?}");
+    assert_eq!(datagrams(&sink_other), n, "and every datagram arrived");
+    let r = seen("sendto", sink.local_addr().unwrap(), false);
+    assert_eq!(r.ok, n, "IPv6 sendto outside the cgroup works: {r:?}");
+    assert_eq!(datagrams(&sink), n, "and every datagram arrived");
+}

@@ -4,6 +4,7 @@
 //! fl-probe connect ADDR COUNT      TCP connect() COUNT times
 //! fl-probe bind ADDR COUNT         bind() a UDP socket COUNT times
 //! fl-probe sendto ADDR COUNT       unconnected UDP sendto() COUNT times
+//! fl-probe udp-connect ADDR COUNT  connect() a UDP socket COUNT times (IPv4 or IPv6 by ADDR)
 //! fl-probe loop SYSCALL PERIOD_MS  call getppid|uname|getcwd forever
 //! fl-probe first-error ADDR       connect in a loop until one fails; print when
 //! fl-probe serve                   read commands ("connect ADDR N", ...) from stdin, answer each
@@ -44,22 +45,24 @@ fn run(op: &str, addr: &str, count: u64) -> String {
     let addr: SocketAddr = addr.parse().expect("ADDR must be ip:port");
     let mut ok = 0u64;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let any: SocketAddr = if addr.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    }
+    .parse()
+    .unwrap();
     for _ in 0..count {
         let res = match op {
             "connect" => TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(drop),
             "bind" => UdpSocket::bind(addr).map(drop),
-            "sendto" => {
-                let any: SocketAddr = if addr.is_ipv4() {
-                    "127.0.0.1:0"
-                } else {
-                    "[::1]:0"
-                }
-                .parse()
-                .unwrap();
-                UdpSocket::bind(any)
-                    .and_then(|s| s.send_to(b"x", addr))
-                    .map(drop)
-            }
+            // The bind to port 0 is set-up; the connect is what a fault hits.
+            "udp-connect" => UdpSocket::bind(any)
+                .expect("bind the socket to connect")
+                .connect(addr),
+            "sendto" => UdpSocket::bind(any)
+                .and_then(|s| s.send_to(b"x", addr))
+                .map(drop),
             other => panic!("unknown op {other}"),
         };
         match res {
@@ -573,7 +576,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: fl-probe connect|bind|sendto ADDR COUNT | loop SYSCALL PERIOD_MS | serve"
+                "usage: fl-probe connect|bind|sendto|udp-connect ADDR COUNT | loop SYSCALL PERIOD_MS | serve"
             );
             std::process::exit(2);
         }
