@@ -105,7 +105,7 @@ fn spawn_prober(engine: EngineHandle) {
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
     let _lock = state::prepare(&cfg)?;
-    let mut kernel = Kernel::load()?;
+    let mut kernel = Kernel::load(cfg.nth_call_capacity)?;
     kernel.enable_qdiscs(&cfg.state_dir);
     kernel.set_keep_tcx_hooks(cfg.keep_tcx_hooks);
     kernel.set_interface_via_cgroup(cfg.interface_via_cgroup);

@@ -112,9 +112,10 @@ assert_layout!(KernelOffsets, 48, {
     sock_num: u32 = 44,
 });
 
-assert_layout!(FaultCounters, 16, {
+assert_layout!(FaultCounters, 24, {
     matched: u64 = 0,
     injected: u64 = 8,
+    not_injected_map_full: u64 = 16,
 });
 
 assert_layout!(AgentConfig, 28, {

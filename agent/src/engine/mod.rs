@@ -57,6 +57,8 @@ pub struct FaultView {
     pub mechanism: &'static str,
     pub matched: u64,
     pub injected: u64,
+    /// `nth_call` calls not injected because the kernel's count map was full.
+    pub not_injected_map_full: u64,
     pub summary: String,
 }
 

@@ -118,11 +118,14 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Loads the object and every program (nothing is attached yet). A
+    /// Loads the object and every program (nothing is attached yet), with
+    /// `FL_NTH` sized for `nth_call_capacity` per-process call counts. A
     /// program the kernel refuses makes its mechanism unavailable, with the
     /// reason kept for `GetCapabilities`.
-    pub fn load() -> Result<Self, KernelError> {
-        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+    pub fn load(nth_call_capacity: u32) -> Result<Self, KernelError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("FL_NTH", nth_call_capacity)
+            .load(OBJECT)?;
         let mut unavailable = BTreeMap::new();
         let cgroup_root = match cgroup::cgroup2_mount() {
             Ok(path) => match File::open(&path) {
@@ -480,6 +483,7 @@ fn sum_per_cpu(per_cpu: &PerCpuValues<FaultCounters>) -> FaultCounters {
         .fold(FaultCounters::default(), |acc, c| FaultCounters {
             matched: acc.matched + c.matched,
             injected: acc.injected + c.injected,
+            not_injected_map_full: acc.not_injected_map_full + c.not_injected_map_full,
         })
 }
 
