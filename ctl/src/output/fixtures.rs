@@ -69,7 +69,7 @@ pub fn network_experiment() -> pb::Experiment {
             blackhole(Unspecified, None),
             duplicate(0.1, Ingress, Some(udp_from_dns)),
             corrupt(0.01, true, Egress, to_ports("tcp", "5432")),
-            bandwidth(10_000_000, 65_536, Egress, to_ports("udp", "")),
+            bandwidth(10_000_000, 131_072, Egress, to_ports("udp", "")),
         ]
         .map(|kind| pb::FaultSpec { kind: Some(kind) })
         .into(),
@@ -128,7 +128,7 @@ pub fn network_experiment() -> pb::Experiment {
                 matched: 1_000,
                 injected: 30,
                 not_injected_map_full: 0,
-                summary: "egress rate=10000000 bit/s burst=65536 B udp".into(),
+                summary: "egress rate=10000000 bit/s burst=131072 B udp".into(),
             },
         ],
         ..Default::default()

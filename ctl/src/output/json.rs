@@ -260,9 +260,9 @@ mod tests {
                  "match": {"protocol": "tcp", "src_cidr": "", "dst_cidr": "",
                            "src_ports": "", "dst_ports": "5432", "include_ssh": false}}}},
             {"index": 4, "kind": "bandwidth", "mechanism": "tcx", "matched": 1_000, "injected": 30, "not_injected_map_full": 0,
-             "summary": "egress rate=10000000 bit/s burst=65536 B udp",
+             "summary": "egress rate=10000000 bit/s burst=131072 B udp",
              "spec": {"bandwidth": {
-                 "rate_bits_per_sec": 10_000_000, "burst_bytes": 65_536, "direction": "egress",
+                 "rate_bits_per_sec": 10_000_000, "burst_bytes": 131_072, "direction": "egress",
                  "match": {"protocol": "udp", "src_cidr": "", "dst_cidr": "",
                            "src_ports": "", "dst_ports": "", "include_ssh": false}}}},
         ]);

@@ -344,7 +344,7 @@ mod tests {
                     "tcx",
                     "1000",
                     "30",
-                    "egress rate=10000000 bit/s burst=65536 B udp"
+                    "egress rate=10000000 bit/s burst=131072 B udp"
                 ],
             ],
             "one row per fault:\n{text}"

@@ -72,7 +72,7 @@ pub fn experiment(spec: pb::ExperimentSpec, state: pb::ExperimentState) -> pb::E
                 index,
                 "bandwidth",
                 network,
-                "egress rate=10000000 bit/s burst=65536 B udp",
+                "egress rate=10000000 bit/s burst=131072 B udp",
             ),
             _ => status(
                 index,
