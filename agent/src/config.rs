@@ -45,6 +45,7 @@ struct FileConfig {
     keep_tcx_hooks: Option<bool>,
     interface_hooks: Option<String>,
     nth_call_capacity: Option<u32>,
+    ssh_ports: Option<Vec<u16>>,
 }
 
 /// Command line; every flag also reads an environment variable.
@@ -117,6 +118,9 @@ pub struct Config {
     pub interface_via_cgroup: bool,
     /// Entries of the kernel's `nth_call` count map (`FL_NTH`).
     pub nth_call_capacity: u32,
+    /// Ports network faults spare (unless `include_ssh`), besides those
+    /// sshd is found listening on.
+    pub ssh_ports: Vec<u16>,
 }
 
 /// When the agent loads (and the kernel verifies) its programs.
@@ -149,7 +153,8 @@ fn overlay(base: &mut FileConfig, top: FileConfig) {
         probe,
         keep_tcx_hooks,
         interface_hooks,
-        nth_call_capacity
+        nth_call_capacity,
+        ssh_ports
     );
 }
 
@@ -175,6 +180,7 @@ impl Config {
                 keep_tcx_hooks: cli.keep_tcx_hooks,
                 interface_hooks: cli.interface_hooks.clone(),
                 nth_call_capacity: cli.nth_call_capacity,
+                ssh_ports: None,
             },
         );
         let mut cfg = Self::validate(merged)?;
@@ -263,7 +269,15 @@ impl Config {
                 ),
             });
         }
+        let ssh_ports = f.ssh_ports.unwrap_or_else(|| vec![22]);
+        if ssh_ports.contains(&0) {
+            return Err(ConfigError::Invalid {
+                key: "ssh_ports",
+                reason: "0 is not a port".into(),
+            });
+        }
         Ok(Self {
+            ssh_ports,
             nth_call_capacity,
             probe,
             interface_via_cgroup,
@@ -314,6 +328,7 @@ mod tests {
         assert_eq!(cfg.listen, None);
         assert!(cfg.keep_tcx_hooks);
         assert_eq!(cfg.nth_call_capacity, 8192);
+        assert_eq!(cfg.ssh_ports, [22]);
     }
 
     #[test]
@@ -370,6 +385,18 @@ mod tests {
             err.contains("`listen`") && err.contains("loopback"),
             "{err}"
         );
+
+        std::fs::write(&file, "ssh_ports = [22, 2222]\n").unwrap();
+        assert_eq!(Config::load(&c).unwrap().ssh_ports, [22, 2222]);
+        for bad in [
+            "ssh_ports = [0]\n",
+            "ssh_ports = [65536]\n",
+            "ssh_ports = 22\n",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let err = Config::load(&c).unwrap_err().to_string();
+            assert!(err.contains("ssh_ports"), "{bad}: {err}");
+        }
 
         std::fs::write(&file, "max_duraton = \"1h\"\n").unwrap();
         let err = Config::load(&c).unwrap_err().to_string();

@@ -118,6 +118,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         protected_comms: cfg.protected_comms.clone(),
     };
     kernel.set_protected_comms(&policy.protected_comms)?;
+    kernel.set_ssh_ports(&cfg.ssh_ports)?;
     let engine = EngineHandle::new(Engine::new(kernel, policy));
     if cfg.probe == ProbeMode::Start {
         spawn_prober(engine.clone());

@@ -82,6 +82,7 @@ fn pace(ctx: &SockAddrContext, v6: bool) {
         dst,
         sport: 0,
         dport: u32::from(u16::from_be(port as u16)),
+        ports_unknown: false,
     };
     if let Some(mut rate) = pacing_rate(cfg, &p, false) {
         // SAFETY: the program's own context; `rate` is a live u32 on the stack

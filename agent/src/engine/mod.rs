@@ -323,6 +323,7 @@ impl<K: KernelOps> Engine<K> {
             p.slot.deadline_ns = deadline_ns;
         }
         self.kernel.set_protected(&self.policy.protected_pids)?;
+        self.kernel.refresh_ssh_ports()?;
         let mut armed: Vec<FaultRecord> = Vec::with_capacity(plans.len());
         for (i, a) in plans.into_iter().enumerate() {
             match self.arm_one(a) {

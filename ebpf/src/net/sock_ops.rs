@@ -75,6 +75,7 @@ pub fn fl_sock_ops(ctx: SockOpsContext) -> u32 {
         dst: if listen { [0; 4] } else { remote },
         sport: if listen { local_port } else { 0 },
         dport: if listen { 0 } else { u32::from_be(port) },
+        ports_unknown: false,
     };
     if let Some(mut rate) = pacing_rate(cfg, &p, listen) {
         // SAFETY: the program's own context; `rate` is a live u32 on the stack
