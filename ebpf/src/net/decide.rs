@@ -18,19 +18,6 @@ use crate::slots::{SLOTS, count, dry_run, live};
 #[map(name = "FL_NET_SLOTS")]
 static NET_SLOTS: Array<u32> = Array::with_max_entries(MAX_NET_SLOTS, 0);
 
-/// The ports SSH is served on, a bitmap (bit `port % 64` of word
-/// `port / 64`): the agent's configured `ssh_ports` and the ports sshd
-/// listens on, refreshed when an experiment starts.
-#[map(name = "FL_SSH_PORTS")]
-static SSH_PORTS: Array<u64> = Array::with_max_entries(1024, 0);
-
-#[inline(always)]
-fn ssh_port(port: u32) -> bool {
-    SSH_PORTS
-        .get(port >> 6)
-        .is_some_and(|w| (*w >> (port & 63)) & 1 != 0)
-}
-
 /// The `j`th listed network slot: None past the end of the list, else its
 /// index and the slot (None for an index out of range).
 #[inline(always)]
@@ -90,7 +77,7 @@ fn in_net(addr: &[u32; 4], net: &[u32; 4], prefix: u32, words: usize) -> bool {
 pub(crate) fn packet_matches(m: &NetMatch, fl: u32, p: &Packet, ctl_port: u32) -> bool {
     // Unless the fault includes SSH: never a packet to or from an SSH
     // port, nor one that may be TCP whose ports could not be read.
-    if fl & flags::INCLUDE_SSH == 0 && (p.ports_unknown || ssh_port(p.sport) || ssh_port(p.dport)) {
+    if fl & flags::INCLUDE_SSH == 0 && p.ssh != 0 {
         return false;
     }
     if ctl_port != 0 && (p.sport == ctl_port || p.dport == ctl_port) {

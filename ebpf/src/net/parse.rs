@@ -5,7 +5,11 @@
 //! extension headers than the walk takes) is marked `ports_unknown`, so
 //! that the SSH exemption spares it.
 
-use aya_ebpf::programs::{SkBuffContext, TcContext};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, PerCpuArray},
+    programs::{SkBuffContext, TcContext},
+};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -25,8 +29,48 @@ pub(crate) struct Packet {
     pub(crate) dst: [u32; 4],
     pub(crate) sport: u32,
     pub(crate) dport: u32,
-    /// The packet may be TCP but its ports could not be read (they are 0).
-    pub(crate) ports_unknown: bool,
+    /// 1 when network faults spare the packet unless they include SSH:
+    /// to or from an SSH port, or possibly TCP with ports unread (0 then).
+    /// Computed once per packet, without branches, so that the slot loop
+    /// does not split the verifier's states on it.
+    pub(crate) ssh: u64,
+}
+
+/// Where `parse` leaves its result and reads it back: the verifier does
+/// not track map memory, so every way through the parser (IPv4 or IPv6,
+/// fragment or not, extension headers walked) hands the same unknown
+/// values to the slot loop, which it then verifies once instead of once per
+/// way (it is most of the packet programs' verification).
+#[map(name = "FL_PKT_SCRATCH")]
+static PKT_SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+
+/// `p`, through `PKT_SCRATCH` (see there).
+#[inline(always)]
+fn launder(p: Packet) -> Option<Packet> {
+    let s = PKT_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: `s` is non-null (a successful lookup) and points at this CPU's
+    // value, valid for the program's run; these programs run with
+    // migration disabled and do not nest, so nothing else uses it. The
+    // volatile read keeps the store and the load (what hides the values).
+    unsafe {
+        s.write(p);
+        Some(core::ptr::read_volatile(s))
+    }
+}
+
+/// The ports SSH is served on, a bitmap (bit `port % 64` of word
+/// `port / 64`): the agent's configured `ssh_ports` and the ports sshd
+/// listens on, refreshed when an experiment starts.
+#[map(name = "FL_SSH_PORTS")]
+static SSH_PORTS: Array<u64> = Array::with_max_entries(1024, 0);
+
+/// 1 if either port is an SSH port (None only if the map lookup fails,
+/// which it cannot for a port below 65536).
+#[inline(always)]
+pub(crate) fn ssh_ports(sport: u32, dport: u32) -> Option<u64> {
+    let s = *SSH_PORTS.get((sport >> 6) & 1023)?;
+    let d = *SSH_PORTS.get((dport >> 6) & 1023)?;
+    Some(((s >> (sport & 63)) | (d >> (dport & 63))) & 1)
 }
 
 /// IPv6 extension headers walked before giving up on the L4 header:
@@ -111,7 +155,7 @@ pub(crate) fn parse(eth_proto: u16, l3: usize, ctx: &impl Headers) -> Option<Pac
         dst: [0; 4],
         sport: 0,
         dport: 0,
-        ports_unknown: false,
+        ssh: 0,
     };
     // Where the L4 header is, and whether it is in this packet.
     let (l4, has_l4) = if eth_proto == ETH_P_IP {
@@ -146,8 +190,8 @@ pub(crate) fn parse(eth_proto: u16, l3: usize, ctx: &impl Headers) -> Option<Pac
     if !has_l4 {
         // Ports unread: such a packet may be SSH unless it is known not
         // to be TCP (an extension header left unwalked may hide TCP).
-        p.ports_unknown = p.proto == IPPROTO_TCP || is_ext_header(p.proto);
-        return Some(p);
+        p.ssh = u64::from(p.proto == IPPROTO_TCP || is_ext_header(p.proto));
+        return launder(p);
     }
     if p.proto == 17 {
         p.payload = l4 + 8;
@@ -162,5 +206,6 @@ pub(crate) fn parse(eth_proto: u16, l3: usize, ctx: &impl Headers) -> Option<Pac
         p.sport = u32::from(u16::from_be_bytes([ports[0], ports[1]]));
         p.dport = u32::from(u16::from_be_bytes([ports[2], ports[3]]));
     }
-    Some(p)
+    p.ssh = ssh_ports(p.sport, p.dport)?;
+    launder(p)
 }
