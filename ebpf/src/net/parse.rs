@@ -1,11 +1,12 @@
 //! Packet parsing shared by the cgroup_skb, TCX and DNS programs: the
 //! L3/L4 fields faults match on, read with fixed-size loads. IPv6
-//! extension headers are walked (a bounded number); a packet whose TCP
-//! ports cannot be read (an IPv4 or IPv6 non-first fragment, or more
-//! extension headers than the walk takes) is marked `ports_unknown`, so
-//! that the SSH exemption spares it.
+//! extension headers are walked (a bounded number); a packet that may be
+//! TCP but whose ports cannot be read (an IPv4 or IPv6 non-first fragment,
+//! or more extension headers than the walk takes) is marked `ssh`, so that
+//! the SSH exemption spares it.
 
 use aya_ebpf::{
+    helpers::generated::bpf_get_prandom_u32,
     macros::map,
     maps::{Array, PerCpuArray},
     programs::{SkBuffContext, TcContext},
@@ -31,9 +32,14 @@ pub(crate) struct Packet {
     pub(crate) dport: u32,
     /// 1 when network faults spare the packet unless they include SSH:
     /// to or from an SSH port, or possibly TCP with ports unread (0 then).
-    /// Computed once per packet, without branches, so that the slot loop
-    /// does not split the verifier's states on it.
+    /// Computed once per packet, not per slot.
     pub(crate) ssh: u64,
+}
+
+/// `PKT_SCRATCH`'s value: a packet, and the tag of the run that wrote it.
+pub(crate) struct Scratch {
+    tag: u32,
+    p: Packet,
 }
 
 /// Where `parse` leaves its result and reads it back: the verifier does
@@ -42,19 +48,29 @@ pub(crate) struct Packet {
 /// values to the slot loop, which it then verifies once instead of once per
 /// way (it is most of the packet programs' verification).
 #[map(name = "FL_PKT_SCRATCH")]
-static PKT_SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+static PKT_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// `p`, through `PKT_SCRATCH` (see there).
+/// `p`, through `PKT_SCRATCH` (see there). A packet program can be
+/// interrupted on its CPU by a softirq running another one (an ACK sent
+/// from softirq while a process's packet is in the egress hook), which
+/// would overwrite the value: a random tag is written first and checked
+/// last, and if another run wrote meanwhile, None (the packet is left
+/// alone, like one that does not parse).
 #[inline(always)]
 fn launder(p: Packet) -> Option<Packet> {
     let s = PKT_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: bpf_get_prandom_u32 takes no arguments and touches no memory.
+    let tag = unsafe { bpf_get_prandom_u32() };
     // SAFETY: `s` is non-null (a successful lookup) and points at this CPU's
-    // value, valid for the program's run; these programs run with
-    // migration disabled and do not nest, so nothing else uses it. The
-    // volatile read keeps the store and the load (what hides the values).
+    // value, valid for the program's run (migration is disabled); a nested
+    // run on this CPU may write it too, which the tag detects. Volatile
+    // accesses keep the stores and loads in this order (the round trip is
+    // what hides the values from the verifier).
     unsafe {
-        s.write(p);
-        Some(core::ptr::read_volatile(s))
+        core::ptr::write_volatile(&raw mut (*s).tag, tag);
+        core::ptr::write_volatile(&raw mut (*s).p, p);
+        let out = core::ptr::read_volatile(&raw const (*s).p);
+        (core::ptr::read_volatile(&raw const (*s).tag) == tag).then_some(out)
     }
 }
 
