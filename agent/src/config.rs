@@ -18,6 +18,11 @@ pub const DEFAULT_CONFIG: &str = include_str!("../default-config.toml");
 pub const EXIT_CONFIG: i32 = 64;
 /// Experiments can never be longer than this, whatever the config says.
 const HARD_MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `FL_NTH`'s size unless configured.
+const DEFAULT_NTH_CALL_CAPACITY: u32 = 8192;
+/// 16 Mi entries (about 0.5 GiB of kernel memory at most): beyond that a
+/// typo, not a plan.
+const MAX_NTH_CALL_CAPACITY: u32 = 1 << 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,6 +48,8 @@ struct FileConfig {
     probe: Option<String>,
     keep_tcx_hooks: Option<bool>,
     interface_hooks: Option<String>,
+    nth_call_capacity: Option<u32>,
+    ssh_ports: Option<Vec<u16>>,
 }
 
 /// Command line; every flag also reads an environment variable.
@@ -96,6 +103,10 @@ pub struct Cli {
     /// the kernel has it, else cgroup_skb) or "cgroup_skb".
     #[arg(long, env = "FAULTLINE_INTERFACE_HOOKS")]
     pub interface_hooks: Option<String>,
+    /// Per-process call counts the kernel keeps for `nth_call` signal
+    /// faults, all slots together (a process without room is not signalled).
+    #[arg(long, env = "FAULTLINE_NTH_CALL_CAPACITY")]
+    pub nth_call_capacity: Option<u32>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -116,6 +127,11 @@ pub struct Config {
     pub keep_tcx_hooks: bool,
     /// Interface scope on the cgroup_skb programs even where TCX exists.
     pub interface_via_cgroup: bool,
+    /// Entries of the kernel's `nth_call` count map (`FL_NTH`).
+    pub nth_call_capacity: u32,
+    /// Ports network faults spare (unless `include_ssh`), besides those
+    /// sshd is found listening on.
+    pub ssh_ports: Vec<u16>,
 }
 
 /// When the agent loads (and the kernel verifies) its programs.
@@ -148,7 +164,9 @@ fn overlay(base: &mut FileConfig, top: FileConfig) {
         log,
         probe,
         keep_tcx_hooks,
-        interface_hooks
+        interface_hooks,
+        nth_call_capacity,
+        ssh_ports
     );
 }
 
@@ -174,6 +192,8 @@ impl Config {
                 probe: cli.probe.clone(),
                 keep_tcx_hooks: cli.keep_tcx_hooks,
                 interface_hooks: cli.interface_hooks.clone(),
+                nth_call_capacity: cli.nth_call_capacity,
+                ssh_ports: None,
             },
         );
         let mut cfg = Self::validate(merged)?;
@@ -266,7 +286,25 @@ impl Config {
                 });
             }
         };
+        let nth_call_capacity = f.nth_call_capacity.unwrap_or(DEFAULT_NTH_CALL_CAPACITY);
+        if !(1..=MAX_NTH_CALL_CAPACITY).contains(&nth_call_capacity) {
+            return Err(ConfigError::Invalid {
+                key: "nth_call_capacity",
+                reason: format!(
+                    "must be between 1 and {MAX_NTH_CALL_CAPACITY} entries, got {nth_call_capacity}"
+                ),
+            });
+        }
+        let ssh_ports = f.ssh_ports.unwrap_or_else(|| vec![22]);
+        if ssh_ports.contains(&0) {
+            return Err(ConfigError::Invalid {
+                key: "ssh_ports",
+                reason: "0 is not a port".into(),
+            });
+        }
         Ok(Self {
+            ssh_ports,
+            nth_call_capacity,
             probe,
             interface_via_cgroup,
             keep_tcx_hooks: f.keep_tcx_hooks.unwrap_or(true),
@@ -356,6 +394,20 @@ mod tests {
         }
         assert_eq!(cfg.listen, None);
         assert!(cfg.keep_tcx_hooks);
+        assert_eq!(cfg.nth_call_capacity, 8192);
+        assert_eq!(cfg.ssh_ports, [22]);
+    }
+
+    #[test]
+    fn nth_call_capacity_from_flag_and_bad_values_name_the_key() {
+        let mut c = cli();
+        c.nth_call_capacity = Some(2);
+        assert_eq!(Config::load(&c).unwrap().nth_call_capacity, 2);
+        for bad in [0, (1 << 24) + 1] {
+            c.nth_call_capacity = Some(bad);
+            let e = Config::load(&c).unwrap_err().to_string();
+            assert!(e.contains("`nth_call_capacity`"), "{e}");
+        }
     }
 
     #[test]
@@ -450,6 +502,17 @@ mod tests {
             err.contains("protected_pids") && err.contains("4098"),
             "{err}"
         );
+        std::fs::write(&file, "ssh_ports = [22, 2222]\n").unwrap();
+        assert_eq!(Config::load(&c).unwrap().ssh_ports, [22, 2222]);
+        for bad in [
+            "ssh_ports = [0]\n",
+            "ssh_ports = [65536]\n",
+            "ssh_ports = 22\n",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let err = Config::load(&c).unwrap_err().to_string();
+            assert!(err.contains("ssh_ports"), "{bad}: {err}");
+        }
 
         std::fs::write(&file, "max_duraton = \"1h\"\n").unwrap();
         let err = Config::load(&c).unwrap_err().to_string();

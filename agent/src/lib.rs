@@ -22,4 +22,5 @@ pub mod kernel;
 pub mod names;
 pub mod qdisc;
 pub mod server;
+pub mod ssh;
 pub mod state;

@@ -123,7 +123,7 @@ fn spawn_prober(engine: EngineHandle) {
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
     let _lock = state::prepare(&cfg)?;
-    let mut kernel = Kernel::load()?;
+    let mut kernel = Kernel::load(cfg.nth_call_capacity)?;
     kernel.enable_qdiscs(&cfg.state_dir);
     kernel.set_keep_tcx_hooks(cfg.keep_tcx_hooks);
     kernel.set_interface_via_cgroup(cfg.interface_via_cgroup);
@@ -140,6 +140,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     kernel.set_protected_comms(&policy.protected_comms)?;
     kernel.set_protected(&policy.protected_pids)?;
+    kernel.set_ssh_ports(&cfg.ssh_ports)?;
     let engine = EngineHandle::new(Engine::new(kernel, policy));
     spawn_task_flags_reader(engine.clone(), agent_cgroup.clone());
     if cfg.probe == ProbeMode::Start {

@@ -17,6 +17,11 @@ pub const INV_B: u64 = {
 };
 /// Longest name the programs read, in wire bytes.
 pub const MAX_NAME: usize = 128;
+/// Longest domain that can match, in wire bytes without the final zero:
+/// the programs must find a query name's final zero within `MAX_NAME`
+/// bytes, and a query is at least as long as the domain it falls under.
+/// (A dotted domain of `MAX_DOMAIN_WIRE - 1` characters.)
+pub const MAX_DOMAIN_WIRE: usize = MAX_NAME - 1;
 /// Label boundaries the programs remember (the last ones of a name):
 /// a domain of up to this many labels can be matched.
 pub const MAX_LABELS: usize = 8;
@@ -234,6 +239,28 @@ mod tests {
         assert!(!matches(&long, &long));
         let query = format!("x.{long}");
         assert!(!matches(&query, &long));
+    }
+
+    #[test]
+    fn a_domain_longer_than_the_name_limit_never_matches() {
+        // Dotted names of 126 and 127 characters: wire lengths 127 and 128.
+        let name = |n: usize| format!("{}.{}", "x".repeat(63), "y".repeat(n - 64));
+        let fits = name(MAX_DOMAIN_WIRE - 1);
+        let too_long = name(MAX_DOMAIN_WIRE);
+        assert_eq!(wire(&fits).len(), MAX_DOMAIN_WIRE);
+        assert_eq!(wire(&too_long).len(), MAX_DOMAIN_WIRE + 1);
+        // The query the longest domain can match: the identical name.
+        let hashes = |q: &str| {
+            let mut w = wire(q);
+            w.push(0);
+            kernel_hashes(&w)
+        };
+        assert!(hashes(&fits).is_some(), "read whole");
+        assert_eq!(
+            hashes(&too_long),
+            None,
+            "never read whole, so never matched"
+        );
     }
 
     #[test]

@@ -115,9 +115,10 @@ assert_layout!(KernelOffsets, 52, {
     inode_generation: u32 = 48,
 });
 
-assert_layout!(FaultCounters, 16, {
+assert_layout!(FaultCounters, 24, {
     matched: u64 = 0,
     injected: u64 = 8,
+    not_injected_map_full: u64 = 16,
 });
 
 assert_layout!(AgentConfig, 48, {

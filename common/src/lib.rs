@@ -295,6 +295,9 @@ pub struct FaultCounters {
     pub matched: u64,
     /// Calls that were failed (or, in dry-run, would have been).
     pub injected: u64,
+    /// Calls of an `nth_call` fault not counted, and so not injected,
+    /// because `FL_NTH` was full: the program fails closed.
+    pub not_injected_map_full: u64,
 }
 
 /// Global settings, index 0 of the `CONFIG` array.
@@ -356,7 +359,7 @@ mod pod {
     // no byte is uninitialised.
     // SAFETY: as above (288 bytes, layout asserted).
     unsafe impl aya::Pod for super::FaultSlot {}
-    // SAFETY: as above (two u64).
+    // SAFETY: as above (three u64).
     unsafe impl aya::Pod for super::FaultCounters {}
     // SAFETY: as above (seven u32).
     unsafe impl aya::Pod for super::AgentConfig {}

@@ -108,10 +108,10 @@ async fn inject_network_faults_send_the_spec_and_print_it() {
                                "direction": "both", "match": tcp_5432}}),
         ),
         (
-            &["bandwidth --rate 10mbit --burst 64k", "--protocol udp"][..],
+            &["bandwidth --rate 10mbit --burst 128k", "--protocol udp"][..],
             true,
-            bandwidth(10_000_000, 65_536, Egress, to_ports("udp", "")),
-            json!({"bandwidth": {"rate_bits_per_sec": 10_000_000, "burst_bytes": 65_536,
+            bandwidth(10_000_000, 131_072, Egress, to_ports("udp", "")),
+            json!({"bandwidth": {"rate_bits_per_sec": 10_000_000, "burst_bytes": 131_072,
                                  "direction": "egress", "match": udp}}),
         ),
     ];
@@ -214,7 +214,7 @@ async fn inject_bandwidth_on_a_cgroup_sends_the_rate_in_bits() {
         detail.contains("Target:   cgroup=/sys/fs/cgroup/app")
             && detail.contains("bandwidth")
             && detail.contains("cgroup_skb")
-            && detail.contains("egress rate=10000000 bit/s burst=65536 B udp"),
+            && detail.contains("egress rate=10000000 bit/s burst=131072 B udp"),
         "status table shows the bandwidth fault and its summary:\n{detail}"
     );
 

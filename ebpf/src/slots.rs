@@ -25,7 +25,9 @@ pub static COUNTERS: PerCpuArray<FaultCounters> = PerCpuArray::with_max_entries(
 #[map(name = "FL_CONFIG")]
 pub static CONFIG: Array<AgentConfig> = Array::with_max_entries(1, 0);
 
-/// Per-process call counts for `nth_call` faults.
+/// Per-process call counts for `nth_call` faults, shared by every slot.
+/// The agent sets its size at load (config `nth_call_capacity`); when it is
+/// full, a process without a count is never signalled.
 #[map(name = "FL_NTH")]
 pub static NTH: HashMap<SlotPid, u64> = HashMap::with_max_entries(8192, 0);
 
@@ -201,5 +203,14 @@ pub fn count(index: u32, injected: bool) {
                 (*c).injected += 1;
             }
         }
+    }
+}
+
+/// A call an `nth_call` fault could not count (`FL_NTH` full).
+#[inline(always)]
+pub fn count_map_full(index: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: as in `count`: this CPU's value, valid for the program's run.
+        unsafe { (*c).not_injected_map_full += 1 };
     }
 }

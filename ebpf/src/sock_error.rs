@@ -12,7 +12,7 @@ use aya_ebpf::{
 use faultline_common::{MAX_FAULTS, flags, kind, sock_op};
 
 use crate::{
-    net::{Packet, SO_MAX_PACING_RATE, SOL_SOCKET, pacing_rate},
+    net::{Packet, SO_MAX_PACING_RATE, SOL_SOCKET, pacing_rate, ssh_ports},
     slots::{CONFIG, Caller, SLOTS, coin, count, dry_run, live, scan_limit, target_matches},
 };
 
@@ -71,7 +71,7 @@ fn pace(ctx: &SockAddrContext, v6: bool) {
     if ty != SOCK_STREAM {
         return;
     }
-    let p = Packet {
+    let mut p = Packet {
         len: 0,
         v6,
         l3: 0,
@@ -82,7 +82,10 @@ fn pace(ctx: &SockAddrContext, v6: bool) {
         dst,
         sport: 0,
         dport: u32::from(u16::from_be(port as u16)),
+        ssh: 0,
     };
+    // Spared like a packet of the connection (a failed lookup: spared).
+    p.ssh = ssh_ports(p.sport, p.dport).unwrap_or(1);
     if let Some(mut rate) = pacing_rate(cfg, &p, false) {
         // SAFETY: the program's own context; `rate` is a live u32 on the stack
         // and the length passed is its size.

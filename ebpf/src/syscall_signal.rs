@@ -12,7 +12,9 @@ use aya_ebpf::{
 };
 use faultline_common::{MAX_FAULTS, MAX_SYSCALL_NR, SlotPid, kind};
 
-use crate::slots::{Caller, NTH, SLOTS, coin, count, dry_run, live, scan_limit, target_matches};
+use crate::slots::{
+    Caller, NTH, SLOTS, coin, count, count_map_full, dry_run, live, scan_limit, target_matches,
+};
 
 /// Number of active signal faults per syscall number.
 #[map(name = "FL_WATCHED")]
@@ -49,7 +51,16 @@ pub fn fl_sys_enter(ctx: RawTracePointContext) -> i32 {
                 && target_matches(i, &slot.target, &caller)
             {
                 let hit = if slot.nth_call != 0 {
-                    nth_reached(i, caller.tgid, slot.nth_call)
+                    match nth_reached(i, caller.tgid, slot.nth_call) {
+                        Some(hit) => hit,
+                        None => {
+                            // FL_NTH is full: this process's calls cannot be
+                            // counted, so none of them is its Nth. Fail
+                            // closed (no signal) and say so in the counters.
+                            count_map_full(i);
+                            false
+                        }
+                    }
                 } else {
                     coin(slot)
                 };
@@ -67,14 +78,15 @@ pub fn fl_sys_enter(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Counts this process's calls for the slot; true exactly at the Nth.
+/// Counts this process's calls for the slot; true exactly at the Nth, None
+/// when the process has no count and the map has no room for one.
 /// Not atomic: two threads racing on two CPUs may share a count.
 #[expect(
     clippy::needless_borrows_for_generic_args,
     reason = "passing the key by value changes the generated code of fl_sys_enter"
 )]
 #[inline(always)]
-fn nth_reached(slot: u32, tgid: u32, nth: u64) -> bool {
+fn nth_reached(slot: u32, tgid: u32, nth: u64) -> Option<bool> {
     let key = SlotPid { slot, tgid };
     let n = match NTH.get_ptr_mut(&key) {
         // SAFETY: `p` is non-null (a successful lookup) and points at the value
@@ -86,9 +98,9 @@ fn nth_reached(slot: u32, tgid: u32, nth: u64) -> bool {
             *p
         },
         None => {
-            let _ = NTH.insert(&key, &1, 0);
+            NTH.insert(&key, &1, 0).ok()?;
             1
         }
     };
-    n == nth
+    Some(n == nth)
 }

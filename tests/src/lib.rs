@@ -43,7 +43,7 @@ pub use crate::{
         udp_receiver,
     },
     netns::TestNetns,
-    probe::{ChildGuard, Listener, ProbeResult, ProbeServer, probe, probe_fs},
+    probe::{ChildGuard, Listener, ProbeResult, ProbeServer, probe, probe_fs, spawn_named},
     spec::{cgroup_target, experiment, interface_target, pid_target, start},
 };
 pub use faultline_proto::build::{

@@ -94,6 +94,15 @@ impl TestNetns {
         self.probe_server(&["accept", &addr.to_string()])
     }
 
+    /// `spawn_acceptor` under another process name (`comm`, e.g. `sshd`).
+    pub fn spawn_acceptor_as(&self, comm: &str, addr: SocketAddr) -> Listener {
+        crate::spawn_named(comm, |exe| {
+            let mut cmd = self.command(exe);
+            cmd.args(["accept", &addr.to_string()]);
+            cmd
+        })
+    }
+
     /// Starts an `fl-probe` server (`args`) inside the namespace and waits
     /// until it listens.
     pub fn probe_server(&self, args: &[&str]) -> Listener {

@@ -186,3 +186,16 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// An `fl-probe` server under another process name (`comm`, e.g. `sshd`):
+/// `build` makes its command from the path of a symbolic link of that
+/// name to `fl-probe`, removed once the server listens.
+pub fn spawn_named(comm: &str, build: impl FnOnce(&std::path::Path) -> Command) -> Listener {
+    let dir = std::env::temp_dir().join(crate::unique("faultline-comm"));
+    std::fs::create_dir_all(&dir).expect("mkdir for the server's link");
+    let link = dir.join(comm);
+    std::os::unix::fs::symlink(bin("fl-probe"), &link).expect("link fl-probe");
+    let server = Listener::spawn(build(&link));
+    let _ = std::fs::remove_dir_all(&dir);
+    server
+}

@@ -74,6 +74,67 @@ async fn network_faults_need_a_cgroup_or_interface_and_never_touch_ssh() {
     );
 }
 
+/// The SSH exemption covers the ports sshd really listens on, found when
+/// an experiment starts (so a restarted sshd on a new port is covered from
+/// the next start on), and the configured `ssh_ports`: an acceptor named
+/// `sshd` on a port other than 22 keeps answering through a blackhole that
+/// cuts a control port.
+#[tokio::test]
+async fn sshd_on_any_port_and_the_configured_ssh_ports_are_spared() {
+    require_root().unwrap();
+    // The agent's directory (removed with the agent) holds the config too.
+    let dir = std::env::temp_dir().join(format!("faultline-agent-ssh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("ssh.toml");
+    std::fs::write(&config, "ssh_ports = [22, 2325]\n").unwrap();
+    let agent = Agent::start_in(dir, &["--config", config.to_str().unwrap()]);
+    if !supported_or_skip(&agent, "tcx").await {
+        return;
+    }
+    let mut c = agent.client().await;
+    let ns = TestNetns::new();
+    let any = |port: u16| -> SocketAddr { ([0, 0, 0, 0], port).into() };
+    let to = |port: u16| -> SocketAddr { (ns.peer_ips[0], port).into() };
+    let sshd = ns.spawn_acceptor_as("sshd", any(2322));
+    let _control = ns.spawn_acceptor(any(2323));
+    let _configured = ns.spawn_acceptor(any(2325));
+    let blackhole_ns = || {
+        experiment(
+            blackhole(pb::Direction::Both, any_packet()),
+            interface_target(&ns.host_if),
+            Duration::from_secs(60),
+        )
+    };
+    start(&mut c, blackhole_ns()).await;
+    let t = Duration::from_millis(800);
+    assert!(
+        !tcp_reachable(to(2323), t),
+        "the control port is blackholed"
+    );
+    assert!(tcp_reachable(to(2322), t), "sshd's port (not 22) is spared");
+    assert!(
+        tcp_reachable(to(2325), t),
+        "a configured ssh_ports entry is spared"
+    );
+
+    // sshd restarts on another port: spared from the next experiment's start.
+    drop(sshd);
+    let _sshd = ns.spawn_acceptor_as("sshd", any(2324));
+    assert!(
+        !tcp_reachable(to(2324), t),
+        "not yet found: the ports are looked up when an experiment starts"
+    );
+    start(&mut c, blackhole_ns()).await;
+    assert!(
+        tcp_reachable(to(2324), t),
+        "the restarted sshd's port is spared"
+    );
+    assert!(
+        !tcp_reachable(to(2323), t),
+        "the control port is still blackholed"
+    );
+}
+
 /// Numbered datagrams from the host to `ns`'s first address on `port`, as
 /// the receiver inside the namespace counted them.
 fn numbered_flow(ns: &TestNetns, port: u16, count: u32) -> ProbeResult {

@@ -518,3 +518,49 @@ async fn blackhole_in_cgroup_scope_cuts_the_targets_flows_both_ways() {
         "after the stop the target's datagrams arrive"
     );
 }
+
+/// IPv6 extension headers are walked to the TCP header: a connection
+/// whose every packet carries a destination-options header, to a port an
+/// `sshd` listens on, passes a cgroup-wide blackhole; the same to a control
+/// port is cut. (Read at a fixed 40 bytes, the ports would be the
+/// extension header's bytes, and the SSH connection cut.)
+#[tokio::test]
+async fn ssh_behind_an_ipv6_extension_header_is_still_spared() {
+    require_root().unwrap();
+    let agent = Agent::start();
+    let mut c = agent.client().await;
+    let cg = TestCgroup::new("ssh-ext-header");
+    let acceptor = |comm: &str, port: u16| {
+        spawn_named(comm, |exe| {
+            let mut cmd = Command::new(exe);
+            cmd.args(["accept", &format!("[::1]:{port}")]);
+            cmd
+        })
+    };
+    let _sshd = acceptor("sshd", 2422);
+    let _control = acceptor("fl-control", 2423);
+    start(
+        &mut c,
+        experiment(
+            blackhole(pb::Direction::Both, any_packet()),
+            cgroup_target(&cg),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
+    let connect = |port: u16| {
+        let out = cg
+            .command(bin("fl-probe"))
+            .args(["connect-dstopts", &format!("[::1]:{port}")])
+            .output()
+            .expect("run fl-probe connect-dstopts");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_ne!(connect(2423), "ok", "the control port is blackholed");
+    assert_eq!(
+        connect(2422),
+        "ok",
+        "sshd's port is spared behind the extension header"
+    );
+}

@@ -141,3 +141,139 @@ async fn sys_enter_is_attached_only_while_a_signal_fault_is_active() {
         agent.links()
     );
 }
+
+/// The fault's status as the agent reports it now.
+async fn fault_status(
+    client: &mut faultline_proto::v1::fault_service_client::FaultServiceClient<
+        tonic::transport::Channel,
+    >,
+    id: &str,
+) -> faultline_proto::v1::FaultStatus {
+    let view = client
+        .get_experiment(faultline_proto::v1::GetExperimentRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    view.faults[0].clone()
+}
+
+/// `FL_NTH` (the per-process call counts of `nth_call` faults) sized for
+/// two processes: while it has room, `nth_call = 1` kills at the first
+/// call; once two other processes hold its entries, a new target's calls
+/// cannot be counted, so none is its first: it lives, and the counter says
+/// why. (Before the fix a full map made every call "call #1".)
+#[tokio::test]
+async fn a_full_nth_call_map_signals_no_one_and_says_so() {
+    require_root().unwrap();
+    let agent = Agent::start_with(&["--nth-call-capacity", "2"]);
+    let mut client = agent.client().await;
+    let target_cg = TestCgroup::new("nth-full-target");
+    let filler_cg = TestCgroup::new("nth-full-fillers");
+    let kill_first = || syscall_signal("getppid", "KILL", 1.0, 1);
+
+    // Positive control: room in the map, so the first call is counted and killed.
+    let control_exp = start(
+        &mut client,
+        experiment(
+            kill_first(),
+            cgroup_target(&target_cg),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
+    let mut control = spawn_loop(&target_cg, "getppid");
+    let status = wait_exit(&mut control.0, Duration::from_secs(5))
+        .expect("with room in the map, the control should die at its first getppid");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "got {status:?}");
+    let s = fault_status(&mut client, &control_exp.id).await;
+    assert_eq!((s.injected, s.not_injected_map_full), (1, 0), "{s:?}");
+    // Stopping clears the slot's counts: the map is empty again.
+    client
+        .stop_experiment(faultline_proto::v1::StopExperimentRequest { id: control_exp.id })
+        .await
+        .unwrap();
+
+    // Two fillers take both entries (a fault whose Nth call never comes).
+    let fillers_exp = start(
+        &mut client,
+        experiment(
+            syscall_signal("getppid", "KILL", 1.0, u64::from(u32::MAX)),
+            cgroup_target(&filler_cg),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
+    let _fillers = [
+        spawn_loop(&filler_cg, "getppid"),
+        spawn_loop(&filler_cg, "getppid"),
+    ];
+    let mut filled = false;
+    for _ in 0..100 {
+        let s = fault_status(&mut client, &fillers_exp.id).await;
+        // Each filler made calls, so each holds an entry.
+        if s.matched >= 10 {
+            filled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(filled, "the fillers should have made their calls");
+    let s = fault_status(&mut client, &fillers_exp.id).await;
+    assert_eq!(s.not_injected_map_full, 0, "the fillers fit: {s:?}");
+
+    // The same fault as the control's, on a new target: the map is full.
+    let exp = start(
+        &mut client,
+        experiment(
+            kill_first(),
+            cgroup_target(&target_cg),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
+    let mut target = spawn_loop(&target_cg, "getppid");
+    let mut seen = fault_status(&mut client, &exp.id).await;
+    for _ in 0..100 {
+        if seen.matched >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen = fault_status(&mut client, &exp.id).await;
+    }
+    assert!(
+        seen.matched >= 20,
+        "the target should keep making its calls: {seen:?}"
+    );
+    assert!(
+        target.0.try_wait().unwrap().is_none(),
+        "a target whose calls cannot be counted must not be signalled"
+    );
+    assert_eq!(seen.injected, 0, "nothing injected: {seen:?}");
+    assert!(
+        seen.not_injected_map_full >= 20 && seen.not_injected_map_full <= seen.matched,
+        "every uncounted call is reported as such: {seen:?}"
+    );
+
+    // faultctl shows it, in JSON and in the table.
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(bin("faultctl"))
+            .arg("--socket")
+            .arg(&agent.socket)
+            .args(args)
+            .output()
+            .expect("run faultctl");
+        assert!(out.status.success(), "faultctl {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&ctl(&["status", &exp.id, "-o", "json"])).unwrap();
+    assert!(
+        json["faults"][0]["not_injected_map_full"].as_u64() >= Some(20),
+        "{json}"
+    );
+    let table = ctl(&["status", &exp.id]);
+    assert!(
+        table.contains("calls not signalled: the agent's nth_call count map was full"),
+        "{table}"
+    );
+}

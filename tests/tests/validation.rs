@@ -334,6 +334,37 @@ async fn the_limits_of_pids_labels_and_dns_faults() {
     start(&mut c, drop_in("b.c.d.e.f.g.h.test")).await;
     c.stop_all(pb::StopAllRequest {}).await.unwrap();
 
+    // The kernel reads a name's first 128 wire bytes: a domain of 127
+    // characters (128 wire bytes) could never match and is refused; 126 fit.
+    let domain = |n: usize| format!("{}.{}", "x".repeat(63), "y".repeat(n - 64));
+    let s = refused(&agent, &mut c, drop_in(&domain(127))).await;
+    assert_refusal(&s, Code::InvalidArgument, "spec.faults[0].dns_error.domain");
+    assert!(s.message().contains("at most 127"), "{}", s.message());
+    start(&mut c, drop_in(&domain(126))).await;
+    c.stop_all(pb::StopAllRequest {}).await.unwrap();
+
+    // A bandwidth bucket smaller than a 64 KiB GSO packet and its headers
+    // would drop every such packet: refused; the smallest that holds one
+    // is accepted.
+    let rate = |burst: u32| {
+        experiment(
+            bandwidth(10_000_000, burst, pb::Direction::Egress, any_packet()),
+            cgroup_target(&cg),
+            d,
+        )
+    };
+    for burst in [1514, 65_536, 65_548] {
+        let s = refused(&agent, &mut c, rate(burst)).await;
+        assert_refusal(
+            &s,
+            Code::InvalidArgument,
+            "spec.faults[0].bandwidth.burst_bytes",
+        );
+        assert!(s.message().contains("64 KiB GSO"), "{}", s.message());
+    }
+    start(&mut c, rate(65_549)).await;
+    c.stop_all(pb::StopAllRequest {}).await.unwrap();
+
     // Experiment labels: the code's limit is 32 (the README names none).
     let mut req = experiment(fault(), cgroup_target(&cg), d);
     req.spec.as_mut().unwrap().labels = (0..33).map(|i| (format!("k{i}"), "v".into())).collect();

@@ -59,6 +59,8 @@ pub struct FaultView {
     pub mechanism: &'static str,
     pub matched: u64,
     pub injected: u64,
+    /// `nth_call` calls not injected because the kernel's count map was full.
+    pub not_injected_map_full: u64,
     pub summary: String,
 }
 
@@ -274,6 +276,7 @@ impl<K: KernelOps> Engine<K> {
             p.slot.deadline_ns = deadline_ns;
         }
         self.kernel.set_protected(&self.policy.protected_pids)?;
+        self.kernel.refresh_ssh_ports()?;
         let mut armed: Vec<FaultRecord> = Vec::with_capacity(plans.len());
         for (i, a) in plans.into_iter().enumerate() {
             match self.arm_one(a) {

@@ -90,6 +90,7 @@ impl Records {
                     mechanism: f.mechanism(),
                     matched: c.matched,
                     injected: c.injected,
+                    not_injected_map_full: c.not_injected_map_full,
                     summary: spec.summary(),
                 }
             })

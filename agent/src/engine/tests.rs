@@ -122,6 +122,10 @@ impl KernelOps for FakeKernel {
         Ok(())
     }
 
+    fn refresh_ssh_ports(&mut self) -> Result<(), KernelError> {
+        Ok(())
+    }
+
     fn counter_source(&self) -> Arc<dyn CounterSource + Send + Sync> {
         Arc::new(NoCounters)
     }

@@ -16,6 +16,17 @@ use crate::{
     kernel::{KernelOps, Mechanism, Probed, Resource, SOCK_OPS, ScanList},
 };
 
+/// The smallest bucket accepted: the largest packet a hook can see without
+/// jumbograms or BIG TCP — a 65,535-byte IP packet (a 64 KiB GSO or GRO
+/// segment, or loopback's largest datagram) plus its 14-byte Ethernet
+/// header (TCX counts it; cgroup_skb does not). A packet longer than the
+/// bucket never finds enough tokens, so a smaller burst would drop every
+/// such packet whatever the rate: refused, not raised, so that the fault
+/// that runs is the one requested.
+pub const MIN_BURST_BYTES: u32 = 65_535 + 14;
+/// The largest bucket accepted (1 GiB).
+const MAX_BURST_BYTES: u32 = 1 << 30;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Bandwidth {
     pub rate_bytes_per_sec: u64,
@@ -41,12 +52,16 @@ impl FaultKind for Bandwidth {
         let rate_bytes_per_sec = b.rate_bits_per_sec / 8;
         let burst_bytes = match b.burst_bytes {
             // 20 ms at the rate, and at least four 64 KiB GSO segments.
-            0 => (rate_bytes_per_sec / 50).clamp(256 * 1024, 1 << 30) as u32,
-            n if (1514..=1 << 30).contains(&n) => n,
+            0 => (rate_bytes_per_sec / 50).clamp(256 * 1024, u64::from(MAX_BURST_BYTES)) as u32,
+            n if (MIN_BURST_BYTES..=MAX_BURST_BYTES).contains(&n) => n,
             n => {
                 return Err(SpecError::invalid(
                     format!("{field}.burst_bytes"),
-                    format!("{n} must hold a full frame: 1514 ..= 1073741824 bytes"),
+                    format!(
+                        "{n} is outside {MIN_BURST_BYTES} ..= {MAX_BURST_BYTES} bytes: the \
+                         bucket must hold the largest packet (a 64 KiB GSO segment and its \
+                         headers), else every such packet is dropped"
+                    ),
                 ));
             }
         };
@@ -87,7 +102,7 @@ impl FaultKind for Bandwidth {
         let (m, target) = net::example_scope();
         let wire = pb::Bandwidth {
             rate_bits_per_sec: 40_000_000,
-            burst_bytes: 65536,
+            burst_bytes: 131072,
             direction: pb::Direction::Both.into(),
             r#match: m,
         };
@@ -155,5 +170,38 @@ impl Fault for Bandwidth {
             direction: self.direction.to_wire(),
             r#match: self.matching.to_wire(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::HostResolver;
+
+    fn with_burst(burst_bytes: u32) -> Result<Bandwidth, SpecError> {
+        let wire = pb::Bandwidth {
+            rate_bits_per_sec: 10_000_000,
+            burst_bytes,
+            ..Default::default()
+        };
+        Bandwidth::from_wire("faults[0].bandwidth", &wire, &HostResolver)
+    }
+
+    #[test]
+    fn a_burst_below_the_largest_packet_is_refused_naming_the_field() {
+        for n in [1, 1514, 65_536, MIN_BURST_BYTES - 1, MAX_BURST_BYTES + 1] {
+            let e = with_burst(n).expect_err("refused").to_string();
+            assert!(
+                e.contains("faults[0].bandwidth.burst_bytes")
+                    && e.contains("65549")
+                    && e.contains("64 KiB GSO"),
+                "{n}: {e}"
+            );
+        }
+        for n in [MIN_BURST_BYTES, 131_072, MAX_BURST_BYTES] {
+            assert_eq!(with_burst(n).expect("accepted").burst_bytes, n);
+        }
+        // 0: the agent picks, never below the minimum.
+        assert!(with_burst(0).expect("accepted").burst_bytes >= MIN_BURST_BYTES);
     }
 }

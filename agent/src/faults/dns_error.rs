@@ -64,7 +64,9 @@ impl DnsError {
     }
 
     /// Validates and normalises a domain: labels of 1..=63 bytes of
-    /// letters, digits, '-' and '_', at most `MAX_LABELS` of them.
+    /// letters, digits, '-' and '_', at most `MAX_LABELS` of them, and at
+    /// most `MAX_DOMAIN_WIRE` bytes in wire format (longer ones the kernel
+    /// programs can never match).
     pub fn parse_domain(text: &str) -> Result<String, String> {
         let d = text.trim().trim_end_matches('.').to_ascii_lowercase();
         if d.is_empty() {
@@ -76,6 +78,15 @@ impl DnsError {
                 "{text:?} has {} labels; at most {} are supported",
                 labels.len(),
                 faultline_common::dns::MAX_LABELS
+            ));
+        }
+        let wire_len = d.len() + 1;
+        if wire_len > faultline_common::dns::MAX_DOMAIN_WIRE {
+            return Err(format!(
+                "{text:?} is {wire_len} bytes in DNS wire format; the kernel reads names of at most \
+                 {} ({} characters written with dots), so it could never match",
+                faultline_common::dns::MAX_DOMAIN_WIRE,
+                faultline_common::dns::MAX_DOMAIN_WIRE - 1
             ));
         }
         for l in &labels {
@@ -252,5 +263,24 @@ impl Fault for DnsError {
             probability: self.probability.value(),
             resolver_cidr: self.resolver.map(|c| c.to_string()).unwrap_or_default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DnsError;
+
+    #[test]
+    fn a_domain_longer_than_the_kernel_reads_is_refused() {
+        // 126 characters (127 wire bytes) fit; 127 do not.
+        let name = |n: usize| format!("{}.{}", "x".repeat(63), "y".repeat(n - 64));
+        assert_eq!(DnsError::parse_domain(&name(126)), Ok(name(126)));
+        // A trailing dot is not counted.
+        assert_eq!(DnsError::parse_domain(&format!("{}.", name(126))), Ok(name(126)));
+        let e = DnsError::parse_domain(&name(127)).expect_err("too long");
+        assert!(e.contains("128 bytes") && e.contains("at most 127"), "{e}");
+        // Label length and count are checked too.
+        assert!(DnsError::parse_domain(&"x".repeat(64)).is_err());
+        assert!(DnsError::parse_domain("a.b.c.d.e.f.g.h.i").is_err());
     }
 }

@@ -41,6 +41,7 @@ pub fn experiment_to_proto(v: &ExperimentView) -> pb::Experiment {
                 mechanism: f.mechanism.into(),
                 matched: f.matched,
                 injected: f.injected,
+                not_injected_map_full: f.not_injected_map_full,
                 summary: f.summary.clone(),
             })
             .collect(),

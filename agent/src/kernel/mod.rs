@@ -84,6 +84,11 @@ pub struct Kernel {
     protected_comms: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 16], u8>,
     exit_watch: protect::ExitWatch,
     identity: protect::Identity,
+    /// Bitmap of the ports network faults spare (`FL_SSH_PORTS`), as
+    /// last written, and the configured part of it.
+    ssh_ports: Array<MapData, u64>,
+    ssh_bitmap: Vec<u64>,
+    ssh_configured: BTreeSet<u16>,
     attachments: BTreeMap<Mechanism, Attachment>,
     /// Why a mechanism cannot be used here, found while loading.
     unavailable: BTreeMap<Mechanism, Reason>,
@@ -121,11 +126,14 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Loads the object and every program (nothing is attached yet). A
+    /// Loads the object and every program (nothing is attached yet), with
+    /// `FL_NTH` sized for `nth_call_capacity` per-process call counts. A
     /// program the kernel refuses makes its mechanism unavailable, with the
     /// reason kept for `GetCapabilities`.
-    pub fn load() -> Result<Self, KernelError> {
-        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+    pub fn load(nth_call_capacity: u32) -> Result<Self, KernelError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("FL_NTH", nth_call_capacity)
+            .load(OBJECT)?;
         let mut unavailable = BTreeMap::new();
         let cgroup_root = match cgroup::cgroup2_mount() {
             Ok(path) => match File::open(&path) {
@@ -155,6 +163,7 @@ impl Kernel {
         let pids = take(&mut ebpf, "FL_PIDS")?;
         let protected = take(&mut ebpf, "FL_PROTECTED")?;
         let protected_comms = take(&mut ebpf, "FL_PROT_COMMS")?;
+        let ssh_ports = take(&mut ebpf, "FL_SSH_PORTS")?;
         let net_slots = SlotList {
             what: "network",
             max: MAX_NET_SLOTS,
@@ -194,6 +203,9 @@ impl Kernel {
             pids,
             protected,
             protected_comms,
+            ssh_ports,
+            ssh_bitmap: vec![0; SSH_PORT_WORDS],
+            ssh_configured: BTreeSet::new(),
             attachments: BTreeMap::new(),
             unavailable,
             probed: BTreeSet::new(),
@@ -340,6 +352,30 @@ impl Kernel {
             .set(nr, next, 0)
             .map_err(Self::map_err("FL_WATCHED"))
     }
+
+    /// The ports network faults spare besides those sshd listens on
+    /// (config `ssh_ports`); written with them at the next refresh.
+    pub fn set_ssh_ports(&mut self, ports: &[u16]) -> Result<(), KernelError> {
+        self.ssh_configured = ports.iter().copied().collect();
+        KernelOps::refresh_ssh_ports(self)
+    }
+
+    /// Writes the words of `FL_SSH_PORTS` that differ from `ports`.
+    fn write_ssh_ports(&mut self, ports: &BTreeSet<u16>) -> Result<(), KernelError> {
+        let mut bitmap = vec![0u64; SSH_PORT_WORDS];
+        for p in ports {
+            bitmap[usize::from(*p) / 64] |= 1 << (p % 64);
+        }
+        for (i, (new, old)) in bitmap.iter().zip(&mut self.ssh_bitmap).enumerate() {
+            if new != old {
+                self.ssh_ports
+                    .set(i as u32, new, 0)
+                    .map_err(Self::map_err("FL_SSH_PORTS"))?;
+                *old = *new;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Probed for Kernel {
@@ -455,8 +491,33 @@ impl KernelOps for Kernel {
         Kernel::set_protected(self, pids)
     }
 
+    fn refresh_ssh_ports(&mut self) -> Result<(), KernelError> {
+        let mut ports = self.ssh_configured.clone();
+        match crate::ssh::sshd_ports(std::path::Path::new("/proc")) {
+            Ok(found) => ports.extend(found),
+            // Keep what was found before: a port spared too many is harmless.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list sshd's listening ports; keeping the last ones");
+                ports.extend(self.ssh_bitmap_ports());
+            }
+        }
+        tracing::debug!(?ports, "ports network faults spare (ssh)");
+        self.write_ssh_ports(&ports)
+    }
+
     fn counter_source(&self) -> std::sync::Arc<dyn CounterSource + Send + Sync> {
         self.counter_reader.clone()
+    }
+}
+
+/// Words of the `FL_SSH_PORTS` bitmap: one bit per port.
+const SSH_PORT_WORDS: usize = 65_536 / 64;
+
+impl Kernel {
+    fn ssh_bitmap_ports(&self) -> Vec<u16> {
+        (0..=u16::MAX)
+            .filter(|p| self.ssh_bitmap[usize::from(*p) / 64] & (1 << (p % 64)) != 0)
+            .collect()
     }
 }
 
@@ -467,6 +528,7 @@ fn sum_per_cpu(per_cpu: &PerCpuValues<FaultCounters>) -> FaultCounters {
         .fold(FaultCounters::default(), |acc, c| FaultCounters {
             matched: acc.matched + c.matched,
             injected: acc.injected + c.injected,
+            not_injected_map_full: acc.not_injected_map_full + c.not_injected_map_full,
         })
 }
 

@@ -99,6 +99,10 @@ pub trait KernelOps: Probed + Send {
     /// Replaces the in-kernel set of protected processes.
     fn set_protected(&mut self, pids: &[u32]) -> Result<(), KernelError>;
 
+    /// Rewrites the ports network faults spare: the configured SSH ports
+    /// and those sshd listens on now (so a restarted sshd is covered).
+    fn refresh_ssh_ports(&mut self) -> Result<(), KernelError>;
+
     /// A second handle on the counters, for readers on other threads.
     fn counter_source(&self) -> std::sync::Arc<dyn CounterSource + Send + Sync>;
 

@@ -18,7 +18,8 @@ pub struct Bandwidth {
     /// `10mbit` (see [`spec::parse_rate`]). Written back as a number.
     #[serde(alias = "rate", deserialize_with = "fields::deserialize_rate")]
     pub rate_bits_per_sec: u64,
-    /// Bucket depth in bytes; 0 = the agent picks.
+    /// Bucket depth in bytes, at least 65549 (the agent refuses less: a
+    /// 64 KiB packet and its headers must fit); 0 = the agent picks.
     #[serde(default)]
     pub burst_bytes: u32,
     #[serde(default)]
@@ -39,8 +40,9 @@ pub struct BandwidthArgs {
     /// same (bits, not bytes).
     #[arg(long, value_name = "RATE", value_parser = spec::parse_rate)]
     pub rate: u64,
-    /// Bucket depth in bytes, with k or m for ×1024, e.g. 64k; 0 lets the
-    /// agent pick max(64k, 20ms at the rate).
+    /// Bucket depth in bytes, with k or m for ×1024, e.g. 128k; at least
+    /// 65549 (a 64 KiB packet and its headers); 0 lets the agent pick
+    /// max(256k, 20ms at the rate).
     #[arg(long, value_name = "BYTES", default_value_t = 0, value_parser = spec::parse_burst)]
     pub burst: u32,
     #[command(flatten)]
@@ -73,7 +75,7 @@ impl CtlKind for Bandwidth {
     fn examples() -> Vec<pb::Bandwidth> {
         vec![pb::Bandwidth {
             rate_bits_per_sec: 2_500_000_000,
-            burst_bytes: 65_536,
+            burst_bytes: 131_072,
             direction: pb::Direction::Egress.into(),
             r#match: Some(crate::test_support::to_ports("icmp", "")),
         }]

@@ -30,6 +30,7 @@ pub fn running_experiment() -> pb::Experiment {
                 mechanism: "cgroup_sock_addr".into(),
                 matched: 10,
                 injected: 4,
+                not_injected_map_full: 0,
                 summary: "connect -> ECONNREFUSED p=0.5".into(),
             },
             pb::FaultStatus {
@@ -38,6 +39,7 @@ pub fn running_experiment() -> pb::Experiment {
                 mechanism: "raw_tracepoint".into(),
                 matched: 3,
                 injected: 1,
+                not_injected_map_full: 2,
                 summary: "openat -> SIGSEGV at call 3".into(),
             },
         ],
@@ -67,7 +69,7 @@ pub fn network_experiment() -> pb::Experiment {
             blackhole(Unspecified, None),
             duplicate(0.1, Ingress, Some(udp_from_dns)),
             corrupt(0.01, true, Egress, to_ports("tcp", "5432")),
-            bandwidth(10_000_000, 65_536, Egress, to_ports("udp", "")),
+            bandwidth(10_000_000, 131_072, Egress, to_ports("udp", "")),
         ]
         .map(|kind| pb::FaultSpec { kind: Some(kind) })
         .into(),
@@ -89,6 +91,7 @@ pub fn network_experiment() -> pb::Experiment {
                 mechanism: "tcx".into(),
                 matched: 100,
                 injected: 25,
+                not_injected_map_full: 0,
                 summary: "both loss p=0.25 burst=3 tcp dst=10.0.0.0/8 dport=5432-5432".into(),
             },
             pb::FaultStatus {
@@ -97,6 +100,7 @@ pub fn network_experiment() -> pb::Experiment {
                 mechanism: "tcx".into(),
                 matched: 7,
                 injected: 7,
+                not_injected_map_full: 0,
                 summary: String::new(),
             },
             pb::FaultStatus {
@@ -105,6 +109,7 @@ pub fn network_experiment() -> pb::Experiment {
                 mechanism: "tcx".into(),
                 matched: 40,
                 injected: 4,
+                not_injected_map_full: 0,
                 summary: "ingress duplicate p=0.1 udp sport=53-53".into(),
             },
             pb::FaultStatus {
@@ -113,6 +118,7 @@ pub fn network_experiment() -> pb::Experiment {
                 mechanism: "tcx".into(),
                 matched: 200,
                 injected: 2,
+                not_injected_map_full: 0,
                 summary: "egress corrupt p=0.01 checksums=recomputed tcp dport=5432-5432".into(),
             },
             pb::FaultStatus {
@@ -121,7 +127,8 @@ pub fn network_experiment() -> pb::Experiment {
                 mechanism: "tcx".into(),
                 matched: 1_000,
                 injected: 30,
-                summary: "egress rate=10000000 bit/s burst=65536 B udp".into(),
+                not_injected_map_full: 0,
+                summary: "egress rate=10000000 bit/s burst=131072 B udp".into(),
             },
         ],
         ..Default::default()

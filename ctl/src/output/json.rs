@@ -45,6 +45,8 @@ pub struct FaultJson {
     /// Calls (packets, for network faults) that matched.
     pub matched: u64,
     pub injected: u64,
+    /// `nth_call` calls not signalled because the agent's count map was full.
+    pub not_injected_map_full: u64,
     pub summary: String,
     /// The fault as requested, in the experiment file's shape
     /// (`{"packet_loss": {...}}`); null when the agent did not return it.
@@ -101,6 +103,7 @@ impl FaultJson {
             mechanism: status.mechanism.clone(),
             matched: status.matched,
             injected: status.injected,
+            not_injected_map_full: status.not_injected_map_full,
             summary: status.summary.clone(),
             spec,
         }
@@ -213,10 +216,12 @@ mod tests {
             "injected": 5,
             "faults": [
                 {"index": 0, "kind": "syscall_error", "mechanism": "cgroup_sock_addr",
-                 "matched": 10, "injected": 4, "summary": "connect -> ECONNREFUSED p=0.5",
+                 "matched": 10, "injected": 4, "not_injected_map_full": 0,
+                 "summary": "connect -> ECONNREFUSED p=0.5",
                  "spec": null},
                 {"index": 1, "kind": "syscall_signal", "mechanism": "raw_tracepoint",
-                 "matched": 3, "injected": 1, "summary": "openat -> SIGSEGV at call 3",
+                 "matched": 3, "injected": 1, "not_injected_map_full": 2,
+                 "summary": "openat -> SIGSEGV at call 3",
                  "spec": null},
             ],
             "spec": {"name": "checkout", "duration": "30s", "dry_run": true,
@@ -234,7 +239,7 @@ mod tests {
         let value = to_value(&network_experiment());
         assert_eq!(value["target"]["interface"], "eth0", "{value}");
         let expected = serde_json::json!([
-            {"index": 0, "kind": "packet_loss", "mechanism": "tcx", "matched": 100, "injected": 25,
+            {"index": 0, "kind": "packet_loss", "mechanism": "tcx", "matched": 100, "injected": 25, "not_injected_map_full": 0,
              "summary": "both loss p=0.25 burst=3 tcp dst=10.0.0.0/8 dport=5432-5432",
              "spec": {"packet_loss": {
                  "probability": 0.25, "burst_length": 3.0, "direction": "both",
@@ -242,28 +247,28 @@ mod tests {
                            "src_ports": "", "dst_ports": "5432", "include_ssh": false}}}},
             // Without a kind from the agent, the spec names it; unspecified
             // direction is egress, and a missing match is "any packet".
-            {"index": 1, "kind": "blackhole", "mechanism": "tcx", "matched": 7, "injected": 7,
+            {"index": 1, "kind": "blackhole", "mechanism": "tcx", "matched": 7, "injected": 7, "not_injected_map_full": 0,
              "summary": "",
              "spec": {"blackhole": {
                  "direction": "egress",
                  "match": {"protocol": "any", "src_cidr": "", "dst_cidr": "",
                            "src_ports": "", "dst_ports": "", "include_ssh": false}}}},
-            {"index": 2, "kind": "duplicate", "mechanism": "tcx", "matched": 40, "injected": 4,
+            {"index": 2, "kind": "duplicate", "mechanism": "tcx", "matched": 40, "injected": 4, "not_injected_map_full": 0,
              "summary": "ingress duplicate p=0.1 udp sport=53-53",
              "spec": {"duplicate": {
                  "probability": 0.1, "direction": "ingress",
                  "match": {"protocol": "udp", "src_cidr": "", "dst_cidr": "",
                            "src_ports": "53", "dst_ports": "", "include_ssh": true}}}},
-            {"index": 3, "kind": "corrupt", "mechanism": "tcx", "matched": 200, "injected": 2,
+            {"index": 3, "kind": "corrupt", "mechanism": "tcx", "matched": 200, "injected": 2, "not_injected_map_full": 0,
              "summary": "egress corrupt p=0.01 checksums=recomputed tcp dport=5432-5432",
              "spec": {"corrupt": {
                  "probability": 0.01, "recompute_checksums": true, "direction": "egress",
                  "match": {"protocol": "tcp", "src_cidr": "", "dst_cidr": "",
                            "src_ports": "", "dst_ports": "5432", "include_ssh": false}}}},
-            {"index": 4, "kind": "bandwidth", "mechanism": "tcx", "matched": 1_000, "injected": 30,
-             "summary": "egress rate=10000000 bit/s burst=65536 B udp",
+            {"index": 4, "kind": "bandwidth", "mechanism": "tcx", "matched": 1_000, "injected": 30, "not_injected_map_full": 0,
+             "summary": "egress rate=10000000 bit/s burst=131072 B udp",
              "spec": {"bandwidth": {
-                 "rate_bits_per_sec": 10_000_000, "burst_bytes": 65_536, "direction": "egress",
+                 "rate_bits_per_sec": 10_000_000, "burst_bytes": 131_072, "direction": "egress",
                  "match": {"protocol": "udp", "src_cidr": "", "dst_cidr": "",
                            "src_ports": "", "dst_ports": "", "include_ssh": false}}}},
         ]);

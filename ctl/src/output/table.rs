@@ -173,7 +173,16 @@ pub fn write_experiment_detail(
             or_dash(&fault.summary).to_owned(),
         ]);
     }
-    table.write(out)
+    table.write(out)?;
+    for fault in json.faults.iter().filter(|f| f.not_injected_map_full > 0) {
+        writeln!(
+            out,
+            "fault #{}: {} calls not signalled: the agent's nth_call count map was full \
+             (raise the agent's nth_call_capacity)",
+            fault.index, fault.not_injected_map_full
+        )?;
+    }
+    Ok(())
 }
 
 /// One line per event, self-describing because `watch` prints no header.
@@ -279,6 +288,25 @@ mod tests {
     use crate::output::fixtures::{network_experiment, running_experiment};
 
     #[test]
+    fn calls_not_signalled_for_a_full_map_are_shown_under_the_faults() {
+        let mut out = Vec::new();
+        if let Err(err) = write_experiment_detail(&mut out, &running_experiment(), 0) {
+            panic!("writing to a Vec failed: {err}");
+        }
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains(
+                "fault #1: 2 calls not signalled: the agent's nth_call count map was full"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("fault #0:"),
+            "only faults with such calls:\n{text}"
+        );
+    }
+
+    #[test]
     fn network_experiment_detail_shows_interface_and_faults() {
         let mut out = Vec::new();
         if let Err(err) = write_experiment_detail(&mut out, &network_experiment(), 0) {
@@ -334,7 +362,7 @@ mod tests {
                     "tcx",
                     "1000",
                     "30",
-                    "egress rate=10000000 bit/s burst=65536 B udp"
+                    "egress rate=10000000 bit/s burst=131072 B udp"
                 ],
             ],
             "one row per fault:\n{text}"

@@ -30,6 +30,7 @@ pub fn experiment(spec: pb::ExperimentSpec, state: pb::ExperimentState) -> pb::E
         mechanism: mechanism.into(),
         matched: 7,
         injected: 3,
+        not_injected_map_full: 0,
         summary: summary.into(),
     };
     let network = if spec
@@ -71,7 +72,7 @@ pub fn experiment(spec: pb::ExperimentSpec, state: pb::ExperimentState) -> pb::E
                 index,
                 "bandwidth",
                 network,
-                "egress rate=10000000 bit/s burst=65536 B udp",
+                "egress rate=10000000 bit/s burst=131072 B udp",
             ),
             _ => status(
                 index,

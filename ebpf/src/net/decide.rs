@@ -75,7 +75,9 @@ fn in_net(addr: &[u32; 4], net: &[u32; 4], prefix: u32, words: usize) -> bool {
 
 #[inline(always)]
 pub(crate) fn packet_matches(m: &NetMatch, fl: u32, p: &Packet, ctl_port: u32) -> bool {
-    if fl & flags::INCLUDE_SSH == 0 && (p.sport == 22 || p.dport == 22) {
+    // Unless the fault includes SSH: never a packet to or from an SSH
+    // port, nor one that may be TCP whose ports could not be read.
+    if fl & flags::INCLUDE_SSH == 0 && p.ssh != 0 {
         return false;
     }
     if ctl_port != 0 && (p.sport == ctl_port || p.dport == ctl_port) {

@@ -23,5 +23,5 @@ mod skb;
 mod sock_ops;
 mod tc;
 
-pub(crate) use parse::Packet;
+pub(crate) use parse::{Packet, ssh_ports};
 pub(crate) use sock_ops::{SO_MAX_PACING_RATE, SOL_SOCKET, pacing_rate};

@@ -12,7 +12,7 @@ use faultline_common::{AgentConfig, MAX_NET_SLOTS, direction, kind};
 
 use super::{
     decide::{listed_slot, packet_matches},
-    parse::Packet,
+    parse::{Packet, ssh_ports},
 };
 use crate::slots::{CONFIG, dry_run, live};
 
@@ -64,7 +64,7 @@ pub fn fl_sock_ops(ctx: SockOpsContext) -> u32 {
     let remote = if v4 { [ip4, 0, 0, 0] } else { ip6 };
     // Connect: the peer is known, the source side is not picked yet.
     // Listen: the local port is known, no peer yet.
-    let p = Packet {
+    let mut p = Packet {
         len: 0,
         v6: !v4,
         l3: 0,
@@ -75,7 +75,10 @@ pub fn fl_sock_ops(ctx: SockOpsContext) -> u32 {
         dst: if listen { [0; 4] } else { remote },
         sport: if listen { local_port } else { 0 },
         dport: if listen { 0 } else { u32::from_be(port) },
+        ssh: 0,
     };
+    // Spared like a packet of the connection (a failed lookup: spared).
+    p.ssh = ssh_ports(p.sport, p.dport).unwrap_or(1);
     if let Some(mut rate) = pacing_rate(cfg, &p, listen) {
         // SAFETY: the program's own context; `rate` is a live u32 on the stack
         // and the length passed is its size.

@@ -6,6 +6,8 @@
 //! fl-probe sendto ADDR COUNT       unconnected UDP sendto() COUNT times
 //! fl-probe udp-connect ADDR COUNT  connect() a UDP socket COUNT times (IPv4 or IPv6 by ADDR)
 //! fl-probe loop SYSCALL PERIOD_MS  call getppid|uname|getcwd forever
+//! fl-probe connect-dstopts ADDR    TCP connect() to an IPv6 ADDR once, every packet carrying an
+//!                                  IPv6 destination-options extension header; prints "ok" or the errno
 //! fl-probe first-error ADDR       connect in a loop until one fails; print when
 //! fl-probe serve                   read commands ("connect ADDR N", ...) from stdin, answer each
 //! fl-probe fs OP PATH COUNT        file and process calls: open, read, write (on PATH),
@@ -302,6 +304,69 @@ fn unix_race(path: &str, secs: f64) -> String {
         .to_string()
 }
 
+/// One TCP connect to an IPv6 address with a sticky destination-options
+/// header (8 bytes: a PadN option), so that every packet the socket sends
+/// has an extension header between the IPv6 and the TCP header.
+fn connect_dstopts(addr: &str) -> String {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    let addr: std::net::SocketAddrV6 = addr.parse().expect("an IPv6 ADDR");
+    // SAFETY: plain socket(2); the result is checked and owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a fresh socket nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Next header (filled in by the kernel), length 0 (8 bytes), PadN of 4.
+    let opts: [u8; 8] = [0, 0, 1, 4, 0, 0, 0, 0];
+    // SAFETY: `opts` outlives the call and its length is passed with it.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_DSTOPTS,
+            opts.as_ptr().cast(),
+            opts.len() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "IPV6_DSTOPTS: {}", std::io::Error::last_os_error());
+    let stream = std::net::TcpStream::from(sock);
+    let tv = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 0,
+    };
+    // SAFETY: `tv` outlives the call and its length is passed with it.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&raw const tv).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+    }
+    let sa = libc::sockaddr_in6 {
+        sin6_family: libc::AF_INET6 as libc::sa_family_t,
+        sin6_port: addr.port().to_be(),
+        sin6_flowinfo: 0,
+        sin6_addr: libc::in6_addr {
+            s6_addr: addr.ip().octets(),
+        },
+        sin6_scope_id: 0,
+    };
+    // SAFETY: `sa` is a valid sockaddr_in6 and its length is passed with it.
+    let r = unsafe {
+        libc::connect(
+            stream.as_raw_fd(),
+            (&raw const sa).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        "ok".into()
+    } else {
+        errno_name(&std::io::Error::last_os_error())
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -406,6 +471,7 @@ fn main() {
                 serde_json::json!({ "ok": rtts.len(), "errors": { "lost": lost }, "rtt_us": rtts })
             );
         }
+        Some("connect-dstopts") => println!("{}", connect_dstopts(&args[1])),
         Some("fs") if args.len() == 4 => {
             println!(
                 "{}",

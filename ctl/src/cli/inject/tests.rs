@@ -225,8 +225,8 @@ fn inject_network_faults_build_the_spec() {
             corrupt(0.01, true, Both, full_match()),
         ),
         (
-            "bandwidth --rate 2.5gbit --burst 64k --direction both",
-            bandwidth(2_500_000_000, 65_536, Both, full_match()),
+            "bandwidth --rate 2.5gbit --burst 128k --direction both",
+            bandwidth(2_500_000_000, 131_072, Both, full_match()),
         ),
     ];
     for (flags, kind) in cases {
@@ -415,8 +415,8 @@ fn bandwidth_rate_and_burst_parse_with_units() {
     };
     for (flags, expected) in [
         ("--rate 64000", (64_000, 0)),
-        ("--rate 500kbit --burst 1514", (500_000, 1_514)),
-        ("--rate 10Mbit --burst 64k", (10_000_000, 65_536)),
+        ("--rate 500kbit --burst 1m", (500_000, 1_048_576)),
+        ("--rate 10Mbit --burst 128k", (10_000_000, 131_072)),
         ("--rate 10mbps --burst 1m", (10_000_000, 1_048_576)),
         ("--rate 1gbps --burst 0", (1_000_000_000, 0)),
     ] {
@@ -437,7 +437,7 @@ fn bad_bandwidth_flags_are_usage_errors_naming_the_flag() {
             ("--rate 0", "'--rate <RATE>'"),
             ("--rate fast", "'--rate <RATE>'"),
             ("--rate=-1mbit", "'--rate <RATE>'"),
-            ("--rate 1mbit --burst 64kb", "'--burst <BYTES>'"),
+            ("--rate 1mbit --burst 128kb", "'--burst <BYTES>'"),
             ("--rate 1mbit --burst 4g", "'--burst <BYTES>'"),
             ("--rate 1mbit --burst 4194304k", "'--burst <BYTES>'"),
         ],

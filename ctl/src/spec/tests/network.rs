@@ -248,10 +248,10 @@ fn network_kinds_convert_to_proto() {
         (
             Yaml,
             format!(
-                "bandwidth: {{rate_bits_per_sec: 10000000, burst_bytes: 65536, \
+                "bandwidth: {{rate_bits_per_sec: 10000000, burst_bytes: 131072, \
                  direction: both, match: {FULL_MATCH}}}"
             ),
-            bandwidth(10_000_000, 65_536, Both, full_match()),
+            bandwidth(10_000_000, 131_072, Both, full_match()),
         ),
         // Everything but the probability defaults: no bursts, checksums
         // left wrong, egress, any packet.
@@ -284,8 +284,8 @@ fn network_kinds_convert_to_proto() {
         // The friendlier spelling of the rate, as text or a number.
         (
             Yaml,
-            "bandwidth: {rate: 2.5gbit, burst_bytes: 1514}".into(),
-            bandwidth(2_500_000_000, 1_514, Egress, any_packet()),
+            "bandwidth: {rate: 2.5gbit, burst_bytes: 1048576}".into(),
+            bandwidth(2_500_000_000, 1_048_576, Egress, any_packet()),
         ),
         (
             Yaml,
@@ -318,10 +318,10 @@ fn network_kinds_convert_to_proto() {
         (
             Json,
             format!(
-                r#""bandwidth": {{"rate_bits_per_sec": 10000000, "burst_bytes": 65536,
+                r#""bandwidth": {{"rate_bits_per_sec": 10000000, "burst_bytes": 131072,
                                  "direction": "ingress", {udp_53}}}"#
             ),
-            bandwidth(10_000_000, 65_536, Ingress, to_ports("udp", "53")),
+            bandwidth(10_000_000, 131_072, Ingress, to_ports("udp", "53")),
         ),
         (
             Json,
@@ -430,7 +430,7 @@ fn bad_bandwidth_fields_are_rejected_naming_the_field() {
         ),
         (
             Yaml,
-            "bandwidth: {rate: 10mbit, burst_bytes: 64k}",
+            "bandwidth: {rate: 10mbit, burst_bytes: 128k}",
             "faults[0].bandwidth.burst_bytes",
             "invalid type",
         ),
@@ -442,7 +442,7 @@ fn bad_bandwidth_fields_are_rejected_naming_the_field() {
         ),
         (
             Yaml,
-            "bandwidth: {rate: 10mbit, burst: 64k}",
+            "bandwidth: {rate: 10mbit, burst: 128k}",
             "faults[0].bandwidth",
             "unknown field `burst`",
         ),
