@@ -101,6 +101,7 @@ impl RateCheck {
     }
 
     /// Panics unless `hits` of `n` trials are in the interval, naming `what`.
+    #[track_caller]
     pub fn assert(&self, hits: u64, what: &str) {
         assert!(
             self.contains(hits),
