@@ -6,7 +6,8 @@
 //! process, its log, a client), `cgroup`, `netns` (a namespace behind a veth
 //! pair), `net` (sockets and counters on the test's side), `probe` (the
 //! `fl-probe` target process and its servers), `expect` (what this kernel
-//! must offer, capability rows), `spec` (request builders) and `bpf` (the
+//! must offer, capability rows), `rate` (sample sizes and bounds of every
+//! probability check), `spec` (request builders) and `bpf` (the
 //! links and programs in the kernel).
 #![cfg_attr(
     test,
@@ -23,6 +24,7 @@ mod expect;
 mod net;
 mod netns;
 mod probe;
+mod rate;
 mod spec;
 
 use std::{
@@ -44,6 +46,7 @@ pub use crate::{
     },
     netns::TestNetns,
     probe::{ChildGuard, Listener, ProbeResult, ProbeServer, probe, probe_fs, spawn_named},
+    rate::RateCheck,
     spec::{cgroup_target, experiment, interface_target, pid_target, start},
 };
 pub use faultline_proto::build::{
@@ -97,16 +100,6 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
-
-/// Two-sided interval for a binomial count at `z` standard deviations.
-pub fn binomial_bounds(n: u64, p: f64, z: f64) -> (f64, f64) {
-    let mean = n as f64 * p;
-    let sd = (n as f64 * p * (1.0 - p)).sqrt();
-    (mean - z * sd, mean + z * sd)
-}
-
-/// 99.9 % two-sided normal quantile.
-pub const Z999: f64 = 3.29;
 
 pub fn require_root() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {

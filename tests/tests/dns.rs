@@ -10,9 +10,6 @@ use std::{net::SocketAddr, process::Command, time::Duration};
 use faultline_proto::v1 as pb;
 use faultline_tests::*;
 
-/// 4.4 sigma: a false failure about once in 100,000 runs.
-const Z: f64 = 4.4;
-
 fn dns_error(domain: &str, failure: pb::DnsFailure, probability: f64) -> pb::FaultSpec {
     pb::FaultSpec {
         kind: Some(pb::fault_spec::Kind::DnsError(pb::DnsError {
@@ -105,24 +102,20 @@ async fn dns_error_answers_nxdomain_or_servfail_for_names_in_the_domain() {
     assert_eq!(r.ok, 20, "stop lifts the fault at once: {r:?}");
 
     // SERVFAIL for half of every name.
-    const N: u16 = 400;
+    let rate = RateCheck::new(0.5, 0.05);
+    let n = u16::try_from(rate.n).unwrap();
     start(
         &mut c,
         experiment(
-            dns_error("", pb::DnsFailure::Servfail, 0.5),
+            dns_error("", pb::DnsFailure::Servfail, rate.p),
             interface_target(&ns.host_if),
             Duration::from_secs(60),
         ),
     )
     .await;
-    let r = query(None, server, "anything.example", N, false);
-    let (lo, hi) = binomial_bounds(u64::from(N), 0.5, Z);
-    let sf = r.errno("SERVFAIL") as f64;
-    assert!(
-        (lo..=hi).contains(&sf),
-        "SERVFAIL {sf} of {N}, want {lo:.0}..{hi:.0}: {r:?}"
-    );
-    assert_eq!(r.ok + r.errno("SERVFAIL"), u64::from(N), "{r:?}");
+    let r = query(None, server, "anything.example", n, false);
+    rate.assert(r.errno("SERVFAIL"), &format!("SERVFAIL answers ({r:?})"));
+    assert_eq!(r.ok + r.errno("SERVFAIL"), rate.n, "{r:?}");
 
     agent.kill();
     let r = query(None, server, "anything.example", 50, false);

@@ -258,8 +258,8 @@ async fn interface_faults_run_on_cgroup_skb_where_tcx_is_missing() {
     let ns = TestNetns::new();
     let other = TestNetns::new();
     const PORT: u16 = 7600;
-    const N: u32 = 20_000;
-    let p = 0.1;
+    let rate = RateCheck::new(0.1, 0.015);
+    let (p, n) = (rate.p, rate.n32());
 
     // Loss on ns's interface: the datagrams local sockets send through it.
     let exp = start(
@@ -272,19 +272,15 @@ async fn interface_faults_run_on_cgroup_skb_where_tcx_is_missing() {
     )
     .await;
     assert_eq!(exp.faults[0].mechanism, "cgroup_skb", "{exp:?}");
-    let hit = numbered_flow(&ns, PORT, N);
-    let spared = numbered_flow(&other, PORT, N);
-    let lost = u64::from(N) - hit.ok;
-    let (lo, hi) = binomial_bounds(u64::from(N), p, Z999);
+    let hit = numbered_flow(&ns, PORT, n);
+    let spared = numbered_flow(&other, PORT, n);
+    let lost = rate.n - hit.ok;
     eprintln!(
-        "cgroup_skb interface loss p={p}: lost {lost} of {N} (99.9 %: {lo:.0}..{hi:.0}); the other interface received {}",
-        spared.ok
+        "cgroup_skb interface loss p={p}: lost {lost} of {n} ({}..={}); the other interface received {}",
+        rate.lo, rate.hi, spared.ok
     );
-    assert!(
-        (lo..=hi).contains(&(lost as f64)),
-        "lost {lost} of {N}, expected {lo:.0}..{hi:.0}"
-    );
-    assert_eq!(spared.ok, u64::from(N), "another interface loses nothing");
+    rate.assert(lost, "datagrams lost on the faulted interface");
+    assert_eq!(spared.ok, rate.n, "another interface loses nothing");
     let view = c
         .get_experiment(pb::GetExperimentRequest { id: exp.id.clone() })
         .await

@@ -214,27 +214,23 @@ async fn dry_run_counts_but_injects_nothing() {
     let cg = TestCgroup::new("dry");
     let acc = Acceptor::new("127.0.0.1");
 
+    let rate = RateCheck::new(0.5, 0.05);
     let mut req = experiment(
-        connect_error("ECONNREFUSED", 0.5, acc.addr.port(), ""),
+        connect_error("ECONNREFUSED", rate.p, acc.addr.port(), ""),
         cgroup_target(&cg),
         Duration::from_secs(60),
     );
     req.spec.as_mut().unwrap().dry_run = true;
     let exp = start(&mut client, req).await;
-    let seen = probe(Some(&cg), "connect", acc.addr, 1000);
-    assert_eq!(seen.ok, 1000, "dry-run must inject nothing: {seen:?}");
+    let seen = probe(Some(&cg), "connect", acc.addr, rate.n);
+    assert_eq!(seen.ok, rate.n, "dry-run must inject nothing: {seen:?}");
     let view = client
         .get_experiment(pb::GetExperimentRequest { id: exp.id })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(view.matched, 1000, "{view:?}");
-    let (lo, hi) = binomial_bounds(1000, 0.5, 4.4);
-    assert!(
-        (lo..=hi).contains(&(view.injected as f64)),
-        "would-be injections {} outside {lo:.0}..{hi:.0}",
-        view.injected
-    );
+    assert_eq!(view.matched, rate.n, "{view:?}");
+    rate.assert(view.injected, "would-be injections");
     assert!(view.spec.unwrap().dry_run);
 }
 

@@ -13,9 +13,6 @@ use std::time::Duration;
 use faultline_proto::v1 as pb;
 use faultline_tests::*;
 
-/// 4.4 sigma: a false failure about once in 100,000 runs.
-const Z: f64 = 4.4;
-
 /// A scratch directory with a file in it, removed on drop.
 struct Scratch {
     dir: String,
@@ -75,25 +72,22 @@ async fn open_fails_under_the_path_at_the_configured_probability() {
     let faulted = Scratch::new("open");
     let elsewhere = Scratch::new("open-other");
     let file = faulted.path("inner/data");
+    let rate = RateCheck::new(0.5, 0.05);
     let exp = start(
         &mut agent.client().await,
         experiment(
-            lsm_error("openat", "EIO", 0.5, &faulted.dir, 0),
+            lsm_error("openat", "EIO", rate.p, &faulted.dir, 0),
             cgroup_target(&cg),
             Duration::from_secs(60),
         ),
     )
     .await;
 
-    const CALLS: u64 = 2000;
-    let inside = probe_fs(Some(&cg), "open", &file, CALLS);
-    let (lo, hi) = binomial_bounds(CALLS, 0.5, Z);
+    let calls = rate.n;
+    let inside = probe_fs(Some(&cg), "open", &file, calls);
     let eio = inside.errno("EIO");
-    assert!(
-        (lo..=hi).contains(&(eio as f64)),
-        "expected {lo:.0}..{hi:.0} of {CALLS} opens to fail with EIO, saw {inside:?}"
-    );
-    assert_eq!(inside.ok + eio, CALLS, "only EIO expected: {inside:?}");
+    rate.assert(eio, &format!("opens failing with EIO ({inside:?})"));
+    assert_eq!(inside.ok + eio, calls, "only EIO expected: {inside:?}");
 
     let other_file = probe_fs(Some(&cg), "open", &elsewhere.path("inner/data"), 300);
     assert_eq!(
@@ -109,7 +103,7 @@ async fn open_fails_under_the_path_at_the_configured_probability() {
     let c = counters(&agent, &exp.id).await;
     assert_eq!(c.injected, eio, "injected counter vs errors seen: {c:?}");
     assert_eq!(
-        c.matched, CALLS,
+        c.matched, calls,
         "matched counts the target's opens under the path: {c:?}"
     );
 
@@ -295,22 +289,19 @@ async fn lsm_faults_obey_dry_run_deadline_and_agent_death() {
     let file = scratch.path("inner/data");
 
     // Dry run: every open works, the counters say what would have failed.
+    let rate = RateCheck::new(0.5, 0.05);
     let mut req = experiment(
-        lsm_error("open", "EACCES", 0.5, &scratch.dir, 0),
+        lsm_error("open", "EACCES", rate.p, &scratch.dir, 0),
         cgroup_target(&cg),
         Duration::from_secs(60),
     );
     req.spec.as_mut().unwrap().dry_run = true;
     let exp = start(&mut agent.client().await, req).await;
-    let dry = probe_fs(Some(&cg), "open", &file, 1000);
-    assert_eq!(dry.ok, 1000, "dry run injects nothing: {dry:?}");
+    let dry = probe_fs(Some(&cg), "open", &file, rate.n);
+    assert_eq!(dry.ok, rate.n, "dry run injects nothing: {dry:?}");
     let c = counters(&agent, &exp.id).await;
-    let (lo, hi) = binomial_bounds(1000, 0.5, Z);
-    assert_eq!(c.matched, 1000, "{c:?}");
-    assert!(
-        (lo..=hi).contains(&(c.injected as f64)),
-        "would-be injections: {c:?}"
-    );
+    assert_eq!(c.matched, rate.n, "{c:?}");
+    rate.assert(c.injected, &format!("would-be injections ({c:?})"));
     stop(&agent, &exp.id).await;
 
     // Deadline in the kernel: the agent is frozen, the fault still ends.

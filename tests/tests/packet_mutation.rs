@@ -47,28 +47,22 @@ async fn duplication_on_an_interface_matches_the_configured_fraction() {
         s.message()
     );
 
+    let rate = RateCheck::new(0.2, 0.02);
     start(
         &mut c,
         experiment(
-            dup(0.2),
+            dup(rate.p),
             interface_target(&ns.host_if),
             Duration::from_secs(60),
         ),
     )
     .await;
-    const N: u32 = 20_000;
-    let got = udp_through_veth(&ns, to, N);
+    let got = udp_through_veth(&ns, to, rate.n32());
     assert_eq!(
-        got.ok,
-        u64::from(N),
+        got.ok, rate.n,
         "every datagram arrives at least once: {got:?}"
     );
-    let (lo, hi) = binomial_bounds(u64::from(N), 0.2, Z999);
-    let repeats = got.errno("repeats") as f64;
-    assert!(
-        (lo..=hi).contains(&repeats),
-        "duplicates {repeats} outside {lo:.0}..{hi:.0} for p=0.2 of {N}"
-    );
+    rate.assert(got.errno("repeats"), "datagrams duplicated");
 }
 
 /// Sends `n` numbered datagrams from the root namespace to `to` inside `ns`
@@ -106,16 +100,16 @@ async fn corruption_is_dropped_by_the_receiver_or_delivered_with_fixed_checksums
     let mut c = agent.client().await;
     let ns = TestNetns::new();
     let to: SocketAddr = (ns.peer_ips[0], 9100).into();
+    let rate = RateCheck::new(0.1, 0.015);
+    let n = rate.n32();
     let corrupt = |recompute| pb::FaultSpec {
         kind: Some(pb::fault_spec::Kind::Corrupt(pb::Corrupt {
-            probability: 0.1,
+            probability: rate.p,
             recompute_checksums: recompute,
             direction: pb::Direction::Egress.into(),
             r#match: Some(udp_to_port(9100)),
         })),
     };
-    const N: u32 = 20_000;
-    let (lo, hi) = binomial_bounds(u64::from(N), 0.1, Z999);
 
     // Checksums left wrong: the receiver's IP layer drops them and counts.
     let exp = start(
@@ -128,15 +122,12 @@ async fn corruption_is_dropped_by_the_receiver_or_delivered_with_fixed_checksums
     )
     .await;
     let before = ip_csum_errors(&ns);
-    let got = udp_through_veth(&ns, to, N);
+    let got = udp_through_veth(&ns, to, n);
     let bad = ip_csum_errors(&ns) - before;
-    assert!(
-        (lo..=hi).contains(&(bad as f64)),
-        "checksum errors {bad} outside {lo:.0}..{hi:.0}"
-    );
+    rate.assert(bad, "checksum errors at the receiver");
     assert_eq!(
         got.ok + bad,
-        u64::from(N),
+        rate.n,
         "every datagram either arrived intact or failed its checksum: {got:?}"
     );
     assert_eq!(
@@ -167,11 +158,8 @@ async fn corruption_is_dropped_by_the_receiver_or_delivered_with_fixed_checksums
         ),
     )
     .await;
-    let got = udp_through_veth(&ns, to, N);
+    let got = udp_through_veth(&ns, to, n);
     let corrupted = got.errno("corrupted");
-    assert!(
-        (lo..=hi).contains(&(corrupted as f64)),
-        "corrupted deliveries {corrupted} outside {lo:.0}..{hi:.0}"
-    );
-    assert_eq!(got.ok + corrupted, u64::from(N), "{got:?}");
+    rate.assert(corrupted, "corrupted deliveries");
+    assert_eq!(got.ok + corrupted, rate.n, "{got:?}");
 }

@@ -9,10 +9,6 @@ use std::time::Duration;
 
 use faultline_tests::*;
 
-const CALLS: u64 = 2000;
-/// 4.4 sigma: a false failure about once in 100,000 runs.
-const Z: f64 = 4.4;
-
 #[tokio::test]
 async fn connect_fails_at_configured_probability_only_inside_the_cgroup() {
     require_root().unwrap();
@@ -21,28 +17,28 @@ async fn connect_fails_at_configured_probability_only_inside_the_cgroup() {
     let cg = TestCgroup::new("connect");
     let target = Acceptor::new("127.0.0.1");
     let other_port = Acceptor::new("127.0.0.1");
+    let rate = RateCheck::new(0.5, 0.05);
+    let calls = rate.n;
 
     let exp = start(
         &mut client,
         experiment(
-            connect_error("ECONNREFUSED", 0.5, target.addr.port(), ""),
+            connect_error("ECONNREFUSED", rate.p, target.addr.port(), ""),
             cgroup_target(&cg),
             Duration::from_secs(60),
         ),
     )
     .await;
 
-    let inside = probe(Some(&cg), "connect", target.addr, CALLS);
-    let (lo, hi) = binomial_bounds(CALLS, 0.5, Z);
-    let refused = inside.errno("ECONNREFUSED") as f64;
-    assert!(
-        (lo..=hi).contains(&refused),
-        "expected {lo:.0}..{hi:.0} of {CALLS} connects refused inside the cgroup, saw {inside:?}"
+    let inside = probe(Some(&cg), "connect", target.addr, calls);
+    rate.assert(
+        inside.errno("ECONNREFUSED"),
+        &format!("connects refused inside the cgroup ({inside:?})"),
     );
-    assert_eq!(inside.total(), CALLS);
+    assert_eq!(inside.total(), calls);
     assert_eq!(
         inside.ok + inside.errno("ECONNREFUSED"),
-        CALLS,
+        calls,
         "only ECONNREFUSED expected: {inside:?}"
     );
 
@@ -69,7 +65,7 @@ async fn connect_fails_at_configured_probability_only_inside_the_cgroup() {
         "injected counter vs errors seen: {status:?}"
     );
     assert_eq!(
-        status.matched, CALLS,
+        status.matched, calls,
         "matched counter counts only the target's calls to the port: {status:?}"
     );
 
