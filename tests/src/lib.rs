@@ -42,7 +42,7 @@ pub use crate::{
     expect::{capability, expected, in_vm, supported_or_skip},
     net::{
         Acceptor, force_receive_buffer, proc_net_counter, receive_numbered, tcp_reachable,
-        udp_receiver,
+        tcp_total_retrans, udp_receiver,
     },
     netns::TestNetns,
     probe::{ChildGuard, Listener, ProbeResult, ProbeServer, probe, probe_fs, spawn_named},

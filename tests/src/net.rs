@@ -103,3 +103,24 @@ pub fn proc_net_counter(text: &str, group: &str, name: &str) -> u64 {
     let i = head.split_whitespace().position(|h| h == name).unwrap();
     vals.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
+
+/// Segments this TCP socket retransmitted over its life (`TCP_INFO`'s
+/// `tcpi_total_retrans`): its own count, unlike /proc/net/snmp's, which
+/// every socket of the namespace adds to.
+pub fn tcp_total_retrans(sock: &std::net::TcpStream) -> u32 {
+    // SAFETY: tcp_info is plain old data; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: valid fd; the value pointer and its length describe `info`.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(sock),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &raw mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info.tcpi_total_retrans
+}

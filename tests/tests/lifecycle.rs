@@ -240,7 +240,16 @@ async fn fifty_concurrent_experiments_all_end_and_leave_nothing() {
     let agent = Agent::start();
     let client = agent.client().await;
     let cg = TestCgroup::new("fifty");
-    let acc = Acceptor::new("127.0.0.1");
+    // One listener per faulted port, so a connect there succeeds unless a
+    // fault is still injecting. Nothing accepts: the kernel completes the
+    // handshake into the backlog (128), more than the probes below make.
+    let listeners: Vec<std::net::TcpListener> = (0..40)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a faulted port"))
+        .collect();
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect();
     let mut sleeper = std::process::Command::new("sleep")
         .arg("60")
         .spawn()
@@ -248,15 +257,16 @@ async fn fifty_concurrent_experiments_all_end_and_leave_nothing() {
     let sleeper_pid = sleeper.id();
 
     let mut tasks = Vec::new();
+    let mut faulted = ports.iter().copied();
     for i in 0..50u16 {
         let mut c = client.clone();
         let target = cgroup_target(&cg);
+        let fault = if i % 5 == 0 {
+            syscall_signal("getppid", "KILL", 1.0, 0)
+        } else {
+            connect_error("ECONNREFUSED", 1.0, faulted.next().expect("a port"), "")
+        };
         tasks.push(tokio::spawn(async move {
-            let fault = if i % 5 == 0 {
-                syscall_signal("getppid", "KILL", 1.0, 0)
-            } else {
-                connect_error("ECONNREFUSED", 1.0, 40000 + i, "")
-            };
             let t = if i % 5 == 0 {
                 pid_target(sleeper_pid)
             } else {
@@ -294,11 +304,14 @@ async fn fifty_concurrent_experiments_all_end_and_leave_nothing() {
         "no link left behind: {:?}",
         agent.links()
     );
-    assert_eq!(
-        probe(Some(&cg), "connect", acc.addr, 100).ok,
-        100,
-        "nothing still injecting"
-    );
+    let mut target = ProbeServer::spawn(Some(&cg));
+    for port in &ports {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
+        let seen = target.run("connect", addr, 20);
+        assert_eq!(seen.ok, 20, "nothing still injecting on port {port}: {seen:?}");
+    }
+    drop(target);
+    drop(listeners);
     let _ = sleeper.kill();
     let _ = sleeper.wait();
     drop(c);
