@@ -21,6 +21,39 @@ fn spawn_loop(cg: &TestCgroup, syscall: &str) -> ChildGuard {
     )
 }
 
+/// `fl-probe loop SYSCALL 5 counted` in `cg`: it makes no call until told
+/// to go, then prints each call's number once the call has returned. Guarded
+/// and contained like `spawn_loop`.
+fn spawn_counted(
+    cg: &TestCgroup,
+    syscall: &str,
+) -> (ChildGuard, std::io::BufReader<std::process::ChildStdout>) {
+    let mut child = cg
+        .command(bin("fl-probe"))
+        .args(["loop", syscall, "5", "counted"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn fl-probe loop");
+    let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    (ChildGuard(child), out)
+}
+
+/// Tells a `spawn_counted` process to start its calls.
+fn go(child: &mut ChildGuard) {
+    use std::io::Write as _;
+    writeln!(child.0.stdin.as_mut().expect("stdin"), "go").expect("tell the loop to go");
+}
+
+/// The call numbers a counted loop printed, read until it stops writing.
+fn calls_completed(out: std::io::BufReader<std::process::ChildStdout>) -> Vec<u64> {
+    use std::io::BufRead as _;
+    out.lines()
+        .map_while(Result::ok)
+        .map(|l| l.parse().expect("a call number"))
+        .collect()
+}
+
 fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let mut status = None;
     wait_for(timeout, || {
@@ -64,6 +97,10 @@ async fn target_dies_with_the_configured_signal_and_a_twin_lives() {
     );
 }
 
+/// The target dies at its 20th getppid, from its own side: it makes no
+/// call before the fault is armed and prints each call that returned, so
+/// exactly 19 are printed before the signal. A process in the same cgroup
+/// making the same calls, but not the target, lives on past its 20th.
 #[tokio::test]
 async fn signal_at_the_nth_call_only() {
     require_root().unwrap();
@@ -71,8 +108,8 @@ async fn signal_at_the_nth_call_only() {
     let mut client = agent.client().await;
     // A cgroup only to contain the children: the fault targets a pid.
     let cg = TestCgroup::new("signal-nth");
-    let mut target = spawn_loop(&cg, "getppid");
-    let mut other_syscall = spawn_loop(&cg, "uname");
+    let (mut target, target_out) = spawn_counted(&cg, "getppid");
+    let (mut twin, twin_out) = spawn_counted(&cg, "getppid");
 
     let exp = start(
         &mut client,
@@ -83,9 +120,19 @@ async fn signal_at_the_nth_call_only() {
         ),
     )
     .await;
+    go(&mut target);
+    go(&mut twin);
+    // Read in the background: the pipe ends when the target dies.
+    let target_calls = std::thread::spawn(move || calls_completed(target_out));
     let status = wait_exit(&mut target.0, Duration::from_secs(5))
         .expect("target should die at its 20th getppid");
     assert_eq!(status.signal(), Some(libc::SIGABRT), "got {status:?}");
+    let done = target_calls.join().unwrap();
+    assert_eq!(
+        done,
+        (1..=19).collect::<Vec<u64>>(),
+        "the target completed its first 19 calls and died in the 20th"
+    );
     let view = client
         .get_experiment(faultline_proto::v1::GetExperimentRequest { id: exp.id })
         .await
@@ -96,9 +143,19 @@ async fn signal_at_the_nth_call_only() {
         view.matched, 20,
         "the signal came at the 20th matching call: {view:?}"
     );
+    // The twin's calls ran under the same live fault; it passes its 20th.
+    // (Its output fits in the pipe until it is read below.)
+    let twin_status = wait_exit(&mut twin.0, Duration::from_millis(500));
     assert!(
-        other_syscall.0.try_wait().unwrap().is_none(),
-        "a non-target process must keep running"
+        twin_status.is_none(),
+        "a non-target making the same call must keep running: {twin_status:?}"
+    );
+    twin.0.kill().unwrap();
+    let twin_done = calls_completed(twin_out);
+    assert!(
+        twin_done.len() >= 40,
+        "the non-target completed more than 20 calls: {}",
+        twin_done.len()
     );
 }
 

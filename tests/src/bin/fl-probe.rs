@@ -5,7 +5,9 @@
 //! fl-probe bind ADDR COUNT         bind() a UDP socket COUNT times
 //! fl-probe sendto ADDR COUNT       unconnected UDP sendto() COUNT times
 //! fl-probe udp-connect ADDR COUNT  connect() a UDP socket COUNT times (IPv4 or IPv6 by ADDR)
-//! fl-probe loop SYSCALL PERIOD_MS  call getppid|uname|getcwd forever
+//! fl-probe loop SYSCALL PERIOD_MS [counted]
+//!                                  call getppid|uname|getcwd forever; counted: wait for a line
+//!                                  on stdin first, then print each call's number once it returned
 //! fl-probe connect-dstopts ADDR    TCP connect() to an IPv6 ADDR once, every packet carrying an
 //!                                  IPv6 destination-options extension header; prints "ok" or the errno
 //! fl-probe first-error ADDR       connect in a loop until one fails; print when
@@ -480,7 +482,15 @@ fn main() {
         }
         Some("loop") => {
             let period = Duration::from_millis(args[2].parse().expect("PERIOD_MS"));
-            loop {
+            let counted = args.get(3).map(String::as_str) == Some("counted");
+            if counted {
+                // No call before the test says go: the fault is armed by then,
+                // so its count and ours start together.
+                std::io::stdin()
+                    .read_line(&mut String::new())
+                    .expect("read go");
+            }
+            for n in 1u64.. {
                 match args[1].as_str() {
                     "getppid" => {
                         nix::unistd::getppid();
@@ -492,6 +502,9 @@ fn main() {
                         let _ = std::env::current_dir();
                     }
                     other => panic!("unsupported loop syscall {other}"),
+                }
+                if counted {
+                    println!("{n}");
                 }
                 std::thread::sleep(period);
             }
