@@ -148,8 +148,39 @@ fn numbered_flow(ns: &TestNetns, port: u16, count: u32) -> ProbeResult {
     rx.result()
 }
 
+/// Payload bytes that arrived in `ns` on `port` from a host sender
+/// blasting 1200-byte datagrams as fast as it can for one second.
+fn blasted_bytes(ns: &TestNetns, port: u16) -> u64 {
+    let to: SocketAddr = (ns.peer_ips[0], port).into();
+    let rx = ns.probe_server(&["udp-count", &to.to_string(), "700"]);
+    let sent = Command::new(bin("fl-probe"))
+        .args(["udp-blast", &to.to_string(), "1", "1200"])
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "{sent:?}");
+    rx.result::<ProbeResult>().errno("bytes")
+}
+
+/// Median RTT in ms of 200 ping-pongs from the host to `to` (as in
+/// latency.rs).
+fn median_rtt_ms(to: SocketAddr) -> f64 {
+    let out = Command::new(bin("fl-probe"))
+        .args(["udp-rtt", &to.to_string(), "200"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r: ProbeResult = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r.ok, 200, "every ping answered: {:?}", r.errors);
+    let mut v = r.rtt_us;
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2] / 1e3
+}
+
 /// SIGKILL of the agent while every packet fault kind is active on an
-/// interface: the very next flow is whole, each datagram once and intact.
+/// interface, each kind on its own port and shown active first: loss,
+/// duplicates and corruption on numbered datagrams; a bandwidth limit on
+/// a blast, measured at the receiver; latency (where fq runs) on
+/// ping-pongs. Right after the kill each effect is gone.
 #[tokio::test]
 async fn every_interface_fault_kind_vanishes_with_the_agent() {
     require_root().unwrap();
@@ -161,8 +192,19 @@ async fn every_interface_fault_kind_vanishes_with_the_agent() {
     let mut c = agent.client().await;
     let ns = TestNetns::new();
     const PORT: u16 = 7500;
+    const BW_PORT: u16 = 7501;
+    const RTT_PORT: u16 = 7502;
     let m = || Some(udp_to_port(PORT));
     let egress = pb::Direction::Egress.into();
+    // 200 kbit/s with the smallest burst accepted (the bucket holds at most
+    // that, and at most one second's refill). What a one-second blast may
+    // deliver, policed (rate x 1 s + the bucket) or shaped by fq (rate x
+    // (1 s + its 2 s horizon)), is bounded by rate x 3 s + burst. Payload
+    // bytes are counted, so this bound is above what the limiter counts.
+    const RATE_BITS: u64 = 200_000;
+    const BURST: u32 = 65_549;
+    let bw_cap = (RATE_BITS / 8 * 3 + u64::from(BURST)) as f64;
+    const DELAY_MS: f64 = 5.0;
     let mut faults = vec![
         packet_loss(0.3, 0.0, pb::Direction::Egress, udp_to_port(PORT)).into(),
         pb::FaultSpec {
@@ -180,23 +222,19 @@ async fn every_interface_fault_kind_vanishes_with_the_agent() {
                 r#match: m(),
             })),
         },
-        pb::FaultSpec {
-            kind: Some(pb::fault_spec::Kind::Bandwidth(pb::Bandwidth {
-                rate_bits_per_sec: 1_000_000,
-                burst_bytes: 0,
-                direction: egress,
-                r#match: m(),
-            })),
-        },
+        bandwidth(
+            RATE_BITS,
+            BURST,
+            pb::Direction::Egress,
+            udp_to_port(BW_PORT),
+        )
+        .into(),
     ];
+    let echo_at: SocketAddr = (ns.peer_ips[0], RTT_PORT).into();
+    let _echo = ns.probe_server(&["udp-echo", &format!("0.0.0.0:{RTT_PORT}")]);
+    let base_rtt = fq.then(|| median_rtt_ms(echo_at));
     if fq {
-        faults.push(pb::FaultSpec {
-            kind: Some(pb::fault_spec::Kind::Latency(pb::Latency {
-                delay_ms: 5.0,
-                jitter_ms: 0.0,
-                r#match: m(),
-            })),
-        });
+        faults.push(latency(DELAY_MS, 0.0, udp_to_port(RTT_PORT)).into());
     }
     start(
         &mut c,
@@ -215,8 +253,23 @@ async fn every_interface_fault_kind_vanishes_with_the_agent() {
     let during = numbered_flow(&ns, PORT, N);
     assert!(
         during.ok < u64::from(N) && during.errno("repeats") > 0 && during.errno("corrupted") > 0,
-        "the faults are active: {during:?}"
+        "loss, duplicates and corruption are active: {during:?}"
     );
+    let limited = blasted_bytes(&ns, BW_PORT) as f64;
+    assert!(
+        limited > 0.0 && limited <= bw_cap,
+        "the bandwidth limit is active: {limited} bytes arrived, at most {bw_cap} may"
+    );
+    if let Some(base) = base_rtt {
+        let added = median_rtt_ms(echo_at) - base;
+        // As latency.rs: never early by more than 1 ms; a busy host's guest
+        // timers fire late, so the VM allows 3 ms late.
+        let late = if in_vm() { 3.0 } else { 1.0 };
+        assert!(
+            added >= DELAY_MS - 1.0 && added <= DELAY_MS + late,
+            "the latency is active: added {added:.3} ms, want {DELAY_MS} -1/+{late}"
+        );
+    }
     // Egress faults only: the egress TCX link alone, shared by all of them.
     assert_eq!(
         agent.links().len(),
@@ -232,6 +285,20 @@ async fn every_interface_fault_kind_vanishes_with_the_agent() {
     assert_eq!(after.ok, u64::from(N), "every datagram arrives: {after:?}");
     assert_eq!(after.errno("repeats"), 0, "none twice: {after:?}");
     assert_eq!(after.errno("corrupted"), 0, "none corrupted: {after:?}");
+    let free = blasted_bytes(&ns, BW_PORT) as f64;
+    eprintln!("bandwidth: {limited} bytes in a 1 s blast while limited, {free} after the kill");
+    assert!(
+        free > 2.0 * bw_cap,
+        "no bandwidth limit: {free} bytes arrived in 1 s, limited {limited}"
+    );
+    if let Some(base) = base_rtt {
+        let added = median_rtt_ms(echo_at) - base;
+        // Half the delay: far from it, yet clear of the VM's timer noise.
+        assert!(
+            added < DELAY_MS / 2.0,
+            "no latency: added {added:.3} ms of {DELAY_MS}"
+        );
+    }
     assert!(
         wait_for(Duration::from_secs(5), || {
             let live = live_links();

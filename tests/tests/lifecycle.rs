@@ -308,7 +308,10 @@ async fn fifty_concurrent_experiments_all_end_and_leave_nothing() {
     for port in &ports {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
         let seen = target.run("connect", addr, 20);
-        assert_eq!(seen.ok, 20, "nothing still injecting on port {port}: {seen:?}");
+        assert_eq!(
+            seen.ok, 20,
+            "nothing still injecting on port {port}: {seen:?}"
+        );
     }
     drop(target);
     drop(listeners);

@@ -340,7 +340,10 @@ async fn tcp_transfer_completes_under_five_percent_loss_with_retransmissions() {
         .into_inner();
     let (lo, hi) = binomial_bounds(view.matched, 0.05, Z999);
     let injected = view.injected as f64;
-    eprintln!("matched {} injected {} retransmitted {retrans}", view.matched, view.injected);
+    eprintln!(
+        "matched {} injected {} retransmitted {retrans}",
+        view.matched, view.injected
+    );
     assert!(
         (lo..=hi).contains(&injected),
         "about 5 % of the segments dropped: {} of {} outside [{lo:.0}, {hi:.0}]",
