@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use btfparse::{Offset, Readable, TypeInformation, TypeVariant};
-use faultline_common::KernelOffsets;
+use faultline_common::{KernelOffsets, runq::RunqConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -27,6 +27,8 @@ pub enum BtfError {
     NoStruct(String),
     #[error("kernel BTF: struct {0} has no member {1} ({2})")]
     NoMember(String, String, String),
+    #[error("kernel BTF: tracepoint {0} has an unexpected prototype: {1}")]
+    Prototype(String, String),
     #[error(
         "kernel BTF: struct {0} member {1} is a bitfield (bit {2}, {3} bits), not a byte offset"
     )]
@@ -127,9 +129,68 @@ impl Btf {
     }
 }
 
+impl Btf {
+    /// Where the run-queue programs read a task's ids, after checking that
+    /// `sched_switch` passes (bool preempt, prev, next, unsigned int
+    /// prev_state) as they assume (5.18 and later; earlier kernels have no
+    /// prev_state, and another order would make them read garbage).
+    pub fn runq_config(&self) -> Result<RunqConfig, BtfError> {
+        self.check_sched_switch()?;
+        Ok(RunqConfig {
+            task_pid: self.offset("task_struct", "pid")?,
+            task_tgid: self.offset("task_struct", "tgid")?,
+        })
+    }
+
+    fn check_sched_switch(&self) -> Result<(), BtfError> {
+        let tp = "sched_switch";
+        let bad = |why: String| BtfError::Prototype(tp.into(), why);
+        let t = &self.types;
+        // btf_trace_<tp> is a typedef of a pointer to the handler's
+        // prototype: (void *__data, <the tracepoint's arguments>).
+        let proto = t
+            .id_of("btf_trace_sched_switch")
+            .and_then(|id| t.pointee_tid(id).ok())
+            .and_then(|id| t.from_id(id));
+        let Some(TypeVariant::FuncProto(proto)) = proto else {
+            return Err(bad("no btf_trace_sched_switch prototype".into()));
+        };
+        let params: Vec<u32> = proto.parameter_list().iter().map(|p| p.tid()).collect();
+        if params.len() != 5 {
+            return Err(bad(format!(
+                "{} arguments, expected 4 (preempt, prev, next, prev_state)",
+                params.len().saturating_sub(1)
+            )));
+        }
+        let size = |i: usize| t.size_of(params[i]).ok();
+        let task = |i: usize| {
+            t.pointee_tid(params[i])
+                .ok()
+                .and_then(|id| t.name_of(id))
+                .is_some_and(|n| n == "task_struct")
+        };
+        if size(1) != Some(1) || !task(2) || !task(3) || size(4) != Some(4) {
+            return Err(bad(
+                "expected (bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Btf, BtfError};
+
+    /// The running kernel's `sched_switch` has the prototype the run-queue
+    /// programs read, and task ids sit where a task_struct keeps them
+    /// (after the scheduler's state, far from the start).
+    #[test]
+    fn runq_config_from_the_running_kernel() {
+        let btf = Btf::from_sys_fs().expect("this host has /sys/kernel/btf/vmlinux");
+        let c = btf.runq_config().expect("sched_switch as expected");
+        assert!(c.task_pid > 256 && c.task_tgid == c.task_pid + 4, "{c:?}");
+    }
 
     /// Every (struct, member path) `kernel_offsets` reads.
     const FIELDS: [(&str, &str); 11] = [

@@ -4,6 +4,7 @@
 use crate::{
     AgentConfig, COMM_LEN, FaultCounters, FaultSlot, FileMatch, KernelOffsets, NetMatch, SlotPid,
     TargetSel,
+    runq::{RUNQ_BUCKETS, RunqConfig, RunqHist, RunqStart},
 };
 
 /// Compile-time layout checks: `$t` is `$size` bytes, each listed field has
@@ -138,4 +139,19 @@ assert_layout!(AgentConfig, 48, {
 assert_layout!(SlotPid, 8, {
     slot: u32 = 0,
     tgid: u32 = 4,
+});
+
+assert_layout!(RunqConfig, 8, {
+    task_pid: u32 = 0,
+    task_tgid: u32 = 4,
+});
+
+assert_layout!(RunqStart, 16, {
+    since_ns: u64 = 0,
+    mask: u32 = 8,
+    _pad: u32 = 12,
+});
+
+assert_layout!(RunqHist, 256, {
+    buckets: [u64; RUNQ_BUCKETS] = 0,
 });

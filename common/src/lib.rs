@@ -350,6 +350,7 @@ pub struct SlotPid {
 }
 
 mod layout;
+pub mod runq;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -367,4 +368,10 @@ mod pod {
     unsafe impl aya::Pod for super::SlotPid {}
     // SAFETY: as above (twelve u32).
     unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: as above (two u32).
+    unsafe impl aya::Pod for super::runq::RunqConfig {}
+    // SAFETY: as above (u64, two u32).
+    unsafe impl aya::Pod for super::runq::RunqStart {}
+    // SAFETY: as above (32 u64).
+    unsafe impl aya::Pod for super::runq::RunqHist {}
 }

@@ -14,6 +14,8 @@ mod net;
 #[cfg(target_arch = "bpf")]
 mod process_exit;
 #[cfg(target_arch = "bpf")]
+mod runq;
+#[cfg(target_arch = "bpf")]
 mod slots;
 #[cfg(target_arch = "bpf")]
 mod sock_error;

@@ -227,7 +227,9 @@ mod tests {
                 SKB_DNS_PROGRAM,
                 TC_DNS_PROGRAM,
             ])
-            .chain(lsm_hooks::programs().into_iter().map(|(n, _)| n));
+            .chain(lsm_hooks::programs().into_iter().map(|(n, _)| n))
+            .chain(super::super::runq::RUNQ_PROGRAMS.map(|(n, _)| n))
+            .chain([super::super::protect::EXIT_PROGRAM]);
         for name in names {
             let mut sym = name.as_bytes().to_vec();
             sym.push(0);

@@ -15,6 +15,7 @@ pub mod lsm_hooks;
 mod ops;
 mod probe;
 mod protect;
+mod runq;
 mod slots;
 mod verifier;
 
@@ -34,7 +35,8 @@ use faultline_common::{
     AgentConfig, FaultCounters, FaultSlot, MAX_DNS_SLOTS, MAX_FAULTS, MAX_LSM_SLOTS, MAX_NET_SLOTS,
     MAX_SYSCALL_NR, SlotPid,
 };
-pub use ops::{CounterSource, KernelOps, Probed, Resource, ScanList};
+pub use ops::{CounterSource, KernelOps, Probed, Resource, RunQueueSource, ScanList};
+pub use runq::{RUNQ_MECHANISM, RunqMaps};
 pub use verifier::Reason;
 
 use self::{
@@ -83,6 +85,8 @@ pub struct Kernel {
     protected: HashMap<MapData, u32, u8>,
     protected_comms: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 16], u8>,
     exit_watch: protect::ExitWatch,
+    /// The run-queue latency programs of impact measurement.
+    runq: runq::RunQueue,
     identity: protect::Identity,
     /// Bitmap of the ports network faults spare (`FL_SSH_PORTS`), as
     /// last written, and the configured part of it.
@@ -192,6 +196,7 @@ impl Kernel {
         let exit_watch = protect::ExitWatch::load(&mut ebpf);
         let mut kernel = Self {
             exit_watch,
+            runq: runq::RunQueue::default(),
             identity: protect::Identity::default(),
             counter_reader,
             ebpf,
@@ -507,6 +512,14 @@ impl KernelOps for Kernel {
 
     fn counter_source(&self) -> std::sync::Arc<dyn CounterSource + Send + Sync> {
         self.counter_reader.clone()
+    }
+
+    fn runq_acquire(&mut self) -> Result<std::sync::Arc<dyn RunQueueSource>, String> {
+        Kernel::runq_acquire(self).map(|m| m as std::sync::Arc<dyn RunQueueSource>)
+    }
+
+    fn runq_release(&mut self) {
+        Kernel::runq_release(self);
     }
 }
 

@@ -54,6 +54,25 @@ pub trait CounterSource {
     fn read(&self, slot: u32) -> Option<FaultCounters>;
 }
 
+/// The run-queue latency programs' maps, used by impact sessions from their
+/// own threads (`kernel/runq.rs`).
+pub trait RunQueueSource: Send + Sync {
+    /// A free session index with a zeroed histogram; None when all
+    /// `MAX_IMPACT` are in use.
+    fn claim(&self) -> Option<u32>;
+    /// The processes session `index` measures from now on (replaces the
+    /// last set). On error (the map is full) the others are still written.
+    fn set_targets(
+        &self,
+        index: u32,
+        tgids: &std::collections::BTreeSet<u32>,
+    ) -> Result<(), String>;
+    /// The session's histogram so far, summed over the CPUs.
+    fn histogram(&self, index: u32) -> Option<[u64; faultline_common::runq::RUNQ_BUCKETS]>;
+    /// Gives the index back: its processes are no longer measured.
+    fn free(&self, index: u32);
+}
+
 /// What this kernel can do, as far as its programs have been loaded.
 pub trait Probed {
     /// Why `m` cannot be used here, if so.
@@ -105,6 +124,16 @@ pub trait KernelOps: Probed + Send {
 
     /// A second handle on the counters, for readers on other threads.
     fn counter_source(&self) -> std::sync::Arc<dyn CounterSource + Send + Sync>;
+
+    /// Takes a reference on the run-queue latency programs (attached while
+    /// any reference is held) and hands out their maps; the error says why
+    /// they cannot run here.
+    fn runq_acquire(&mut self) -> Result<std::sync::Arc<dyn RunQueueSource>, String> {
+        Err("this kernel does not measure run-queue latency".into())
+    }
+
+    /// Drops a reference taken by `runq_acquire`.
+    fn runq_release(&mut self) {}
 
     /// Why `m` cannot be used here, loading its programs first if needed.
     fn unavailable(&mut self, m: Mechanism) -> Option<Reason> {
