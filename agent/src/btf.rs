@@ -155,7 +155,11 @@ impl Btf {
         let Some(TypeVariant::FuncProto(proto)) = proto else {
             return Err(bad("no btf_trace_sched_switch prototype".into()));
         };
-        let params: Vec<u32> = proto.parameter_list().iter().map(|p| p.tid()).collect();
+        // (btfparse does not export its Parameter type, so no method path.)
+        let mut params = Vec::new();
+        for p in proto.parameter_list() {
+            params.push(p.tid());
+        }
         if params.len() != 5 {
             return Err(bad(format!(
                 "{} arguments, expected 4 (preempt, prev, next, prev_state)",

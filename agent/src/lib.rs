@@ -18,6 +18,7 @@ pub mod domain;
 pub mod engine;
 pub mod faults;
 pub mod grpc;
+pub mod impact;
 pub mod kernel;
 pub mod names;
 pub mod qdisc;
