@@ -18,7 +18,7 @@ impl FaultKind for MemoryPressure {
     type Wire = pb::MemoryPressure;
 
     fn from_wire(_: &str, w: &pb::MemoryPressure, _: &dyn Resolver) -> Result<Self, SpecError> {
-        Ok(Self(w.clone()))
+        Ok(Self(*w))
     }
 
     fn capabilities(_: &dyn Probed) -> Vec<Capability> {

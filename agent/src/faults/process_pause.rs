@@ -18,7 +18,7 @@ impl FaultKind for ProcessPause {
     type Wire = pb::ProcessPause;
 
     fn from_wire(_: &str, w: &pb::ProcessPause, _: &dyn Resolver) -> Result<Self, SpecError> {
-        Ok(Self(w.clone()))
+        Ok(Self(*w))
     }
 
     fn capabilities(_: &dyn Probed) -> Vec<Capability> {
