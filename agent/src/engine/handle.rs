@@ -162,7 +162,15 @@ impl EngineHandle {
         let duration = spec.duration;
         let name = spec.name.clone();
         let me = self.clone();
-        let id = blocking(move || me.lock().start(spec)).await?;
+        let id = blocking(move || {
+            // The baseline is waited out without the engine's lock.
+            let impact = me.lock().open_impact(&spec)?;
+            if impact.is_some() {
+                std::thread::sleep(crate::impact::BASELINE);
+            }
+            me.lock().start_measured(spec, impact)
+        })
+        .await?;
         let view = self
             .view(&id)
             .ok_or_else(|| EngineError::NotFound(id.clone()))?;

@@ -9,6 +9,7 @@
 //! attachment) never holds up `GetExperiment` or `ListExperiments`.
 
 mod handle;
+mod impact;
 mod policy;
 mod records;
 #[cfg(test)]
@@ -78,6 +79,8 @@ pub struct ExperimentView {
     pub ended_at: Option<SystemTime>,
     pub message: String,
     pub faults: Vec<FaultView>,
+    /// What the faults did to the target, when the experiment measures it.
+    pub impact: Option<crate::impact::ImpactView>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -312,6 +315,28 @@ impl<K: KernelOps> Engine<K> {
 
     /// Arms every fault of `spec`, or none of them.
     pub fn start(&mut self, spec: ExperimentSpec) -> Result<String, EngineError> {
+        self.start_measured(spec, None)
+    }
+
+    /// `start`, with the impact session opened for it (`open_impact`): its
+    /// baseline ends as the faults are armed. On error the session ends too.
+    pub fn start_measured(
+        &mut self,
+        spec: ExperimentSpec,
+        impact: Option<Arc<crate::impact::Session>>,
+    ) -> Result<String, EngineError> {
+        let res = self.start_inner(spec, impact.clone());
+        if res.is_err() {
+            self.close_impact(impact.as_ref());
+        }
+        res
+    }
+
+    fn start_inner(
+        &mut self,
+        spec: ExperimentSpec,
+        impact: Option<Arc<crate::impact::Session>>,
+    ) -> Result<String, EngineError> {
         let host_wide = self.policy.check(&spec, self.agent_pid)?;
         if self.free.len() < spec.faults.len() {
             return Err(EngineError::Exhausted(format!(
@@ -329,6 +354,9 @@ impl<K: KernelOps> Engine<K> {
         }
         self.kernel.set_protected(&self.policy.protected_pids)?;
         self.kernel.refresh_ssh_ports()?;
+        if let Some(s) = &impact {
+            s.begin_during();
+        }
         let mut armed: Vec<FaultRecord> = Vec::with_capacity(plans.len());
         for (i, a) in plans.into_iter().enumerate() {
             match self.arm_one(a) {
@@ -387,6 +415,7 @@ impl<K: KernelOps> Engine<K> {
             message: String::new(),
             faults: armed,
             end_seq: None,
+            impact,
         };
         let mut records = self.write_records();
         records.map.insert(id.clone(), rec);
@@ -398,7 +427,7 @@ impl<K: KernelOps> Engine<K> {
     pub fn finish(&mut self, id: &str, state: State, message: &str) -> Result<bool, EngineError> {
         // Disarmed from a copy, so the records' lock is never held across
         // kernel work; readers see the experiment running until it ends.
-        let mut faults = {
+        let (mut faults, impact) = {
             let records = self.read_records();
             let rec = records
                 .map
@@ -407,8 +436,10 @@ impl<K: KernelOps> Engine<K> {
             if rec.state != State::Running {
                 return Ok(false);
             }
-            rec.faults.clone()
+            (rec.faults.clone(), rec.impact.clone())
         };
+        // The during window ends with the faults, before they are disarmed.
+        self.close_impact(impact.as_ref());
         for f in &mut faults {
             self.disarm(f);
         }

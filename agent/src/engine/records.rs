@@ -72,6 +72,9 @@ pub(super) struct Record {
     /// Sequence number of the event that announced the end; `None` while
     /// running, and for the moment between the end and its event.
     pub end_seq: Option<u64>,
+    /// Its impact session: live figures while running (read here, without
+    /// the engine's lock), the final ones after.
+    pub impact: Option<Arc<crate::impact::Session>>,
 }
 
 /// Every experiment, by id.
@@ -125,6 +128,7 @@ impl Records {
             ended_at: r.ended_at,
             message: r.message.clone(),
             faults,
+            impact: r.impact.as_ref().map(|s| s.view()),
         })
     }
 

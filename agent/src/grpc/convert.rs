@@ -8,6 +8,7 @@ use faultline_proto::v1 as pb;
 use crate::{
     domain::spec_to_proto,
     engine::{Event, EventKind, ExperimentView, State},
+    impact::{ImpactView, WindowView},
 };
 
 pub(super) fn ms(t: SystemTime) -> u64 {
@@ -32,7 +33,7 @@ pub fn experiment_to_proto(v: &ExperimentView) -> pb::Experiment {
         message: v.message.clone(),
         matched: v.faults.iter().map(|f| f.matched).sum(),
         injected: v.faults.iter().map(|f| f.injected).sum(),
-        impact: None,
+        impact: v.impact.as_ref().map(impact_to_proto),
         faults: v
             .faults
             .iter()
@@ -82,5 +83,34 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
         experiment: Some(experiment_to_proto(&e.experiment)),
         message: e.message.clone(),
         lost: 0,
+    }
+}
+
+fn impact_to_proto(i: &ImpactView) -> pb::Impact {
+    let window = |w: &WindowView| pb::ImpactWindow {
+        duration_ms: w.duration.as_millis() as u64,
+        pressure: w
+            .pressure
+            .iter()
+            .map(|p| pb::PressureStall {
+                resource: p.resource.to_owned(),
+                some_avg10: p.some_avg10,
+                full_avg10: p.full_avg10,
+                some_percent: p.some_percent,
+                full_percent: p.full_percent,
+            })
+            .collect(),
+        run_queue: w.run_queue.as_ref().map(|r| pb::RunQueueLatency {
+            buckets: r.buckets.clone(),
+            count: r.count,
+            p50_us: r.p50_us,
+            p99_us: r.p99_us,
+        }),
+    };
+    pb::Impact {
+        source: i.source.clone(),
+        before: i.before.as_ref().map(window),
+        during: i.during.as_ref().map(window),
+        unavailable: i.unavailable.clone(),
     }
 }
