@@ -63,6 +63,10 @@ pub struct RunArgs {
     /// Name for humans.
     #[arg(long)]
     pub name: Option<String>,
+    /// Measure what the fault does to its target (pressure stall, run-queue
+    /// latency; shown by `status`): on or off. Default: on for pressure kinds.
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub impact: Option<spec::Impact>,
 }
 
 impl RunArgs {
@@ -85,6 +89,7 @@ impl RunArgs {
             labels,
             target,
             faults: vec![fault],
+            impact: self.impact,
         })
     }
 }

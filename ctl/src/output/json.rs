@@ -31,6 +31,10 @@ pub struct ExperimentJson {
     pub matched: u64,
     pub injected: u64,
     pub faults: Vec<FaultJson>,
+    /// What the faults did to the target (pressure stall, run-queue
+    /// latency, before and during), when the experiment measures it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impact: Option<super::impact::ImpactJson>,
     /// The experiment as requested, in the experiment file's shape:
     /// `faultctl apply -f` takes it back. null when the agent did not return
     /// the spec, or it holds a value that this build has no name for.
@@ -105,6 +109,7 @@ impl From<&pb::Experiment> for ExperimentJson {
                     FaultJson::new(status, fault)
                 })
                 .collect(),
+            impact: experiment.impact.as_ref().map(Into::into),
             spec,
         }
     }

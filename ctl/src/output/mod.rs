@@ -5,6 +5,7 @@
 
 #[cfg(test)]
 mod fixtures;
+mod impact;
 mod json;
 mod table;
 

@@ -159,6 +159,9 @@ pub fn write_experiment_detail(
         writeln!(out, "{:<10}{}", format!("{key}:"), escape_controls(&value))?;
     }
     if json.faults.is_empty() {
+        if let Some(impact) = &experiment.impact {
+            super::impact::write_impact(out, impact)?;
+        }
         return Ok(());
     }
     writeln!(out)?;
@@ -215,6 +218,9 @@ pub fn write_experiment_detail(
              (raise the agent's nth_call_capacity)",
             fault.index, fault.not_injected_map_full
         )?;
+    }
+    if let Some(impact) = &experiment.impact {
+        super::impact::write_impact(out, impact)?;
     }
     Ok(())
 }

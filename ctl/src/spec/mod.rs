@@ -57,6 +57,18 @@ pub struct Experiment {
     pub labels: BTreeMap<String, String>,
     pub target: Target,
     pub faults: Vec<Fault>,
+    /// Measure what the faults do to the target (pressure stall, run-queue
+    /// latency): `on` or `off`; absent = as the kinds do by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impact: Option<Impact>,
+}
+
+/// Whether an experiment measures its impact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Impact {
+    On,
+    Off,
 }
 
 /// Who the faults apply to; the agent requires at least one of `pids`,

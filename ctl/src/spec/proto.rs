@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use faultline_proto::v1 as pb;
 
-use super::{Experiment, Fault, Target, units::duration_ms};
+use super::{Experiment, Fault, Impact, Target, units::duration_ms};
 
 /// A value from the agent that this build has no name for, such as an enum
 /// value added by a newer agent.
@@ -27,7 +27,12 @@ impl From<Experiment> for pb::ExperimentSpec {
             duration_ms: duration_ms(experiment.duration),
             dry_run: experiment.dry_run,
             labels: experiment.labels.into_iter().collect(),
-            impact: pb::ImpactMode::Default.into(),
+            impact: match experiment.impact {
+                None => pb::ImpactMode::Default,
+                Some(Impact::On) => pb::ImpactMode::On,
+                Some(Impact::Off) => pb::ImpactMode::Off,
+            }
+            .into(),
         }
     }
 }
@@ -51,6 +56,17 @@ impl TryFrom<&pb::ExperimentSpec> for Experiment {
                 .iter()
                 .map(Fault::try_from)
                 .collect::<Result<_, _>>()?,
+            impact: match pb::ImpactMode::try_from(spec.impact) {
+                Ok(pb::ImpactMode::Default) => None,
+                Ok(pb::ImpactMode::On) => Some(Impact::On),
+                Ok(pb::ImpactMode::Off) => Some(Impact::Off),
+                Err(_) => {
+                    return Err(WireError(format!(
+                        "unknown impact mode {}",
+                        spec.impact
+                    )));
+                }
+            },
         })
     }
 }
