@@ -10,6 +10,7 @@
 //! api               GetExperiment/ListExperiments p50/p99 from 8 clients, alone and while experiments start
 //! connect-overhead  connect() of a non-target while a connect fault targets another cgroup
 //! getpid-overhead   getpid() of a non-target while the sys_enter tracepoint is attached
+//! impact            pipe ping-pong with the run-queue programs of impact measurement on vs off
 //! network           packet_loss on a veth interface vs iptables `-m statistic`: accuracy,
 //!                   TCP throughput cost, StartExperiment → first dropped datagram
 //! open-overhead     open()+close() of a non-target while an LSM open fault targets another cgroup
@@ -30,6 +31,7 @@ mod connect;
 mod getpid;
 mod network;
 mod open;
+mod pressure_impact;
 mod rounds;
 mod stats;
 mod sys;
@@ -44,7 +46,7 @@ use tonic::transport::Channel;
 
 pub type Client = FaultServiceClient<Channel>;
 
-pub const BENCHES: [(&str, &str); 7] = [
+pub const BENCHES: [(&str, &str); 8] = [
     (
         "activation",
         "StartExperiment returned → first injected connect() error",
@@ -60,6 +62,10 @@ pub const BENCHES: [(&str, &str); 7] = [
     (
         "getpid-overhead",
         "getpid() of a non-target while the sys_enter tracepoint is attached",
+    ),
+    (
+        "impact",
+        "pipe ping-pong with the run-queue programs of impact measurement on vs off; their cost per context switch",
     ),
     (
         "network",
@@ -99,6 +105,7 @@ fn main() -> anyhow::Result<ExitCode> {
             "api" => api::api(&rt),
             "connect-overhead" => connect::connect_overhead(&rt),
             "getpid-overhead" => getpid::getpid_overhead(&rt),
+            "impact" => pressure_impact::run(&rt),
             "network" => network::network(&rt),
             "open-overhead" => open::open_overhead(&rt),
             "open-vs-strace" => open::open_vs_strace(&rt),
