@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 /// The CPU the target and the contention share (the last one: the first
 /// takes more of the host's interrupts).
 fn shared_cpu() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()) - 1
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get) - 1
 }
 
 /// A process pinned to `cpu` (through `taskset`), in `cg` when given.
@@ -86,7 +86,10 @@ fn brief(i: &pb::Impact) -> String {
                 format!(
                     "{} ms: cpu some {:.1} %, p50 {:.0} µs, p99 {:.0} µs, n {}",
                     w.duration_ms,
-                    w.pressure.iter().find(|p| p.resource == "cpu").map_or(-1.0, |p| p.some_percent),
+                    w.pressure
+                        .iter()
+                        .find(|p| p.resource == "cpu")
+                        .map_or(-1.0, |p| p.some_percent),
                     rq.p50_us,
                     rq.p99_us,
                     rq.count
@@ -94,7 +97,11 @@ fn brief(i: &pb::Impact) -> String {
             },
         )
     };
-    format!("before {}; during {}", w(i.before.as_ref()), w(i.during.as_ref()))
+    format!(
+        "before {}; during {}",
+        w(i.before.as_ref()),
+        w(i.during.as_ref())
+    )
 }
 
 fn run_queue(w: &pb::ImpactWindow) -> &pb::RunQueueLatency {
@@ -144,19 +151,34 @@ async fn run_queue_latency_and_cpu_pressure_rise_under_contention_only() {
     // contention too: it preempts the busy loop at once, and the busy loop
     // waits only for its short bursts).
     let _busy = pinned(Some(&cg), cpu, "sh", &["-c", "while :; do :; done"]);
-    let _waker = pinned(Some(&cg), cpu, bin("fl-probe").to_str().unwrap(), &["loop", "getppid", "1"]);
+    let _waker = pinned(
+        Some(&cg),
+        cpu,
+        bin("fl-probe").to_str().unwrap(),
+        &["loop", "getppid", "1"],
+    );
     assert!(wait_for(Duration::from_secs(5), || cg.procs().len() == 2));
 
     // Control first: no contention.
-    let calm = start(&mut client, measured(cgroup_target(&cg), pb::ImpactMode::On)).await;
+    let calm = start(
+        &mut client,
+        measured(cgroup_target(&cg), pb::ImpactMode::On),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let i = impact_of(&mut client, &calm.id).await;
     eprintln!("no contention: {}", brief(&i));
     let (before, during) = (i.before.as_ref().unwrap(), i.during.as_ref().unwrap());
     assert!(i.unavailable.is_empty(), "{}", i.unavailable);
     assert_eq!(i.source, cg.path_str(), "the cgroup's own pressure files");
-    assert!(before.duration_ms >= 900, "a baseline of about 1 s: {before:?}");
-    assert!(run_queue(before).count > 100 && run_queue(during).count > 300, "{i:?}");
+    assert!(
+        before.duration_ms >= 900,
+        "a baseline of about 1 s: {before:?}"
+    );
+    assert!(
+        run_queue(before).count > 100 && run_queue(during).count > 300,
+        "{i:?}"
+    );
     let calm_p99 = run_queue(during).p99_us.max(run_queue(before).p99_us);
     assert!(
         cpu_some(during) < cpu_some(before) + 25.0,
@@ -169,11 +191,17 @@ async fn run_queue_latency_and_cpu_pressure_rise_under_contention_only() {
         brief(&i)
     );
     client
-        .stop_experiment(pb::StopExperimentRequest { id: calm.id.clone() })
+        .stop_experiment(pb::StopExperimentRequest {
+            id: calm.id.clone(),
+        })
         .await
         .unwrap();
 
-    let exp = start(&mut client, measured(cgroup_target(&cg), pb::ImpactMode::On)).await;
+    let exp = start(
+        &mut client,
+        measured(cgroup_target(&cg), pb::ImpactMode::On),
+    )
+    .await;
     // After the baseline: eight busy loops on the target's CPU.
     let hogs: Vec<ChildGuard> = (0..8).map(|_| hog(cpu)).collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -207,7 +235,13 @@ async fn run_queue_latency_and_cpu_pressure_rise_under_contention_only() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    for want in ["Impact (pressure from", "BEFORE (", "DURING (", "cpu some", "run queue p99"] {
+    for want in [
+        "Impact (pressure from",
+        "BEFORE (",
+        "DURING (",
+        "cpu some",
+        "run queue p99",
+    ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
     let out = Command::new(bin("faultctl"))
@@ -218,7 +252,10 @@ async fn run_queue_latency_and_cpu_pressure_rise_under_contention_only() {
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert!(
-        json["impact"]["during"]["run_queue"]["p99_us"].as_f64().unwrap() >= 5000.0,
+        json["impact"]["during"]["run_queue"]["p99_us"]
+            .as_f64()
+            .unwrap()
+            >= 5000.0,
         "{json}"
     );
     drop(hogs);
@@ -230,7 +267,11 @@ async fn run_queue_latency_and_cpu_pressure_rise_under_contention_only() {
         .unwrap();
     let ended = impact_of(&mut client, &exp.id).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(ended, impact_of(&mut client, &exp.id).await, "frozen at the end");
+    assert_eq!(
+        ended,
+        impact_of(&mut client, &exp.id).await,
+        "frozen at the end"
+    );
 }
 
 /// Times a thread was switched in (the third field of its schedstat).
@@ -250,12 +291,21 @@ async fn each_wait_is_counted_for_the_task_that_waited() {
     let mut client = agent.client().await;
     let cg = TestCgroup::new("impact-woken");
     let cpu = shared_cpu();
-    let waker = pinned(Some(&cg), cpu, bin("fl-probe").to_str().unwrap(), &["loop", "getppid", "1"]);
+    let waker = pinned(
+        Some(&cg),
+        cpu,
+        bin("fl-probe").to_str().unwrap(),
+        &["loop", "getppid", "1"],
+    );
     let _other = hog(cpu);
     let pid = waker.0.id();
     assert!(wait_for(Duration::from_secs(5), || cg.procs() == [pid]));
 
-    let exp = start(&mut client, measured(cgroup_target(&cg), pb::ImpactMode::On)).await;
+    let exp = start(
+        &mut client,
+        measured(cgroup_target(&cg), pb::ImpactMode::On),
+    )
+    .await;
     let n0 = switched_in(pid);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let n1 = switched_in(pid);
@@ -287,14 +337,30 @@ async fn the_scheduler_programs_are_attached_only_while_impact_is_measured() {
     let _sleeper = ChildGuard(cg.command("sleep").arg("60").spawn().unwrap());
     assert!(sched_links(&agent).is_empty());
 
-    let off = start(&mut client, measured(cgroup_target(&cg), pb::ImpactMode::Off)).await;
+    let off = start(
+        &mut client,
+        measured(cgroup_target(&cg), pb::ImpactMode::Off),
+    )
+    .await;
     assert!(off.impact.is_none(), "{off:?}");
     // syscall_error measures nothing by default either.
-    let default = start(&mut client, measured(cgroup_target(&cg), pb::ImpactMode::Default)).await;
+    let default = start(
+        &mut client,
+        measured(cgroup_target(&cg), pb::ImpactMode::Default),
+    )
+    .await;
     assert!(default.impact.is_none(), "{default:?}");
-    assert!(sched_links(&agent).is_empty(), "{:?}", tracepoint_links(&agent));
+    assert!(
+        sched_links(&agent).is_empty(),
+        "{:?}",
+        tracepoint_links(&agent)
+    );
 
-    let a = start(&mut client, measured(cgroup_target(&cg), pb::ImpactMode::On)).await;
+    let a = start(
+        &mut client,
+        measured(cgroup_target(&cg), pb::ImpactMode::On),
+    )
+    .await;
     assert!(a.impact.is_some());
     assert_eq!(sched_links(&agent), SCHED, "all three, once");
     let pid = cg.procs()[0];
@@ -309,7 +375,11 @@ async fn the_scheduler_programs_are_attached_only_while_impact_is_measured() {
         .stop_experiment(pb::StopExperimentRequest { id: b.id })
         .await
         .unwrap();
-    assert!(sched_links(&agent).is_empty(), "{:?}", tracepoint_links(&agent));
+    assert!(
+        sched_links(&agent).is_empty(),
+        "{:?}",
+        tracepoint_links(&agent)
+    );
 
     // Asked for explicitly, impact needs processes to measure.
     let mut req = measured(interface_target("lo"), pb::ImpactMode::On);

@@ -46,7 +46,10 @@ impl<K: KernelOps> Engine<K> {
     /// policy check, so a refused request is refused at once). The caller
     /// waits the baseline out without the engine's lock, then starts the
     /// experiment with it (`start_measured`).
-    pub fn open_impact(&mut self, spec: &ExperimentSpec) -> Result<Option<Arc<Session>>, SpecError> {
+    pub fn open_impact(
+        &mut self,
+        spec: &ExperimentSpec,
+    ) -> Result<Option<Arc<Session>>, SpecError> {
         self.policy.check(spec, self.agent_pid)?;
         Ok(wanted(spec)?.map(|sel| Session::open(sel, &mut self.kernel)))
     }

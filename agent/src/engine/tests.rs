@@ -29,6 +29,29 @@ struct FakeKernel {
     refused: BTreeMap<Mechanism, Reason>,
     /// How long loading programs takes (`ensure`).
     load_time: Duration,
+    /// References on the run-queue programs.
+    runq_users: usize,
+}
+
+/// Run-queue maps that count one sample per read.
+#[derive(Default)]
+struct FakeRunq(Mutex<u64>);
+
+impl crate::kernel::RunQueueSource for FakeRunq {
+    fn claim(&self) -> Option<u32> {
+        Some(0)
+    }
+    fn set_targets(&self, _: u32, _: &std::collections::BTreeSet<u32>) -> Result<(), String> {
+        Ok(())
+    }
+    fn histogram(&self, _: u32) -> Option<[u64; faultline_common::runq::RUNQ_BUCKETS]> {
+        let mut n = self.0.lock().unwrap();
+        *n += 1;
+        let mut h = [0; faultline_common::runq::RUNQ_BUCKETS];
+        h[3] = *n;
+        Some(h)
+    }
+    fn free(&self, _: u32) {}
 }
 
 impl Probed for FakeKernel {
@@ -57,6 +80,15 @@ impl CounterSource for NoCounters {
 impl KernelOps for FakeKernel {
     fn ensure(&mut self, _: Mechanism) {
         std::thread::sleep(self.load_time);
+    }
+
+    fn runq_acquire(&mut self) -> Result<Arc<dyn crate::kernel::RunQueueSource>, String> {
+        self.runq_users += 1;
+        Ok(Arc::new(FakeRunq::default()))
+    }
+
+    fn runq_release(&mut self) {
+        self.runq_users -= 1;
     }
 
     fn write_fault(
@@ -300,4 +332,69 @@ fn the_deadline_counts_after_the_programs_load() {
             (from - before) / 1_000_000
         );
     }
+}
+
+/// `spec()` on this test process's pid, with impact as given.
+fn measured(impact: Option<bool>) -> ExperimentSpec {
+    let mut s = spec();
+    s.target.comm = None;
+    s.target.pids = vec![std::process::id()];
+    s.target.pid_starts = vec![0];
+    s.impact = impact;
+    s
+}
+
+#[test]
+fn an_impact_session_spans_the_experiment_and_is_given_back() {
+    let mut engine = Engine::new(FakeKernel::default(), policy());
+    assert!(engine.open_impact(&measured(None)).unwrap().is_none());
+    assert!(
+        engine
+            .open_impact(&measured(Some(false)))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(engine.kernel().runq_users, 0);
+
+    let session = engine.open_impact(&measured(Some(true))).unwrap();
+    assert!(session.is_some());
+    assert_eq!(engine.kernel().runq_users, 1);
+    let id = engine
+        .start_measured(measured(Some(true)), session)
+        .unwrap();
+    let live = engine
+        .view(&id)
+        .unwrap()
+        .impact
+        .expect("impact in the view");
+    assert!(live.before.is_some() && live.during.is_some(), "{live:?}");
+    assert!(live.during.unwrap().run_queue.unwrap().count > 0);
+    engine.finish(&id, State::Stopped, "test").unwrap();
+    assert_eq!(engine.kernel().runq_users, 0, "given back at the end");
+    let a = engine.view(&id).unwrap().impact;
+    let b = engine.view(&id).unwrap().impact;
+    assert_eq!(a, b, "frozen at the end");
+
+    // A start that fails gives the session back too.
+    let mut engine = Engine::new(
+        FakeKernel {
+            fail_at: Some(1),
+            ..FakeKernel::default()
+        },
+        policy(),
+    );
+    let session = engine.open_impact(&measured(Some(true))).unwrap();
+    assert!(
+        engine
+            .start_measured(measured(Some(true)), session)
+            .is_err()
+    );
+    assert_eq!(engine.kernel().runq_users, 0);
+
+    // Asked for without processes to measure: refused, naming the field.
+    let mut s = spec();
+    s.impact = Some(true);
+    let err = engine.open_impact(&s).unwrap_err();
+    assert!(err.to_string().contains("spec.impact"), "{err}");
+    assert_eq!(engine.kernel().runq_users, 0);
 }

@@ -86,9 +86,16 @@ impl From<&pb::ImpactWindow> for WindowJson {
 /// latency percentiles and sample count.
 pub fn write_impact(out: &mut impl Write, i: &pb::Impact) -> io::Result<()> {
     writeln!(out)?;
-    writeln!(out, "Impact (pressure from {}):", escape_controls(&i.source))?;
+    writeln!(
+        out,
+        "Impact (pressure from {}):",
+        escape_controls(&i.source)
+    )?;
     let secs = |w: Option<&pb::ImpactWindow>| {
-        w.map_or_else(|| "-".to_owned(), |w| format!("{:.1}s", w.duration_ms as f64 / 1000.0))
+        w.map_or_else(
+            || "-".to_owned(),
+            |w| format!("{:.1}s", w.duration_ms as f64 / 1000.0),
+        )
     };
     let mut rows = vec![vec![
         String::new(),
@@ -130,7 +137,11 @@ pub fn write_impact(out: &mut impl Write, i: &pb::Impact) -> io::Result<()> {
         w.and_then(|w| w.run_queue.as_ref())
             .map_or_else(|| "-".to_owned(), f)
     };
-    if i.before.iter().chain(&i.during).any(|w| w.run_queue.is_some()) {
+    if i.before
+        .iter()
+        .chain(&i.during)
+        .any(|w| w.run_queue.is_some())
+    {
         for (name, f) in [
             (
                 "run queue p50",
@@ -193,10 +204,19 @@ mod tests {
         let mut out = Vec::new();
         write_impact(&mut out, &i).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("Impact (pressure from /sys/fs/cgroup/app):"), "{text}");
-        assert!(text.contains("BEFORE (1.0s)") && text.contains("DURING (5.2s)"), "{text}");
+        assert!(
+            text.contains("Impact (pressure from /sys/fs/cgroup/app):"),
+            "{text}"
+        );
+        assert!(
+            text.contains("BEFORE (1.0s)") && text.contains("DURING (5.2s)"),
+            "{text}"
+        );
         let cpu = text.lines().find(|l| l.contains("cpu some")).unwrap();
-        assert!(cpu.contains("0.50% (avg10 0.25)") && cpu.contains("41.25% (avg10 20.62)"), "{cpu}");
+        assert!(
+            cpu.contains("0.50% (avg10 0.25)") && cpu.contains("41.25% (avg10 20.62)"),
+            "{cpu}"
+        );
         let p99 = text.lines().find(|l| l.contains("run queue p99")).unwrap();
         assert!(p99.contains("12 µs") && p99.contains("9000 µs"), "{p99}");
         let json = serde_json::to_value(ImpactJson::from(&i)).unwrap();
@@ -215,7 +235,10 @@ mod tests {
         let mut out = Vec::new();
         write_impact(&mut out, &i).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("unavailable: run-queue latency unavailable"), "{text}");
+        assert!(
+            text.contains("unavailable: run-queue latency unavailable"),
+            "{text}"
+        );
         assert!(!text.contains("run queue p50"), "{text}");
     }
 }

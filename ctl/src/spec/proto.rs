@@ -61,10 +61,7 @@ impl TryFrom<&pb::ExperimentSpec> for Experiment {
                 Ok(pb::ImpactMode::On) => Some(Impact::On),
                 Ok(pb::ImpactMode::Off) => Some(Impact::Off),
                 Err(_) => {
-                    return Err(WireError(format!(
-                        "unknown impact mode {}",
-                        spec.impact
-                    )));
+                    return Err(WireError(format!("unknown impact mode {}", spec.impact)));
                 }
             },
         })

@@ -477,3 +477,16 @@ fn syscall_error_help_names_the_lsm_calls_too() {
         );
     }
 }
+
+#[test]
+fn impact_flag_sets_the_mode() {
+    let mode = |extra: &str| {
+        inject_spec(&words(&format!("{SYSCALL_ERROR} {extra}")))
+            .unwrap()
+            .impact
+    };
+    assert_eq!(mode(""), pb::ImpactMode::Default as i32);
+    assert_eq!(mode("--impact on"), pb::ImpactMode::On as i32);
+    assert_eq!(mode("--impact off"), pb::ImpactMode::Off as i32);
+    assert_usage_errors(SYSCALL_ERROR, &[("--impact maybe", "--impact")]);
+}

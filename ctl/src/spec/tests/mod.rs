@@ -272,3 +272,22 @@ fn probabilities_in_a_file_are_checked_like_the_flags() {
         );
     }
 }
+
+#[test]
+fn impact_in_a_file_is_on_or_off() {
+    let file = |line: &str| {
+        format!(
+            "duration: 1s\ntarget: {{pids: [1]}}\n{line}faults:\n  - syscall_error: {{syscall: connect, errno: EPERM}}\n"
+        )
+    };
+    let mode = |line: &str| parse_ok(&file(line), FileFormat::Yaml).impact;
+    assert_eq!(mode(""), pb::ImpactMode::Default as i32);
+    assert_eq!(mode("impact: on\n"), pb::ImpactMode::On as i32);
+    assert_eq!(mode("impact: off\n"), pb::ImpactMode::Off as i32);
+    let err = parse_err(&file("impact: maybe\n"), FileFormat::Yaml);
+    assert!(err.contains("impact"), "{err}");
+    // Written back only when set, and read back the same.
+    let exp = parse(&file("impact: on\n"), FileFormat::Yaml).unwrap();
+    let wire: pb::ExperimentSpec = exp.clone().into();
+    assert_eq!(crate::spec::Experiment::try_from(&wire).unwrap(), exp);
+}
