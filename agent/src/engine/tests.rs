@@ -334,11 +334,11 @@ fn the_deadline_counts_after_the_programs_load() {
     }
 }
 
-/// `spec()` on this test process's pid, with impact as given.
-fn measured(impact: Option<bool>) -> ExperimentSpec {
+/// `spec()` on `pid`, with impact as given.
+fn measured(pid: u32, impact: Option<bool>) -> ExperimentSpec {
     let mut s = spec();
     s.target.comm = None;
-    s.target.pids = vec![std::process::id()];
+    s.target.pids = vec![pid];
     s.target.pid_starts = vec![0];
     s.impact = impact;
     s
@@ -346,6 +346,10 @@ fn measured(impact: Option<bool>) -> ExperimentSpec {
 
 #[test]
 fn an_impact_session_spans_the_experiment_and_is_given_back() {
+    // (This process counts as the agent: the target is a child.)
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = child.id();
+    let measured = |impact| measured(pid, impact);
     let mut engine = Engine::new(FakeKernel::default(), policy());
     assert!(engine.open_impact(&measured(None)).unwrap().is_none());
     assert!(
@@ -397,4 +401,6 @@ fn an_impact_session_spans_the_experiment_and_is_given_back() {
     let err = engine.open_impact(&s).unwrap_err();
     assert!(err.to_string().contains("spec.impact"), "{err}");
     assert_eq!(engine.kernel().runq_users, 0);
+    let _ = child.kill();
+    let _ = child.wait();
 }
