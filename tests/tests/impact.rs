@@ -180,11 +180,9 @@ async fn run_queue_latency_and_cpu_pressure_rise_under_contention_only() {
         "{i:?}"
     );
     let calm_p99 = run_queue(during).p99_us.max(run_queue(before).p99_us);
-    assert!(
-        cpu_some(during) < cpu_some(before) + 25.0,
-        "without contention the stall share does not rise (the host's own builds move it): {}",
-        brief(&i)
-    );
+    // The host's own builds move the stall share by tens of points: judged
+    // against the rise under contention, below.
+    let calm_rise = cpu_some(during) - cpu_some(before);
     assert!(
         run_queue(during).p99_us <= 2.0 * run_queue(before).p99_us.max(5000.0),
         "without contention the p99 stays near its baseline: {}",
@@ -231,6 +229,11 @@ async fn run_queue_latency_and_cpu_pressure_rise_under_contention_only() {
         "the cgroup's cpu stall share rises: before {:.1} %, during {:.1} %",
         cpu_some(before),
         cpu_some(during)
+    );
+    let rise = cpu_some(during) - cpu_some(before);
+    assert!(
+        calm_rise < rise / 2.0,
+        "without contention the stall share rose {calm_rise:.1} points, with it {rise:.1}"
     );
 
     // faultctl shows the before/during table, and JSON the same figures.

@@ -347,7 +347,10 @@ fn measured(pid: u32, impact: Option<bool>) -> ExperimentSpec {
 #[test]
 fn an_impact_session_spans_the_experiment_and_is_given_back() {
     // (This process counts as the agent: the target is a child.)
-    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
     let pid = child.id();
     let measured = |impact| measured(pid, impact);
     let mut engine = Engine::new(FakeKernel::default(), policy());
