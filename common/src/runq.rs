@@ -13,6 +13,10 @@ pub const MAX_RUNQ_TARGETS: u32 = 8192;
 /// Runnable target threads waiting for a CPU at once (`FL_RQ_START`, an
 /// LRU map: a lost entry loses one sample, never a wrong one).
 pub const MAX_RUNQ_WAITING: u32 = 16384;
+/// Words of the tgid prefilter (`FL_RQ_FILTER`): bit `tgid % 65536` is set
+/// when some measured process has that remainder, so the programs skip
+/// almost every other task with an array read instead of a hash lookup.
+pub const RUNQ_FILTER_WORDS: u32 = 1024;
 
 /// Where the programs read a task's ids (`FL_RQ_CONFIG`, index 0), from
 /// the running kernel's BTF. `task_tgid == 0` (unknown) makes the programs

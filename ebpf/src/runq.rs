@@ -8,8 +8,9 @@
 //! context (libbpf-tools' runqlat filters its cgroup that way and so counts
 //! the wrong tasks). The agent attaches these programs only while an
 //! experiment measures impact, since `sched_switch` runs on every context
-//! switch; a task outside every target costs one hash lookup per event
-//! (two at a switch).
+//! switch; a task outside every target costs a field read and an array
+//! read per task an event is about (a tgid prefilter), and a hash lookup
+//! only when the prefilter lets it through.
 
 use aya_ebpf::{
     helpers::{bpf_probe_read_kernel, generated::bpf_ktime_get_ns},
@@ -18,7 +19,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use faultline_common::runq::{
-    MAX_IMPACT, MAX_RUNQ_TARGETS, MAX_RUNQ_WAITING, RUNQ_BUCKETS, RunqConfig, RunqHist, RunqStart,
+    MAX_IMPACT, MAX_RUNQ_TARGETS, MAX_RUNQ_WAITING, RUNQ_BUCKETS, RUNQ_FILTER_WORDS, RunqConfig,
+    RunqHist, RunqStart,
 };
 
 /// The task_struct offsets (index 0).
@@ -28,6 +30,11 @@ pub static RQ_CONFIG: Array<RunqConfig> = Array::with_max_entries(1, 0);
 /// tgid → the sessions measuring that process (bit i = session i).
 #[map(name = "FL_RQ_TARGETS")]
 pub static RQ_TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_RUNQ_TARGETS, 0);
+
+/// The tgid prefilter: bit `tgid % 65536` set when a measured process may
+/// have that tgid (word `(tgid / 64) % 1024`, bit `tgid % 64`).
+#[map(name = "FL_RQ_FILTER")]
+pub static RQ_FILTER: Array<u64> = Array::with_max_entries(RUNQ_FILTER_WORDS, 0);
 
 /// Thread id → when it became runnable, for target threads waiting for a CPU.
 #[map(name = "FL_RQ_START")]
@@ -47,12 +54,24 @@ fn task_u32(task: *const u8, offset: u32) -> Option<u32> {
     unsafe { bpf_probe_read_kernel(task.add(offset as usize).cast::<u32>()).ok() }
 }
 
+/// Whether `task`'s process may be measured: false for almost every task,
+/// at the cost of an array read (inlined by the verifier).
+#[inline(always)]
+fn maybe_target(tgid: u32) -> bool {
+    RQ_FILTER
+        .get((tgid >> 6) & (RUNQ_FILTER_WORDS - 1))
+        .is_some_and(|w| w & (1u64 << (tgid & 63)) != 0)
+}
+
 /// The sessions measuring `task`'s process; 0 for most tasks.
 #[inline(always)]
 fn sessions_of(task: *const u8, cfg: &RunqConfig) -> u32 {
     let Some(tgid) = task_u32(task, cfg.task_tgid) else {
         return 0;
     };
+    if !maybe_target(tgid) {
+        return 0;
+    }
     // SAFETY: HashMap::get is unsafe because user space may change the
     // value while the reference lives; it is copied at once (a torn read
     // is impossible for an aligned u32).
@@ -131,6 +150,10 @@ pub fn fl_rq_switch(ctx: RawTracePointContext) -> i32 {
         }
     }
 
+    // Only a measured process's threads have a start time to end.
+    if !task_u32(next, cfg.task_tgid).is_some_and(maybe_target) {
+        return 0;
+    }
     let Some(tid) = task_u32(next, cfg.task_pid) else {
         return 0;
     };

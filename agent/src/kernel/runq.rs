@@ -14,7 +14,9 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::RawTracePoint,
 };
-use faultline_common::runq::{MAX_IMPACT, RUNQ_BUCKETS, RunqConfig, RunqHist, RunqStart};
+use faultline_common::runq::{
+    MAX_IMPACT, RUNQ_BUCKETS, RUNQ_FILTER_WORDS, RunqConfig, RunqHist, RunqStart,
+};
 
 use super::{
     Kernel,
@@ -109,6 +111,8 @@ fn load(ebpf: &mut Ebpf) -> Result<Arc<RunqMaps>, String> {
     let maps = RunqMaps {
         inner: Mutex::new(Inner {
             targets: take(ebpf, "FL_RQ_TARGETS").map_err(e)?,
+            filter: take(ebpf, "FL_RQ_FILTER").map_err(e)?,
+            words: vec![0; RUNQ_FILTER_WORDS as usize],
             start: take(ebpf, "FL_RQ_START").map_err(e)?,
             used: 0,
             members: std::array::from_fn(|_| BTreeSet::new()),
@@ -133,6 +137,9 @@ pub struct RunqMaps {
 
 struct Inner {
     targets: HashMap<MapData, u32, u32>,
+    /// The programs' tgid prefilter, and what it holds now.
+    filter: Array<MapData, u64>,
+    words: Vec<u64>,
     /// An LRU hash in the kernel (aya's `HashMap` type covers both).
     start: HashMap<MapData, u32, RunqStart>,
     /// Bit i: session index i is in use.
@@ -152,6 +159,26 @@ impl RunqMaps {
         self.hist
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    /// Rewrites the words of the tgid prefilter that changed, from every
+    /// session's members. Set bits are written before the targets are read
+    /// by anyone who needs them; a stale bit only costs a hash lookup.
+    fn refresh_filter(&mut self) {
+        let mut words = vec![0u64; RUNQ_FILTER_WORDS as usize];
+        for tgid in self.members.iter().flatten() {
+            words[((tgid >> 6) % RUNQ_FILTER_WORDS) as usize] |= 1 << (tgid & 63);
+        }
+        for (i, (new, old)) in words.iter().zip(&self.words).enumerate() {
+            if new != old
+                && let Err(e) = self.filter.set(i as u32, new, 0)
+            {
+                tracing::warn!(error = %e, "updating the run-queue prefilter failed");
+            }
+        }
+        self.words = words;
     }
 }
 
@@ -190,6 +217,7 @@ impl RunQueueSource for RunqMaps {
             written.insert(*new);
         }
         inner.members[index as usize] = written;
+        inner.refresh_filter();
         full.map_or(Ok(()), Err)
     }
 
