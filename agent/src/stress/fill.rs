@@ -264,9 +264,9 @@ impl FillFile {
         &self.path
     }
 
-    /// Free space of the filesystem now, in bytes.
-    pub fn free_now(&self) -> io::Result<u64> {
-        Ok(Space::of_file(&self.file)?.free)
+    /// The filesystem's space now.
+    pub fn space_now(&self) -> io::Result<Space> {
+        Space::of_file(&self.file)
     }
 
     /// Gives back `bytes` at the end of the file (other writers pushed a

@@ -26,6 +26,9 @@ use nix::{
 };
 use serde::{Deserialize, Serialize};
 
+/// The stressor's role (`faultline-agent --internal io ARG`).
+pub const ROLE: &str = "io";
+
 /// What the child does; its argument, as JSON.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,7 +238,9 @@ impl Stressor {
             chunk,
             size,
             write_at: 0,
-            read_at: 0,
+            // Half a file apart: a chunk just written (and dropped from
+            // the cache) is never one the reader is about to read.
+            read_at: size / 2 / chunk * chunk,
         }
     }
 
@@ -249,6 +254,9 @@ impl Stressor {
         }
         fdatasync(&self.file).map_err(io::Error::from)?;
         self.drop_cache(0, 0);
+        // No readahead: each read fetches its chunk and nothing more, so
+        // what reaches the device is what the bucket allowed.
+        let _ = posix_fadvise(&self.file, 0, 0, PosixFadviseAdvice::POSIX_FADV_RANDOM);
         Ok(())
     }
 
