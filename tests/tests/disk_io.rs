@@ -92,6 +92,11 @@ fn assert_within(what: &str, got: u64, want: u64, share: f64) {
     );
 }
 
+/// Records in the agent's undo journal.
+fn undo_records(agent: &Agent) -> usize {
+    std::fs::read_dir(agent.dir.join("state/undo")).map_or(0, Iterator::count)
+}
+
 fn fill_files(fs: &LoopFs) -> Vec<String> {
     fs.entries()
         .into_iter()
@@ -178,11 +183,9 @@ async fn disk_fill_reaches_the_free_space_asked_and_goes_on_stop() {
             0.01,
         );
     }
-    assert!(
-        std::fs::read_dir(agent.dir.join("state/undo"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-            == 0,
+    assert_eq!(
+        undo_records(&agent),
+        0,
         "undo records left after every stop"
     );
 }
@@ -266,9 +269,7 @@ async fn a_fill_file_left_by_a_crash_goes_at_the_next_start() {
     }
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(fill_files(&fs).len(), 1, "the crash left the fill file");
-    let records = std::fs::read_dir(agent.dir.join("state/undo"))
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let records = undo_records(&agent);
     assert!(records >= 1, "the crash left its undo record");
 
     let next = Agent::start_in(agent.dir.clone(), &[]);
@@ -278,9 +279,7 @@ async fn a_fill_file_left_by_a_crash_goes_at_the_next_start() {
         fs.entries()
     );
     assert_within("free after the restart", fs.space().1, before, 0.01);
-    let records = std::fs::read_dir(next.dir.join("state/undo"))
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let records = undo_records(&next);
     assert_eq!(records, 0, "start-up left undo records");
 }
 
