@@ -6,7 +6,7 @@
 //! process, its log, a client), `cgroup`, `netns` (a namespace behind a veth
 //! pair), `net` (sockets and counters on the test's side), `probe` (the
 //! `fl-probe` target process and its servers), `expect` (what this kernel
-//! must offer, capability rows), `loopfs` (a filesystem of the test's own), `rate` (sample sizes and bounds of every
+//! must offer, capability rows), `loopfs` (a filesystem of the test's own), `procs` (children, liveness, IO from /proc), `rate` (sample sizes and bounds of every
 //! probability check), `spec` (request builders) and `bpf` (the
 //! links and programs in the kernel).
 #![cfg_attr(
@@ -25,6 +25,7 @@ mod loopfs;
 mod net;
 mod netns;
 mod probe;
+mod procs;
 mod rate;
 mod spec;
 
@@ -48,6 +49,7 @@ pub use crate::{
     },
     netns::TestNetns,
     probe::{ChildGuard, Listener, ProbeResult, ProbeServer, probe, probe_fs, spawn_named},
+    procs::{children_of, gone, proc_io},
     rate::RateCheck,
     spec::{cgroup_target, experiment, interface_target, pid_target, start},
 };

@@ -221,24 +221,6 @@ async fn a_fill_file_goes_when_the_agent_is_killed() {
     assert_within("free after the agent died", fs.space().1, before, 0.01);
 }
 
-/// The processes the agent started itself (its stressors, its reaper).
-fn children_of(pid: u32) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-                .filter(|p| {
-                    std::fs::read_to_string(format!("/proc/{p}/stat"))
-                        .ok()
-                        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.to_owned()))
-                        .and_then(|r| r.split_whitespace().nth(1)?.parse::<u32>().ok())
-                        == Some(pid)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// With the reaper killed too, only the journal is left: the next start
 /// undoes it.
 #[tokio::test]
@@ -261,11 +243,11 @@ async fn a_fill_file_left_by_a_crash_goes_at_the_next_start() {
     // then killed with it.
     let children = children_of(agent.pid());
     for &c in &children {
-        let _ = nix::sys::signal::kill(Pid::from_raw(c), Signal::SIGSTOP);
+        let _ = nix::sys::signal::kill(Pid::from_raw(c as i32), Signal::SIGSTOP);
     }
     agent.kill();
     for &c in &children {
-        let _ = nix::sys::signal::kill(Pid::from_raw(c), Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(Pid::from_raw(c as i32), Signal::SIGKILL);
     }
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(fill_files(&fs).len(), 1, "the crash left the fill file");
@@ -300,25 +282,6 @@ fn stressor_in(cg: &TestCgroup) -> Option<u32> {
         std::fs::read(format!("/proc/{p}/cmdline"))
             .is_ok_and(|c| c.windows(14).any(|w| w == b"--internal\0io\0"))
     })
-}
-
-/// Dead: no such process, or a zombie its new parent has not reaped yet.
-fn gone(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()? == "Z"))
-        .unwrap_or(true)
-}
-
-/// (read_bytes, write_bytes) of /proc/PID/io.
-fn proc_io(pid: u32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
-    let field = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k)?.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (field("read_bytes:"), field("write_bytes:"))
 }
 
 /// Bytes per second over `secs`, from the stressor's /proc/PID/io and from
