@@ -4,8 +4,9 @@
 //!
 //! Every byte it moves reaches the device: writes are synced per chunk
 //! (`fdatasync`) or go around the page cache (`O_DIRECT`); reads read a
-//! file written first and synced, with `O_DIRECT`, or dropping the pages
-//! they read (`POSIX_FADV_DONTNEED`) so the next pass misses the cache.
+//! file written first (at the same pace) and synced, with `O_DIRECT`, or
+//! dropping the pages they read (`POSIX_FADV_DONTNEED`, no readahead) so
+//! every pass misses the cache.
 
 use std::{
     fs::{File, OpenOptions},
@@ -128,7 +129,13 @@ fn run(spec: &IoSpec, path: &Path) -> io::Result<()> {
     let free = st.blocks_available().saturating_mul(st.fragment_size());
     // A quarter of the free space at most: the stressor presses on IO,
     // it does not fill the disk (that is disk_fill's job).
-    let size = (free / 4).min(MAX_FILE) / chunk * chunk;
+    let mut size = (free / 4).min(MAX_FILE);
+    if spec.mode != IoMode::Write {
+        // Reads need the file written first, at the same pace: two
+        // seconds' worth, so that they start soon.
+        size = size.min(spec.rate.saturating_mul(2).max(16 * chunk));
+    }
+    let size = size / chunk * chunk;
     if size < 4 * chunk {
         return Err(io::Error::other(format!("only {free} bytes free")));
     }
@@ -144,10 +151,10 @@ fn run(spec: &IoSpec, path: &Path) -> io::Result<()> {
         .custom_flags(flags)
         .open(path)?;
     let mut io = Stressor::new(file, spec.direct, chunk, size);
-    if spec.mode != IoMode::Write {
-        io.prepare(&stop)?;
-    }
     let mut bucket = Bucket::new(spec.rate, chunk);
+    if spec.mode != IoMode::Write {
+        io.prepare(&stop, &mut bucket)?;
+    }
     let mut write_next = spec.mode != IoMode::Read;
     while !stop.now() {
         if !bucket.take(chunk) {
@@ -244,13 +251,18 @@ impl Stressor {
         }
     }
 
-    /// Writes the whole file once, unpaced, for the reads to read.
-    fn prepare(&mut self, stop: &Stop) -> io::Result<()> {
-        for _ in 0..self.size / self.chunk {
+    /// Writes the whole file once, at the stressor's pace (its writes
+    /// are the pressure of the first seconds), for the reads to read.
+    fn prepare(&mut self, stop: &Stop, bucket: &mut Bucket) -> io::Result<()> {
+        let mut left = self.size / self.chunk;
+        while left > 0 {
             if stop.now() {
                 return Ok(());
             }
-            self.write()?;
+            if bucket.take(self.chunk) {
+                self.write()?;
+                left -= 1;
+            }
         }
         fdatasync(&self.file).map_err(io::Error::from)?;
         self.drop_cache(0, 0);
