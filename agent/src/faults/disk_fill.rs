@@ -222,6 +222,10 @@ struct FillState {
 }
 
 impl FillWorker {
+    fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("/"))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, FillState> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -260,7 +264,7 @@ impl Worker for FillWorker {
         if let Some(file) = st.file.take() {
             file.remove();
             drop(file);
-            st.last_free = Space::of(self.path.parent().unwrap_or(Path::new("/"))).ok().map(|s| s.free);
+            st.last_free = Space::of(self.dir()).ok().map(|s| s.free);
         }
         if let Some(entry) = st.entry.take() {
             entry.done();
@@ -291,7 +295,8 @@ impl Worker for FillWorker {
                 }
                 (file.len(), free)
             }
-            None => (0, st.last_free.unwrap_or(0)),
+            // Not started (a dry run) or stopped: the free space now.
+            None => (0, st.last_free.or_else(|| Space::of(self.dir()).ok().map(|s| s.free)).unwrap_or(0)),
         };
         let mut metrics = vec![
             Metric::new("fill_bytes", fill as f64, "bytes"),
