@@ -25,4 +25,5 @@ pub mod qdisc;
 pub mod server;
 pub mod ssh;
 pub mod state;
+pub mod stress;
 pub mod worker;

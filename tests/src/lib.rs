@@ -6,7 +6,7 @@
 //! process, its log, a client), `cgroup`, `netns` (a namespace behind a veth
 //! pair), `net` (sockets and counters on the test's side), `probe` (the
 //! `fl-probe` target process and its servers), `expect` (what this kernel
-//! must offer, capability rows), `rate` (sample sizes and bounds of every
+//! must offer, capability rows), `loopfs` (a filesystem of the test's own), `procs` (children, liveness, IO from /proc), `rate` (sample sizes and bounds of every
 //! probability check), `spec` (request builders) and `bpf` (the
 //! links and programs in the kernel).
 #![cfg_attr(
@@ -21,9 +21,11 @@ mod agent;
 mod bpf;
 mod cgroup;
 mod expect;
+mod loopfs;
 mod net;
 mod netns;
 mod probe;
+mod procs;
 mod rate;
 mod spec;
 
@@ -40,12 +42,14 @@ pub use crate::{
     bpf::{KEEPER_PROGRAM, keeper_links, live_links, live_programs, our_links, our_programs},
     cgroup::{TestCgroup, cgroup2_root},
     expect::{capability, expected, in_vm, supported_or_skip},
+    loopfs::LoopFs,
     net::{
         Acceptor, force_receive_buffer, proc_net_counter, receive_numbered, tcp_reachable,
         tcp_total_retrans, udp_receiver,
     },
     netns::TestNetns,
     probe::{ChildGuard, Listener, ProbeResult, ProbeServer, probe, probe_fs, spawn_named},
+    procs::{children_of, gone, proc_io},
     rate::RateCheck,
     spec::{cgroup_target, experiment, interface_target, pid_target, start},
 };

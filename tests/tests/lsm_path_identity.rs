@@ -7,107 +7,10 @@
     reason = "each integration test is its own crate; the package's dependencies serve them all"
 )]
 
-use std::{
-    fs::{File, OpenOptions},
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
-    path::PathBuf,
-    process::Command,
-    time::Duration,
-};
+use std::{os::unix::fs::MetadataExt as _, time::Duration};
 
 use faultline_proto::v1 as pb;
 use faultline_tests::*;
-
-const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
-const LOOP_SET_FD: libc::c_ulong = 0x4C00;
-const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
-
-/// A 64 MiB ext4 image in its own directory, on a loop device, mounted;
-/// unmounted, detached and removed on drop.
-struct LoopExt4 {
-    dir: PathBuf,
-    mnt: PathBuf,
-    dev: Option<File>,
-    mounted: bool,
-}
-
-impl LoopExt4 {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("fl-ext4-{}", std::process::id()));
-        let mnt = dir.join("mnt");
-        std::fs::create_dir_all(&mnt).unwrap();
-        let mut me = Self {
-            dir,
-            mnt,
-            dev: None,
-            mounted: false,
-        };
-        let image = me.dir.join("image");
-        File::create(&image).unwrap().set_len(64 << 20).unwrap();
-        let out = Command::new("mke2fs")
-            .args(["-q", "-F", "-t", "ext4"])
-            .arg(&image)
-            .output()
-            .expect("run mke2fs");
-        assert!(out.status.success(), "mke2fs: {out:?}");
-
-        let ctl = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/loop-control")
-            .unwrap();
-        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a number.
-        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
-        assert!(
-            n >= 0,
-            "LOOP_CTL_GET_FREE: {}",
-            std::io::Error::last_os_error()
-        );
-        let dev_path = format!("/dev/loop{n}");
-        let dev = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&dev_path)
-            .unwrap();
-        let backing = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&image)
-            .unwrap();
-        // SAFETY: LOOP_SET_FD takes the backing file's fd as its argument;
-        // both fds are open.
-        let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_FD, backing.as_raw_fd()) };
-        assert_eq!(rc, 0, "LOOP_SET_FD: {}", std::io::Error::last_os_error());
-        me.dev = Some(dev);
-        nix::mount::mount(
-            Some(dev_path.as_str()),
-            &me.mnt,
-            Some("ext4"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .unwrap();
-        me.mounted = true;
-        me
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.mnt.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for LoopExt4 {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
-        }
-        if let Some(dev) = &self.dev {
-            // SAFETY: LOOP_CLR_FD takes no argument; the fd is open.
-            let _ = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CLR_FD, 0) };
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[tokio::test]
 async fn a_reused_inode_number_is_not_the_faulted_file() {
@@ -116,7 +19,8 @@ async fn a_reused_inode_number_is_not_the_faulted_file() {
     if !supported_or_skip(&agent, "bpf_lsm:file_open").await {
         return;
     }
-    let fs = LoopExt4::new();
+    // A 64 MiB ext4 of the test's own.
+    let fs = LoopFs::ext4(64 << 20);
     let cg = TestCgroup::new("lsm-identity");
     let victim = fs.path("victim");
     let unrelated = fs.path("unrelated");
