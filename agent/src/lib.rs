@@ -20,6 +20,7 @@ pub mod faults;
 pub mod grpc;
 pub mod kernel;
 pub mod names;
+pub mod procs;
 pub mod qdisc;
 pub mod server;
 pub mod ssh;

@@ -118,6 +118,33 @@ impl Policy {
             )),
         }
     }
+
+    /// Whether this policy spares a process, and why: checked again for every
+    /// candidate right before it is signalled or stopped, so a process that
+    /// became protected (or a pid now used by one) is never touched.
+    pub fn spares(&self, p: &crate::procs::Proc) -> Option<&'static str> {
+        if p.kernel_thread {
+            return Some("a kernel thread");
+        }
+        if p.pid == 1 {
+            return Some("PID 1");
+        }
+        if p.pid == std::process::id() {
+            return Some("the agent itself");
+        }
+        if let (Some(agent), Some(cg)) = (&self.agent_cgroup, &p.cgroup)
+            && cg.starts_with(&agent.path)
+        {
+            return Some("in the agent's cgroup");
+        }
+        if self.protected_pids.contains(&p.pid) {
+            return Some("a protected pid");
+        }
+        if crate::domain::protecting(&self.protected_comms, &p.comm).is_some() {
+            return Some("a protected name");
+        }
+        None
+    }
 }
 
 /// A host-wide target takes network faults only, or a dry run: a syscall
