@@ -241,7 +241,12 @@ done
 echo "{BOOTED} $(uname -r)"
 echo "LSMs: $(cat /sys/kernel/security/lsm)"
 echo "modules: $(cut -d ' ' -f 1 /proc/modules | tr '\n' ' ')"
-echo "cgroup2 controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
+# Hand the resource controllers to the test cgroups (pure cgroup v2, as on
+# most production hosts): the pressure and pause faults charge to them.
+for c in cpu cpuset memory io pids; do
+    echo "+$c" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || echo "FAULTLINE-VM: no cgroup2 controller $c"
+done
+echo "cgroup2 controllers: $(cat /sys/fs/cgroup/cgroup.controllers); enabled: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
 
 export FAULTLINE_BIN_DIR=/{BIN_DIR} RUST_BACKTRACE=1 FAULTLINE_IN_VM=1
 export FAULTLINE_EXPECT={expect}
