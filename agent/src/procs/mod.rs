@@ -5,8 +5,8 @@
 
 pub mod freeze;
 pub mod kill;
-// pub mod pause;
-// pub mod reaper;
+pub mod pause;
+pub mod reaper;
 
 use std::{
     collections::HashMap,

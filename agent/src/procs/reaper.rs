@@ -85,7 +85,8 @@ pub fn main(state_dir: &str) -> i32 {
     if clean {
         return 0;
     }
-    let undone = crate::worker::journal::Journal::replay(Path::new(state_dir));
+    let journal = crate::worker::journal::dir_in(Path::new(state_dir));
+    let undone = crate::worker::Journal::replay(&journal);
     if undone > 0 {
         eprintln!("{COMM}: the agent died; undid {undone} recorded change(s)");
     }
