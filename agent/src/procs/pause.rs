@@ -167,11 +167,12 @@ impl Pauser {
             let _ = h.join();
         }
         let mut st = lock(&self.shared.state);
-        if let Some((z, entry)) = st.frozen.take() {
-            if z.set(false).is_ok() {
-                entry.done();
-            }
-            // else the entry stays: the reaper or the next start thaws it.
+        // A thaw that fails leaves its record: the reaper or the next start
+        // thaws it.
+        if let Some((z, entry)) = st.frozen.take()
+            && z.set(false).is_ok()
+        {
+            entry.done();
         }
         for (p, entry) in std::mem::take(&mut st.stopped) {
             let undo = Undo::Resume {

@@ -6,7 +6,6 @@
 
 use std::{
     io::{Read as _, Write as _},
-    os::fd::OwnedFd,
     path::Path,
     process::{Child, Command, Stdio},
 };
@@ -45,7 +44,7 @@ impl Reaper {
             .spawn()?;
         Ok(Self {
             child,
-            pipe: Some(std::fs::File::from(OwnedFd::from(write))),
+            pipe: Some(std::fs::File::from(write)),
         })
     }
 
