@@ -300,6 +300,41 @@ async fn chaos_monkey_kills_one_random_match_per_interval() {
     assert!(!monotonic(&by_start), "kills in start order: {starts:?}");
 }
 
+/// `min_gap` longer than the interval skips the rounds in between, and
+/// probability 0 signals no one (SIGCONT: the target lives through it).
+#[tokio::test]
+async fn min_gap_skips_rounds_and_probability_zero_signals_no_one() {
+    require_root().unwrap();
+    let agent = Agent::start();
+    let mut c = agent.client().await;
+    let cg = TestCgroup::new("kill-gap");
+    let _target = sleeper(&cg, Path::new("/bin/sleep"));
+    let fault = |probability, min_gap_ms| {
+        pb::fault_spec::Kind::ProcessKill(pb::ProcessKill {
+            signal: "CONT".into(),
+            interval_ms: 1000,
+            pick: pb::KillPick::All.into(),
+            probability,
+            min_gap_ms,
+        })
+    };
+    // Rounds at 0, 1, 2, 3 and 4 s: with a 1.5 s gap, those at 0, 2 and 4 s signal.
+    let d = Duration::from_millis(4500);
+    let gap = start(&mut c, experiment(fault(1.0, 1500), cgroup_target(&cg), d)).await;
+    let never = start(&mut c, experiment(fault(0.0, 0), cgroup_target(&cg), d)).await;
+    let gap = ended(&mut c, &gap.id, Duration::from_secs(8)).await;
+    let never = ended(&mut c, &never.id, Duration::from_secs(2)).await;
+    let acts = &gap.faults[0].actions;
+    assert_eq!(acts.len(), 3, "{acts:?}");
+    for w in acts.windows(2) {
+        let apart = w[1].at_ms - w[0].at_ms;
+        assert!((1700..=2300).contains(&apart), "{apart} ms apart: {acts:?}");
+    }
+    assert!(acts.iter().all(|a| a.what == "SIGCONT"));
+    let f = &never.faults[0];
+    assert_eq!((f.matched, f.injected, f.actions.len()), (1, 0, 0), "{f:?}");
+}
+
 #[tokio::test]
 async fn dry_run_kills_none_and_names_them() {
     require_root().unwrap();
