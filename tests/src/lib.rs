@@ -24,6 +24,7 @@ mod expect;
 mod net;
 mod netns;
 mod probe;
+pub mod procs;
 mod rate;
 mod spec;
 

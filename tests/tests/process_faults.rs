@@ -8,102 +8,15 @@
 )]
 
 use std::{
-    os::unix::process::ExitStatusExt as _,
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
 use faultline_proto::v1::{self as pb, fault_service_client::FaultServiceClient};
-use faultline_tests::*;
+use faultline_tests::{procs::*, *};
 use tonic::{Code, transport::Channel};
 
 type Client = FaultServiceClient<Channel>;
-
-/// A directory of symbolic links that give processes a name (comm) of the
-/// test's choosing; removed on drop.
-struct Names(PathBuf);
-
-impl Names {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("faultline-procs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        Self(dir)
-    }
-
-    /// `program` under the name `comm` (at most 15 bytes).
-    fn link(&self, comm: &str, program: &str) -> PathBuf {
-        let link = self.0.join(comm);
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(program, &link).expect("symlink");
-        link
-    }
-}
-
-impl Drop for Names {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A process that sleeps for a minute, under `exe`'s name, in `cg`.
-fn sleeper(cg: &TestCgroup, exe: &Path) -> ChildGuard {
-    ChildGuard(cg.command(exe).arg("60").spawn().expect("spawn sleep"))
-}
-
-/// A shell loop that writes an ever-growing count to `file` every 20 ms.
-fn counter(cg: &TestCgroup, sh: &Path, file: &Path) -> ChildGuard {
-    let script = format!(
-        "i=0; while :; do i=$((i+1)); echo $i > {}; sleep 0.02; done",
-        file.display()
-    );
-    ChildGuard(
-        cg.command(sh)
-            .args(["-c", &script])
-            .spawn()
-            .expect("spawn counter"),
-    )
-}
-
-fn count(file: &Path) -> u64 {
-    // A read may meet the file between truncation and write: read again.
-    for _ in 0..20 {
-        if let Some(n) = std::fs::read_to_string(file)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-        {
-            return n;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    0
-}
-
-/// The counter moves on within `within`.
-fn progresses(file: &Path, within: Duration) -> bool {
-    let before = count(file);
-    wait_for(within, || count(file) > before)
-}
-
-/// The counter stands still for `span`.
-fn stands_still(file: &Path, span: Duration) -> bool {
-    let before = count(file);
-    std::thread::sleep(span);
-    count(file) == before
-}
-
-fn state_of(pid: u32) -> String {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-fn frozen(cg: &TestCgroup) -> bool {
-    std::fs::read_to_string(cg.path.join("cgroup.events"))
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l == "frozen 1")
-}
 
 fn kill_fault(signal: &str, interval_ms: u64, pick: pb::KillPick) -> pb::fault_spec::Kind {
     pb::fault_spec::Kind::ProcessKill(pb::ProcessKill {
@@ -150,20 +63,6 @@ async fn ended(c: &mut Client, id: &str, limit: Duration) -> pb::Experiment {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Whether the child was killed by `sig`, waiting up to `within`.
-fn died_by(child: &mut ChildGuard, sig: i32, within: Duration) -> bool {
-    let mut status = None;
-    wait_for(within, || {
-        status = child.0.try_wait().ok().flatten();
-        status.is_some()
-    });
-    status.and_then(|s| s.signal()) == Some(sig)
-}
-
-fn alive(child: &mut ChildGuard) -> bool {
-    child.0.try_wait().ok().flatten().is_none()
 }
 
 #[tokio::test]
@@ -450,16 +349,6 @@ async fn pause_both(
     assert!(stands_still(cg_file, Duration::from_millis(300)));
 }
 
-fn reaper_of(agent_pid: u32) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(')')?;
-        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
-        (comm == "faultline-reap" && ppid == agent_pid).then_some(pid)
-    })
-}
-
 /// The agent dies by SIGKILL: its reaper resumes the stopped process and
 /// thaws the frozen cgroup within 1 s, with no agent running.
 #[tokio::test]
@@ -642,6 +531,13 @@ async fn invalid_and_protected_targets_are_refused_and_nothing_starts() {
             "spec.target.comm".into(),
         ),
     ];
+    let reaper = reaper_of(agent.pid()).expect("the agent's reaper");
+    let bad = bad.into_iter().chain([(
+        pause_fault(),
+        pid_target(reaper),
+        Code::PermissionDenied,
+        "spec.target.pids[0]".to_owned(),
+    )]);
     for (fault, target, code, field) in bad {
         assert_refused(
             c.start_experiment(experiment(fault, target, d)).await,

@@ -64,6 +64,19 @@ impl Policy {
                     format!("pid {pid} is on the protected list"),
                 ));
             }
+            // The agent's other processes (its reaper, its helpers) live
+            // in its cgroup, and are protected with it.
+            if let Some(agent) = &self.agent_cgroup
+                && let Ok(mount) = crate::cgroup::cgroup2_mount()
+                && crate::procs::cgroup_of(*pid, &mount).is_some_and(|c| c.starts_with(&agent.path))
+            {
+                return Err(SpecError::protected(
+                    field,
+                    format!(
+                        "pid {pid} runs in the agent's own cgroup (one of the agent's processes)"
+                    ),
+                ));
+            }
             if let Some(comm) = process_comm(*pid)
                 && let Some(p) = protecting(&self.protected_comms, &comm)
             {
