@@ -113,6 +113,7 @@ fn spawn_prober(engine: EngineHandle) {
                 elapsed_ms = t0.elapsed().as_millis() as u64,
                 "all program groups probed"
             );
+            release_freed_memory();
             for c in faultline_agent::caps::probe(e.kernel_mut(), &[]) {
                 if c.supported {
                     info!(kind = c.fault_kind, mechanism = c.mechanism, "fault mechanism available");
@@ -213,6 +214,16 @@ fn own_cgroup() -> Option<cgroup::Cgroup> {
     }
 }
 
+/// Gives the heap that start-up freed (parsed BTF, ELF sections, verifier
+/// logs) back to the kernel: glibc keeps freed memory in its arenas, which
+/// an idle agent would otherwise hold as resident for good.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks and trims glibc's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Finds where the kernel keeps a task's flags, so kernel threads are
 /// skipped in the kernel too (the API refuses them regardless). Reading the
 /// kernel's BTF takes a while (seconds in a debug build), so it happens
@@ -236,6 +247,7 @@ fn spawn_task_flags_reader(engine: EngineHandle, agent_cgroup: Option<cgroup::Cg
                 "kernel threads are refused at the API but cannot be told apart in the kernel"
             ),
         }
+        release_freed_memory();
     };
     if let Err(e) = std::thread::Builder::new().name("btf".into()).spawn(read) {
         error!("starting the BTF reader failed ({e}); kernel threads are refused at the API only");

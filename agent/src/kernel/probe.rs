@@ -23,9 +23,10 @@ use super::{
 };
 use crate::btf;
 
-/// What loading LSM programs needs: the kernel's BTF, and the offsets map,
-/// kept open because programs loaded later refer to its fd.
-pub(super) type LsmLoader = (aya::Btf, Array<MapData, KernelOffsets>);
+/// What loading LSM programs needs: the kernel's BTF (parsed, tens of MiB;
+/// dropped once every LSM program is loaded), and the offsets map, kept open
+/// because the programs refer to its fd.
+pub(super) type LsmLoader = (Option<aya::Btf>, Array<MapData, KernelOffsets>);
 
 fn prepare_lsm(ebpf: &mut Ebpf) -> Result<LsmLoader, Reason> {
     let offsets = btf::Btf::from_sys_fs()
@@ -38,7 +39,7 @@ fn prepare_lsm(ebpf: &mut Ebpf) -> Result<LsmLoader, Reason> {
     koffs
         .set(0, offsets, 0)
         .map_err(|e| Reason::Setup(format!("FL_KOFFS: {e}")))?;
-    Ok((kbtf, koffs))
+    Ok((Some(kbtf), koffs))
 }
 
 /// Puts a loaded program at index 0 of a program array, for tail calls.
@@ -199,7 +200,7 @@ impl Kernel {
             }
             self.lsm_btf = Some(prepared);
         }
-        let Some(Ok((kbtf, _))) = &self.lsm_btf else {
+        let Some(Ok((Some(kbtf), _))) = &self.lsm_btf else {
             return;
         };
         let hook = lsm_hooks::HOOKS[index].hook;
@@ -208,6 +209,15 @@ impl Kernel {
             tracing::debug!(program = name, error = %full, "program refused");
             self.unavailable
                 .insert(Mechanism::Lsm(index), Reason::lsm(name, brief(&full)));
+        }
+        // Every LSM program is loaded (or refused for good): the parsed
+        // kernel BTF is no longer needed.
+        if lsm_hooks::HOOKS
+            .iter()
+            .all(|h| self.lsm_loaded.contains(h.program))
+            && let Some(Ok((btf, _))) = &mut self.lsm_btf
+        {
+            *btf = None;
         }
     }
 

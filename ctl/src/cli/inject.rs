@@ -6,6 +6,8 @@
 //! accept the same text.
 
 #[cfg(test)]
+mod host_tests;
+#[cfg(test)]
 mod tests;
 
 use std::{collections::BTreeMap, time::Duration};

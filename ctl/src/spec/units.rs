@@ -248,6 +248,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sizes_and_byte_rates_parse() {
+        for (text, bytes) in [
+            ("4096", 4096),
+            ("1GiB", 1 << 30),
+            ("1g", 1 << 30),
+            ("256MiB", 256 << 20),
+            ("1.5KiB", 1536),
+            ("2GB", 2_000_000_000),
+            ("10kB", 10_000),
+            ("1 TiB", 1 << 40),
+        ] {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+        assert_eq!(parse_byte_rate("50MiB/s"), Ok(50 << 20));
+        assert_eq!(parse_byte_rate("1000"), Ok(1000));
+        for bad in ["", "GiB", "1XiB", "0.3B", "-1GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
     fn rates_parse_to_bits_per_second() {
         for (text, bits) in [
             ("1", 1),

@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// The spec that `inject ...` sends, or why there is none.
-fn inject_spec(args: &[&str]) -> Result<pb::ExperimentSpec, String> {
+pub(super) fn inject_spec(args: &[&str]) -> Result<pb::ExperimentSpec, String> {
     let cli = parse(args).map_err(|err| err.to_string())?;
     let Command::Inject(inject) = cli.command else {
         return Err(format!("expected an inject command, got {:?}", cli.command));
