@@ -27,12 +27,29 @@ impl Names {
         Self(dir)
     }
 
-    /// `program` under the name `comm` (at most 15 bytes).
-    pub fn link(&self, comm: &str, program: &str) -> PathBuf {
+    /// A process name (comm, at most 15 bytes) for `program`. Not for
+    /// busybox applets (the VMs' `sleep` and `sh`): busybox runs the applet
+    /// its link is named after. `fl-probe` and bash do not care.
+    pub fn link(&self, comm: &str, program: &Path) -> PathBuf {
         let link = self.0.join(comm);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(program, &link).expect("symlink");
         link
+    }
+
+    /// `fl-probe` named `comm`, for [`named`].
+    pub fn probe(&self, comm: &str) -> PathBuf {
+        self.link(comm, &crate::bin("fl-probe"))
+    }
+
+    /// bash named `comm`, for [`counter`].
+    pub fn shell(&self, comm: &str) -> PathBuf {
+        let bash = ["/usr/bin/bash", "/bin/bash"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .expect("bash (the VMs have it at its host path)");
+        self.link(comm, bash)
     }
 }
 
@@ -42,12 +59,26 @@ impl Drop for Names {
     }
 }
 
-/// A process that sleeps for a minute, under `exe`'s name, in `cg`.
-pub fn sleeper(cg: &TestCgroup, exe: &Path) -> ChildGuard {
-    ChildGuard(cg.command(exe).arg("60").spawn().expect("spawn sleep"))
+/// `sleep 60` in `cg` (comm "sleep").
+pub fn sleeper(cg: &TestCgroup) -> ChildGuard {
+    ChildGuard(cg.command("sleep").arg("60").spawn().expect("spawn sleep"))
 }
 
-/// A shell loop that writes an ever-growing count to `file` every 20 ms.
+/// A process named by `link` ([`Names::probe`]) in `cg`: `fl-probe serve`,
+/// which waits on its stdin (held open by the guard) and makes no children.
+pub fn named(cg: &TestCgroup, link: &Path) -> ChildGuard {
+    ChildGuard(
+        cg.command(link)
+            .arg("serve")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn a named fl-probe"),
+    )
+}
+
+/// A shell loop that writes an ever-growing count to `file` every 20 ms;
+/// `sh` is "sh" or a named shell ([`Names::shell`]).
 pub fn counter(cg: &TestCgroup, sh: &Path, file: &Path) -> ChildGuard {
     let script = format!(
         "i=0; while :; do i=$((i+1)); echo $i > {}; sleep 0.02; done",

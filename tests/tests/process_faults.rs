@@ -74,13 +74,10 @@ async fn kill_signals_only_the_matching_processes() {
     let cg = TestCgroup::new("kill");
     let other_cg = TestCgroup::new("kill-other");
     let comm = format!("flk-{}", std::process::id() % 100_000);
-    let victim_exe = names.link(&comm, "/bin/sleep");
-    let mut victims: Vec<ChildGuard> = (0..3).map(|_| sleeper(&cg, &victim_exe)).collect();
+    let victim_exe = names.probe(&comm);
+    let mut victims: Vec<ChildGuard> = (0..3).map(|_| named(&cg, &victim_exe)).collect();
     // Same cgroup, another name; same name, another cgroup.
-    let mut bystanders = vec![
-        sleeper(&cg, Path::new("/bin/sleep")),
-        sleeper(&other_cg, &victim_exe),
-    ];
+    let mut bystanders = vec![sleeper(&cg), named(&other_cg, &victim_exe)];
     let target = pb::Target {
         cgroup: cg.path_str(),
         comm: comm.clone(),
@@ -134,9 +131,7 @@ async fn chaos_monkey_kills_one_random_match_per_interval() {
     let mut c = agent.client().await;
     let cg = TestCgroup::new("monkey");
     // Spawned in order: start order is the index.
-    let mut procs: Vec<ChildGuard> = (0..12)
-        .map(|_| sleeper(&cg, Path::new("/bin/sleep")))
-        .collect();
+    let mut procs: Vec<ChildGuard> = (0..12).map(|_| sleeper(&cg)).collect();
     let pids: Vec<u32> = procs.iter().map(|p| p.0.id()).collect();
     // Rounds at 0 s, 1 s, ... 9 s; the experiment ends half an interval
     // after the tenth.
@@ -207,7 +202,7 @@ async fn min_gap_skips_rounds_and_probability_zero_signals_no_one() {
     let agent = Agent::start();
     let mut c = agent.client().await;
     let cg = TestCgroup::new("kill-gap");
-    let _target = sleeper(&cg, Path::new("/bin/sleep"));
+    let _target = sleeper(&cg);
     let fault = |probability, min_gap_ms| {
         pb::fault_spec::Kind::ProcessKill(pb::ProcessKill {
             signal: "CONT".into(),
@@ -240,9 +235,7 @@ async fn dry_run_kills_none_and_names_them() {
     let agent = Agent::start();
     let mut c = agent.client().await;
     let cg = TestCgroup::new("kill-dry");
-    let mut procs: Vec<ChildGuard> = (0..3)
-        .map(|_| sleeper(&cg, Path::new("/bin/sleep")))
-        .collect();
+    let mut procs: Vec<ChildGuard> = (0..3).map(|_| sleeper(&cg)).collect();
     let mut req = experiment(
         kill_fault("KILL", 0, pb::KillPick::All),
         cgroup_target(&cg),
@@ -281,10 +274,10 @@ async fn pause_by_name_stops_progress_until_the_experiment_stops() {
     let names = Names::new();
     let cg = TestCgroup::new("pause");
     let comm = format!("flp-{}", std::process::id() % 100_000);
-    let sh = names.link(&comm, "/bin/sh");
+    let sh = names.shell(&comm);
     let (fa, fb, fo) = (names.0.join("a"), names.0.join("b"), names.0.join("o"));
     let a = counter(&cg, &sh, &fa);
-    let _other = counter(&cg, Path::new("/bin/sh"), &fo);
+    let _other = counter(&cg, Path::new("sh"), &fo);
     assert!(progresses(&fa, Duration::from_secs(2)) && progresses(&fo, Duration::from_secs(2)));
     let exp = start(
         &mut c,
@@ -360,8 +353,8 @@ async fn paused_targets_resume_within_a_second_of_an_agent_sigkill() {
     let cg = TestCgroup::new("pause-reap");
     let frozen_cg = TestCgroup::new("freeze-reap");
     let (fp, fc) = (names.0.join("p"), names.0.join("c"));
-    let by_pid = counter(&cg, Path::new("/bin/sh"), &fp);
-    let _in_cg = counter(&frozen_cg, Path::new("/bin/sh"), &fc);
+    let by_pid = counter(&cg, Path::new("sh"), &fp);
+    let _in_cg = counter(&frozen_cg, Path::new("sh"), &fc);
     let reaper = reaper_of(agent.pid()).expect("the agent's reaper process");
     let own = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert_eq!(
@@ -403,8 +396,8 @@ async fn the_next_start_resumes_what_a_killed_reaper_left() {
     let cg = TestCgroup::new("pause-restart");
     let frozen_cg = TestCgroup::new("freeze-restart");
     let (fp, fc) = (names.0.join("p"), names.0.join("c"));
-    let by_pid = counter(&cg, Path::new("/bin/sh"), &fp);
-    let _in_cg = counter(&frozen_cg, Path::new("/bin/sh"), &fc);
+    let by_pid = counter(&cg, Path::new("sh"), &fp);
+    let _in_cg = counter(&frozen_cg, Path::new("sh"), &fc);
     pause_both(&mut c, &by_pid, &fp, &frozen_cg, &fc).await;
     let reaper = reaper_of(agent.pid()).expect("the agent's reaper process");
     nix::sys::signal::kill(
@@ -451,7 +444,7 @@ async fn invalid_and_protected_targets_are_refused_and_nothing_starts() {
     let mut c = agent.client().await;
     let names = Names::new();
     let cg = TestCgroup::new("kill-invalid");
-    let mut bystander = sleeper(&cg, Path::new("/bin/sleep"));
+    let mut bystander = sleeper(&cg);
     let d = Duration::from_secs(30);
     let f = "spec.faults[0].process_kill";
     let kill = |interval_ms, probability, signal: &str| {
@@ -574,8 +567,8 @@ async fn invalid_and_protected_targets_are_refused_and_nothing_starts() {
     let _ = bystander.0.wait();
 
     // Only a protected process in the cgroup: accepted, and it is spared.
-    let exe = names.link("fl-protected", "/bin/sleep");
-    let mut protected = sleeper(&cg, &exe);
+    let exe = names.probe("fl-protected");
+    let mut protected = named(&cg, &exe);
     let k = start(
         &mut c,
         experiment(kill(0, 1.0, "KILL"), cgroup_target(&cg), d),

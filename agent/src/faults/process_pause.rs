@@ -70,7 +70,12 @@ impl Fault for ProcessPause {
     ) -> Result<Option<Box<dyn Worker>>, SpecError> {
         let matcher =
             Matcher::new(target, &env.policy).map_err(|r| SpecError::unsupported(field, r))?;
-        let cgroup_only = target.cgroup.is_some() && target.pids.is_empty() && target.comm.is_none();
+        // The freezer takes a target that is a cgroup and nothing else.
+        let cgroup_only = target.cgroup.is_some()
+            && target.pids.is_empty()
+            && target.comm.is_none()
+            && target.exclude_pids.is_empty()
+            && target.exclude_comm.is_none();
         Ok(Some(Box::new(PauseWorker {
             pauser: Pauser::new(matcher, env.journal.clone(), env.dry_run),
             cgroup_only,
