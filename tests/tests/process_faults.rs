@@ -284,7 +284,12 @@ async fn pause_by_name_stops_progress_until_the_experiment_stops() {
         experiment(pause_fault(), comm_target(&comm), Duration::from_secs(30)),
     )
     .await;
-    assert_eq!(state_of(a.0.id()), "T", "SIGSTOPped when the start returns");
+    // The signal is sent before the start returns; the stop itself takes
+    // the target a moment (it must run to take it).
+    assert!(
+        wait_for(Duration::from_millis(500), || state_of(a.0.id()) == "T"),
+        "the target should be SIGSTOPped"
+    );
     assert!(
         stands_still(&fa, Duration::from_millis(500)),
         "a paused target counts on"
@@ -336,7 +341,9 @@ async fn pause_both(
     )
     .await;
     assert_eq!(e.faults[0].mechanism, "cgroup freezer");
-    assert_eq!(state_of(by_pid.0.id()), "T");
+    assert!(wait_for(Duration::from_millis(500), || state_of(
+        by_pid.0.id()
+    ) == "T"));
     assert!(frozen(cg), "the cgroup should be frozen");
     assert!(stands_still(pid_file, Duration::from_millis(300)));
     assert!(stands_still(cg_file, Duration::from_millis(300)));
