@@ -21,6 +21,7 @@ pub mod grpc;
 pub mod impact;
 pub mod kernel;
 pub mod names;
+pub mod procs;
 pub mod qdisc;
 pub mod server;
 pub mod ssh;

@@ -12,7 +12,7 @@ use faultline_agent::{
     config::{Cli, Config, EXIT_CONFIG, ProbeMode},
     engine::{Engine, EngineHandle, Policy},
     kernel::Kernel,
-    server, state, worker,
+    procs, server, state, worker,
 };
 use tracing::{error, info, warn};
 
@@ -148,9 +148,19 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let agent_cgroup = own_cgroup();
     kernel.set_identity(None, agent_cgroup.as_ref())?;
+    // Started in the agent's cgroup (so protected with it): it undoes what
+    // the journal holds when the agent dies, SIGKILL included.
+    let reaper = procs::reaper::Reaper::spawn(&cfg.state_dir)
+        .map_err(|e| anyhow::anyhow!("cannot start the reaper process: {e}"))?;
+    info!(pid = reaper.pid(), "reaper started");
+    let mut protected_pids = cfg.protected_pids.clone();
+    if agent_cgroup.is_none() {
+        // No cgroup of its own to protect it by: protected by pid.
+        protected_pids.push(reaper.pid());
+    }
     let policy = Policy {
         max_duration: cfg.max_duration,
-        protected_pids: cfg.protected_pids.clone(),
+        protected_pids,
         protected_comms: cfg.protected_comms.clone(),
         agent_cgroup: agent_cgroup.clone(),
     };
@@ -177,6 +187,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     server::serve(&cfg, engine.clone(), shutdown).await?;
     engine.stop_all("agent shut down").await;
+    // Everything is undone: the reaper goes (before the agent leaves its
+    // cgroup leaf, which must be empty to be removed).
+    reaper.finish();
     if let Some(leaf) = &agent_cgroup {
         cgroup::leave_agent_leaf(leaf);
     }

@@ -25,7 +25,7 @@ mod loopfs;
 mod net;
 mod netns;
 mod probe;
-mod procs;
+pub mod procs;
 mod rate;
 mod spec;
 

@@ -4,7 +4,7 @@
 
 mod file_identity;
 mod protected;
-mod resolve;
+pub(crate) mod resolve;
 mod wire;
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};

@@ -30,11 +30,11 @@ pub struct Process {
 }
 
 /// `PF_KTHREAD`, as /proc/PID/stat's flags field shows it.
-const PF_KTHREAD: u64 = 0x0020_0000;
+pub(crate) const PF_KTHREAD: u64 = 0x0020_0000;
 
 /// Parses /proc/PID/stat: the comm sits in parentheses and may itself hold
 /// spaces and parentheses, so the fields are counted after the last `)`.
-fn parse_stat(stat: &str) -> Option<(String, u64, u64)> {
+pub(crate) fn parse_stat(stat: &str) -> Option<(String, u64, u64)> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let comm = stat.get(open + 1..close)?.to_owned();

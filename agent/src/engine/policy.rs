@@ -64,6 +64,19 @@ impl Policy {
                     format!("pid {pid} is on the protected list"),
                 ));
             }
+            // The agent's other processes (its reaper, its helpers) live
+            // in its cgroup, and are protected with it.
+            if let Some(agent) = &self.agent_cgroup
+                && let Ok(mount) = crate::cgroup::cgroup2_mount()
+                && crate::procs::cgroup_of(*pid, &mount).is_some_and(|c| c.starts_with(&agent.path))
+            {
+                return Err(SpecError::protected(
+                    field,
+                    format!(
+                        "pid {pid} runs in the agent's own cgroup (one of the agent's processes)"
+                    ),
+                ));
+            }
             if let Some(comm) = process_comm(*pid)
                 && let Some(p) = protecting(&self.protected_comms, &comm)
             {
@@ -117,6 +130,33 @@ impl Policy {
                 format!("{shown} {why}; set allow_host_wide for network faults or a dry run there"),
             )),
         }
+    }
+
+    /// Whether this policy spares a process, and why: checked again for every
+    /// candidate right before it is signalled or stopped, so a process that
+    /// became protected (or a pid now used by one) is never touched.
+    pub fn spares(&self, p: &crate::procs::Proc) -> Option<&'static str> {
+        if p.kernel_thread {
+            return Some("a kernel thread");
+        }
+        if p.pid == 1 {
+            return Some("PID 1");
+        }
+        if p.pid == std::process::id() {
+            return Some("the agent itself");
+        }
+        if let (Some(agent), Some(cg)) = (&self.agent_cgroup, &p.cgroup)
+            && cg.starts_with(&agent.path)
+        {
+            return Some("in the agent's cgroup");
+        }
+        if self.protected_pids.contains(&p.pid) {
+            return Some("a protected pid");
+        }
+        if crate::domain::protecting(&self.protected_comms, &p.comm).is_some() {
+            return Some("a protected name");
+        }
+        None
     }
 }
 

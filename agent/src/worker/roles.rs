@@ -5,7 +5,10 @@
 type Entry = fn(&str) -> i32;
 
 /// Every role, by name.
-const ROLES: &[(&str, Entry)] = &[(crate::stress::io::ROLE, crate::stress::io::child_main)];
+const ROLES: &[(&str, Entry)] = &[
+    (crate::stress::io::ROLE, crate::stress::io::child_main),
+    ("reaper", crate::procs::reaper::main),
+];
 
 /// Runs `role`; exit status 64 for a role that does not exist.
 pub fn run(role: &str, arg: &str) -> i32 {
