@@ -24,3 +24,4 @@ pub mod qdisc;
 pub mod server;
 pub mod ssh;
 pub mod state;
+pub mod stress;
