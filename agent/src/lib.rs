@@ -25,3 +25,4 @@ pub mod server;
 pub mod ssh;
 pub mod state;
 pub mod stress;
+pub mod worker;

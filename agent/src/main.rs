@@ -12,11 +12,16 @@ use faultline_agent::{
     config::{Cli, Config, EXIT_CONFIG, ProbeMode},
     engine::{Engine, EngineHandle, Policy},
     kernel::Kernel,
-    server, state,
+    server, state, worker,
 };
 use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
+    // One of the agent's own helpers (a stressor, the reaper): nothing of
+    // the daemon's start-up applies to it.
+    if let Some(status) = worker::internal_role(&std::env::args_os().collect::<Vec<_>>()) {
+        return ExitCode::from(u8::try_from(status).unwrap_or(1));
+    }
     // Before anything is created: the socket is then 0600 from the moment
     // bind() makes it (a chmod after bind leaves a moment in which other
     // users can connect, and keep that connection), and every file and
@@ -123,6 +128,16 @@ fn spawn_prober(engine: EngineHandle) {
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
     let _lock = state::prepare(&cfg)?;
+    // What agent-side work of an earlier run left on the host (its reaper
+    // may have died with it) is undone before anything else.
+    let undone = worker::Journal::replay(&worker::journal::dir_in(&cfg.state_dir));
+    if undone > 0 {
+        warn!(
+            undone,
+            "undid what an earlier run left behind (paused processes, fill files, cgroups)"
+        );
+    }
+    let journal = worker::Journal::open(&cfg.state_dir)?;
     let mut kernel = Kernel::load(cfg.nth_call_capacity)?;
     kernel.enable_qdiscs(&cfg.state_dir);
     kernel.set_keep_tcx_hooks(cfg.keep_tcx_hooks);
@@ -141,7 +156,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     kernel.set_protected_comms(&policy.protected_comms)?;
     kernel.set_protected(&policy.protected_pids)?;
     kernel.set_ssh_ports(&cfg.ssh_ports)?;
-    let engine = EngineHandle::new(Engine::new(kernel, policy));
+    let engine =
+        EngineHandle::new(Engine::new(kernel, policy).with_journal(journal, cfg.state_dir.clone()));
     spawn_task_flags_reader(engine.clone(), agent_cgroup.clone());
     if cfg.probe == ProbeMode::Start {
         spawn_prober(engine.clone());

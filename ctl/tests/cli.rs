@@ -130,6 +130,7 @@ async fn inject_network_faults_send_the_spec_and_print_it() {
         ));
 
         let expected = pb::ExperimentSpec {
+            impact: 0,
             name: "net-db".into(),
             faults: vec![pb::FaultSpec { kind: Some(fault) }],
             // Only the interface is targeted.

@@ -30,6 +30,7 @@ pub fn experiment(
 ) -> pb::StartExperimentRequest {
     pb::StartExperimentRequest {
         spec: Some(pb::ExperimentSpec {
+            impact: 0,
             name: "test".into(),
             faults: vec![fault.into()],
             target: Some(target),

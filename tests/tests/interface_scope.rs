@@ -240,6 +240,7 @@ async fn every_interface_fault_kind_vanishes_with_the_agent() {
         &mut c,
         pb::StartExperimentRequest {
             spec: Some(pb::ExperimentSpec {
+                impact: 0,
                 name: "all-kinds".into(),
                 faults,
                 target: Some(interface_target(&ns.host_if)),

@@ -127,6 +127,7 @@ async fn read_and_write_fail_while_open_succeeds() {
         &mut agent.client().await,
         pb::StartExperimentRequest {
             spec: Some(pb::ExperimentSpec {
+                impact: 0,
                 name: "rw".into(),
                 faults: vec![
                     lsm_error("read", "EIO", 1.0, &faulted.dir, 0).into(),
@@ -181,6 +182,7 @@ async fn fork_unlink_and_exec_fail_with_their_errnos() {
         &mut agent.client().await,
         pb::StartExperimentRequest {
             spec: Some(pb::ExperimentSpec {
+                impact: 0,
                 name: "proc".into(),
                 faults: vec![
                     lsm_error("fork", "EAGAIN", 1.0, "", 0).into(),

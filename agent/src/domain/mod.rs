@@ -206,6 +206,8 @@ pub struct ExperimentSpec {
     pub duration: Duration,
     pub dry_run: bool,
     pub labels: BTreeMap<String, String>,
+    /// Measure the target's impact: `None` = as the kinds do by default.
+    pub impact: Option<bool>,
 }
 
 #[cfg(test)]

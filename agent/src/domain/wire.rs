@@ -70,8 +70,24 @@ fn identities(field: &str, list: &[u32], r: &dyn Resolver) -> Result<Vec<u64>, S
     Ok(out)
 }
 
-fn target(t: Option<&pb::Target>, r: &dyn Resolver) -> Result<Target, SpecError> {
-    let t = t.ok_or_else(|| inv("spec.target", "required: give pids, a cgroup or a comm"))?;
+/// The target; `selector_required` is false when every fault applies to
+/// the host as a whole by its own definition (`Fault::needs_no_target`).
+fn target(
+    t: Option<&pb::Target>,
+    r: &dyn Resolver,
+    selector_required: bool,
+) -> Result<Target, SpecError> {
+    let empty = pb::Target::default();
+    let t = match t {
+        Some(t) => t,
+        None if !selector_required => &empty,
+        None => {
+            return Err(inv(
+                "spec.target",
+                "required: give pids, a cgroup or a comm",
+            ));
+        }
+    };
     let cgroup = match t.cgroup.trim() {
         "" => None,
         path => Some(r.cgroup(path).map_err(|e| inv("spec.target.cgroup", e))?),
@@ -106,7 +122,11 @@ fn target(t: Option<&pb::Target>, r: &dyn Resolver) -> Result<Target, SpecError>
             "give either an interface or a cgroup, not both",
         ));
     }
-    if out.pids.is_empty() && out.cgroup.is_none() && out.comm.is_none() && out.interface.is_none()
+    if selector_required
+        && out.pids.is_empty()
+        && out.cgroup.is_none()
+        && out.comm.is_none()
+        && out.interface.is_none()
     {
         return Err(inv(
             "spec.target",
@@ -157,7 +177,19 @@ pub fn spec_from_proto(
         .enumerate()
         .map(|(i, f)| faults::from_wire(i, f.kind.as_ref(), resolver))
         .collect::<Result<_, _>>()?;
-    let target = target(s.target.as_ref(), resolver)?;
+    let selector_required = !faults.iter().all(|f| f.needs_no_target());
+    let target = target(s.target.as_ref(), resolver, selector_required)?;
+    let impact = match pb::ImpactMode::try_from(s.impact) {
+        Ok(pb::ImpactMode::Default) => None,
+        Ok(pb::ImpactMode::On) => Some(true),
+        Ok(pb::ImpactMode::Off) => Some(false),
+        Err(_) => {
+            return Err(inv(
+                "spec.impact",
+                format!("unknown impact mode {}", s.impact),
+            ));
+        }
+    };
     for (i, f) in faults.iter().enumerate() {
         f.check_target(&faults::field_of(i, f), &target)?;
     }
@@ -172,6 +204,7 @@ pub fn spec_from_proto(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect::<BTreeMap<_, _>>(),
+        impact,
     })
 }
 
@@ -211,6 +244,11 @@ pub fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        impact: match s.impact {
+            None => pb::ImpactMode::Default,
+            Some(true) => pb::ImpactMode::On,
+            Some(false) => pb::ImpactMode::Off,
+        } as i32,
     }
 }
 

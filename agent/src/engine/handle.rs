@@ -19,6 +19,10 @@ use crate::{
     kernel::{CounterSource, Kernel, KernelOps as _},
 };
 
+/// How often a running experiment's agent-side work is checked for a
+/// failure of its own.
+const WORK_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Shared handle used by the gRPC service and the expiry timers.
 #[derive(Clone)]
 pub struct EngineHandle {
@@ -184,20 +188,43 @@ impl EngineHandle {
         });
         self.emit(EventKind::Started, view.clone(), "");
         let me = self.clone();
+        let watch_work = self.records().has_workers(&id);
         tokio::spawn(
             async move {
-                tokio::time::sleep(duration).await;
-                me.end(id, State::Expired, "reached its deadline").await;
+                let deadline = tokio::time::Instant::now() + duration;
+                let mut tick = tokio::time::interval(WORK_CHECK);
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(deadline) => {
+                            me.end(id, State::Expired, "reached its deadline".into()).await;
+                            break;
+                        }
+                        _ = tick.tick(), if watch_work => {
+                            // Agent-side work that failed by itself (an
+                            // OOM-killed stressor) ends its experiment.
+                            let failure = me.records().failure(&id);
+                            if let Some(why) = failure {
+                                me.end(id, State::Failed, why).await;
+                                break;
+                            }
+                            let running = me.records().map.get(&id).is_some_and(|r| r.state == State::Running);
+                            if !running {
+                                break;
+                            }
+                        }
+                    }
+                }
             }
             .instrument(span),
         );
         Ok(view)
     }
 
-    async fn end(&self, id: String, state: State, message: &'static str) -> Option<ExperimentView> {
+    async fn end(&self, id: String, state: State, message: String) -> Option<ExperimentView> {
         let me = self.clone();
         let key = id.clone();
-        let changed = blocking(move || me.lock().finish(&key, state, message)).await;
+        let msg = message.clone();
+        let changed = blocking(move || me.lock().finish(&key, state, &msg)).await;
         let view = self.view(&id);
         match (changed, view) {
             (Ok(true), Some(view)) => {
@@ -208,7 +235,7 @@ impl EngineHandle {
                     injected = view.faults.iter().map(|f| f.injected).sum::<u64>(),
                     "experiment ended"
                 );
-                self.emit(EventKind::ending(state), view.clone(), message);
+                self.emit(EventKind::ending(state), view.clone(), &message);
                 Some(view)
             }
             (Ok(false), view) => view,
@@ -217,7 +244,7 @@ impl EngineHandle {
     }
 
     pub async fn stop(&self, id: &str) -> Result<ExperimentView, EngineError> {
-        self.end(id.to_owned(), State::Stopped, "stopped by request")
+        self.end(id.to_owned(), State::Stopped, "stopped by request".into())
             .await
             .ok_or_else(|| EngineError::NotFound(id.to_owned()))
     }
@@ -226,7 +253,7 @@ impl EngineHandle {
         let mut stopped = Vec::new();
         for id in self.running_ids() {
             if self
-                .end(id.clone(), State::Stopped, message)
+                .end(id.clone(), State::Stopped, message.into())
                 .await
                 .is_some()
             {

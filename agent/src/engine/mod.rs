@@ -31,6 +31,7 @@ use crate::{
     domain::{ExperimentSpec, SpecError, process_start},
     faults,
     kernel::{KernelError, KernelOps, Resource},
+    worker::{Action, Journal, Metric, WorkerEnv},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +63,9 @@ pub struct FaultView {
     /// `nth_call` calls not injected because the kernel's count map was full.
     pub not_injected_map_full: u64,
     pub summary: String,
+    /// What the fault's agent-side work measured and did.
+    pub metrics: Vec<Metric>,
+    pub actions: Vec<Action>,
 }
 
 #[derive(Clone, Debug)]
@@ -125,6 +129,9 @@ pub struct Engine<K: KernelOps> {
     free: BTreeSet<u32>,
     policy: Policy,
     agent_pid: u32,
+    /// Where agent-side work records what it must undo; without it, faults
+    /// that need such work are refused.
+    journal: Option<(Arc<Journal>, std::path::PathBuf)>,
 }
 
 fn boottime_ns() -> u64 {
@@ -145,7 +152,28 @@ impl<K: KernelOps> Engine<K> {
             free: (0..MAX_FAULTS).collect(),
             policy,
             agent_pid: std::process::id(),
+            journal: None,
         }
+    }
+
+    /// Lets faults do agent-side work, recording it in `journal` (in the
+    /// state directory `state_dir`).
+    #[must_use]
+    pub fn with_journal(mut self, journal: Arc<Journal>, state_dir: std::path::PathBuf) -> Self {
+        self.journal = Some((journal, state_dir));
+        self
+    }
+
+    /// What the workers of fault `i` of experiment `id` are given.
+    fn worker_env(&self, id: &str, i: usize, dry_run: bool) -> Option<WorkerEnv> {
+        let (journal, state_dir) = self.journal.as_ref()?;
+        Some(WorkerEnv {
+            policy: self.policy.clone(),
+            state_dir: state_dir.clone(),
+            journal: journal.clone(),
+            dry_run,
+            token: format!("{id}-{i}"),
+        })
     }
 
     pub fn kernel_mut(&mut self) -> &mut K {
@@ -179,11 +207,20 @@ impl<K: KernelOps> Engine<K> {
 
     /// Plans every fault and checks that this kernel has what each holds
     /// (attachments first, then the rest), before anything is armed.
-    fn plan(&mut self, spec: &ExperimentSpec) -> Result<Vec<faults::Armable>, SpecError> {
+    fn plan(&mut self, id: &str, spec: &ExperimentSpec) -> Result<Vec<faults::Armable>, SpecError> {
         let mut out = Vec::with_capacity(spec.faults.len());
         for (i, f) in spec.faults.iter().enumerate() {
             let field = faults::field_of(i, f);
-            let armable = faults::prepare(f, &field, &spec.target, spec.dry_run, &mut self.kernel)?;
+            let env = self
+                .worker_env(id, i, spec.dry_run)
+                .unwrap_or_else(|| WorkerEnv {
+                    policy: self.policy.clone(),
+                    state_dir: std::path::PathBuf::new(),
+                    journal: Journal::detached(),
+                    dry_run: spec.dry_run,
+                    token: format!("{id}-{i}"),
+                });
+            let armable = faults::prepare(f, &field, &spec.target, &env, &mut self.kernel)?;
             let (attach, rest): (Vec<Resource>, Vec<Resource>) = armable
                 .resources
                 .iter()
@@ -220,6 +257,8 @@ impl<K: KernelOps> Engine<K> {
             resources: a.resources,
             held: 0,
             last: FaultCounters::default(),
+            worker: a.worker.map(Arc::from),
+            last_report: None,
         };
         let res = (|| {
             self.kernel.write_fault(slot, &a.slot, &a.pid_roles)?;
@@ -227,6 +266,14 @@ impl<K: KernelOps> Engine<K> {
             for i in 0..rec.resources.len() {
                 self.kernel.acquire(slot, rec.resources[i])?;
                 rec.held += 1;
+            }
+            // Agent-side work last: it acts at once, the kernel part only
+            // when a program meets a match.
+            if let Some(w) = &rec.worker {
+                w.start().map_err(|reason| KernelError::Unavailable {
+                    mechanism: w.mechanism(),
+                    reason,
+                })?;
             }
             Ok(())
         })();
@@ -243,6 +290,10 @@ impl<K: KernelOps> Engine<K> {
     /// counters and frees its slot.
     fn disarm(&mut self, rec: &mut FaultRecord) {
         let Some(slot) = rec.slot.take() else { return };
+        if let Some(w) = &rec.worker {
+            w.stop();
+            rec.last_report = Some(w.report());
+        }
         for &r in rec.resources[..rec.held].iter().rev() {
             self.kernel.release(slot, r);
         }
@@ -267,7 +318,8 @@ impl<K: KernelOps> Engine<K> {
                 "all {MAX_FAULTS} fault slots are in use; stop an experiment first"
             )));
         }
-        let mut plans = self.plan(&spec)?;
+        let id = new_id();
+        let mut plans = self.plan(&id, &spec)?;
         policy::check_host_wide(&spec, host_wide, plans.iter().map(|p| &p.slot))?;
         // The deadline counts from here, after planning: planning loads the
         // programs a fault needs, which takes seconds under emulation.
@@ -325,7 +377,6 @@ impl<K: KernelOps> Engine<K> {
             .into());
         }
         let now = SystemTime::now();
-        let id = new_id();
         let rec = Record {
             id: id.clone(),
             deadline: now + spec.duration,

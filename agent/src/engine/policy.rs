@@ -177,6 +177,7 @@ mod tests {
             duration: Duration::from_secs(1),
             dry_run: false,
             labels: std::collections::BTreeMap::new(),
+            impact: None,
         }
     }
 

@@ -11,9 +11,12 @@ use std::{
 use faultline_common::FaultCounters;
 
 use super::{EventKind, ExperimentView, FaultView, State};
+use std::sync::Arc;
+
 use crate::{
     domain::ExperimentSpec,
     kernel::{CounterSource, Resource},
+    worker::{Report, Worker},
 };
 
 /// Finished experiments kept for `GetExperiment`/`ListExperiments`.
@@ -27,10 +30,15 @@ pub(super) struct FaultRecord {
     pub held: usize,
     /// Counters when the fault was disarmed.
     pub last: FaultCounters,
+    /// Its agent-side work, if any.
+    pub worker: Option<Arc<dyn Worker>>,
+    /// The work's report when it was stopped.
+    pub last_report: Option<Report>,
 }
 
 impl FaultRecord {
-    /// The mechanism shown for the fault: its first attachment.
+    /// The mechanism shown for the fault: its first attachment, else its
+    /// agent-side work.
     fn mechanism(&self) -> &'static str {
         self.resources
             .iter()
@@ -38,7 +46,17 @@ impl FaultRecord {
                 Resource::Attach(m) => Some(m.name()),
                 _ => None,
             })
+            .or_else(|| self.worker.as_ref().map(|w| w.mechanism()))
             .unwrap_or("none")
+    }
+
+    /// The work's report: live while armed, the final one after.
+    pub fn report(&self) -> Option<Report> {
+        match (&self.last_report, &self.worker) {
+            (Some(r), _) => Some(r.clone()),
+            (None, Some(w)) if self.slot.is_some() => Some(w.report()),
+            _ => None,
+        }
     }
 }
 
@@ -84,14 +102,17 @@ impl Records {
             .enumerate()
             .map(|(i, (f, spec))| {
                 let c = f.slot.and_then(|s| counters.read(s)).unwrap_or(f.last);
+                let report = f.report().unwrap_or_default();
                 FaultView {
                     index: i as u32,
                     kind: spec.kind(),
                     mechanism: f.mechanism(),
-                    matched: c.matched,
-                    injected: c.injected,
+                    matched: report.matched.unwrap_or(c.matched),
+                    injected: report.injected.unwrap_or(c.injected),
                     not_injected_map_full: c.not_injected_map_full,
                     summary: spec.summary(),
+                    metrics: report.metrics,
+                    actions: report.actions,
                 }
             })
             .collect();
@@ -104,6 +125,26 @@ impl Records {
             ended_at: r.ended_at,
             message: r.message.clone(),
             faults,
+        })
+    }
+
+    /// Whether a running experiment has agent-side work.
+    pub fn has_workers(&self, id: &str) -> bool {
+        self.map
+            .get(id)
+            .is_some_and(|r| r.faults.iter().any(|f| f.worker.is_some()))
+    }
+
+    /// Why a running experiment's agent-side work failed, if it did.
+    pub fn failure(&self, id: &str) -> Option<String> {
+        let r = self.map.get(id).filter(|r| r.state == State::Running)?;
+        r.faults.iter().enumerate().find_map(|(i, f)| {
+            f.slot?;
+            let failure = f.worker.as_ref()?.report().failure?;
+            Some(format!(
+                "fault {i} ({}): {failure}",
+                r.spec.faults[i].kind()
+            ))
         })
     }
 

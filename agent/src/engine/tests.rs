@@ -144,6 +144,7 @@ fn policy() -> Policy {
 /// error (cgroup sock_addr): four resources in all.
 fn spec() -> ExperimentSpec {
     let wire = pb::ExperimentSpec {
+        impact: 0,
         faults: vec![
             pb::FaultSpec {
                 kind: Some(pb::fault_spec::Kind::SyscallSignal(pb::SyscallSignal {

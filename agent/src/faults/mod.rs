@@ -18,6 +18,7 @@ use crate::{
     caps::Capability,
     domain::{Resolver, SpecError, Target},
     kernel::{KernelOps, Probed, Resource},
+    worker::{Worker, WorkerEnv},
 };
 
 /// The kind-specific part of arming a fault: its slot (kind, parameters,
@@ -48,6 +49,32 @@ pub trait Fault: DynFault + fmt::Debug + Send + Sync {
 
     /// The wire form (the inverse of `FaultKind::from_wire`).
     fn to_wire(&self) -> pb::fault_spec::Kind;
+
+    /// The agent-side work of the fault, if any (a stressor, signals, a
+    /// freeze). Made while planning, so a request the host cannot take (a
+    /// memory floor, free space, an unknown path) is refused before anything
+    /// is armed.
+    fn worker(
+        &self,
+        _field: &str,
+        _target: &Target,
+        _env: &WorkerEnv,
+    ) -> Result<Option<Box<dyn Worker>>, SpecError> {
+        Ok(None)
+    }
+
+    /// The fault applies to the whole host with no target selector (CPU
+    /// pressure on the host, a disk fill): the rule that a target needs a
+    /// selector does not apply to it.
+    fn needs_no_target(&self) -> bool {
+        false
+    }
+
+    /// Whether its experiment measures the target's impact (pressure stall,
+    /// run-queue latency) unless the spec says otherwise.
+    fn impact_by_default(&self) -> bool {
+        false
+    }
 }
 
 /// The static side of a kind: its name, wire message and capability rows.
@@ -188,13 +215,15 @@ pub fn field_of(i: usize, f: &FaultSpec) -> String {
     format!("spec.faults[{i}].{}", f.kind())
 }
 
-/// A fault ready to arm: its complete slot, its pids and its resources.
-#[derive(Clone, Debug, PartialEq)]
+/// A fault ready to arm: its complete slot, its pids, its resources and
+/// its agent-side work.
+#[derive(Debug)]
 pub struct Armable {
     pub slot: FaultSlot,
     /// (pid, `pid_role::*`) entries for the `FL_PIDS` map.
     pub pid_roles: Vec<(u32, u32)>,
     pub resources: Vec<Resource>,
+    pub worker: Option<Box<dyn Worker>>,
 }
 
 /// Plans one fault and completes its slot with what every kind shares:
@@ -204,13 +233,15 @@ pub fn prepare(
     f: &FaultSpec,
     field: &str,
     target: &Target,
-    dry_run: bool,
+    env: &WorkerEnv,
     kernel: &mut dyn KernelOps,
 ) -> Result<Armable, SpecError> {
+    let dry_run = env.dry_run;
     let Plan {
         mut slot,
         resources,
     } = f.plan(field, target, kernel)?;
+    let worker = f.worker(field, target, env)?;
     if dry_run {
         slot.flags |= flags::DRY_RUN;
     }
@@ -225,6 +256,7 @@ pub fn prepare(
         slot,
         pid_roles,
         resources,
+        worker,
     })
 }
 

@@ -32,6 +32,7 @@ pub fn experiment_to_proto(v: &ExperimentView) -> pb::Experiment {
         message: v.message.clone(),
         matched: v.faults.iter().map(|f| f.matched).sum(),
         injected: v.faults.iter().map(|f| f.injected).sum(),
+        impact: None,
         faults: v
             .faults
             .iter()
@@ -43,6 +44,25 @@ pub fn experiment_to_proto(v: &ExperimentView) -> pb::Experiment {
                 injected: f.injected,
                 not_injected_map_full: f.not_injected_map_full,
                 summary: f.summary.clone(),
+                metrics: f
+                    .metrics
+                    .iter()
+                    .map(|m| pb::Metric {
+                        name: m.name.clone(),
+                        value: m.value,
+                        unit: m.unit.clone(),
+                    })
+                    .collect(),
+                actions: f
+                    .actions
+                    .iter()
+                    .map(|a| pb::FaultAction {
+                        at_ms: ms(a.at),
+                        pid: a.pid,
+                        comm: a.comm.clone(),
+                        what: a.what.clone(),
+                    })
+                    .collect(),
             })
             .collect(),
     }

@@ -12,6 +12,7 @@
 //! subcommands. A kind added to the proto without its module does not
 //! compile.
 
+pub mod host;
 pub mod net;
 
 use faultline_proto::v1 as pb;

@@ -6,8 +6,10 @@ use crate::test_support::{bandwidth, blackhole, corrupt, duplicate, packet_loss,
 
 pub fn running_experiment() -> pb::Experiment {
     pb::Experiment {
+        impact: None,
         id: "exp-1".into(),
         spec: Some(pb::ExperimentSpec {
+            impact: 0,
             name: "checkout".into(),
             faults: vec![],
             target: Some(pb::Target {
@@ -25,6 +27,8 @@ pub fn running_experiment() -> pb::Experiment {
         message: String::new(),
         faults: vec![
             pb::FaultStatus {
+                metrics: Vec::new(),
+                actions: Vec::new(),
                 index: 0,
                 kind: "syscall_error".into(),
                 mechanism: "cgroup_sock_addr".into(),
@@ -34,6 +38,8 @@ pub fn running_experiment() -> pb::Experiment {
                 summary: "connect -> ECONNREFUSED p=0.5".into(),
             },
             pb::FaultStatus {
+                metrics: Vec::new(),
+                actions: Vec::new(),
                 index: 1,
                 kind: "syscall_signal".into(),
                 mechanism: "raw_tracepoint".into(),
@@ -63,6 +69,7 @@ pub fn network_experiment() -> pb::Experiment {
         ..Default::default()
     };
     let spec = pb::ExperimentSpec {
+        impact: 0,
         name: "partition".into(),
         faults: [
             packet_loss(0.25, 3.0, Both, Some(tcp_to_db)),
@@ -81,11 +88,14 @@ pub fn network_experiment() -> pb::Experiment {
         ..Default::default()
     };
     pb::Experiment {
+        impact: None,
         id: "exp-net".into(),
         spec: Some(spec),
         state: pb::ExperimentState::Running as i32,
         faults: vec![
             pb::FaultStatus {
+                metrics: Vec::new(),
+                actions: Vec::new(),
                 index: 0,
                 kind: "packet_loss".into(),
                 mechanism: "tcx".into(),
@@ -95,6 +105,8 @@ pub fn network_experiment() -> pb::Experiment {
                 summary: "both loss p=0.25 burst=3 tcp dst=10.0.0.0/8 dport=5432-5432".into(),
             },
             pb::FaultStatus {
+                metrics: Vec::new(),
+                actions: Vec::new(),
                 index: 1,
                 kind: String::new(),
                 mechanism: "tcx".into(),
@@ -104,6 +116,8 @@ pub fn network_experiment() -> pb::Experiment {
                 summary: String::new(),
             },
             pb::FaultStatus {
+                metrics: Vec::new(),
+                actions: Vec::new(),
                 index: 2,
                 kind: "duplicate".into(),
                 mechanism: "tcx".into(),
@@ -113,6 +127,8 @@ pub fn network_experiment() -> pb::Experiment {
                 summary: "ingress duplicate p=0.1 udp sport=53-53".into(),
             },
             pb::FaultStatus {
+                metrics: Vec::new(),
+                actions: Vec::new(),
                 index: 3,
                 kind: "corrupt".into(),
                 mechanism: "tcx".into(),
@@ -122,6 +138,8 @@ pub fn network_experiment() -> pb::Experiment {
                 summary: "egress corrupt p=0.01 checksums=recomputed tcp dport=5432-5432".into(),
             },
             pb::FaultStatus {
+                metrics: Vec::new(),
+                actions: Vec::new(),
                 index: 4,
                 kind: "bandwidth".into(),
                 mechanism: "tcx".into(),

@@ -48,9 +48,30 @@ pub struct FaultJson {
     /// `nth_call` calls not signalled because the agent's count map was full.
     pub not_injected_map_full: u64,
     pub summary: String,
+    /// What the fault's agent-side work measured (`achieved_load_percent`…).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricJson>,
+    /// What it did, one entry per act (a kill, a pause).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<ActionJson>,
     /// The fault as requested, in the experiment file's shape
     /// (`{"packet_loss": {...}}`); null when the agent did not return it.
     pub spec: Option<spec::Fault>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MetricJson {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ActionJson {
+    pub at_ms: u64,
+    pub pid: u32,
+    pub comm: String,
+    pub what: String,
 }
 
 impl From<&pb::Experiment> for ExperimentJson {
@@ -105,6 +126,25 @@ impl FaultJson {
             injected: status.injected,
             not_injected_map_full: status.not_injected_map_full,
             summary: status.summary.clone(),
+            metrics: status
+                .metrics
+                .iter()
+                .map(|m| MetricJson {
+                    name: m.name.clone(),
+                    value: m.value,
+                    unit: m.unit.clone(),
+                })
+                .collect(),
+            actions: status
+                .actions
+                .iter()
+                .map(|a| ActionJson {
+                    at_ms: a.at_ms,
+                    pid: a.pid,
+                    comm: a.comm.clone(),
+                    what: a.what.clone(),
+                })
+                .collect(),
             spec,
         }
     }

@@ -174,6 +174,40 @@ pub fn write_experiment_detail(
         ]);
     }
     table.write(out)?;
+    for fault in &json.faults {
+        if !fault.metrics.is_empty() {
+            let figures: Vec<String> = fault
+                .metrics
+                .iter()
+                .map(|m| format!("{}={} {}", m.name, compact_number(m.value), m.unit))
+                .collect();
+            writeln!(
+                out,
+                "fault #{}: {}",
+                fault.index,
+                escape_controls(&figures.join(", "))
+            )?;
+        }
+    }
+    let acts: Vec<_> = json
+        .faults
+        .iter()
+        .flat_map(|f| f.actions.iter().map(move |a| (f.index, a)))
+        .collect();
+    if !acts.is_empty() {
+        writeln!(out)?;
+        let mut table = Table::new(&["#", "TIME", "PID", "COMM", "ACTION"]);
+        for (index, a) in acts {
+            table.row(vec![
+                index.to_string(),
+                format_time_millis(a.at_ms),
+                a.pid.to_string(),
+                escape_controls(&a.comm).into_owned(),
+                escape_controls(&a.what).into_owned(),
+            ]);
+        }
+        table.write(out)?;
+    }
     for fault in json.faults.iter().filter(|f| f.not_injected_map_full > 0) {
         writeln!(
             out,
@@ -183,6 +217,12 @@ pub fn write_experiment_detail(
         )?;
     }
     Ok(())
+}
+
+/// A figure with at most two decimals and no trailing zeros.
+fn compact_number(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// One line per event, self-describing because `watch` prints no header.

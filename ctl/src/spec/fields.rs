@@ -6,7 +6,8 @@ use std::{fmt, time::Duration};
 use serde::{Deserializer, Serializer, de};
 
 use super::units::{
-    check_burst_length, check_probability, format_duration, parse_duration, parse_ports, parse_rate,
+    check_burst_length, check_probability, format_duration, parse_byte_rate, parse_duration,
+    parse_ports, parse_rate, parse_size,
 };
 
 /// `rate: 10mbit` in a file; a plain number is bits per second.
@@ -136,4 +137,52 @@ impl de::Visitor<'_> for Number {
 /// The default of the probabilities that may be left out: always.
 pub fn always() -> f64 {
     1.0
+}
+
+/// A size in bytes (`size: 1GiB`) or a byte rate (`rate: 50MiB/s`) in a
+/// file; a plain number is bytes (per second). Written back as a number.
+fn deserialize_bytes_with<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    parse: fn(&str) -> Result<u64, String>,
+) -> Result<u64, D::Error> {
+    struct Bytes(fn(&str) -> Result<u64, String>);
+    impl de::Visitor<'_> for Bytes {
+        type Value = u64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number of bytes or a size such as \"256MiB\"")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<u64, E> {
+            (self.0)(text).map_err(E::custom)
+        }
+        fn visit_u64<E: de::Error>(self, number: u64) -> Result<u64, E> {
+            Ok(number)
+        }
+    }
+    deserializer.deserialize_any(Bytes(parse))
+}
+
+pub fn deserialize_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    deserialize_bytes_with(deserializer, parse_size)
+}
+
+pub fn deserialize_byte_rate<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    deserialize_bytes_with(deserializer, parse_byte_rate)
+}
+
+/// An optional duration field (`interval: 30s`), absent = not set.
+pub fn deserialize_opt_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    deserialize_duration(deserializer).map(Some)
+}
+
+/// An optional duration, written back as `30s` when set.
+pub fn serialize_opt_duration<S: Serializer>(
+    duration: &Option<Duration>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match duration {
+        Some(d) => serialize_duration(d, serializer),
+        None => serializer.serialize_none(),
+    }
 }

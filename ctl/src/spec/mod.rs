@@ -26,8 +26,8 @@ pub use self::{
     file::{SpecError, load},
     proto::WireError,
     units::{
-        parse_burst, parse_burst_length, parse_duration, parse_ports, parse_probability,
-        parse_rate, parse_short_duration,
+        parse_burst, parse_burst_length, parse_byte_rate, parse_duration, parse_ports,
+        parse_probability, parse_rate, parse_short_duration, parse_size,
     },
 };
 pub use crate::kinds::Fault;

@@ -27,6 +27,7 @@ impl From<Experiment> for pb::ExperimentSpec {
             duration_ms: duration_ms(experiment.duration),
             dry_run: experiment.dry_run,
             labels: experiment.labels.into_iter().collect(),
+            impact: pb::ImpactMode::Default.into(),
         }
     }
 }
@@ -102,6 +103,7 @@ mod tests {
 
     fn spec_with(kinds: Vec<pb::fault_spec::Kind>) -> pb::ExperimentSpec {
         pb::ExperimentSpec {
+            impact: 0,
             name: "round-trip".into(),
             faults: kinds
                 .into_iter()

@@ -115,6 +115,47 @@ pub fn parse_burst(text: &str) -> Result<u32, String> {
     u32::try_from(bytes).map_err(|_| invalid(&format!("more than {} bytes", u32::MAX)))
 }
 
+/// Parses a size in bytes: a plain number (`4096`), or one with a binary
+/// unit (×1024: `k`, `KiB`, `m`, `MiB`, `g`, `GiB`, `t`, `TiB`) or a decimal
+/// one (×1000: `kB`, `MB`, `GB`, `TB`): `1GiB`, `256MiB`, `1.5g`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let invalid = |why: &str| {
+        format!("invalid size {text:?}: {why}; expected bytes such as 4096, 256MiB, 1GiB or 2GB")
+    };
+    let (number, unit) = split_unit(text);
+    if number.is_empty() {
+        return Err(invalid("not a number"));
+    }
+    let unit = unit
+        .strip_suffix('B')
+        .filter(|u| !u.is_empty())
+        .map_or(unit, |u| {
+            // `KB`, `MB`: decimal; `KiB`: binary (the `i` stays).
+            if u.ends_with('i') { u } else { unit }
+        });
+    let multiplier: u64 = match unit {
+        "" | "B" => 1,
+        "k" | "K" | "Ki" => 1 << 10,
+        "m" | "M" | "Mi" => 1 << 20,
+        "g" | "G" | "Gi" => 1 << 30,
+        "t" | "T" | "Ti" => 1 << 40,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return Err(invalid(&format!("unknown unit {unit:?}"))),
+    };
+    let bytes = scale(number, multiplier, "bytes").map_err(|why| invalid(&why))?;
+    u64::try_from(bytes).map_err(|_| invalid("too large"))
+}
+
+/// Parses a throughput in bytes per second: a size followed by `/s`
+/// (`50MiB/s`, `256MiB/s`); a plain number is bytes per second.
+pub fn parse_byte_rate(text: &str) -> Result<u64, String> {
+    let size = text.trim().strip_suffix("/s").unwrap_or(text);
+    parse_size(size).map_err(|e| format!("{e} per second (e.g. 50MiB/s)"))
+}
+
 /// `10mbit` → (`10`, `mbit`): the number is everything up to the first
 /// character that cannot be part of it; both halves trimmed.
 fn split_unit(text: &str) -> (&str, &str) {

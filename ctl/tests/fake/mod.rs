@@ -25,6 +25,8 @@ pub const ID: &str = "0a1b2c3d";
 /// or a syscall_error status when there is no spec yet.
 pub fn experiment(spec: pb::ExperimentSpec, state: pb::ExperimentState) -> pb::Experiment {
     let status = |index: u32, kind: &str, mechanism: &str, summary: &str| pb::FaultStatus {
+        metrics: Vec::new(),
+        actions: Vec::new(),
         index,
         kind: kind.into(),
         mechanism: mechanism.into(),
@@ -91,6 +93,7 @@ pub fn experiment(spec: pb::ExperimentSpec, state: pb::ExperimentState) -> pb::E
         ));
     }
     pb::Experiment {
+        impact: None,
         id: ID.into(),
         spec: Some(spec),
         state: state as i32,

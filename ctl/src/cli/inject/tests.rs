@@ -140,6 +140,7 @@ fn inject_syscall_error_builds_the_spec() {
         Err(err) => panic!("expected a valid experiment, got: {err}"),
     };
     let expected = pb::ExperimentSpec {
+        impact: 0,
         name: "checkout".into(),
         faults: vec![pb::FaultSpec {
             kind: Some(pb::fault_spec::Kind::SyscallError(pb::SyscallError {
@@ -237,6 +238,7 @@ fn inject_network_faults_build_the_spec() {
         let spec = inject_spec(&words(&line))
             .unwrap_or_else(|err| panic!("expected {line:?} to build a spec, got: {err}"));
         let expected = pb::ExperimentSpec {
+            impact: 0,
             name: "net-db".into(),
             faults: vec![pb::FaultSpec { kind: Some(kind) }],
             target: Some(pb::Target {

@@ -27,6 +27,7 @@ faults:
 
 fn expected_spec() -> pb::ExperimentSpec {
     pb::ExperimentSpec {
+        impact: 0,
         name: "checkout-connect-refused".into(),
         faults: vec![
             pb::FaultSpec {
