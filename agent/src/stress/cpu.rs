@@ -43,6 +43,8 @@ const SLICE_MIN_NS: i64 = 2_000_000;
 const SLICE_MAX_NS: i64 = 5_000_000;
 /// The most CPU time a worker owes (or is owed) from earlier slices.
 const DEBT_MAX_NS: i64 = 30_000_000;
+/// The workers' nice value (weight 29154 against 1024 for nice 0).
+const NICE: libc::c_int = -15;
 /// Shares are kept in millionths of a CPU.
 const SHARE_ONE: u32 = 1_000_000;
 /// The top-up monitor's period and window (in periods).
@@ -65,6 +67,7 @@ pub fn child_main(arg: &str) -> i32 {
     // Sleeps end when asked, not up to 50 µs later: the slices are short.
     // SAFETY: PR_SET_TIMERSLACK takes a plain integer; no memory is passed.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_u64, 0_u64, 0_u64, 0_u64) };
+    own_autogroup();
     let share = share_of(spec.load_percent);
     let workers: Vec<Arc<Worker>> = spec
         .cpus
@@ -100,6 +103,17 @@ pub fn child_main(arg: &str) -> i32 {
     }
 }
 
+/// With autogroup scheduling (tasks in the root CPU cgroup), nice counts
+/// only inside a session's group and each group weighs the same: a session
+/// of its own, weighted like the threads' nice, keeps the share against a
+/// busy session (a build) too. Best effort: without it the load is still
+/// right on an idle CPU.
+fn own_autogroup() {
+    // SAFETY: setsid has no preconditions; the stressor leads no group.
+    unsafe { libc::setsid() };
+    let _ = std::fs::write("/proc/self/autogroup", NICE.to_string());
+}
+
 fn share_of(percent: f64) -> u32 {
     (percent.clamp(0.0, 100.0) / 100.0 * f64::from(SHARE_ONE)).round() as u32
 }
@@ -123,6 +137,12 @@ impl Worker {
             );
             std::process::exit(1);
         }
+        // A high weight, so that the share is the one asked for even
+        // when other tasks compete for the CPU: the duty cycle, not the
+        // scheduler, bounds what the thread takes.
+        // SAFETY: setpriority on the calling thread (who 0 = this tid for
+        // PRIO_PROCESS under NPTL's per-thread nice); no memory passed.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, NICE) };
         let thread_cpu = || clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
         let mut debt: i64 = 0;
         let mut start = mono_ns();

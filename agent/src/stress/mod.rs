@@ -8,6 +8,7 @@
 
 pub mod cpu;
 pub mod memory;
+pub mod process;
 
 use std::time::Duration;
 

@@ -12,6 +12,8 @@
 //! getpid-overhead   getpid() of a non-target while the sys_enter tracepoint is attached
 //! network           packet_loss on a veth interface vs iptables `-m statistic`: accuracy,
 //!                   TCP throughput cost, StartExperiment → first dropped datagram
+//! pressure          cpu_pressure vs stress-ng --cpu-load (accuracy, settling), memory_pressure vs
+//!                   stress-ng --vm-populate and a bare MADV_POPULATE_WRITE loop, the idle agent
 //! open-overhead     open()+close() of a non-target while an LSM open fault targets another cgroup
 //! open-vs-strace    open()+close() of the faulted target: our LSM fault vs strace's ptrace injection
 //!
@@ -30,6 +32,7 @@ mod connect;
 mod getpid;
 mod network;
 mod open;
+mod pressure;
 mod rounds;
 mod stats;
 mod sys;
@@ -44,7 +47,7 @@ use tonic::transport::Channel;
 
 pub type Client = FaultServiceClient<Channel>;
 
-pub const BENCHES: [(&str, &str); 7] = [
+pub const BENCHES: [(&str, &str); 8] = [
     (
         "activation",
         "StartExperiment returned → first injected connect() error",
@@ -66,6 +69,10 @@ pub const BENCHES: [(&str, &str); 7] = [
         "packet_loss on a veth interface vs iptables -m statistic: accuracy, TCP throughput cost, time to first drop",
     ),
     (
+        "pressure",
+        "cpu_pressure and memory_pressure vs stress-ng (accuracy, settling, time to resident) and the idle agent",
+    ),
+    (
         "open-overhead",
         "open()+close() of a non-target while an open fault (BPF LSM) targets another cgroup",
     ),
@@ -75,6 +82,12 @@ pub const BENCHES: [(&str, &str); 7] = [
     ),
 ];
 fn main() -> anyhow::Result<ExitCode> {
+    // The bare MADV_POPULATE_WRITE loop of `pressure`, as a process of its own.
+    if let [_, flag, bytes] = std::env::args().collect::<Vec<_>>().as_slice()
+        && flag == "--populate"
+    {
+        pressure::populate_child(bytes);
+    }
     let Some(names) = parse_args(std::env::args().skip(1))? else {
         print_usage();
         return Ok(ExitCode::SUCCESS);
@@ -101,6 +114,7 @@ fn main() -> anyhow::Result<ExitCode> {
             "getpid-overhead" => getpid::getpid_overhead(&rt),
             "network" => network::network(&rt),
             "open-overhead" => open::open_overhead(&rt),
+            "pressure" => pressure::pressure(&rt),
             "open-vs-strace" => open::open_vs_strace(&rt),
             other => unreachable!("{other} was validated by parse_args"),
         }

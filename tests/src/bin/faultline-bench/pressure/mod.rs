@@ -14,6 +14,8 @@ mod cpu;
 mod idle;
 mod memory;
 
+pub use memory::populate_child;
+
 use std::{
     os::unix::process::CommandExt as _,
     process::{Command, Stdio},
