@@ -77,7 +77,12 @@ impl Stressor {
                 }
             }
         };
-        match spawn_child(l.role, &l.arg, &placement.join, Some(STRESSOR_OOM_SCORE_ADJ)) {
+        match spawn_child(
+            l.role,
+            &l.arg,
+            &placement.join,
+            Some(STRESSOR_OOM_SCORE_ADJ),
+        ) {
             Ok(child) => Ok(Self {
                 pid: child.id(),
                 placement,
@@ -162,7 +167,8 @@ pub fn describe(status: ExitStatus) -> String {
         (Some(c), _) => format!("exit status {c}"),
         (None, Some(s)) => format!(
             "killed by {}",
-            nix::sys::signal::Signal::try_from(s).map_or_else(|_| format!("signal {s}"), |s| s.as_str().to_owned())
+            nix::sys::signal::Signal::try_from(s)
+                .map_or_else(|_| format!("signal {s}"), |s| s.as_str().to_owned())
         ),
         _ => status.to_string(),
     }

@@ -115,8 +115,14 @@ pub fn cpu_accuracy(rt: &Runtime) -> anyhow::Result<Vec<String>> {
                     }
                     Tool::NgDefault | Tool::NgSlice10 => {
                         let mut args: Vec<String> = [
-                            "--cpu", "1", "--cpu-load", &format!("{load}"), "--taskset",
-                            &CPU.to_string(), "--timeout", "60s",
+                            "--cpu",
+                            "1",
+                            "--cpu-load",
+                            &format!("{load}"),
+                            "--taskset",
+                            &CPU.to_string(),
+                            "--timeout",
+                            "60s",
                         ]
                         .iter()
                         .map(ToString::to_string)
@@ -175,8 +181,17 @@ fn judge(load: f64, runs: &[Vec<Run>; 3]) -> Vec<String> {
     for tool in Tool::ALL {
         let rs = &runs[tool as usize];
         let settle: Vec<f64> = rs.iter().map(|r| r.settle_s(load)).collect();
-        let per_run: Vec<String> = rs.iter().map(|r| format!("{:.2}", mean(&r.errors(load)))).collect();
-        let show_s = |s: f64| if s.is_finite() { format!("{s:.2} s") } else { "never".to_owned() };
+        let per_run: Vec<String> = rs
+            .iter()
+            .map(|r| format!("{:.2}", mean(&r.errors(load))))
+            .collect();
+        let show_s = |s: f64| {
+            if s.is_finite() {
+                format!("{s:.2} s")
+            } else {
+                "never".to_owned()
+            }
+        };
         let mut sorted = settle.clone();
         sorted.sort_by(f64::total_cmp);
         println!(
@@ -188,7 +203,11 @@ fn judge(load: f64, runs: &[Vec<Run>; 3]) -> Vec<String> {
             show_s(*sorted.last().unwrap_or(&f64::INFINITY)),
         );
     }
-    let best = if mean(&pooled[1]) <= mean(&pooled[2]) { 1 } else { 2 };
+    let best = if mean(&pooled[1]) <= mean(&pooled[2]) {
+        1
+    } else {
+        2
+    };
     let (ours, ng) = (&pooled[0], &pooled[best]);
     let ratio = mean(ours) / mean(ng);
     let ci: Ci = bootstrap_ci(&[ours, ng], |g| mean(&g[0]) / mean(&g[1]));
@@ -199,14 +218,17 @@ fn judge(load: f64, runs: &[Vec<Run>; 3]) -> Vec<String> {
         ci,
     };
     let mae = verdict(&fig, Target::Below(MAE_RATIO_TARGET), &show);
-    let settle_max = runs[0]
-        .iter()
-        .map(|r| r.settle_s(load))
-        .fold(0.0, f64::max);
+    let settle_max = runs[0].iter().map(|r| r.settle_s(load)).fold(0.0, f64::max);
     let settle = if settle_max <= SETTLE_TARGET_S {
-        (Verdict::Pass, format!("PASS (slowest of {RUNS} runs: {settle_max:.2} s)"))
+        (
+            Verdict::Pass,
+            format!("PASS (slowest of {RUNS} runs: {settle_max:.2} s)"),
+        )
     } else {
-        (Verdict::Fail, format!("FAIL (slowest of {RUNS} runs: {settle_max:.2} s)"))
+        (
+            Verdict::Fail,
+            format!("FAIL (slowest of {RUNS} runs: {settle_max:.2} s)"),
+        )
     };
     let line = format!(
         "pressure: CPU accuracy at {load} %: target: our MAE ≤ 1/3 of {}'s ({:.2} vs {:.2} points; \

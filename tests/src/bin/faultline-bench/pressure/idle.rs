@@ -23,13 +23,23 @@ fn status_kib(pid: u32, field: &str) -> anyhow::Result<f64> {
 /// CPU time of every thread of `pid` in ns (schedstat), and in clock ticks (stat).
 fn cpu_of(pid: u32) -> anyhow::Result<(u64, u64)> {
     let mut ns = 0;
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).context("tasks")?.flatten() {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .context("tasks")?
+        .flatten()
+    {
         let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-        ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        ns += s
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("stat")?;
     let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
-    let f: Vec<u64> = after.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
     // Fields 14 and 15 (utime, stime) are the 12th and 13th after the comm.
     let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
     Ok((ns, ticks))

@@ -65,7 +65,12 @@ pub fn populate_child(bytes: &str) -> ! {
     assert!(base != libc::MAP_FAILED, "mmap {len}");
     // SAFETY: the whole mapping made above; MADV_POPULATE_WRITE (23) only faults it in.
     let rc = unsafe { libc::madvise(base, len, 23) };
-    assert_eq!(rc, 0, "MADV_POPULATE_WRITE: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "MADV_POPULATE_WRITE: {}",
+        std::io::Error::last_os_error()
+    );
     loop {
         std::thread::park();
     }
@@ -82,7 +87,13 @@ pub fn memory_resident(rt: &Runtime) -> anyhow::Result<Vec<String>> {
     let agent = Agent::start();
     let mut client = rt.block_on(agent.client());
     // [size][state: 0 cold, 1 warm][tool] → seconds per round.
-    let mut t = vec![[[Vec::new(), Vec::new(), Vec::new()], [Vec::new(), Vec::new(), Vec::new()]]; SIZES.len()];
+    let mut t = vec![
+        [
+            [Vec::new(), Vec::new(), Vec::new()],
+            [Vec::new(), Vec::new(), Vec::new()]
+        ];
+        SIZES.len()
+    ];
     for r in 0..ROUNDS {
         for (si, &size) in SIZES.iter().enumerate() {
             let mut order = Tool::ALL;
@@ -118,7 +129,11 @@ pub fn memory_resident(rt: &Runtime) -> anyhow::Result<Vec<String>> {
                 );
             }
             let ratio = |other: Tool| -> Vec<f64> {
-                times[0].iter().zip(&times[other as usize]).map(|(o, x)| o / x).collect()
+                times[0]
+                    .iter()
+                    .zip(&times[other as usize])
+                    .map(|(o, x)| o / x)
+                    .collect()
             };
             let show = |x: f64| format!("×{x:.3}");
             let fig = |v: &[f64]| Figure {
@@ -126,7 +141,11 @@ pub fn memory_resident(rt: &Runtime) -> anyhow::Result<Vec<String>> {
                 value: median(v),
                 ci: median_ci(v),
             };
-            let ng = verdict(&fig(&ratio(Tool::StressNg)), Target::Below(VS_STRESS_NG), &show);
+            let ng = verdict(
+                &fig(&ratio(Tool::StressNg)),
+                Target::Below(VS_STRESS_NG),
+                &show,
+            );
             let bare = verdict(&fig(&ratio(Tool::Bare)), Target::Below(VS_BARE), &show);
             let line = format!(
                 "pressure: memory to resident, {} GiB {name}: target: ours no slower than stress-ng and within \
@@ -173,7 +192,14 @@ fn one(rt: &Runtime, client: &mut crate::Client, tool: Tool, size: u64) -> anyho
         }
         Tool::StressNg => {
             let args: Vec<String> = [
-                "--vm", "1", "--vm-bytes", &size.to_string(), "--vm-keep", "--vm-populate", "--timeout", "120s",
+                "--vm",
+                "1",
+                "--vm-bytes",
+                &size.to_string(),
+                "--vm-keep",
+                "--vm-populate",
+                "--timeout",
+                "120s",
             ]
             .iter()
             .map(ToString::to_string)
@@ -185,7 +211,11 @@ fn one(rt: &Runtime, client: &mut crate::Client, tool: Tool, size: u64) -> anyho
         }
         Tool::Bare => {
             let me = bin("faultline-bench");
-            let child = spawn_in(&cg, &me.display().to_string(), &["--populate".into(), size.to_string()])?;
+            let child = spawn_in(
+                &cg,
+                &me.display().to_string(),
+                &["--populate".into(), size.to_string()],
+            )?;
             let s = wait(&cg);
             kill_group(child);
             s?

@@ -58,12 +58,18 @@ fn ensure_stress_ng() -> anyhow::Result<()> {
         .context("run apt-get")?;
     if !status.success() {
         // The lists may be stale or absent (a fresh machine or VM).
-        Command::new("apt-get").arg("update").status().context("apt-get update")?;
+        Command::new("apt-get")
+            .arg("update")
+            .status()
+            .context("apt-get update")?;
         let status = Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "stress-ng"])
             .status()?;
-        ensure!(status.success(), "apt-get install stress-ng failed: {status}");
+        ensure!(
+            status.success(),
+            "apt-get install stress-ng failed: {status}"
+        );
     }
     Ok(())
 }
@@ -79,7 +85,8 @@ fn stress_ng_version() -> String {
 /// CPU time the cgroup's processes have used, in ns (`cpu.stat` usage_usec).
 fn usage_ns(cg: &TestCgroup) -> anyhow::Result<i64> {
     let path = cg.path.join("cpu.stat");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
     text.lines()
         .find_map(|l| l.strip_prefix("usage_usec "))
         .and_then(|v| v.trim().parse::<i64>().ok())
@@ -137,7 +144,10 @@ fn wait_populated(cg: &TestCgroup, timeout: Duration) -> anyhow::Result<Instant>
         }
         std::thread::sleep(Duration::from_micros(200));
     }
-    bail!("nothing appeared in {} within {timeout:?}", cg.path.display())
+    bail!(
+        "nothing appeared in {} within {timeout:?}",
+        cg.path.display()
+    )
 }
 
 /// Waits for the cgroup (and its children) to have no process left.
@@ -159,7 +169,9 @@ fn spawn_in(cg: &TestCgroup, program: &str, args: &[String]) -> anyhow::Result<K
         .stderr(Stdio::null())
         // Its own process group, so that stress-ng's workers go with it.
         .process_group(0);
-    Ok(KillOnDrop(cmd.spawn().with_context(|| format!("spawn {program}"))?))
+    Ok(KillOnDrop(
+        cmd.spawn().with_context(|| format!("spawn {program}"))?,
+    ))
 }
 
 /// Kills a process group started by [`spawn_in`], and reaps its leader.
@@ -170,7 +182,12 @@ fn kill_group(mut child: KillOnDrop) {
 }
 
 /// One fault of ours on the cgroup, for `duration`; the experiment's id.
-fn start_ours(rt: &Runtime, client: &mut Client, kind: Kind, cg: &TestCgroup) -> anyhow::Result<String> {
+fn start_ours(
+    rt: &Runtime,
+    client: &mut Client,
+    kind: Kind,
+    cg: &TestCgroup,
+) -> anyhow::Result<String> {
     let req = experiment(
         pb::FaultSpec { kind: Some(kind) },
         pb::Target {
