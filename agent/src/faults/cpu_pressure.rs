@@ -202,6 +202,8 @@ pub(super) fn charged_target_only(field: &str, target: &Target) -> Result<(), Sp
 
 /// Samples of the stressor's CPU time kept for the load "over the last second".
 const WINDOW_NS: u128 = 1_000_000_000;
+/// The shortest window a load is reported over.
+const MIN_WINDOW_NS: u128 = 200_000_000;
 
 #[derive(Debug)]
 struct CpuWorker {
@@ -249,7 +251,9 @@ impl Worker for CpuWorker {
         }
         let s = Stressor::start(&self.launch)?;
         let mut st = self.lock();
-        st.samples.push_back((Instant::now(), 0, self.busy_ns()));
+        // The base is what it used by now: exec and start-up are no load.
+        let base = s.cpu_ns().unwrap_or(0);
+        st.samples.push_back((Instant::now(), base, self.busy_ns()));
         st.stressor = Some(s);
         Ok(())
     }
@@ -286,10 +290,11 @@ impl Worker for CpuWorker {
             }
             let (t0, ns0, busy0) = st.samples[0];
             let wall = now.duration_since(t0).as_nanos() as f64 * self.spec.cpus.len() as f64;
-            if wall > 0.0 {
+            // A shorter window says more about start-up than about the load.
+            if now.duration_since(t0).as_nanos() >= MIN_WINDOW_NS {
                 let mut m = vec![Metric::new(
                     "achieved_load_percent",
-                    (ns - ns0) as f64 / wall * 100.0,
+                    ns.saturating_sub(ns0) as f64 / wall * 100.0,
                     "%",
                 )];
                 if self.spec.top_up {
