@@ -358,7 +358,7 @@ async fn charged_load_lands_in_that_cgroup_only_and_slows_a_busy_target() {
     // Alone the target has the CPU (less what other builds take); beside
     // the stressor it keeps at most what the stressor leaves.
     assert!(
-        squeezed < alone - 25.0 && squeezed <= 55.0,
+        squeezed < alone * 0.75 && squeezed <= 55.0,
         "the busy target had {alone:.1} % alone and {squeezed:.1} % under 50 % pressure"
     );
 }
