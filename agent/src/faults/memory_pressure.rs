@@ -36,7 +36,7 @@ impl FaultKind for MemoryPressure {
 
     fn from_wire(field: &str, w: &pb::MemoryPressure, _: &dyn Resolver) -> Result<Self, SpecError> {
         match (w.size_bytes, w.percent) {
-            (0, p) if p == 0.0 => Err(SpecError::invalid(
+            (0, 0.0) => Err(SpecError::invalid(
                 format!("{field}.size_bytes"),
                 "give size_bytes (above 0) or percent",
             )),
@@ -48,7 +48,7 @@ impl FaultKind for MemoryPressure {
                 format!("{field}.percent"),
                 format!("{p} is outside (0, 100]"),
             )),
-            _ => Ok(Self(w.clone())),
+            _ => Ok(Self(*w)),
         }
     }
 
@@ -167,7 +167,7 @@ impl Fault for MemoryPressure {
     }
 
     fn to_wire(&self) -> pb::fault_spec::Kind {
-        pb::fault_spec::Kind::MemoryPressure(self.0.clone())
+        pb::fault_spec::Kind::MemoryPressure(self.0)
     }
 }
 

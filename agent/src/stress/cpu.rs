@@ -267,6 +267,7 @@ mod tests {
     fn busy_time_counts_work_not_idle() {
         let stat =
             "cpu  10 0 10 100 5 0 0 0 0 0\ncpu0 1 2 3 400 5 6 7 8 0 0\ncpu1 9 9 9 9 9 9 9 9 0 0\n";
+        // SAFETY: sysconf has no preconditions.
         let hz = 1_000_000_000 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         assert_eq!(cpu_busy_ns(stat, 0), Some((1 + 2 + 3 + 6 + 7 + 8) * hz));
         assert_eq!(cpu_busy_ns(stat, 2), None);

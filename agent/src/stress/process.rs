@@ -135,9 +135,7 @@ impl Stressor {
 
     /// CPU time of all its threads so far, in ns (schedstat).
     pub fn cpu_ns(&self) -> Option<u64> {
-        if self.lock().child.is_none() {
-            return None;
-        }
+        self.lock().child.as_ref()?;
         let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid)).ok()?;
         Some(
             tasks
@@ -150,9 +148,7 @@ impl Stressor {
 
     /// Its resident set, in bytes.
     pub fn rss_bytes(&self) -> Option<u64> {
-        if self.lock().child.is_none() {
-            return None;
-        }
+        self.lock().child.as_ref()?;
         let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid)).ok()?;
         let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
         // SAFETY: sysconf has no preconditions.

@@ -101,12 +101,12 @@ pub fn memory_resident(rt: &Runtime) -> anyhow::Result<Vec<String>> {
                 order.reverse();
             }
             for tool in order {
-                for state in 0..2 {
+                // Cold (after a quiet spell), then at once warm.
+                for (state, per_tool) in t[si].iter_mut().enumerate() {
                     if state == 0 {
                         std::thread::sleep(COLD_WAIT);
                     }
-                    let s = one(rt, &mut client, tool, size)?;
-                    t[si][state][tool as usize].push(s);
+                    per_tool[tool as usize].push(one(rt, &mut client, tool, size)?);
                 }
             }
         }
