@@ -184,7 +184,7 @@ fn load_over(window: Duration, mut read: impl FnMut() -> u64) -> f64 {
     (c1 - c0) as f64 / (t1 - t0).as_nanos() as f64 * 100.0
 }
 
-/// A busy loop in `cg`, pinned to `cpu`.
+/// A busy loop in `cg`, pinned to `cpu`, at the stressor's weight.
 fn spinner(cg: &TestCgroup, cpu: u32) -> ChildGuard {
     let mut cmd = cg.command("sh");
     cmd.args(["-c", "while :; do :; done"]).stdin(Stdio::null());
@@ -194,7 +194,14 @@ fn spinner(cg: &TestCgroup, cpu: u32) -> ChildGuard {
             let mut set = nix::sched::CpuSet::new();
             set.set(cpu as usize).map_err(std::io::Error::from)?;
             nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-                .map_err(std::io::Error::from)
+                .map_err(std::io::Error::from)?;
+            // Weighted like the stressor (a session and autogroup of its
+            // own at nice -15), so that the host's other load (builds)
+            // hardly changes what it gets alone.
+            libc::setsid();
+            let _ = std::fs::write("/proc/self/autogroup", "-15");
+            libc::setpriority(libc::PRIO_PROCESS, 0, -15);
+            Ok(())
         });
     }
     ChildGuard(cmd.spawn().expect("spawn the busy target"))
