@@ -129,6 +129,11 @@ fn spawn_prober(engine: EngineHandle) {
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
     let _lock = state::prepare(&cfg)?;
+    // The OOM killer takes the stressors (oom_score_adj 1000) and almost
+    // anything else before the agent, which must live to stop them.
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-900") {
+        warn!(error = %e, "cannot lower the agent's oom_score_adj");
+    }
     // What agent-side work of an earlier run left on the host (its reaper
     // may have died with it) is undone before anything else.
     let undone = worker::Journal::replay(&worker::journal::dir_in(&cfg.state_dir));

@@ -6,6 +6,8 @@ type Entry = fn(&str) -> i32;
 
 /// Every role, by name.
 const ROLES: &[(&str, Entry)] = &[
+    ("cpu", crate::stress::cpu::child_main),
+    ("memory", crate::stress::memory::child_main),
     (crate::stress::io::ROLE, crate::stress::io::child_main),
     ("reaper", crate::procs::reaper::main),
 ];

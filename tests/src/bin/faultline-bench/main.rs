@@ -13,6 +13,9 @@
 //! impact            pipe ping-pong with the run-queue programs of impact measurement on vs off
 //! network           packet_loss on a veth interface vs iptables `-m statistic`: accuracy,
 //!                   TCP throughput cost, StartExperiment → first dropped datagram
+//! pressure          cpu_pressure vs stress-ng --cpu-load (accuracy, settling), memory_pressure vs
+//!                   stress-ng --vm-populate and a bare MADV_POPULATE_WRITE loop, the idle agent,
+//!                   and `impact` (the cost of impact measurement)
 //! open-overhead     open()+close() of a non-target while an LSM open fault targets another cgroup
 //! open-vs-strace    open()+close() of the faulted target: our LSM fault vs strace's ptrace injection
 //!
@@ -31,6 +34,7 @@ mod connect;
 mod getpid;
 mod network;
 mod open;
+mod pressure;
 mod pressure_impact;
 mod rounds;
 mod stats;
@@ -46,7 +50,7 @@ use tonic::transport::Channel;
 
 pub type Client = FaultServiceClient<Channel>;
 
-pub const BENCHES: [(&str, &str); 8] = [
+pub const BENCHES: [(&str, &str); 9] = [
     (
         "activation",
         "StartExperiment returned → first injected connect() error",
@@ -72,6 +76,10 @@ pub const BENCHES: [(&str, &str); 8] = [
         "packet_loss on a veth interface vs iptables -m statistic: accuracy, TCP throughput cost, time to first drop",
     ),
     (
+        "pressure",
+        "cpu_pressure and memory_pressure vs stress-ng (accuracy, settling, time to resident) and the idle agent",
+    ),
+    (
         "open-overhead",
         "open()+close() of a non-target while an open fault (BPF LSM) targets another cgroup",
     ),
@@ -81,6 +89,12 @@ pub const BENCHES: [(&str, &str); 8] = [
     ),
 ];
 fn main() -> anyhow::Result<ExitCode> {
+    // The bare MADV_POPULATE_WRITE loop of `pressure`, as a process of its own.
+    if let [_, flag, bytes] = std::env::args().collect::<Vec<_>>().as_slice()
+        && flag == "--populate"
+    {
+        pressure::populate_child(bytes);
+    }
     let Some(names) = parse_args(std::env::args().skip(1))? else {
         print_usage();
         return Ok(ExitCode::SUCCESS);
@@ -108,6 +122,12 @@ fn main() -> anyhow::Result<ExitCode> {
             "impact" => pressure_impact::run(&rt),
             "network" => network::network(&rt),
             "open-overhead" => open::open_overhead(&rt),
+            // The one run: stressors' accuracy, memory, the idle
+            // agent, and what measuring impact costs.
+            "pressure" => pressure::pressure(&rt).and_then(|mut v| {
+                v.extend(pressure_impact::run(&rt)?);
+                Ok(v)
+            }),
             "open-vs-strace" => open::open_vs_strace(&rt),
             other => unreachable!("{other} was validated by parse_args"),
         }
