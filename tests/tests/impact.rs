@@ -153,6 +153,12 @@ fn sched_links(agent: &Agent) -> Vec<String> {
 #[tokio::test]
 async fn run_queue_latency_and_cpu_pressure_rise_under_contention_only() {
     require_root().unwrap();
+    // Timing under an emulated CPU proves nothing the host run does not; the
+    // VMs run the other two (the programs load, attach and count there).
+    if in_vm() {
+        eprintln!("skipped in the VM: contention timing is judged on the host");
+        return;
+    }
     let agent = Agent::start();
     let mut client = agent.client().await;
     let cg = TestCgroup::new("impact");
