@@ -8,7 +8,6 @@ use std::{
     time::Instant,
 };
 
-use faultline_common::{FaultSlot, kind};
 use faultline_proto::v1 as pb;
 
 use super::{Fault, FaultKind, Plan};
@@ -138,13 +137,7 @@ impl Fault for CpuPressure {
     }
 
     fn plan(&self, _: &str, _: &Target, _: &mut dyn KernelOps) -> Result<Plan, SpecError> {
-        Ok(Plan {
-            slot: FaultSlot {
-                kind: kind::NONE,
-                ..FaultSlot::default()
-            },
-            resources: Vec::new(),
-        })
+        Ok(Plan::agent_side())
     }
 
     fn needs_no_target(&self) -> bool {

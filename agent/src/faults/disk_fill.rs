@@ -14,7 +14,6 @@ use std::{
     time::SystemTime,
 };
 
-use faultline_common::{FaultSlot, kind};
 use faultline_proto::v1 as pb;
 
 use super::{Fault, FaultKind, Plan};
@@ -139,29 +138,15 @@ impl Fault for DiskFill {
 
     fn check_target(&self, _: &str, target: &Target) -> Result<(), SpecError> {
         // The filesystem is the target; a selector would mean nothing.
-        let named = [
-            (!target.pids.is_empty(), "pids"),
-            (target.cgroup.is_some(), "cgroup"),
-            (target.comm.is_some(), "comm"),
-            (target.interface.is_some(), "interface"),
-        ];
-        match named.iter().find(|(set, _)| *set) {
-            Some((_, name)) => Err(SpecError::invalid(
-                format!("spec.target.{name}"),
-                "disk_fill fills a filesystem and takes no target selector",
-            )),
-            None => Ok(()),
-        }
+        super::only_selectors(
+            target,
+            &[],
+            "disk_fill fills a filesystem and takes no target selector",
+        )
     }
 
     fn plan(&self, _: &str, _: &Target, _: &mut dyn KernelOps) -> Result<Plan, SpecError> {
-        Ok(Plan {
-            slot: FaultSlot {
-                kind: kind::NONE,
-                ..FaultSlot::default()
-            },
-            resources: Vec::new(),
-        })
+        Ok(Plan::agent_side())
     }
 
     fn needs_no_target(&self) -> bool {

@@ -12,7 +12,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use faultline_common::{FaultSlot, kind};
 use faultline_proto::v1 as pb;
 
 use super::{
@@ -112,30 +111,15 @@ impl Fault for IoPressure {
 
     fn check_target(&self, _: &str, target: &Target) -> Result<(), SpecError> {
         // Charged to a cgroup, or to no one: processes cannot be charged.
-        let named = [
-            (!target.pids.is_empty(), "pids"),
-            (target.comm.is_some(), "comm"),
-            (!target.exclude_pids.is_empty(), "exclude_pids"),
-            (target.exclude_comm.is_some(), "exclude_comm"),
-            (target.interface.is_some(), "interface"),
-        ];
-        match named.iter().find(|(set, _)| *set) {
-            Some((_, name)) => Err(SpecError::invalid(
-                format!("spec.target.{name}"),
-                "io_pressure is charged to a cgroup or runs on the host; it takes no other selector",
-            )),
-            None => Ok(()),
-        }
+        super::only_selectors(
+            target,
+            &["cgroup"],
+            "io_pressure is charged to a cgroup or runs on the host; it takes no other selector",
+        )
     }
 
     fn plan(&self, _: &str, _: &Target, _: &mut dyn KernelOps) -> Result<Plan, SpecError> {
-        Ok(Plan {
-            slot: FaultSlot {
-                kind: kind::NONE,
-                ..FaultSlot::default()
-            },
-            resources: Vec::new(),
-        })
+        Ok(Plan::agent_side())
     }
 
     fn needs_no_target(&self) -> bool {

@@ -10,7 +10,6 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use faultline_common::{FaultSlot, kind};
 use faultline_proto::v1 as pb;
 
 use super::{Fault, FaultKind, Plan, cpu_pressure::charged_target_only};
@@ -94,13 +93,7 @@ impl Fault for MemoryPressure {
     }
 
     fn plan(&self, _: &str, _: &Target, _: &mut dyn KernelOps) -> Result<Plan, SpecError> {
-        Ok(Plan {
-            slot: FaultSlot {
-                kind: kind::NONE,
-                ..FaultSlot::default()
-            },
-            resources: Vec::new(),
-        })
+        Ok(Plan::agent_side())
     }
 
     fn needs_no_target(&self) -> bool {

@@ -29,6 +29,38 @@ pub struct Plan {
     pub resources: Vec<Resource>,
 }
 
+impl Plan {
+    /// The plan of a kind the agent does itself (`Fault::worker`): a slot
+    /// no program scans, and nothing held in the kernel.
+    pub fn agent_side() -> Self {
+        Self {
+            slot: FaultSlot {
+                kind: faultline_common::kind::NONE,
+                ..FaultSlot::default()
+            },
+            resources: Vec::new(),
+        }
+    }
+}
+
+/// The scope rule of a host-level kind: of the target's selectors, only
+/// those named in `allowed` may be set; `why` says what the kind is
+/// aimed at instead.
+pub fn only_selectors(target: &Target, allowed: &[&str], why: &str) -> Result<(), SpecError> {
+    let set = [
+        (!target.pids.is_empty(), "pids"),
+        (target.cgroup.is_some(), "cgroup"),
+        (target.comm.is_some(), "comm"),
+        (!target.exclude_pids.is_empty(), "exclude_pids"),
+        (target.exclude_comm.is_some(), "exclude_comm"),
+        (target.interface.is_some(), "interface"),
+    ];
+    match set.iter().find(|(on, name)| *on && !allowed.contains(name)) {
+        Some((_, name)) => Err(SpecError::invalid(format!("spec.target.{name}"), why)),
+        None => Ok(()),
+    }
+}
+
 /// One validated fault of some kind.
 pub trait Fault: DynFault + fmt::Debug + Send + Sync {
     /// One line for logs and `faultctl status`.

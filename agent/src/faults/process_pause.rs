@@ -3,7 +3,6 @@
 //! the end). Each pause is in the undo journal before it is made, so the
 //! reaper resumes the target if the agent dies. No kernel program.
 
-use faultline_common::{FaultSlot, kind};
 use faultline_proto::v1 as pb;
 
 use super::{Fault, FaultKind, Plan, process_scope};
@@ -53,13 +52,7 @@ impl Fault for ProcessPause {
     }
 
     fn plan(&self, _: &str, _: &Target, _: &mut dyn KernelOps) -> Result<Plan, SpecError> {
-        Ok(Plan {
-            slot: FaultSlot {
-                kind: kind::NONE,
-                ..FaultSlot::default()
-            },
-            resources: Vec::new(),
-        })
+        Ok(Plan::agent_side())
     }
 
     fn worker(
