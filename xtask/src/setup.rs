@@ -15,6 +15,8 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",    // inspecting loaded programs and links
     "util-linux", // nsenter: `ip netns exec` would hide bpffs (KERNEL.md)
     "iptables",   // the `network` benchmark's comparison: `-m statistic` packet loss
+    "e2fsprogs",  // mke2fs: the loop-mounted filesystems the disk and path tests fill
+    "stress-ng",  // the `pressure` benchmark's comparison
 ];
 
 /// Debian packages the VM kernel matrix (`cargo xtask test --vm`) needs on the host.
