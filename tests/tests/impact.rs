@@ -306,6 +306,72 @@ async fn run_queue_latency_and_cpu_pressure_rise_under_contention_only() {
     );
 }
 
+/// The acceptance case itself: `cpu_pressure` charged to a busy target's
+/// cgroup on the target's CPU, with impact measured by default (a pressure
+/// kind), makes the target's run-queue p99 and its cpu stall share rise over
+/// the baseline taken just before the stressor started; the calm
+/// experiment of the test above shows them staying put without a fault.
+#[tokio::test]
+async fn cpu_pressure_on_the_targets_cpu_shows_in_its_impact() {
+    require_root().unwrap();
+    if in_vm() {
+        eprintln!("skipped in the VM: contention timing is judged on the host");
+        return;
+    }
+    let agent = Agent::start();
+    let mut client = agent.client().await;
+    let cg = TestCgroup::new("impact-cpu");
+    let cpu = shared_cpu();
+    let _busy = pinned(Some(&cg), cpu, "sh", &["-c", "while :; do :; done"]);
+    let _waker = pinned(
+        Some(&cg),
+        cpu,
+        bin("fl-probe").to_str().unwrap(),
+        &["loop", "getppid", "1"],
+    );
+    assert!(wait_for(Duration::from_secs(5), || cg.procs().len() == 2));
+    let pressure = pb::fault_spec::Kind::CpuPressure(pb::CpuPressure {
+        load_percent: 90.0,
+        cpus: 0,
+        cpu_list: vec![u32::try_from(cpu).unwrap()],
+        host: false,
+        top_up: false,
+    });
+    // No impact mode given: the pressure kinds measure it by default.
+    let exp = start(
+        &mut client,
+        experiment(pressure, cgroup_target(&cg), Duration::from_secs(30)),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let i = impact_of(&mut client, &exp.id).await;
+    eprintln!("cpu_pressure 90 %: {}", brief(&i));
+    assert!(i.unavailable.is_empty(), "{}", i.unavailable);
+    let (before, during) = (i.before.as_ref().unwrap(), i.during.as_ref().unwrap());
+    let (rq_before, rq_during) = (run_queue(before), run_queue(during));
+    assert!(
+        rq_before.count > 100 && rq_during.count > 300,
+        "{}",
+        brief(&i)
+    );
+    // The stressor holds the CPU for slices of a few ms at a time.
+    assert!(
+        rq_during.p99_us >= 2.0 * rq_before.p99_us && rq_during.p99_us >= 1000.0,
+        "run-queue p99 rises under cpu_pressure: {}",
+        brief(&i)
+    );
+    let closed = (cpu_some(during) - cpu_some(before)) / (100.0 - cpu_some(before)).max(1.0);
+    assert!(
+        closed >= 0.5 && cpu_some(during) >= 50.0,
+        "the cgroup's cpu stall share rises under cpu_pressure: {}",
+        brief(&i)
+    );
+    client
+        .stop_experiment(pb::StopExperimentRequest { id: exp.id.clone() })
+        .await
+        .unwrap();
+}
+
 /// Times a thread was switched in (the third field of its schedstat).
 fn switched_in(pid: u32) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap();
