@@ -268,11 +268,10 @@ async fn a_memory_limit_below_the_request_makes_the_stressor_the_oom_victim() {
         std::fs::write(cg.path.join("memory.max"), limit.to_string()).unwrap();
         None
     } else {
-        let dir = Path::new("/sys/fs/cgroup/memory").join(cg.path.file_name().unwrap());
-        std::fs::create_dir(&dir).expect("v1 memory cgroup");
-        std::fs::write(dir.join("memory.limit_in_bytes"), limit.to_string()).unwrap();
-        std::fs::write(dir.join("cgroup.procs"), target.0.id().to_string()).unwrap();
-        Some(dir)
+        let v1 = V1MemoryCgroup::new(cg.path.file_name().unwrap());
+        std::fs::write(v1.0.join("memory.limit_in_bytes"), limit.to_string()).unwrap();
+        std::fs::write(v1.0.join("cgroup.procs"), target.0.id().to_string()).unwrap();
+        Some(v1)
     };
     let exp = start(
         &mut client,
@@ -293,9 +292,7 @@ async fn a_memory_limit_below_the_request_makes_the_stressor_the_oom_victim() {
     let failed = last.state == pb::ExperimentState::Failed as i32;
     let alive = Path::new(&format!("/proc/{}", target.0.id())).exists();
     drop(target);
-    if let Some(dir) = v1 {
-        let _ = wait_for(Duration::from_secs(2), || std::fs::remove_dir(&dir).is_ok());
-    }
+    drop(v1);
     assert!(failed, "the experiment did not fail: {last:?}");
     assert!(
         last.message.contains("OOM-killed"),

@@ -203,3 +203,33 @@ pub fn memory_current(dir: &Path) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// A cgroup v1 memory cgroup of the test's (hybrid hosts: the limit lives
+/// there, not in cgroup2): removed on drop, panics included, once what is
+/// left in it is killed and gone.
+pub struct V1MemoryCgroup(pub PathBuf);
+
+impl V1MemoryCgroup {
+    pub fn new(name: &std::ffi::OsStr) -> Self {
+        let dir = Path::new("/sys/fs/cgroup/memory").join(name);
+        std::fs::create_dir(&dir).expect("v1 memory cgroup");
+        Self(dir)
+    }
+}
+
+impl Drop for V1MemoryCgroup {
+    fn drop(&mut self) {
+        let removed = wait_for(Duration::from_secs(10), || {
+            for pid in procs_under(&self.0) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::fs::remove_dir(&self.0).is_ok() || !self.0.exists()
+        });
+        if !removed {
+            eprintln!("ERROR: cannot remove {}", self.0.display());
+        }
+    }
+}
