@@ -190,12 +190,9 @@ async fn disk_fill_reaches_the_free_space_asked_and_goes_on_stop() {
     );
 }
 
-/// SIGKILL of the agent: the fill file goes at once, without a restart (the
-/// reaper undoes the agent's journal when the agent dies).
-#[tokio::test]
-async fn a_fill_file_goes_when_the_agent_is_killed() {
-    require_root().unwrap();
-    let mut agent = Agent::start();
+/// A 128 MiB loop filesystem that `agent` fills until 16 MiB are free,
+/// and its free bytes before.
+async fn filled_to_16_mib_free(agent: &Agent) -> (LoopFs, u64) {
     let fs = LoopFs::ext4(128 * MIB);
     let (_, before) = fs.space();
     start(
@@ -207,6 +204,16 @@ async fn a_fill_file_goes_when_the_agent_is_killed() {
         ),
     )
     .await;
+    (fs, before)
+}
+
+/// SIGKILL of the agent: the fill file goes at once, without a restart (the
+/// reaper undoes the agent's journal when the agent dies).
+#[tokio::test]
+async fn a_fill_file_goes_when_the_agent_is_killed() {
+    require_root().unwrap();
+    let mut agent = Agent::start();
+    let (fs, before) = filled_to_16_mib_free(&agent).await;
     assert_eq!(fill_files(&fs).len(), 1);
     agent.kill();
     let t0 = Instant::now();
@@ -228,17 +235,7 @@ async fn a_fill_file_left_by_a_crash_goes_at_the_next_start() {
     use nix::{sys::signal::Signal, unistd::Pid};
     require_root().unwrap();
     let mut agent = Agent::start();
-    let fs = LoopFs::ext4(128 * MIB);
-    let (_, before) = fs.space();
-    start(
-        &mut agent.client().await,
-        experiment(
-            fill(&fs.mnt_str(), 16 * MIB, 0.0, 0),
-            host(),
-            Duration::from_secs(60),
-        ),
-    )
-    .await;
+    let (fs, before) = filled_to_16_mib_free(&agent).await;
     // Stopped first, so none of them undoes anything when the agent dies;
     // then killed with it.
     let children = children_of(agent.pid());

@@ -50,6 +50,22 @@ fn pinned(cg: Option<&TestCgroup>, cpu: usize, program: &str, args: &[&str]) -> 
     ChildGuard(child)
 }
 
+/// The measured target in `cg`, on `cpu`: a busy loop, and beside it a
+/// process woken about a thousand times a second (so the histogram has
+/// samples without contention too: it preempts the busy loop at once, and
+/// the busy loop waits only for its short bursts).
+fn busy_target(cg: &TestCgroup, cpu: usize) -> [ChildGuard; 2] {
+    let busy = pinned(Some(cg), cpu, "sh", &["-c", "while :; do :; done"]);
+    let waker = pinned(
+        Some(cg),
+        cpu,
+        bin("fl-probe").to_str().unwrap(),
+        &["loop", "getppid", "1"],
+    );
+    assert!(wait_for(Duration::from_secs(5), || cg.procs().len() == 2));
+    [busy, waker]
+}
+
 /// A shell busy loop (no forks: `:` is a builtin).
 fn hog(cpu: usize) -> ChildGuard {
     pinned(None, cpu, "sh", &["-c", "while :; do :; done"])
@@ -163,18 +179,7 @@ async fn run_queue_latency_and_cpu_pressure_rise_under_contention_only() {
     let mut client = agent.client().await;
     let cg = TestCgroup::new("impact");
     let cpu = shared_cpu();
-    // The target: a busy loop, and beside it a process woken about a
-    // thousand times a second (so the histogram has samples without
-    // contention too: it preempts the busy loop at once, and the busy loop
-    // waits only for its short bursts).
-    let _busy = pinned(Some(&cg), cpu, "sh", &["-c", "while :; do :; done"]);
-    let _waker = pinned(
-        Some(&cg),
-        cpu,
-        bin("fl-probe").to_str().unwrap(),
-        &["loop", "getppid", "1"],
-    );
-    assert!(wait_for(Duration::from_secs(5), || cg.procs().len() == 2));
+    let _target = busy_target(&cg, cpu);
 
     // Control first: no contention.
     let calm = start(
@@ -322,14 +327,7 @@ async fn cpu_pressure_on_the_targets_cpu_shows_in_its_impact() {
     let mut client = agent.client().await;
     let cg = TestCgroup::new("impact-cpu");
     let cpu = shared_cpu();
-    let _busy = pinned(Some(&cg), cpu, "sh", &["-c", "while :; do :; done"]);
-    let _waker = pinned(
-        Some(&cg),
-        cpu,
-        bin("fl-probe").to_str().unwrap(),
-        &["loop", "getppid", "1"],
-    );
-    assert!(wait_for(Duration::from_secs(5), || cg.procs().len() == 2));
+    let _target = busy_target(&cg, cpu);
     let pressure = pb::fault_spec::Kind::CpuPressure(pb::CpuPressure {
         load_percent: 90.0,
         cpus: 0,
