@@ -132,9 +132,10 @@ pub struct Engine<K: KernelOps> {
     free: BTreeSet<u32>,
     policy: Policy,
     agent_pid: u32,
-    /// Where agent-side work records what it must undo; without it, faults
-    /// that need such work are refused.
-    journal: Option<(Arc<Journal>, std::path::PathBuf)>,
+    /// Where agent-side work records what it must undo, in which state
+    /// directory; detached (every record refused) unless `with_journal`.
+    journal: Arc<Journal>,
+    state_dir: std::path::PathBuf,
 }
 
 fn boottime_ns() -> u64 {
@@ -155,7 +156,8 @@ impl<K: KernelOps> Engine<K> {
             free: (0..MAX_FAULTS).collect(),
             policy,
             agent_pid: std::process::id(),
-            journal: None,
+            journal: Journal::detached(),
+            state_dir: std::path::PathBuf::new(),
         }
     }
 
@@ -163,20 +165,20 @@ impl<K: KernelOps> Engine<K> {
     /// state directory `state_dir`).
     #[must_use]
     pub fn with_journal(mut self, journal: Arc<Journal>, state_dir: std::path::PathBuf) -> Self {
-        self.journal = Some((journal, state_dir));
+        self.journal = journal;
+        self.state_dir = state_dir;
         self
     }
 
     /// What the workers of fault `i` of experiment `id` are given.
-    fn worker_env(&self, id: &str, i: usize, dry_run: bool) -> Option<WorkerEnv> {
-        let (journal, state_dir) = self.journal.as_ref()?;
-        Some(WorkerEnv {
+    fn worker_env(&self, id: &str, i: usize, dry_run: bool) -> WorkerEnv {
+        WorkerEnv {
             policy: self.policy.clone(),
-            state_dir: state_dir.clone(),
-            journal: journal.clone(),
+            state_dir: self.state_dir.clone(),
+            journal: self.journal.clone(),
             dry_run,
             token: format!("{id}-{i}"),
-        })
+        }
     }
 
     pub fn kernel_mut(&mut self) -> &mut K {
@@ -214,15 +216,7 @@ impl<K: KernelOps> Engine<K> {
         let mut out = Vec::with_capacity(spec.faults.len());
         for (i, f) in spec.faults.iter().enumerate() {
             let field = faults::field_of(i, f);
-            let env = self
-                .worker_env(id, i, spec.dry_run)
-                .unwrap_or_else(|| WorkerEnv {
-                    policy: self.policy.clone(),
-                    state_dir: std::path::PathBuf::new(),
-                    journal: Journal::detached(),
-                    dry_run: spec.dry_run,
-                    token: format!("{id}-{i}"),
-                });
+            let env = self.worker_env(id, i, spec.dry_run);
             let armable = faults::prepare(f, &field, &spec.target, &env, &mut self.kernel)?;
             let (attach, rest): (Vec<Resource>, Vec<Resource>) = armable
                 .resources
