@@ -10,7 +10,7 @@ use std::{
 
 use faultline_proto::v1 as pb;
 
-use super::{Fault, FaultKind, Plan};
+use super::{Fault, FaultKind, Plan, charged_target_only};
 use crate::{
     caps::Capability,
     domain::{Resolver, SpecError, Target},
@@ -179,18 +179,6 @@ impl Fault for CpuPressure {
     fn to_wire(&self) -> pb::fault_spec::Kind {
         pb::fault_spec::Kind::CpuPressure(self.wire.clone())
     }
-}
-
-/// Pressure kinds are charged to a cgroup or the host: pids and names are
-/// no targets of theirs.
-pub(super) fn charged_target_only(field: &str, target: &Target) -> Result<(), SpecError> {
-    if !target.pids.is_empty() || target.comm.is_some() || target.interface.is_some() {
-        return Err(SpecError::invalid(
-            "spec.target",
-            format!("{field} is charged to a cgroup (spec.target.cgroup) or the host; pids, names and interfaces are not its targets"),
-        ));
-    }
-    Ok(())
 }
 
 /// Samples of the stressor's CPU time kept for the load "over the last second".

@@ -12,7 +12,7 @@ use std::{
 
 use faultline_proto::v1 as pb;
 
-use super::{Fault, FaultKind, Plan, cpu_pressure::charged_target_only};
+use super::{Fault, FaultKind, Plan, charged_target_only};
 use crate::{
     caps::Capability,
     cgroup::{Cgroup, cgroup2_mount},

@@ -61,6 +61,20 @@ pub fn only_selectors(target: &Target, allowed: &[&str], why: &str) -> Result<()
     }
 }
 
+/// Pressure kinds are charged to a cgroup or the host: pids and names are
+/// no targets of theirs.
+pub fn charged_target_only(field: &str, target: &Target) -> Result<(), SpecError> {
+    if !target.pids.is_empty() || target.comm.is_some() || target.interface.is_some() {
+        return Err(SpecError::invalid(
+            "spec.target",
+            format!(
+                "{field} is charged to a cgroup (spec.target.cgroup) or the host; pids, names and interfaces are not its targets"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// One validated fault of some kind.
 pub trait Fault: DynFault + fmt::Debug + Send + Sync {
     /// One line for logs and `faultctl status`.
