@@ -196,6 +196,17 @@ pub async fn stop(client: &mut Client, id: &str) {
 }
 
 /// The cgroup's memory.current (v2 with the memory controller), if it has one.
+/// The host's MemAvailable, in bytes.
+pub fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .expect("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("MemAvailable in /proc/meminfo")
+        * 1024
+}
+
 pub fn memory_current(dir: &Path) -> Option<u64> {
     std::fs::read_to_string(dir.join("memory.current"))
         .ok()?

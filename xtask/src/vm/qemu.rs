@@ -92,7 +92,7 @@ pub struct Outcome {
 /// `label`, and kills qemu after `timeout`.
 pub fn boot(vmlinuz: &Path, initrd: &Path, label: &str, timeout: Duration) -> Result<Outcome> {
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "2048"])
+    cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "3072"])
         // The tests use loopback and veth pairs inside the guest only.
         .args(["-nographic", "-no-reboot", "-nic", "none"])
         .arg("-kernel")
