@@ -126,8 +126,11 @@ impl Agent {
         let again = match connect(&self.address, self.timeout).await {
             Ok(agent) => agent
                 .call(|mut c| async move {
-                    c.list_experiments(pb::ListExperimentsRequest { running_only: true })
-                        .await
+                    c.list_experiments(pb::ListExperimentsRequest {
+                        running_only: true,
+                        ..Default::default()
+                    })
+                    .await
                 })
                 .await
                 .map(drop),

@@ -37,6 +37,7 @@ pub fn experiment(
             duration_ms: duration.as_millis() as u64,
             ..Default::default()
         }),
+        ..Default::default()
     }
 }
 

@@ -230,7 +230,10 @@ async fn a_fill_file_goes_when_the_agent_is_killed() {
     let back = wait_for(Duration::from_secs(5), || {
         (fs.space().1 as f64 - before as f64).abs() <= before as f64 * 0.01
     });
-    eprintln!("free space back: {back}, {:?} after the SIGKILL", t0.elapsed());
+    eprintln!(
+        "free space back: {back}, {:?} after the SIGKILL",
+        t0.elapsed()
+    );
     assert_within("free after the agent died", fs.space().1, before, 0.01);
 }
 
@@ -562,6 +565,7 @@ async fn bad_disk_and_io_requests_name_the_field_and_start_nothing() {
     let list = client
         .list_experiments(pb::ListExperimentsRequest {
             running_only: false,
+            ..Default::default()
         })
         .await
         .expect("ListExperiments")

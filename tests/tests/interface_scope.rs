@@ -247,6 +247,7 @@ async fn every_interface_fault_kind_vanishes_with_the_agent() {
                 duration_ms: 60_000,
                 ..Default::default()
             }),
+            ..Default::default()
         },
     )
     .await;

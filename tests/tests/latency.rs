@@ -321,7 +321,10 @@ async fn a_configured_root_qdisc_is_failed_precondition_naming_the_fault() {
         root_qdisc(&ns.host_if)
     );
     let running = c
-        .list_experiments(pb::ListExperimentsRequest { running_only: true })
+        .list_experiments(pb::ListExperimentsRequest {
+            running_only: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

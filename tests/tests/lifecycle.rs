@@ -291,7 +291,10 @@ async fn fifty_concurrent_experiments_all_end_and_leave_nothing() {
     );
     let mut c = client.clone();
     let running = c
-        .list_experiments(pb::ListExperimentsRequest { running_only: true })
+        .list_experiments(pb::ListExperimentsRequest {
+            running_only: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

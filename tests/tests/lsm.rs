@@ -137,6 +137,7 @@ async fn read_and_write_fail_while_open_succeeds() {
                 duration_ms: 60_000,
                 ..Default::default()
             }),
+            ..Default::default()
         },
     )
     .await;
@@ -193,6 +194,7 @@ async fn fork_unlink_and_exec_fail_with_their_errnos() {
                 duration_ms: 60_000,
                 ..Default::default()
             }),
+            ..Default::default()
         },
     )
     .await;

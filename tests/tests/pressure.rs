@@ -482,7 +482,10 @@ async fn invalid_pressure_specs_name_the_field_and_start_nothing() {
         );
     }
     let listed = client
-        .list_experiments(pb::ListExperimentsRequest { running_only: true })
+        .list_experiments(pb::ListExperimentsRequest {
+            running_only: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -559,6 +559,7 @@ async fn invalid_and_protected_targets_are_refused_and_nothing_starts() {
     let listed = c
         .list_experiments(pb::ListExperimentsRequest {
             running_only: false,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -442,7 +442,10 @@ async fn a_fault_refused_at_arm_time_rolls_back_the_ones_already_armed() {
         "the rolled-back connect fault injects nothing: {seen:?}"
     );
     let running = c
-        .list_experiments(pb::ListExperimentsRequest { running_only: true })
+        .list_experiments(pb::ListExperimentsRequest {
+            running_only: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -34,6 +34,11 @@ pub fn experiment_to_proto(v: &ExperimentView) -> pb::Experiment {
         matched: v.faults.iter().map(|f| f.matched).sum(),
         injected: v.faults.iter().map(|f| f.injected).sum(),
         impact: v.impact.as_ref().map(impact_to_proto),
+        // Filled in by the lease work (issue 13).
+        lease_ttl_ms: 0,
+        lease_expires_at_ms: 0,
+        request_id: String::new(),
+        owner: String::new(),
         faults: v
             .faults
             .iter()

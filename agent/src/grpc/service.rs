@@ -94,6 +94,7 @@ impl FaultService for FaultServiceImpl {
         let list = self.engine.list(req.get_ref().running_only);
         Ok(Response::new(pb::ListExperimentsResponse {
             experiments: list.iter().map(experiment_to_proto).collect(),
+            next_page_token: String::new(),
         }))
     }
 
@@ -117,6 +118,15 @@ impl FaultService for FaultServiceImpl {
     ) -> Result<Response<pb::StopAllResponse>, Status> {
         let stopped_ids = self.engine.stop_all("stopped by StopAll").await;
         Ok(Response::new(pb::StopAllResponse { stopped_ids }))
+    }
+
+    async fn renew_lease(
+        &self,
+        _req: Request<pb::RenewLeaseRequest>,
+    ) -> Result<Response<pb::RenewLeaseResponse>, Status> {
+        Err(Status::unimplemented(
+            "RenewLease: leases are not built yet",
+        ))
     }
 
     type WatchEventsStream = EventStream;

@@ -19,6 +19,7 @@ pub async fn start(
 ) -> anyhow::Result<()> {
     let request = pb::StartExperimentRequest {
         spec: Some(experiment.into()),
+        ..Default::default()
     };
     let response = agent
         .call(|mut c| async move { c.start_experiment(request).await })

@@ -17,8 +17,11 @@ pub async fn list(
 ) -> anyhow::Result<()> {
     let experiments = agent
         .call(|mut c| async move {
-            c.list_experiments(pb::ListExperimentsRequest { running_only })
-                .await
+            c.list_experiments(pb::ListExperimentsRequest {
+                running_only,
+                ..Default::default()
+            })
+            .await
         })
         .await?
         .experiments;

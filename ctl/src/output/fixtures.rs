@@ -51,6 +51,7 @@ pub fn running_experiment() -> pb::Experiment {
         ],
         matched: 13,
         injected: 5,
+        ..Default::default()
     }
 }
 

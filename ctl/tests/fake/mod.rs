@@ -104,6 +104,7 @@ pub fn experiment(spec: pb::ExperimentSpec, state: pb::ExperimentState) -> pb::E
         faults,
         matched: 7,
         injected: 3,
+        ..Default::default()
     }
 }
 
@@ -189,12 +190,20 @@ impl FaultService for FakeAgent {
         )))
     }
 
+    async fn renew_lease(
+        &self,
+        _: Request<pb::RenewLeaseRequest>,
+    ) -> Result<Response<pb::RenewLeaseResponse>, Status> {
+        Err(Status::unimplemented("the fake agent has no leases"))
+    }
+
     async fn list_experiments(
         &self,
         _: Request<pb::ListExperimentsRequest>,
     ) -> Result<Response<pb::ListExperimentsResponse>, Status> {
         Ok(Response::new(pb::ListExperimentsResponse {
             experiments: vec![experiment(self.last_spec(), pb::ExperimentState::Running)],
+            next_page_token: String::new(),
         }))
     }
 

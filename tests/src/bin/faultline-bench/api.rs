@@ -258,7 +258,10 @@ async fn reader(mut c: Client, anchor: String, k: usize, t0: Instant) -> anyhow:
             out.get.push(t.elapsed().as_secs_f64() * 1e3);
         } else {
             let res = c
-                .list_experiments(pb::ListExperimentsRequest { running_only: true })
+                .list_experiments(pb::ListExperimentsRequest {
+                    running_only: true,
+                    ..Default::default()
+                })
                 .await;
             context(res, "ListExperiments")?;
             out.list.push(t.elapsed().as_secs_f64() * 1e3);
