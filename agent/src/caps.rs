@@ -62,7 +62,9 @@ pub fn probe(kernel: &mut Kernel, only: &[String]) -> Vec<Capability> {
         }
     }
     let mut caps = faults::capabilities(kernel);
-    if !only.is_empty() {
+    if only.is_empty() {
+        crate::metrics::mechanisms_probed(&caps);
+    } else {
         caps.retain(|c| only.iter().any(|m| m == c.mechanism));
     }
     caps

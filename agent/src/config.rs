@@ -50,6 +50,7 @@ struct FileConfig {
     interface_hooks: Option<String>,
     nth_call_capacity: Option<u32>,
     ssh_ports: Option<Vec<u16>>,
+    metrics_listen: Option<String>,
 }
 
 /// Command line; every flag also reads an environment variable.
@@ -107,6 +108,10 @@ pub struct Cli {
     /// faults, all slots together (a process without room is not signalled).
     #[arg(long, env = "FAULTLINE_NTH_CALL_CAPACITY")]
     pub nth_call_capacity: Option<u32>,
+    /// Serve Prometheus metrics (`GET /metrics`) on this loopback TCP
+    /// address, e.g. 127.0.0.1:9464. Off unless set.
+    #[arg(long, env = "FAULTLINE_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -132,6 +137,8 @@ pub struct Config {
     /// Ports network faults spare (unless `include_ssh`), besides those
     /// sshd is found listening on.
     pub ssh_ports: Vec<u16>,
+    /// Where Prometheus metrics are served (loopback only), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// When the agent loads (and the kernel verifies) its programs.
@@ -166,7 +173,8 @@ fn overlay(base: &mut FileConfig, top: FileConfig) {
         keep_tcx_hooks,
         interface_hooks,
         nth_call_capacity,
-        ssh_ports
+        ssh_ports,
+        metrics_listen
     );
 }
 
@@ -194,6 +202,7 @@ impl Config {
                 interface_hooks: cli.interface_hooks.clone(),
                 nth_call_capacity: cli.nth_call_capacity,
                 ssh_ports: None,
+                metrics_listen: cli.metrics_listen.clone(),
             },
         );
         let mut cfg = Self::validate(merged)?;
@@ -302,7 +311,9 @@ impl Config {
                 reason: "0 is not a port".into(),
             });
         }
+        let metrics_listen = metrics_addr(f.metrics_listen.as_deref())?;
         Ok(Self {
+            metrics_listen,
             ssh_ports,
             nth_call_capacity,
             probe,
@@ -325,6 +336,29 @@ impl Config {
     pub fn socket_dir(&self) -> Option<&Path> {
         self.socket.parent()
     }
+}
+
+/// The metrics endpoint is plain HTTP: loopback only until it can be
+/// served over TLS.
+fn metrics_addr(value: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {
+    let s = match value.map(str::trim) {
+        None | Some("") => return Ok(None),
+        Some(s) => s,
+    };
+    let addr: SocketAddr = s.parse().map_err(|_| ConfigError::Invalid {
+        key: "metrics_listen",
+        reason: format!("{s:?} is not an address:port"),
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(ConfigError::Invalid {
+            key: "metrics_listen",
+            reason: format!(
+                "{addr} is not a loopback address; metrics are plain HTTP and served on loopback only \
+                 until TLS for metrics comes with the mTLS work"
+            ),
+        });
+    }
+    Ok(Some(addr))
 }
 
 fn check_comm(c: &str) -> Result<ProtectedName, ConfigError> {
@@ -407,6 +441,31 @@ mod tests {
             c.nth_call_capacity = Some(bad);
             let e = Config::load(&c).unwrap_err().to_string();
             assert!(e.contains("`nth_call_capacity`"), "{e}");
+        }
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_loopback_only() {
+        assert_eq!(Config::load(&cli()).unwrap().metrics_listen, None);
+        let mut c = cli();
+        c.metrics_listen = Some("127.0.0.1:9464".into());
+        assert_eq!(
+            Config::load(&c).unwrap().metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        c.metrics_listen = Some("[::1]:9464".into());
+        assert!(Config::load(&c).unwrap().metrics_listen.is_some());
+        for (bad, why) in [
+            ("0.0.0.0:9464", "not a loopback address"),
+            ("10.1.2.3:9464", "TLS"),
+            ("localhost", "not an address:port"),
+        ] {
+            c.metrics_listen = Some(bad.into());
+            let e = Config::load(&c).unwrap_err().to_string();
+            assert!(
+                e.contains("`metrics_listen`") && e.contains(why),
+                "{bad}: {e}"
+            );
         }
     }
 

@@ -39,7 +39,10 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
+    let metrics_engine = engine.clone();
+    // Outermost, so every answer is counted, refusals included.
     let router = Server::builder()
+        .layer(crate::metrics::ApiCallsLayer)
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
@@ -67,6 +70,11 @@ pub async fn serve(
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         }
     };
+    if let Some(addr) = cfg.metrics_listen {
+        crate::metrics::spawn(addr, metrics_engine, wait(&stop_tx))
+            .await
+            .map_err(|e| ServeError::Bind(addr.to_string(), e))?;
+    }
     tracing::info!(socket = %cfg.socket.display(), "serving faultline.v1 on unix socket");
     let unix_fut = router
         .clone()

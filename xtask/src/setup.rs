@@ -19,6 +19,14 @@ const APT_PACKAGES: &[&str] = &[
     "stress-ng",  // the `pressure` benchmark's comparison
 ];
 
+/// Debian packages whose daemon a test starts itself, on loopback, with its
+/// own config: installed without recommends (prometheus would bring
+/// node-exporter), and the service the package starts is stopped and
+/// disabled, so set-up leaves nothing listening on the host.
+const DAEMON_APT_PACKAGES: &[&str] = &[
+    "prometheus", // the `metrics` suite scrapes the agent with a real Prometheus server
+];
+
 /// Debian packages the VM kernel matrix (`cargo xtask test --vm`) needs on the host.
 const VM_APT_PACKAGES: &[&str] = &[
     "qemu-system-x86", // qemu-system-x86_64, run with TCG: this machine has no KVM
@@ -40,7 +48,39 @@ pub fn run_all() -> Result<()> {
     toolchain::ensure_rust_src()?;
     toolchain::ensure_bpf_linker()?;
     ensure_apt_packages(APT_PACKAGES)?;
+    ensure_daemon_packages()?;
     ensure_pip_packages()
+}
+
+fn ensure_daemon_packages() -> Result<()> {
+    let mut missing = Vec::new();
+    for &package in DAEMON_APT_PACKAGES {
+        if !dpkg_installed(package)? {
+            missing.push(package);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    crate::status("apt packages", &format!("installing {}", missing.join(" ")));
+    if !crate::running_as_root() {
+        bail!(
+            "installing {} needs root: run `sudo cargo xtask setup`",
+            missing.join(" ")
+        );
+    }
+    apt_get_update()?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing))?;
+    // Only where systemd runs (the package's postinst started the daemon).
+    if std::path::Path::new("/run/systemd/system").exists() {
+        run(Command::new("systemctl")
+            .args(["disable", "--now"])
+            .args(&missing))?;
+    }
+    Ok(())
 }
 
 fn ensure_pip_packages() -> Result<()> {

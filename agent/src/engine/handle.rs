@@ -124,6 +124,11 @@ impl EngineHandle {
         self.records().list(running_only, &*self.counters)
     }
 
+    /// See `Records::recent`.
+    pub fn recent(&self, ended: usize) -> Vec<ExperimentView> {
+        self.records().recent(ended, &*self.counters)
+    }
+
     pub fn running_ids(&self) -> Vec<String> {
         self.records().running_ids()
     }

@@ -164,6 +164,26 @@ impl Records {
         v
     }
 
+    /// The running experiments and the `ended` that ended last (what the
+    /// metrics endpoint shows: a bounded set of series).
+    pub fn recent(&self, ended: usize, counters: &dyn CounterSource) -> Vec<ExperimentView> {
+        let mut done: Vec<(SystemTime, &str)> = self
+            .map
+            .values()
+            .filter(|r| r.state != State::Running)
+            .map(|r| (r.ended_at.unwrap_or(r.started_at), r.id.as_str()))
+            .collect();
+        done.sort_unstable();
+        let last = done.iter().rev().take(ended).map(|(_, id)| *id);
+        self.map
+            .values()
+            .filter(|r| r.state == State::Running)
+            .map(|r| r.id.as_str())
+            .chain(last)
+            .filter_map(|id| self.view(id, counters))
+            .collect()
+    }
+
     pub fn running_ids(&self) -> Vec<String> {
         self.map
             .values()
