@@ -50,6 +50,7 @@ struct FileConfig {
     interface_hooks: Option<String>,
     nth_call_capacity: Option<u32>,
     ssh_ports: Option<Vec<u16>>,
+    default_lease: Option<String>,
 }
 
 /// Command line; every flag also reads an environment variable.
@@ -107,6 +108,10 @@ pub struct Cli {
     /// faults, all slots together (a process without room is not signalled).
     #[arg(long, env = "FAULTLINE_NTH_CALL_CAPACITY")]
     pub nth_call_capacity: Option<u32>,
+    /// Lease of experiments started over TCP that ask for none, e.g. 15s;
+    /// "off" for none (the in-kernel deadline still holds).
+    #[arg(long, env = "FAULTLINE_DEFAULT_LEASE")]
+    pub default_lease: Option<String>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -132,6 +137,8 @@ pub struct Config {
     /// Ports network faults spare (unless `include_ssh`), besides those
     /// sshd is found listening on.
     pub ssh_ports: Vec<u16>,
+    /// The lease of an experiment started over TCP that asks for none.
+    pub default_lease: Option<Duration>,
 }
 
 /// When the agent loads (and the kernel verifies) its programs.
@@ -166,7 +173,8 @@ fn overlay(base: &mut FileConfig, top: FileConfig) {
         keep_tcx_hooks,
         interface_hooks,
         nth_call_capacity,
-        ssh_ports
+        ssh_ports,
+        default_lease
     );
 }
 
@@ -194,6 +202,7 @@ impl Config {
                 interface_hooks: cli.interface_hooks.clone(),
                 nth_call_capacity: cli.nth_call_capacity,
                 ssh_ports: None,
+                default_lease: cli.default_lease.clone(),
             },
         );
         let mut cfg = Self::validate(merged)?;
@@ -302,7 +311,21 @@ impl Config {
                 reason: "0 is not a port".into(),
             });
         }
+        let default_lease = match f.default_lease.as_deref().map(str::trim) {
+            None => Some(crate::engine::lease::DEFAULT_TTL),
+            Some("off" | "0" | "0s") => None,
+            Some(text) => {
+                let invalid = |reason: String| ConfigError::Invalid {
+                    key: "default_lease",
+                    reason,
+                };
+                let ttl = humantime::parse_duration(text)
+                    .map_err(|e| invalid(format!("{text:?}: {e} (or \"off\")")))?;
+                Some(crate::engine::lease::check_ttl(ttl).map_err(invalid)?)
+            }
+        };
         Ok(Self {
+            default_lease,
             ssh_ports,
             nth_call_capacity,
             probe,
@@ -396,6 +419,24 @@ mod tests {
         assert!(cfg.keep_tcx_hooks);
         assert_eq!(cfg.nth_call_capacity, 8192);
         assert_eq!(cfg.ssh_ports, [22]);
+        assert_eq!(cfg.default_lease, Some(Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn default_lease_from_flag_off_and_bounds_name_the_key() {
+        let mut c = cli();
+        c.default_lease = Some("2s".into());
+        assert_eq!(
+            Config::load(&c).unwrap().default_lease,
+            Some(Duration::from_secs(2))
+        );
+        c.default_lease = Some("off".into());
+        assert_eq!(Config::load(&c).unwrap().default_lease, None);
+        for bad in ["100ms", "2h", "soon"] {
+            c.default_lease = Some(bad.into());
+            let e = Config::load(&c).unwrap_err().to_string();
+            assert!(e.contains("`default_lease`"), "{bad}: {e}");
+        }
     }
 
     #[test]
