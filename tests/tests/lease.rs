@@ -372,7 +372,7 @@ fn faultctl_run(
     acc: &Acceptor,
     lease: &str,
 ) -> (String, std::process::Child) {
-    let file = agent.dir.join(format!("run-{}.json", unique("exp")));
+    let file = agent.dir.join(format!("run-{}.json", cg.path.file_name().unwrap().to_string_lossy()));
     std::fs::write(
         &file,
         format!(

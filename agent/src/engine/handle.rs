@@ -310,6 +310,7 @@ impl EngineHandle {
                 info!(
                     id,
                     state = state.name(),
+                    reason = %Escaped(&message),
                     matched = view.faults.iter().map(|f| f.matched).sum::<u64>(),
                     injected = view.faults.iter().map(|f| f.injected).sum::<u64>(),
                     "experiment ended"
