@@ -155,6 +155,19 @@ async fn get(c: &mut FaultServiceClient<Channel>, id: &str) -> pb::Experiment {
         .into_inner()
 }
 
+/// The experiment once it has ended: its faults leave the kernel first, and
+/// its record says so a moment later.
+async fn ended(c: &mut FaultServiceClient<Channel>, id: &str) -> pb::Experiment {
+    for _ in 0..200 {
+        let e = get(c, id).await;
+        if e.state != pb::ExperimentState::Running as i32 {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{id} still running 2 s after its fault was gone");
+}
+
 async fn renew(c: &mut FaultServiceClient<Channel>, id: &str) -> pb::LeaseStatus {
     c.renew_lease(pb::RenewLeaseRequest {
         ids: vec![id.into()],
@@ -228,7 +241,7 @@ async fn a_client_whose_link_is_cut_loses_its_experiment_within_the_ttl_and_a_re
         "the target's connect succeeded {took:?} after the last renewal (TTL {ttl:?})"
     );
     let mut c = tcp_client(addr).await;
-    let ended = get(&mut c, &exp_a.id).await;
+    let ended = ended(&mut c, &exp_a.id).await;
     assert_eq!(ended.state, pb::ExperimentState::Stopped as i32, "{ended:?}");
     assert_eq!(ended.message, "lease expired", "{ended:?}");
     let r = renew(&mut c, &exp_a.id).await;
@@ -423,7 +436,7 @@ async fn faultctl_run_renews_and_a_sigkill_of_it_lets_the_lease_lapse() {
         .as_millis() as u64;
     child.wait().unwrap();
     let took = wait_unfaulted(&cg, &acc, killed, ttl + Duration::from_secs(3));
-    let e = get(&mut c, &id).await;
+    let e = ended(&mut c, &id).await;
     assert_eq!(
         (e.state, e.message.as_str()),
         (pb::ExperimentState::Stopped as i32, "lease expired"),
@@ -457,7 +470,7 @@ async fn ctrl_c_of_faultctl_run_stops_the_experiment_at_once() {
     assert_eq!(status.code(), Some(130), "exit status after SIGINT");
     let took = wait_unfaulted(&cg, &acc, t0, Duration::from_secs(3));
     assert!(took < Duration::from_secs(1), "stopped {took:?} after SIGINT");
-    let e = get(&mut agent.client().await, &id).await;
+    let e = ended(&mut agent.client().await, &id).await;
     assert_eq!(
         (e.state, e.message.as_str()),
         (pb::ExperimentState::Stopped as i32, "stopped by request"),

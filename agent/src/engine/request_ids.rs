@@ -6,7 +6,8 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex},
+    hash::{BuildHasher as _, RandomState},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -53,11 +54,18 @@ impl RequestId {
     }
 }
 
-/// What identifies "the same request": the spec and the lease asked for.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Fingerprint {
-    pub spec: ExperimentSpec,
-    pub lease: Option<Duration>,
+/// What identifies "the same request": the spec and the lease asked for,
+/// as a keyed hash (the table then holds no copies of specs, whose labels
+/// may be large; a collision would need 2^64 tries at the caller's own id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint(u64);
+
+impl Fingerprint {
+    pub fn new(spec: &ExperimentSpec, lease: Option<Duration>) -> Self {
+        static KEYS: OnceLock<RandomState> = OnceLock::new();
+        let keys = KEYS.get_or_init(RandomState::new);
+        Self(keys.hash_one(format!("{spec:?}/{lease:?}")))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -213,18 +221,16 @@ mod tests {
     use super::*;
 
     fn fp(secs: u64) -> Fingerprint {
-        Fingerprint {
-            spec: ExperimentSpec {
-                name: "x".into(),
-                faults: Vec::new(),
-                target: crate::domain::Target::default(),
-                duration: Duration::from_secs(secs),
-                dry_run: false,
-                labels: std::collections::BTreeMap::new(),
-                impact: None,
-            },
-            lease: None,
-        }
+        let spec = ExperimentSpec {
+            name: "x".into(),
+            faults: Vec::new(),
+            target: crate::domain::Target::default(),
+            duration: Duration::from_secs(secs),
+            dry_run: false,
+            labels: std::collections::BTreeMap::new(),
+            impact: None,
+        };
+        Fingerprint::new(&spec, None)
     }
 
     #[test]

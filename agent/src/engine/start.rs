@@ -65,13 +65,10 @@ impl EngineHandle {
         let Some(rid) = &opts.request_id else {
             return self.start_once(spec, origin).await;
         };
-        let fingerprint = Fingerprint {
-            spec: spec.clone(),
-            lease: opts.lease,
-        };
+        let fingerprint = Fingerprint::new(&spec, opts.lease);
         let found = |id: String| self.view(&id).ok_or(EngineError::NotFound(id));
         loop {
-            match self.request_ids.claim(&opts.owner, rid, fingerprint.clone())? {
+            match self.request_ids.claim(&opts.owner, rid, fingerprint)? {
                 Claim::Started(id) => return found(id),
                 Claim::Wait(w) => {
                     // The first call failed: the id is free again, claim it.

@@ -128,13 +128,21 @@ async fn trial(client: &mut Client, cg: &TestCgroup, acc: &Acceptor) -> anyhow::
     );
     let seen: FirstOk = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("fl-probe printed {:?}", String::from_utf8_lossy(&out.stdout)))?;
-    let e = context(
-        client
-            .get_experiment(pb::GetExperimentRequest { id: exp.id.clone() })
-            .await,
-        "GetExperiment",
-    )?
-    .into_inner();
+    // The kernel part goes first; the record says so a moment later.
+    let mut e = pb::Experiment::default();
+    for _ in 0..100 {
+        e = context(
+            client
+                .get_experiment(pb::GetExperimentRequest { id: exp.id.clone() })
+                .await,
+            "GetExperiment",
+        )?
+        .into_inner();
+        if e.state != pb::ExperimentState::Running as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     ensure!(
         e.state == pb::ExperimentState::Stopped as i32 && e.message == "lease expired",
         "expected stopped by the lease, got state {} {:?}",
