@@ -197,7 +197,10 @@ async fn a_client_whose_link_is_cut_loses_its_experiment_within_the_ttl_and_a_re
     for e in [&exp_a, &get(&mut b, &exp_a.id).await] {
         assert_eq!(e.lease_ttl_ms, 1500, "{e:?}");
         let left = e.lease_expires_at_ms.saturating_sub(e.started_at_ms);
-        assert!((1400..=1600).contains(&left), "expiry {left} ms after start: {e:?}");
+        assert!(
+            (1400..=1600).contains(&left),
+            "expiry {left} ms after start: {e:?}"
+        );
         assert!(!e.owner.is_empty(), "{e:?}");
     }
     assert!(faulted(&cg_a, &acc_a) && faulted(&cg_b, &acc_b));
@@ -225,8 +228,15 @@ async fn a_client_whose_link_is_cut_loses_its_experiment_within_the_ttl_and_a_re
     });
     tokio::time::sleep(ttl * 2).await;
     let before = get(&mut tcp_client(addr).await, &exp_a.id).await;
-    assert_eq!(before.state, pb::ExperimentState::Running as i32, "renewed: {before:?}");
-    assert!(before.lease_expires_at_ms > exp_a.lease_expires_at_ms, "{before:?}");
+    assert_eq!(
+        before.state,
+        pb::ExperimentState::Running as i32,
+        "renewed: {before:?}"
+    );
+    assert!(
+        before.lease_expires_at_ms > exp_a.lease_expires_at_ms,
+        "{before:?}"
+    );
     fwd.cut();
     // A renewal answered just before the cut may still be on its way back.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -242,7 +252,11 @@ async fn a_client_whose_link_is_cut_loses_its_experiment_within_the_ttl_and_a_re
     );
     let mut c = tcp_client(addr).await;
     let ended = ended(&mut c, &exp_a.id).await;
-    assert_eq!(ended.state, pb::ExperimentState::Stopped as i32, "{ended:?}");
+    assert_eq!(
+        ended.state,
+        pb::ExperimentState::Stopped as i32,
+        "{ended:?}"
+    );
     assert_eq!(ended.message, "lease expired", "{ended:?}");
     let r = renew(&mut c, &exp_a.id).await;
     assert!(!r.renewed && r.reason.contains("ended"), "{r:?}");
@@ -269,7 +283,10 @@ async fn leases_default_over_tcp_not_on_the_socket_and_bad_values_name_the_field
     let mut tcp = tcp_client(addr).await;
     let mut unix = agent.client().await;
     let over_tcp = start(&mut tcp, fault_on(&cg, &acc, Duration::ZERO)).await;
-    assert_eq!(over_tcp.lease_ttl_ms, 15_000, "TCP's default lease: {over_tcp:?}");
+    assert_eq!(
+        over_tcp.lease_ttl_ms, 15_000,
+        "TCP's default lease: {over_tcp:?}"
+    );
     let local = start(&mut unix, fault_on(&cg, &acc, Duration::ZERO)).await;
     assert_eq!(
         (local.lease_ttl_ms, local.lease_expires_at_ms),
@@ -282,7 +299,10 @@ async fn leases_default_over_tcp_not_on_the_socket_and_bad_values_name_the_field
     let r = renew(&mut unix, "exp-nonexistent").await;
     assert!(!r.renewed && r.reason.contains("no experiment"), "{r:?}");
     let r = renew(&mut unix, &over_tcp.id).await;
-    assert!(r.renewed && r.lease_expires_at_ms >= over_tcp.lease_expires_at_ms, "{r:?}");
+    assert!(
+        r.renewed && r.lease_expires_at_ms >= over_tcp.lease_expires_at_ms,
+        "{r:?}"
+    );
     for (ttl_ms, request_id, field) in [
         (100, "", "lease_ttl_ms"),
         (3_600_001, "", "lease_ttl_ms"),
@@ -324,7 +344,11 @@ async fn the_same_request_id_sent_100_times_concurrently_starts_one_experiment()
         .collect();
     let mut ids = std::collections::BTreeSet::new();
     for call in calls {
-        let e = call.await.unwrap().expect("every call succeeds").into_inner();
+        let e = call
+            .await
+            .unwrap()
+            .expect("every call succeeds")
+            .into_inner();
         ids.insert(e.experiment.unwrap().id);
     }
     assert_eq!(ids.len(), 1, "100 calls, one id: {ids:?}");
@@ -339,7 +363,11 @@ async fn the_same_request_id_sent_100_times_concurrently_starts_one_experiment()
         .unwrap()
         .into_inner()
         .experiments;
-    assert_eq!(running.len(), 1, "exactly one experiment started: {running:?}");
+    assert_eq!(
+        running.len(),
+        1,
+        "exactly one experiment started: {running:?}"
+    );
     assert_eq!(running[0].request_id, "controller-7/run-42");
     assert_eq!(get(&mut c, &id).await.request_id, "controller-7/run-42");
     assert!(faulted(&cg, &acc));
@@ -385,7 +413,10 @@ fn faultctl_run(
     acc: &Acceptor,
     lease: &str,
 ) -> (String, std::process::Child) {
-    let file = agent.dir.join(format!("run-{}.json", cg.path.file_name().unwrap().to_string_lossy()));
+    let file = agent.dir.join(format!(
+        "run-{}.json",
+        cg.path.file_name().unwrap().to_string_lossy()
+    ));
     std::fs::write(
         &file,
         format!(
@@ -449,7 +480,10 @@ async fn faultctl_run_renews_and_a_sigkill_of_it_lets_the_lease_lapse() {
         after_kill <= 1000 + 200,
         "ended {after_kill} ms after faultctl was killed (lease 1s)"
     );
-    assert!(took <= ttl + Duration::from_secs(1), "target saw it gone after {took:?}");
+    assert!(
+        took <= ttl + Duration::from_secs(1),
+        "target saw it gone after {took:?}"
+    );
 }
 
 #[tokio::test]
@@ -469,7 +503,10 @@ async fn ctrl_c_of_faultctl_run_stops_the_experiment_at_once() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "exit status after SIGINT");
     let took = wait_unfaulted(&cg, &acc, t0, Duration::from_secs(3));
-    assert!(took < Duration::from_secs(1), "stopped {took:?} after SIGINT");
+    assert!(
+        took < Duration::from_secs(1),
+        "stopped {took:?} after SIGINT"
+    );
     let e = ended(&mut agent.client().await, &id).await;
     assert_eq!(
         (e.state, e.message.as_str()),

@@ -208,7 +208,11 @@ mod tests {
             took >= ttl - Duration::from_millis(2) && took < ttl + Duration::from_millis(100),
             "lapsed {took:?} after the last renewal (TTL {ttl:?})"
         );
-        assert_eq!(leases.expiries(), 0, "counted by the engine's handle, not here");
+        assert_eq!(
+            leases.expiries(),
+            0,
+            "counted by the engine's handle, not here"
+        );
     }
 
     #[tokio::test]

@@ -28,8 +28,8 @@ use faultline_common::{FaultCounters, MAX_FAULTS};
 pub use handle::EngineHandle;
 pub use policy::Policy;
 pub use records::{CatchUp, Records};
-pub use start::StartOptions;
 use records::{FaultRecord, Record};
+pub use start::StartOptions;
 use tracing::warn;
 
 use crate::{

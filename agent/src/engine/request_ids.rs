@@ -254,7 +254,10 @@ mod tests {
             panic!("a second claim does not wait")
         };
         // Another identity's id of the same name is its own.
-        assert!(matches!(ids.claim("spiffe://b", &id, fp(10)), Ok(Claim::First(_))));
+        assert!(matches!(
+            ids.claim("spiffe://b", &id, fp(10)),
+            Ok(Claim::First(_))
+        ));
         assert!(ids.claim("uid:0", &id, fp(11)).is_err(), "a different spec");
         drop(ticket);
         assert_eq!(w.outcome().await, None);

@@ -84,7 +84,7 @@ async fn start(
 /// Why the foreground run ends.
 enum End {
     /// The experiment ended by itself (or someone else ended it).
-    Ended(pb::Experiment),
+    Ended(Box<pb::Experiment>),
     /// A signal asked faultctl to stop it.
     Signal(&'static str, i32),
 }
@@ -138,7 +138,10 @@ pub async fn run(
             tick.tick().await;
             let request = pb::GetExperimentRequest { id: id.clone() };
             match agent
-                .call_within(every, |mut c| async move { c.get_experiment(request).await })
+                .call_within(
+                    every,
+                    |mut c| async move { c.get_experiment(request).await },
+                )
                 .await
             {
                 Ok(e) if e.state != pb::ExperimentState::Running as i32 => return e,
@@ -154,7 +157,7 @@ pub async fn run(
         loop {
             tokio::select! {
                 () = &mut renewer, if renewing => renewing = false,
-                e = &mut watcher => break End::Ended(e),
+                e = &mut watcher => break End::Ended(Box::new(e)),
                 _ = sigint.recv() => break End::Signal("SIGINT", libc_sig::SIGINT),
                 _ = sigterm.recv() => break End::Signal("SIGTERM", libc_sig::SIGTERM),
                 _ = sighup.recv() => break End::Signal("SIGHUP", libc_sig::SIGHUP),
@@ -165,7 +168,7 @@ pub async fn run(
     let (last, code) = match end {
         End::Ended(e) => {
             let failed = e.state != pb::ExperimentState::Expired as i32;
-            (e, i32::from(failed))
+            (*e, i32::from(failed))
         }
         End::Signal(name, sig) => {
             eprintln!("{name}: stopping {}", escape_controls(&id));
@@ -242,7 +245,8 @@ impl Progress {
 
     fn draw(&self, e: &pb::Experiment) {
         let now = output::now_ms();
-        let left = |at: u64| output::compact_duration(Duration::from_millis(at.saturating_sub(now)));
+        let left =
+            |at: u64| output::compact_duration(Duration::from_millis(at.saturating_sub(now)));
         let mut line = format!(
             "{}  running  {} left  matched={} injected={}  lease {} (renewed every {})",
             escape_controls(&e.id),
@@ -261,7 +265,7 @@ impl Progress {
         let mut err = std::io::stderr().lock();
         if self.tty {
             let _ = write!(err, "\r\x1b[2K{line}");
-        } else if n % 5 == 0 {
+        } else if n.is_multiple_of(5) {
             let _ = writeln!(err, "{line}");
         }
         let _ = err.flush();

@@ -126,8 +126,12 @@ async fn trial(client: &mut Client, cg: &TestCgroup, acc: &Acceptor) -> anyhow::
         "fl-probe failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let seen: FirstOk = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("fl-probe printed {:?}", String::from_utf8_lossy(&out.stdout)))?;
+    let seen: FirstOk = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "fl-probe printed {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
     // The kernel part goes first; the record says so a moment later.
     let mut e = pb::Experiment::default();
     for _ in 0..100 {
