@@ -51,6 +51,7 @@ struct FileConfig {
     nth_call_capacity: Option<u32>,
     ssh_ports: Option<Vec<u16>>,
     metrics_listen: Option<String>,
+    default_lease: Option<String>,
 }
 
 /// Command line; every flag also reads an environment variable.
@@ -112,6 +113,10 @@ pub struct Cli {
     /// address, e.g. 127.0.0.1:9464. Off unless set.
     #[arg(long, env = "FAULTLINE_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Lease of experiments started over TCP that ask for none, e.g. 15s;
+    /// "off" for none (the in-kernel deadline still holds).
+    #[arg(long, env = "FAULTLINE_DEFAULT_LEASE")]
+    pub default_lease: Option<String>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -139,6 +144,8 @@ pub struct Config {
     pub ssh_ports: Vec<u16>,
     /// Where Prometheus metrics are served (loopback only), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// The lease of an experiment started over TCP that asks for none.
+    pub default_lease: Option<Duration>,
 }
 
 /// When the agent loads (and the kernel verifies) its programs.
@@ -174,7 +181,8 @@ fn overlay(base: &mut FileConfig, top: FileConfig) {
         interface_hooks,
         nth_call_capacity,
         ssh_ports,
-        metrics_listen
+        metrics_listen,
+        default_lease
     );
 }
 
@@ -203,6 +211,7 @@ impl Config {
                 nth_call_capacity: cli.nth_call_capacity,
                 ssh_ports: None,
                 metrics_listen: cli.metrics_listen.clone(),
+                default_lease: cli.default_lease.clone(),
             },
         );
         let mut cfg = Self::validate(merged)?;
@@ -312,8 +321,22 @@ impl Config {
             });
         }
         let metrics_listen = metrics_addr(f.metrics_listen.as_deref())?;
+        let default_lease = match f.default_lease.as_deref().map(str::trim) {
+            None => Some(crate::engine::lease::DEFAULT_TTL),
+            Some("off" | "0" | "0s") => None,
+            Some(text) => {
+                let invalid = |reason: String| ConfigError::Invalid {
+                    key: "default_lease",
+                    reason,
+                };
+                let ttl = humantime::parse_duration(text)
+                    .map_err(|e| invalid(format!("{text:?}: {e} (or \"off\")")))?;
+                Some(crate::engine::lease::check_ttl(ttl).map_err(invalid)?)
+            }
+        };
         Ok(Self {
             metrics_listen,
+            default_lease,
             ssh_ports,
             nth_call_capacity,
             probe,
@@ -430,6 +453,24 @@ mod tests {
         assert!(cfg.keep_tcx_hooks);
         assert_eq!(cfg.nth_call_capacity, 8192);
         assert_eq!(cfg.ssh_ports, [22]);
+        assert_eq!(cfg.default_lease, Some(Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn default_lease_from_flag_off_and_bounds_name_the_key() {
+        let mut c = cli();
+        c.default_lease = Some("2s".into());
+        assert_eq!(
+            Config::load(&c).unwrap().default_lease,
+            Some(Duration::from_secs(2))
+        );
+        c.default_lease = Some("off".into());
+        assert_eq!(Config::load(&c).unwrap().default_lease, None);
+        for bad in ["100ms", "2h", "soon"] {
+            c.default_lease = Some(bad.into());
+            let e = Config::load(&c).unwrap_err().to_string();
+            assert!(e.contains("`default_lease`"), "{bad}: {e}");
+        }
     }
 
     #[test]

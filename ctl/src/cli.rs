@@ -86,6 +86,19 @@ pub enum Command {
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: PathBuf,
     },
+    /// Run the experiment in a file in the foreground under a lease: show
+    /// its progress, stop it on Ctrl-C, SIGTERM or terminal loss (SIGHUP).
+    /// If faultctl dies (SIGKILL, a lost link), the lease lapses and the
+    /// agent stops it within the lease's time.
+    Run {
+        /// Experiment file (YAML or JSON); `-` reads standard input.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// The lease: the agent stops the experiment this long after the
+        /// last renewal (faultctl renews every third of it); 500ms to 1h.
+        #[arg(long, default_value = "15s", value_parser = parse_lease, value_name = "DURATION")]
+        lease: Duration,
+    },
     /// List experiments.
     #[command(visible_alias = "list")]
     Ls {
@@ -127,6 +140,15 @@ pub struct StopArgs {
     /// Stop every running experiment.
     #[arg(long)]
     pub all: bool,
+}
+
+/// The agent's bounds for a lease.
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let lease = spec::parse_duration(text)?;
+    if !(Duration::from_millis(500)..=Duration::from_secs(3600)).contains(&lease) {
+        return Err(format!("lease {text:?} is not between 500ms and 1h"));
+    }
+    Ok(lease)
 }
 
 /// The agent's floor for counter updates is 100ms.
@@ -230,6 +252,28 @@ pub mod tests {
             Some(Duration::from_millis(500))
         );
         assert_usage_errors("ls --timeout", &[("0s", "at least 1ms"), ("soon", "soon")]);
+    }
+
+    #[test]
+    fn run_takes_a_file_and_a_bounded_lease() {
+        match parse(&["run", "-f", "x.yaml", "--lease", "2s"]) {
+            Ok(Cli {
+                command: Command::Run { file, lease },
+                ..
+            }) => assert_eq!((file, lease), ("x.yaml".into(), Duration::from_secs(2))),
+            other => panic!("expected a run command, got {other:?}"),
+        }
+        match parse(&["run", "-f", "x.yaml"]) {
+            Ok(Cli {
+                command: Command::Run { lease, .. },
+                ..
+            }) => assert_eq!(lease, Duration::from_secs(15)),
+            other => panic!("expected a run command, got {other:?}"),
+        }
+        assert_usage_errors(
+            "run -f x.yaml --lease",
+            &[("100ms", "between 500ms and 1h"), ("2h", "between")],
+        );
     }
 
     #[test]

@@ -149,6 +149,24 @@ impl Agent {
         }
     }
 
+    /// `call`, with a deadline of its own (a lease renewal must not wait
+    /// longer than the time left on the lease).
+    pub async fn call_within<T, F>(
+        &self,
+        timeout: Duration,
+        call: impl FnOnce(Client) -> F,
+    ) -> Result<T, CallError>
+    where
+        F: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        match tokio::time::timeout(timeout, call(self.client.clone())).await {
+            Ok(answer) => Ok(answer.map_err(RpcError)?.into_inner()),
+            Err(_) => Err(self
+                .no_answer(format!("within {}", humantime::format_duration(timeout)))
+                .into()),
+        }
+    }
+
     fn no_answer(&self, what: String) -> NoAnswer {
         NoAnswer {
             address: self.address.clone(),

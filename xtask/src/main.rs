@@ -81,7 +81,7 @@ enum Task {
         #[arg(long, value_enum, value_name = "SERIES")]
         vm: Option<vm::Series>,
         /// Benchmarks to run: `activation`, `api`, `connect-overhead`, `getpid-overhead`,
-        /// `network`, `open-overhead`, `open-vs-strace` (`faultline-bench --help`).
+        /// `lease`, `network`, `open-overhead`, `open-vs-strace` (`faultline-bench --help`).
         names: Vec<OsString>,
         /// Further arguments for faultline-bench, after `--`; passed after the names.
         #[arg(last = true)]

@@ -12,7 +12,11 @@ use faultline_proto::text::{Escaped, escape_controls};
 use tokio::sync::broadcast;
 use tracing::{Instrument as _, info, info_span};
 
-use super::{CatchUp, Engine, EngineError, Event, EventKind, ExperimentView, Records, State};
+use super::{
+    CatchUp, Engine, EngineError, Event, EventKind, ExperimentView, Origin, Records, State,
+    lease::{Lapse, Leases},
+    request_ids::RequestIds,
+};
 use crate::{
     caps::{self, Capability},
     domain::ExperimentSpec,
@@ -33,10 +37,15 @@ pub struct EngineHandle {
     /// The last event's sequence number; held while sending, so the
     /// stream's order is the numbers' order.
     seq: Arc<Mutex<u64>>,
+    /// The running experiments' lease timers (`start.rs`).
+    pub(super) leases: Arc<Leases>,
+    pub(super) request_ids: RequestIds,
+    /// The lease of an experiment started over TCP that asks for none.
+    default_lease: Option<std::time::Duration>,
 }
 
 /// Runs `f` on the blocking pool (or here, outside a runtime).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(super) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(rt) => rt
             .spawn_blocking(f)
@@ -55,7 +64,28 @@ impl EngineHandle {
             inner: Arc::new(Mutex::new(engine)),
             events,
             seq: Arc::default(),
+            leases: Arc::default(),
+            request_ids: RequestIds::default(),
+            default_lease: Some(super::lease::DEFAULT_TTL),
         }
+    }
+
+    /// Sets the lease of experiments started over TCP that ask for none
+    /// (None: no lease unless asked).
+    #[must_use]
+    pub fn with_default_lease(mut self, ttl: Option<std::time::Duration>) -> Self {
+        self.default_lease = ttl;
+        self
+    }
+
+    pub fn default_lease(&self) -> Option<std::time::Duration> {
+        self.default_lease
+    }
+
+    /// Experiments stopped because their lease expired, since start-up
+    /// (for the metrics endpoint).
+    pub fn lease_expiries(&self) -> u64 {
+        self.leases.expiries()
     }
 
     /// The engine itself, for slow work; never hold it on an async worker.
@@ -65,13 +95,13 @@ impl EngineHandle {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn records(&self) -> std::sync::RwLockReadGuard<'_, Records> {
+    pub(super) fn records(&self) -> std::sync::RwLockReadGuard<'_, Records> {
         self.records
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write_records(&self) -> std::sync::RwLockWriteGuard<'_, Records> {
+    pub(super) fn write_records(&self) -> std::sync::RwLockWriteGuard<'_, Records> {
         self.records
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -164,6 +194,16 @@ impl EngineHandle {
     }
 
     pub async fn start(&self, spec: ExperimentSpec) -> Result<ExperimentView, EngineError> {
+        self.start_as(spec, super::StartOptions::default()).await
+    }
+
+    /// Starts one experiment, recording its origin; arms its lease timer
+    /// (if it has a lease) before it returns.
+    pub(super) async fn start_once(
+        &self,
+        spec: ExperimentSpec,
+        origin: Origin,
+    ) -> Result<ExperimentView, EngineError> {
         let duration = spec.duration;
         let name = spec.name.clone();
         let me = self.clone();
@@ -173,7 +213,7 @@ impl EngineHandle {
             if impact.is_some() {
                 std::thread::sleep(crate::impact::BASELINE);
             }
-            me.lock().start_measured(spec, impact)
+            me.lock().start_with(spec, impact, origin)
         })
         .await?;
         let view = self
@@ -199,6 +239,8 @@ impl EngineHandle {
                 "experiment started"
             );
         });
+        // Counted from the same moment as the lease's expiry in the record.
+        let mut lapse: Option<Lapse> = view.origin.lease.map(|l| self.leases.arm(&id, l.ttl));
         self.emit(EventKind::Started, view.clone(), "");
         let me = self.clone();
         let watch_work = self.records().has_workers(&id);
@@ -206,10 +248,25 @@ impl EngineHandle {
             async move {
                 let deadline = tokio::time::Instant::now() + duration;
                 let mut tick = tokio::time::interval(WORK_CHECK);
+                let lapsed = async {
+                    match lapse.as_mut() {
+                        Some(l) => l.lapsed().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::pin!(lapsed);
                 loop {
                     tokio::select! {
                         () = tokio::time::sleep_until(deadline) => {
                             me.end(id, State::Expired, "reached its deadline".into()).await;
+                            break;
+                        }
+                        () = &mut lapsed => {
+                            // No renewal is taken from here on.
+                            me.leases.remove(&id);
+                            if me.end_inner(id, State::Stopped, "lease expired".into()).await.0 {
+                                me.leases.count_expiry();
+                            }
                             break;
                         }
                         _ = tick.tick(), if watch_work => {
@@ -234,25 +291,39 @@ impl EngineHandle {
     }
 
     async fn end(&self, id: String, state: State, message: String) -> Option<ExperimentView> {
+        self.end_inner(id, state, message).await.1
+    }
+
+    /// Ends `id` (if running): whether this call ended it, and its view.
+    async fn end_inner(
+        &self,
+        id: String,
+        state: State,
+        message: String,
+    ) -> (bool, Option<ExperimentView>) {
         let me = self.clone();
         let key = id.clone();
         let msg = message.clone();
         let changed = blocking(move || me.lock().finish(&key, state, &msg)).await;
+        if matches!(changed, Ok(true)) {
+            self.leases.remove(&id);
+        }
         let view = self.view(&id);
+        let changed = matches!(changed, Ok(true));
         match (changed, view) {
-            (Ok(true), Some(view)) => {
+            (true, Some(view)) => {
                 info!(
                     id,
                     state = state.name(),
+                    reason = %Escaped(&message),
                     matched = view.faults.iter().map(|f| f.matched).sum::<u64>(),
                     injected = view.faults.iter().map(|f| f.injected).sum::<u64>(),
                     "experiment ended"
                 );
                 self.emit(EventKind::ending(state), view.clone(), &message);
-                Some(view)
+                (true, Some(view))
             }
-            (Ok(false), view) => view,
-            _ => None,
+            (changed, view) => (changed, view),
         }
     }
 

@@ -10,8 +10,11 @@
 
 mod handle;
 mod impact;
+pub mod lease;
 mod policy;
 mod records;
+pub mod request_ids;
+mod start;
 #[cfg(test)]
 mod tests;
 
@@ -26,6 +29,7 @@ pub use handle::EngineHandle;
 pub use policy::Policy;
 pub use records::{CatchUp, Records};
 use records::{FaultRecord, Record};
+pub use start::StartOptions;
 use tracing::warn;
 
 use crate::{
@@ -81,6 +85,19 @@ pub struct ExperimentView {
     pub faults: Vec<FaultView>,
     /// What the faults did to the target, when the experiment measures it.
     pub impact: Option<crate::impact::ImpactView>,
+    /// Who started it, with which request id and lease.
+    pub origin: Origin,
+}
+
+/// Who started an experiment and how: its owner, request id and lease.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The caller's identity (`Caller::identity`).
+    pub owner: String,
+    /// The client's request id; empty if it gave none.
+    pub request_id: String,
+    /// None: no lease (the in-kernel deadline still holds).
+    pub lease: Option<lease::LeaseInfo>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +139,8 @@ pub enum EngineError {
     NotFound(String),
     #[error("{0}")]
     Exhausted(String),
+    #[error(transparent)]
+    Reused(#[from] request_ids::Reused),
     #[error(transparent)]
     Kernel(#[from] KernelError),
 }
@@ -319,7 +338,18 @@ impl<K: KernelOps> Engine<K> {
         spec: ExperimentSpec,
         impact: Option<Arc<crate::impact::Session>>,
     ) -> Result<String, EngineError> {
-        let res = self.start_inner(spec, impact.clone());
+        self.start_with(spec, impact, Origin::default())
+    }
+
+    /// `start_measured`, recording who started it and how (`origin`; a
+    /// lease's expiry counts from the moment the record is written).
+    pub fn start_with(
+        &mut self,
+        spec: ExperimentSpec,
+        impact: Option<Arc<crate::impact::Session>>,
+        origin: Origin,
+    ) -> Result<String, EngineError> {
+        let res = self.start_inner(spec, impact.clone(), origin);
         if res.is_err() {
             self.close_impact(impact.as_ref());
         }
@@ -330,6 +360,7 @@ impl<K: KernelOps> Engine<K> {
         &mut self,
         spec: ExperimentSpec,
         impact: Option<Arc<crate::impact::Session>>,
+        mut origin: Origin,
     ) -> Result<String, EngineError> {
         let host_wide = self.policy.check(&spec, self.agent_pid)?;
         if self.free.len() < spec.faults.len() {
@@ -399,6 +430,9 @@ impl<K: KernelOps> Engine<K> {
             .into());
         }
         let now = SystemTime::now();
+        if let Some(l) = &mut origin.lease {
+            l.expires_at = now + l.ttl;
+        }
         let rec = Record {
             id: id.clone(),
             deadline: now + spec.duration,
@@ -410,6 +444,7 @@ impl<K: KernelOps> Engine<K> {
             faults: armed,
             end_seq: None,
             impact,
+            origin,
         };
         let mut records = self.write_records();
         records.map.insert(id.clone(), rec);

@@ -10,7 +10,7 @@ use std::{
 
 use faultline_common::FaultCounters;
 
-use super::{EventKind, ExperimentView, FaultView, State};
+use super::{EventKind, ExperimentView, FaultView, Origin, State};
 use std::sync::Arc;
 
 use crate::{
@@ -75,6 +75,7 @@ pub(super) struct Record {
     /// Its impact session: live figures while running (read here, without
     /// the engine's lock), the final ones after.
     pub impact: Option<Arc<crate::impact::Session>>,
+    pub origin: Origin,
 }
 
 /// Every experiment, by id.
@@ -129,7 +130,26 @@ impl Records {
             message: r.message.clone(),
             faults,
             impact: r.impact.as_ref().map(|s| s.view()),
+            origin: r.origin.clone(),
         })
+    }
+
+    /// A renewed lease's new expiry, shown in views.
+    pub(super) fn set_lease(&mut self, id: &str, lease: super::lease::LeaseInfo) {
+        if let Some(r) = self.map.get_mut(id) {
+            r.origin.lease = Some(lease);
+        }
+    }
+
+    /// Whether `id` is running, has a lease, or why it cannot be renewed.
+    pub(super) fn renewable(&self, id: &str) -> Result<(), super::lease::NotRenewed> {
+        use super::lease::NotRenewed;
+        let r = self.map.get(id).ok_or(NotRenewed::NotFound)?;
+        match (r.state, &r.origin.lease) {
+            (State::Running, Some(_)) => Ok(()),
+            (State::Running, None) => Err(NotRenewed::NoLease),
+            (state, _) => Err(NotRenewed::Ended(state.name())),
+        }
     }
 
     /// Whether a running experiment has agent-side work.

@@ -7,7 +7,10 @@ use faultline_proto::v1 as pb;
 
 use crate::{
     domain::spec_to_proto,
-    engine::{Event, EventKind, ExperimentView, State},
+    engine::{
+        Event, EventKind, ExperimentView, State,
+        lease::{LeaseInfo, NotRenewed},
+    },
     impact::{ImpactView, WindowView},
 };
 
@@ -34,11 +37,13 @@ pub fn experiment_to_proto(v: &ExperimentView) -> pb::Experiment {
         matched: v.faults.iter().map(|f| f.matched).sum(),
         injected: v.faults.iter().map(|f| f.injected).sum(),
         impact: v.impact.as_ref().map(impact_to_proto),
-        // Filled in by the lease work (issue 13).
-        lease_ttl_ms: 0,
-        lease_expires_at_ms: 0,
-        request_id: String::new(),
-        owner: String::new(),
+        lease_ttl_ms: v
+            .origin
+            .lease
+            .map_or(0, |l| u32::try_from(l.ttl.as_millis()).unwrap_or(u32::MAX)),
+        lease_expires_at_ms: v.origin.lease.map_or(0, |l| ms(l.expires_at)),
+        request_id: v.origin.request_id.clone(),
+        owner: v.origin.owner.clone(),
         faults: v
             .faults
             .iter()
@@ -71,6 +76,24 @@ pub fn experiment_to_proto(v: &ExperimentView) -> pb::Experiment {
                     .collect(),
             })
             .collect(),
+    }
+}
+
+/// One id's answer to `RenewLease`.
+pub fn lease_to_proto(id: &str, renewed: Result<LeaseInfo, NotRenewed>) -> pb::LeaseStatus {
+    match renewed {
+        Ok(l) => pb::LeaseStatus {
+            id: id.to_owned(),
+            renewed: true,
+            lease_expires_at_ms: ms(l.expires_at),
+            reason: String::new(),
+        },
+        Err(why) => pb::LeaseStatus {
+            id: id.to_owned(),
+            renewed: false,
+            lease_expires_at_ms: 0,
+            reason: why.reason(),
+        },
     }
 }
 

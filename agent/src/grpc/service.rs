@@ -9,12 +9,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{
-    convert::experiment_to_proto,
+    caller::Caller,
+    convert::{experiment_to_proto, lease_to_proto},
     status::{id_arg, refused},
 };
 use crate::{
     domain::{HostResolver, spec_from_proto},
-    engine::{EngineError, EngineHandle},
+    engine::{EngineError, EngineHandle, StartOptions, lease, request_ids::RequestId},
 };
 
 pub struct FaultServiceImpl {
@@ -62,11 +63,19 @@ impl FaultService for FaultServiceImpl {
         req: Request<pb::StartExperimentRequest>,
     ) -> Result<Response<pb::StartExperimentResponse>, Status> {
         const METHOD: &str = "StartExperiment";
-        let spec = spec_from_proto(req.get_ref().spec.as_ref(), &HostResolver)
-            .map_err(|e| refused(METHOD, &e.into()))?;
+        let caller = Caller::of(&req);
+        let r = req.get_ref();
+        let bad = |e: crate::domain::SpecError| refused(METHOD, &e.into());
+        let spec = spec_from_proto(r.spec.as_ref(), &HostResolver).map_err(bad)?;
+        let opts = StartOptions {
+            lease: lease::from_wire(r.lease_ttl_ms, caller.remote, self.engine.default_lease())
+                .map_err(bad)?,
+            request_id: RequestId::parse(&r.request_id).map_err(bad)?,
+            owner: caller.identity,
+        };
         let view = self
             .engine
-            .start(spec)
+            .start_as(spec, opts)
             .await
             .map_err(|e| refused(METHOD, &e))?;
         Ok(Response::new(pb::StartExperimentResponse {
@@ -122,11 +131,15 @@ impl FaultService for FaultServiceImpl {
 
     async fn renew_lease(
         &self,
-        _req: Request<pb::RenewLeaseRequest>,
+        req: Request<pb::RenewLeaseRequest>,
     ) -> Result<Response<pb::RenewLeaseResponse>, Status> {
-        Err(Status::unimplemented(
-            "RenewLease: leases are not built yet",
-        ))
+        let leases = req
+            .get_ref()
+            .ids
+            .iter()
+            .map(|id| lease_to_proto(id, self.engine.renew(id.trim())))
+            .collect();
+        Ok(Response::new(pb::RenewLeaseResponse { leases }))
     }
 
     type WatchEventsStream = EventStream;

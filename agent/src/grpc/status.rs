@@ -36,6 +36,7 @@ pub fn refused(method: &'static str, e: &EngineError) -> Status {
         EngineError::Spec(s) => (spec_code(s), s.field.as_str()),
         EngineError::NotFound(_) => (Code::NotFound, "id"),
         EngineError::Exhausted(_) => (Code::ResourceExhausted, ""),
+        EngineError::Reused(_) => (Code::AlreadyExists, "request_id"),
         EngineError::Kernel(k) => (kernel_code(k), ""),
     };
     let reason = e.to_string();

@@ -115,6 +115,14 @@ impl Collector for Experiments {
         for (labels, _, injected) in &faults {
             ConstCounter::new(*injected).encode(m.encode_family(labels)?)?;
         }
+        let expiries = ConstCounter::new(self.engine.lease_expiries());
+        let m = encoder.encode_descriptor(
+            "faultline_lease_expiries",
+            "Experiments stopped because their lease was not renewed in time",
+            None,
+            expiries.metric_type(),
+        )?;
+        expiries.encode(m)?;
         Ok(())
     }
 }

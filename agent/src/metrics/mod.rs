@@ -2,11 +2,11 @@
 //! configured loopback address (`metrics_listen`).
 //!
 //! Two sources: process-wide counters the code bumps as things happen
-//! (`api`: every gRPC call by method and code, and its latency; lease
-//! expiries; the probe's mechanism availability), and `experiments`, a
-//! collector that reads the engine's records at scrape time, so the
-//! per-experiment counters are the same live in-kernel counters
-//! `GetExperiment` reports, without taking the engine's lock.
+//! (`api`: every gRPC call by method and code, and its latency; the
+//! probe's mechanism availability), and `experiments`, a collector that
+//! reads the engine's records at scrape time, so the per-experiment
+//! counters are the same live in-kernel counters `GetExperiment` reports,
+//! without taking the engine's lock (and the engine's lease expiries).
 //!
 //! Metric names are a contract (dashboards and alerts use them):
 //! `faultline_experiments_active{kind}`,
@@ -20,31 +20,20 @@ mod api;
 mod experiments;
 mod http;
 
-use std::{
-    collections::BTreeMap,
-    sync::{LazyLock, RwLock},
-};
+use std::{collections::BTreeMap, sync::RwLock};
 
 pub use api::{ApiCalls, ApiCallsLayer};
 pub use http::spawn;
 use prometheus_client::{
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{family::Family, gauge::Gauge},
     registry::Registry,
 };
 
 use crate::{caps::Capability, engine::EngineHandle};
 
-/// Lease expiries since the agent started.
-static LEASE_EXPIRIES: LazyLock<Counter> = LazyLock::new(Counter::default);
-
 /// Each mechanism's availability from the last full probe (capability rows
 /// by mechanism name); empty until the programs are probed.
 static MECHANISMS: RwLock<BTreeMap<&'static str, bool>> = RwLock::new(BTreeMap::new());
-
-/// Counts one lease that lapsed (its experiment stopped, "lease expired").
-pub fn lease_expired() {
-    LEASE_EXPIRIES.inc();
-}
 
 /// Records what a full probe found: a mechanism is available if any
 /// capability row naming it is supported (a row may be refused for a
@@ -83,11 +72,6 @@ pub fn registry(engine: EngineHandle) -> Registry {
         "faultline_build_info",
         "The agent's version (the value is always 1)",
         build,
-    );
-    r.register(
-        "faultline_lease_expiries",
-        "Experiments stopped because their lease was not renewed in time",
-        LEASE_EXPIRIES.clone(),
     );
     api::register(&mut r);
     r.register_collector(Box::new(experiments::Experiments::new(engine)));
@@ -150,8 +134,6 @@ mod tests {
         ]);
         let mut r = Registry::default();
         r.register_collector(Box::new(Mechanisms));
-        lease_expired();
-        r.register("faultline_lease_expiries", "h", LEASE_EXPIRIES.clone());
         let text = render(&r);
         assert!(
             text.contains("faultline_mechanism_available{mechanism=\"tcx\"} 1\n"),
@@ -161,7 +143,6 @@ mod tests {
             text.contains("faultline_mechanism_available{mechanism=\"bpf_lsm:file_open\"} 0\n"),
             "{text}"
         );
-        assert!(text.contains("faultline_lease_expiries_total "), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -5,6 +5,7 @@ mod caps;
 mod completion;
 mod inject;
 mod ls;
+mod run;
 mod status;
 mod stop;
 mod watch;
@@ -35,6 +36,10 @@ pub async fn run(cli: Cli, address: &AgentAddress) -> anyhow::Result<()> {
         Command::Apply { file } => {
             let experiment = apply::load(&file)?;
             inject::start(&connect(address).await?, experiment, format, out).await
+        }
+        Command::Run { file, lease } => {
+            let experiment = apply::load(&file)?;
+            run::run(&connect(address).await?, experiment, lease, format, out).await
         }
         Command::Caps => caps::caps(&connect(address).await?, format, out).await,
         Command::Ls { running } => ls::list(&connect(address).await?, running, format, out).await,

@@ -35,10 +35,24 @@ pub struct ExperimentJson {
     /// latency, before and during), when the experiment measures it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub impact: Option<super::impact::ImpactJson>,
+    /// The lease (0: none), its expiry, the client's request id and who
+    /// started it; left out when unset.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lease_ttl_ms: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lease_expires_at_ms: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub request_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub owner: String,
     /// The experiment as requested, in the experiment file's shape:
     /// `faultctl apply -f` takes it back. null when the agent did not return
     /// the spec, or it holds a value that this build has no name for.
     pub spec: Option<spec::Experiment>,
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 #[derive(Debug, Serialize)]
@@ -110,6 +124,10 @@ impl From<&pb::Experiment> for ExperimentJson {
                 })
                 .collect(),
             impact: experiment.impact.as_ref().map(Into::into),
+            lease_ttl_ms: experiment.lease_ttl_ms,
+            lease_expires_at_ms: experiment.lease_expires_at_ms,
+            request_id: experiment.request_id.clone(),
+            owner: experiment.owner.clone(),
             spec,
         }
     }

@@ -20,7 +20,7 @@ use serde::Serialize;
 pub use self::{
     json::{CapabilitiesJson, EventJson, ExperimentJson},
     table::{
-        write_capabilities_table, write_event_line, write_experiment_detail,
+        compact_duration, write_capabilities_table, write_event_line, write_experiment_detail,
         write_experiments_table,
     },
 };

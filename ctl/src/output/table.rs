@@ -138,7 +138,7 @@ pub fn write_experiment_detail(
     if experiment.state == pb::ExperimentState::Running as i32 {
         deadline.push_str(&format!(" (in {})", remaining(experiment, now_ms)));
     }
-    let fields = [
+    let mut fields = vec![
         ("ID", json.id.clone()),
         ("Name", or_dash(&json.name).to_owned()),
         ("State", state),
@@ -155,6 +155,24 @@ pub fn write_experiment_detail(
         ("Injected", json.injected.to_string()),
         ("Message", or_dash(&json.message).to_owned()),
     ];
+    // Shown when set: agents before leases, and unix-socket starts, have none.
+    if json.lease_ttl_ms > 0 {
+        let mut lease = compact_duration(Duration::from_millis(json.lease_ttl_ms.into()));
+        if experiment.state == pb::ExperimentState::Running as i32 {
+            let left = json.lease_expires_at_ms.saturating_sub(now_ms);
+            lease.push_str(&format!(
+                " (lapses in {} unless renewed)",
+                compact_duration(Duration::from_millis(left))
+            ));
+        }
+        fields.push(("Lease", lease));
+    }
+    if !json.request_id.is_empty() {
+        fields.push(("Request", json.request_id.clone()));
+    }
+    if !json.owner.is_empty() {
+        fields.push(("Owner", json.owner.clone()));
+    }
     for (key, value) in fields {
         writeln!(out, "{:<10}{}", format!("{key}:"), escape_controls(&value))?;
     }

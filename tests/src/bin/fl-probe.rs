@@ -11,6 +11,7 @@
 //! fl-probe connect-dstopts ADDR    TCP connect() to an IPv6 ADDR once, every packet carrying an
 //!                                  IPv6 destination-options extension header; prints "ok" or the errno
 //! fl-probe first-error ADDR       connect in a loop until one fails; print when
+//! fl-probe first-ok ADDR          connect every 200 µs until one succeeds; print when
 //! fl-probe serve                   read commands ("connect ADDR N", ...) from stdin, answer each
 //! fl-probe fs OP PATH COUNT        file and process calls: open, read, write (on PATH),
 //!                                  unlink, mkdir (of PATH.N), fork, exec (PATH noop),
@@ -635,6 +636,17 @@ fn main() {
                     return;
                 }
             }
+        }
+        Some("first-ok") => {
+            // The moment a fault is gone, as the target sees it (CLOCK_MONOTONIC);
+            // paced, so it leaves the CPU to the agent it waits for.
+            let addr: SocketAddr = args[1].parse().expect("ADDR");
+            while TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+            let ns = now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64;
+            println!("{}", serde_json::json!({ "mono_ns": ns }));
         }
         Some("serve") => {
             let stdin = std::io::stdin();

@@ -11,6 +11,7 @@
 //! connect-overhead  connect() of a non-target while a connect fault targets another cgroup
 //! getpid-overhead   getpid() of a non-target while the sys_enter tracepoint is attached
 //! impact            pipe ping-pong with the run-queue programs of impact measurement on vs off
+//! lease             the last renewal of a lease → the fault gone (the target's first ok connect)
 //! network           packet_loss on a veth interface vs iptables `-m statistic`: accuracy,
 //!                   TCP throughput cost, StartExperiment → first dropped datagram
 //! pressure          cpu_pressure vs stress-ng --cpu-load (accuracy, settling), memory_pressure vs
@@ -32,6 +33,7 @@ mod api;
 mod bpfstats;
 mod connect;
 mod getpid;
+mod lease;
 mod network;
 mod open;
 mod pressure;
@@ -50,7 +52,7 @@ use tonic::transport::Channel;
 
 pub type Client = FaultServiceClient<Channel>;
 
-pub const BENCHES: [(&str, &str); 9] = [
+pub const BENCHES: [(&str, &str); 10] = [
     (
         "activation",
         "StartExperiment returned → first injected connect() error",
@@ -70,6 +72,10 @@ pub const BENCHES: [(&str, &str); 9] = [
     (
         "impact",
         "pipe ping-pong with the run-queue programs of impact measurement on vs off; their cost per context switch",
+    ),
+    (
+        "lease",
+        "the last renewal of a lease → the fault gone from the kernel, as the target sees it",
     ),
     (
         "network",
@@ -120,6 +126,7 @@ fn main() -> anyhow::Result<ExitCode> {
             "connect-overhead" => connect::connect_overhead(&rt),
             "getpid-overhead" => getpid::getpid_overhead(&rt),
             "impact" => pressure_impact::run(&rt),
+            "lease" => lease::lease(&rt),
             "network" => network::network(&rt),
             "open-overhead" => open::open_overhead(&rt),
             // The one run: stressors' accuracy, memory, the idle
