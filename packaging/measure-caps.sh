@@ -57,11 +57,17 @@ mkdir "$CG"
 chown -R 65534:65534 "$CG"
 # Another user's processes in another session (SIGCONT within a session
 # needs no capability), as a service's are.
-as_nobody() { setsid setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
-as_nobody sleep 3600 & PIDS+=($!); IN_CG=$!
+# (An array, not a function: $! is then the sleep itself, as setsid and
+# setpriv exec in place.)
+AS_NOBODY=(setsid setpriv --reuid=65534 --regid=65534 --clear-groups)
+"${AS_NOBODY[@]}" sleep 3600 & PIDS+=($!); IN_CG=$!
 echo "$IN_CG" > "$CG/cgroup.procs"
-as_nobody sleep 3600 & PIDS+=($!); KILL_PID=$!
-as_nobody sleep 3600 & PIDS+=($!); PAUSE_PID=$!
+"${AS_NOBODY[@]}" sleep 3600 & PIDS+=($!); KILL_PID=$!
+"${AS_NOBODY[@]}" sleep 3600 & PIDS+=($!); PAUSE_PID=$!
+sleep 0.2
+for p in "${PIDS[@]}"; do
+    [ "$(stat -c %u /proc/$p)" = 65534 ] || { log "target $p is not nobody's process"; exit 2; }
+done
 truncate -s 1400M "$WORK/fs.img"
 mkfs.ext4 -q -F "$WORK/fs.img"
 mkdir "$MNT"
@@ -94,12 +100,13 @@ CASES=(
     "process_pause (cgroup)|process-pause --cgroup $CG $D"
 )
 
+# AGENT_PID is the agent, WAIT_PID what was started (strace, when traced).
 stop_agent() {
     [ -n "$AGENT_PID" ] || return 0
     kill -TERM "$AGENT_PID" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$AGENT_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$AGENT_PID" 2>/dev/null || true
-    wait "$AGENT_PID" 2>/dev/null || true
+    wait "$WAIT_PID" 2>/dev/null || true
     AGENT_PID=
 }
 
@@ -108,6 +115,9 @@ start_agent() {
     local caps=$1 dir="$WORK/run-$2"
     mkdir -p "$dir"
     local wrap=(setpriv --no-new-privs)
+    # The set's own run, traced: which system calls the agent (and its
+    # children) made, for the check against the unit's SystemCallFilter.
+    [ "$2" = set ] && wrap=(strace -f -qq -c -o "$WORK/syscalls.txt" "${wrap[@]}")
     if [ "$caps" != all ]; then
         local b=-all
         [ -n "$caps" ] && b="-all,$(echo "$caps" | sed 's/\(^\|,\)cap_/\1+/g')"
@@ -116,6 +126,17 @@ start_agent() {
     "${wrap[@]}" "$AGENT" --socket "$dir/agent.sock" --state-dir "$dir/state" --log info \
         >/dev/null 2>"$dir/agent.log" &
     AGENT_PID=$!
+    WAIT_PID=$!
+    if [ "$2" = set ]; then
+        # strace's child, once it has exec'd the agent.
+        for _ in $(seq 100); do
+            AGENT_PID=$(pgrep -P "$WAIT_PID" | head -1) && [ -n "$AGENT_PID" ] &&
+                [ "$(readlink /proc/$AGENT_PID/exe)" = "$(readlink -f "$AGENT")" ] && break
+            AGENT_PID=
+            sleep 0.05
+        done
+        [ -n "$AGENT_PID" ] || { kill -KILL "$WAIT_PID"; return 1; }
+    fi
     echo "$AGENT_PID" > "$WORK/agent.pid"
     # Loading and verifying every program group takes seconds, more on a
     # busy machine.
@@ -161,11 +182,11 @@ run_cases() {
         local state msg injected
         state=$(echo "$st" | jq -r .state)
         msg=$(echo "$st" | jq -r .message)
-        injected=$(echo "$st" | jq -r .injected)
+        injected=$(echo "$st" | jq -r '.injected // 0')
         if [ "$state" != running ]; then
             printf '%s\t%s: %s\n' "$name" "$state" "$msg"
         elif [[ "$name" == process_kill* || "$name" == "process_pause (pid)" ]] && [ "$injected" = 0 ]; then
-            printf '%s\tarmed but did nothing: %s\n' "$name" "$(echo "$st" | jq -c '[.faults[].actions[]?.what]')"
+            printf '%s\tarmed, but signalled nothing (matched %s, injected 0, no action recorded)\n' "$name" "$(echo "$st" | jq -r '.matched // 0')"
         else
             printf '%s\tok\n' "$name"
         fi
@@ -194,6 +215,33 @@ for name in "${LOADS[@]}"; do
     fi
 done
 
+# Every system call the agent made with the set, against the unit's
+# allow-list (groups expanded by systemd-analyze).
+expand() {
+    local name
+    for name in "$@"; do
+        if [ "${name:0:1}" = @ ]; then
+            # shellcheck disable=SC2046
+            expand $(systemd-analyze syscall-filter "$name" | tail -n +2 | grep -v '^\s*#' | awk '{print $1}')
+        else
+            echo "$name"
+        fi
+    done
+}
+if command -v systemd-analyze >/dev/null; then
+    # shellcheck disable=SC2046
+    expand $(sed -n 's/^SystemCallFilter=//p' "$UNIT") | sort -u > "$WORK/allowed.txt"
+    awk 'NR > 2 && $NF ~ /^[a-z_0-9]+$/ && $NF != "total" {print $NF}' "$WORK/syscalls.txt" | sort -u > "$WORK/used.txt"
+    missing=$(comm -23 "$WORK/used.txt" "$WORK/allowed.txt" | paste -sd' ')
+    if [ -n "$missing" ]; then
+        log "FAIL: system calls the agent made that the unit's SystemCallFilter refuses: $missing"
+        status=1
+    fi
+    echo "System calls the agent made with the set (strace -f, every case above): $(wc -l < "$WORK/used.txt"); outside the unit's SystemCallFilter: ${missing:-none}."
+else
+    echo "System calls not checked: no systemd-analyze to expand the unit's SystemCallFilter."
+fi
+echo
 echo "Kinds that load on this host ($(uname -r)), each armed with the set \`$SET\`: $(IFS=,; echo "${LOADS[*]}" | sed 's/,/, /g')."
 echo "Not on this host: $(for c in "${CASES[@]}"; do n=${c%%|*}; [ "${BASE[$n]}" = ok ] || printf '%s (%s) ' "$n" "${BASE[$n]:0:120}"; done)"
 echo
