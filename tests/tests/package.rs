@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use faultline_tests::{require_root, unique};
+use faultline_tests::require_root;
 
 const PACKAGE: &str = "faultline";
 
@@ -66,6 +66,15 @@ impl Drop for Purge {
     }
 }
 
+/// The test's directory, removed when the test ends, passed or not.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The agent started from the package; killed if the test fails early.
 struct Running(Child);
 
@@ -96,7 +105,7 @@ fn the_deb_installs_its_agent_serves_cleans_up_and_purges_clean() {
         eprintln!("SKIP: no dpkg on this machine; the package test needs a Debian-like host");
         return;
     }
-    require_root();
+    require_root().unwrap();
     assert!(
         !installed(),
         "a {PACKAGE} package is already installed here; this test would replace and purge it"
@@ -130,16 +139,15 @@ fn the_deb_installs_its_agent_serves_cleans_up_and_purges_clean() {
     );
     let listed = String::from_utf8(ok(Command::new("dpkg").args(["-L", PACKAGE])).stdout)
         .expect("dpkg -L is text");
-    let files: Vec<&str> = listed
-        .lines()
-        .filter(|l| Path::new(l).is_file())
-        .collect();
+    let files: Vec<&str> = listed.lines().filter(|l| Path::new(l).is_file()).collect();
     verify_unit();
 
     // The installed agent, with the installed config: only the socket and
     // state directory move (flags override the file), so a real agent's
     // /run/faultline is never touched.
-    let dir = std::env::temp_dir().join(unique("faultline-package"));
+    let tmp =
+        TempDir(std::env::temp_dir().join(format!("faultline-package-{}", std::process::id())));
+    let dir = tmp.0.clone();
     std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("agent.sock");
     let state = dir.join("state");
@@ -181,7 +189,10 @@ fn the_deb_installs_its_agent_serves_cleans_up_and_purges_clean() {
             && String::from_utf8_lossy(&refused.stderr).contains("another faultline-agent"),
         "--cleanup beside a running agent: {refused:?}"
     );
-    assert!(leftover.exists(), "--cleanup undid a running agent's journal");
+    assert!(
+        leftover.exists(),
+        "--cleanup undid a running agent's journal"
+    );
     // ... and after it stopped, undoes what the journal holds.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent.0.id() as i32),
@@ -196,7 +207,8 @@ fn the_deb_installs_its_agent_serves_cleans_up_and_purges_clean() {
     ok(&mut agent_args(&["--cleanup"]));
     assert!(!leftover.exists(), "--cleanup left the journaled file");
     assert!(!record.exists(), "--cleanup left the journal record");
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(agent);
+    drop(tmp);
 
     drop(purge);
     assert!(!installed(), "dpkg --purge left {PACKAGE} installed");

@@ -34,21 +34,23 @@ pub fn ensure_cargo_deb() -> Result<()> {
 /// package; returns the `.deb`'s path.
 pub fn deb(profile: Profile) -> Result<PathBuf> {
     ensure_cargo_deb()?;
-    let mut build = cargo();
-    build.arg("build");
-    if let Profile::Release = profile {
-        build.arg("--release");
+    match profile {
+        // The very build the test suite makes (`--workspace --bins`): with
+        // the same feature set nothing is rebuilt.
+        Profile::Debug => crate::build(Profile::Debug)?,
+        Profile::Release => command::run(cargo().args([
+            "build",
+            "--release",
+            "--package",
+            "faultline-agent",
+            "--package",
+            "faultline-ctl",
+            "--bin",
+            "faultline-agent",
+            "--bin",
+            "faultctl",
+        ]))?,
     }
-    command::run(build.args([
-        "--package",
-        "faultline-agent",
-        "--package",
-        "faultline-ctl",
-        "--bin",
-        "faultline-agent",
-        "--bin",
-        "faultctl",
-    ]))?;
     let faultctl = binary(profile, "faultctl");
     // Beside the binaries: cargo-deb resolves the `target/release/` of its
     // asset paths to the profile's real directory (CARGO_TARGET_DIR too).
@@ -64,10 +66,23 @@ pub fn deb(profile: Profile) -> Result<PathBuf> {
         let path = dir.join(file);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
+    // Debian's man pages are gzipped; cargo-deb leaves files from the target
+    // directory as they are. -n: no name or time stamp, so builds repeat.
+    command::run(
+        Command::new("gzip")
+            .args(["-9nf"])
+            .arg(dir.join("faultctl.1")),
+    )?;
     let out = target_dir().join("debian");
     let mut deb = cargo();
-    deb.args(["deb", "--no-build", "--package", "faultline-agent", "--output"])
-        .arg(&out);
+    deb.args([
+        "deb",
+        "--no-build",
+        "--package",
+        "faultline-agent",
+        "--output",
+    ])
+    .arg(&out);
     if let Profile::Debug = profile {
         // Large unoptimised binaries: light compression keeps this quick.
         deb.args(["--profile", "dev", "--fast"]);

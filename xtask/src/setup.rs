@@ -17,6 +17,8 @@ const APT_PACKAGES: &[&str] = &[
     "iptables",   // the `network` benchmark's comparison: `-m statistic` packet loss
     "e2fsprogs",  // mke2fs: the loop-mounted filesystems the disk and path tests fill
     "stress-ng",  // the `pressure` benchmark's comparison
+    "jq",         // `cargo xtask caps` reads faultctl's JSON
+    "libcap2-bin", // capsh: `cargo xtask caps` names the agent's capabilities
 ];
 
 /// Debian packages the VM kernel matrix (`cargo xtask test --vm`) needs on the host.
