@@ -46,6 +46,7 @@ cleanup() {
     mountpoint -q "$MNT" && umount "$MNT"
     ip link del "$IFACE" 2>/dev/null
     [ -d "$CG" ] && find "$CG" -depth -type d -exec rmdir {} \; 2>/dev/null
+    [ -n "${KEEP_TRACE:-}" ] && cp "$WORK/trace-summary.txt" "$KEEP_TRACE" 2>/dev/null
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -117,7 +118,7 @@ start_agent() {
     local wrap=(setpriv --no-new-privs)
     # The set's own run, traced: which system calls the agent (and its
     # children) made, for the check against the unit's SystemCallFilter.
-    [ "$2" = set ] && wrap=(strace -f -qq -c -o "$WORK/syscalls.txt" "${wrap[@]}")
+    [ "$2" = set ] && wrap=(strace -f -qq -y -s 256 -o "$WORK/trace.txt" "${wrap[@]}")
     if [ "$caps" != all ]; then
         local b=-all
         [ -n "$caps" ] && b="-all,$(echo "$caps" | sed 's/\(^\|,\)cap_/\1+/g')"
@@ -216,7 +217,11 @@ for name in "${LOADS[@]}"; do
 done
 
 # Every system call the agent made with the set, against the unit's
-# allow-list (groups expanded by systemd-analyze).
+# allow-list (groups expanded by systemd-analyze), and every path it wrote,
+# against what ProtectSystem=strict leaves writable: the state directory
+# (here the run's directory, /run/faultline in the unit), /sys/fs/cgroup,
+# /sys/fs/bpf, /proc (but not /proc/sys: ProtectKernelTunables), /dev
+# (PrivateDevices' own) and the fill directory (a ReadWritePaths= drop-in).
 expand() {
     local name
     for name in "$@"; do
@@ -228,10 +233,11 @@ expand() {
         fi
     done
 }
+python3 "$HERE/trace-check.py" "$WORK/trace.txt" > "$WORK/trace-summary.txt"
+sed -n 's/^call //p' "$WORK/trace-summary.txt" | sort -u > "$WORK/used.txt"
 if command -v systemd-analyze >/dev/null; then
     # shellcheck disable=SC2046
     expand $(sed -n 's/^SystemCallFilter=//p' "$UNIT") | sort -u > "$WORK/allowed.txt"
-    awk 'NR > 2 && $NF ~ /^[a-z_0-9]+$/ && $NF != "total" {print $NF}' "$WORK/syscalls.txt" | sort -u > "$WORK/used.txt"
     missing=$(comm -23 "$WORK/used.txt" "$WORK/allowed.txt" | paste -sd' ')
     if [ -n "$missing" ]; then
         log "FAIL: system calls the agent made that the unit's SystemCallFilter refuses: $missing"
@@ -241,6 +247,16 @@ if command -v systemd-analyze >/dev/null; then
 else
     echo "System calls not checked: no systemd-analyze to expand the unit's SystemCallFilter."
 fi
+outside=$(sed -n 's/^write //p' "$WORK/trace-summary.txt" |
+    grep -v -E "^($WORK/run-set/|/sys/fs/cgroup/|/sys/fs/bpf/|/dev/|/proc/|$MNT/)" || true)
+procsys=$(sed -n 's/^write //p' "$WORK/trace-summary.txt" | grep -E '^/proc/sys/' || true)
+outside=$(printf '%s\n%s\n' "$outside" "$procsys" | sed '/^$/d')
+nwrites=$(grep -c '^write ' "$WORK/trace-summary.txt" || true)
+if [ -n "$outside" ]; then
+    log "FAIL: paths the agent wrote that ProtectSystem=strict makes read-only: $(echo "$outside" | paste -sd' ')"
+    status=1
+fi
+echo "Paths it wrote (opened for writing, created, removed, renamed): $nwrites; outside the unit's writable paths: $(echo "${outside:-none}" | paste -sd' ')."
 echo
 echo "Kinds that load on this host ($(uname -r)), each armed with the set \`$SET\`: $(IFS=,; echo "${LOADS[*]}" | sed 's/,/, /g')."
 echo "Not on this host: $(for c in "${CASES[@]}"; do n=${c%%|*}; [ "${BASE[$n]}" = ok ] || printf '%s (%s) ' "$n" "${BASE[$n]:0:120}"; done)"

@@ -18,7 +18,8 @@ const APT_PACKAGES: &[&str] = &[
     "e2fsprogs",  // mke2fs: the loop-mounted filesystems the disk and path tests fill
     "stress-ng",  // the `pressure` benchmark's comparison
     "jq",         // `cargo xtask caps` reads faultctl's JSON
-    "libcap2-bin", // capsh: `cargo xtask caps` names the agent's capabilities
+    // capsh: `cargo xtask caps` names the agent's capabilities
+    "libcap2-bin",
 ];
 
 /// Debian packages the VM kernel matrix (`cargo xtask test --vm`) needs on the host.
