@@ -120,6 +120,11 @@ pub struct Cli {
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Undo what a stopped agent left on the host (its undo journal, its
+    /// recorded fq qdiscs: what start-up undoes), then exit. Refused while
+    /// an agent holds the state directory. The systemd unit's ExecStopPost.
+    #[arg(long, conflicts_with = "print_config")]
+    pub cleanup: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

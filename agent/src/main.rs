@@ -12,7 +12,7 @@ use faultline_agent::{
     config::{Cli, Config, EXIT_CONFIG, ProbeMode},
     engine::{Engine, EngineHandle, Policy},
     kernel::Kernel,
-    procs, server, state, worker,
+    procs, qdisc, server, state, worker,
 };
 use tracing::{error, info, warn};
 
@@ -59,6 +59,15 @@ fn main() -> ExitCode {
         // are noise, and the log should hold no escape sequences at all.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if cli.cleanup {
+        return match cleanup(&cfg) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!("clean-up failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -134,15 +143,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-900") {
         warn!(error = %e, "cannot lower the agent's oom_score_adj");
     }
-    // What agent-side work of an earlier run left on the host (its reaper
-    // may have died with it) is undone before anything else.
-    let undone = worker::Journal::replay(&worker::journal::dir_in(&cfg.state_dir));
-    if undone > 0 {
-        warn!(
-            undone,
-            "undid what an earlier run left behind (paused processes, fill files, cgroups)"
-        );
-    }
+    replay_journal(&cfg);
     let journal = worker::Journal::open(&cfg.state_dir)?;
     let mut kernel = Kernel::load(cfg.nth_call_capacity)?;
     kernel.enable_qdiscs(&cfg.state_dir);
@@ -200,6 +201,30 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         cgroup::leave_agent_leaf(leaf);
     }
     info!("agent stopped");
+    Ok(())
+}
+
+/// What agent-side work of an earlier run left on the host (its reaper may
+/// have died with it) is undone before anything else.
+fn replay_journal(cfg: &Config) {
+    let undone = worker::Journal::replay(&worker::journal::dir_in(&cfg.state_dir));
+    if undone > 0 {
+        warn!(
+            undone,
+            "undid what an earlier run left behind (paused processes, fill files, cgroups)"
+        );
+    }
+}
+
+/// `--cleanup`: start-up's undo steps and nothing else, under the same
+/// lock (so never behind a running agent's back): the journal, then the fq
+/// root qdiscs the state directory records (`FqManager::new` removes them).
+/// Links need nothing: they went with the agent.
+fn cleanup(cfg: &Config) -> Result<(), state::StateError> {
+    let _lock = state::prepare(cfg)?;
+    replay_journal(cfg);
+    drop(qdisc::FqManager::new(&cfg.state_dir));
+    info!(state_dir = %cfg.state_dir.display(), "clean-up done");
     Ok(())
 }
 

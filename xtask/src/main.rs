@@ -5,6 +5,7 @@
 //! bpf-linker.
 
 mod command;
+mod package;
 mod setup;
 mod toolchain;
 mod vm;
@@ -94,6 +95,21 @@ enum Task {
     /// Write faultctl's man page, from its command-line definition, to
     /// target/man/faultctl.1 (builds only faultctl: no eBPF toolchain needed).
     Man,
+    /// Set up, build the release binaries, the man page and completions,
+    /// and the .deb (cargo-deb, installed when missing) into target/debian/.
+    Package {
+        /// Package the debug binaries (what the test suite builds; faster,
+        /// for the package test, not for shipping).
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Measure the systemd unit's capability set (as root): every fault kind
+    /// that loads here arms with it, and which kind breaks without each one.
+    Caps {
+        /// Capabilities to measure instead of the unit's, e.g. cap_bpf,cap_kill.
+        #[arg(long)]
+        set: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy)]
@@ -190,6 +206,19 @@ fn main() -> Result<()> {
         }
         Task::FmtCheck => run(cargo().args(["fmt", "--all", "--", "--check"])),
         Task::Man => man(),
+        Task::Package { debug } => {
+            setup::run_all()?;
+            package::deb(if debug {
+                Profile::Debug
+            } else {
+                Profile::Release
+            })
+            .map(drop)
+        }
+        Task::Caps { set } => {
+            setup::run_all()?;
+            package::caps(set.as_deref())
+        }
     }
 }
 
@@ -232,6 +261,10 @@ fn test(on_host: bool, in_vms: Option<&vm::Options>, test_args: &[OsString]) -> 
         );
     }
     setup::run_all()?;
+    if on_host {
+        // The package suite builds the .deb; cargo-deb is a tool, installed once.
+        package::ensure_cargo_deb()?;
+    }
     let host = if on_host {
         test_on_host(test_args)
     } else {

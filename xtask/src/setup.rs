@@ -17,6 +17,9 @@ const APT_PACKAGES: &[&str] = &[
     "iptables",   // the `network` benchmark's comparison: `-m statistic` packet loss
     "e2fsprogs",  // mke2fs: the loop-mounted filesystems the disk and path tests fill
     "stress-ng",  // the `pressure` benchmark's comparison
+    "jq",         // `cargo xtask caps` reads faultctl's JSON
+    // capsh: `cargo xtask caps` names the agent's capabilities
+    "libcap2-bin",
 ];
 
 /// Debian packages whose daemon a test starts itself, on loopback, with its
