@@ -88,6 +88,12 @@ async fn capabilities_report_what_this_kernel_supports() {
 #[tokio::test]
 async fn watch_streams_started_counters_and_expired() {
     require_root().unwrap();
+    if in_vm() {
+        eprintln!(
+            "skipped in the VMs: the event stream is the agent's own code, the same on every kernel; it runs on the host"
+        );
+        return;
+    }
     let agent = Agent::start();
     let mut c = agent.client().await;
     let cg = TestCgroup::new("watch");
@@ -136,6 +142,12 @@ async fn watch_streams_started_counters_and_expired() {
 #[tokio::test]
 async fn health_and_reflection_answer_generic_clients() {
     require_root().unwrap();
+    if in_vm() {
+        eprintln!(
+            "skipped in the VMs: the gRPC surface, nothing kernel-specific; it runs on the host"
+        );
+        return;
+    }
     let agent = Agent::start();
     let channel = unix_channel(&agent.socket).await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
@@ -192,6 +204,12 @@ fn faultctl(agent: &Agent, args: &[&str]) -> std::process::Output {
 #[tokio::test]
 async fn faultctl_inject_status_stop_against_a_real_agent() {
     require_root().unwrap();
+    if in_vm() {
+        eprintln!(
+            "skipped in the VMs: faultctl against the agent, nothing kernel-specific; it runs on the host"
+        );
+        return;
+    }
     let agent = Agent::start();
     let cg = TestCgroup::new("faultctl");
     let acc = Acceptor::new("127.0.0.1");
