@@ -50,6 +50,8 @@ struct FileConfig {
     interface_hooks: Option<String>,
     nth_call_capacity: Option<u32>,
     ssh_ports: Option<Vec<u16>>,
+    max_running_experiments: Option<u32>,
+    keep_ended_experiments: Option<u32>,
 }
 
 /// Command line; every flag also reads an environment variable.
@@ -132,6 +134,8 @@ pub struct Config {
     /// Ports network faults spare (unless `include_ssh`), besides those
     /// sshd is found listening on.
     pub ssh_ports: Vec<u16>,
+    /// Experiments running at once, and ended ones kept (`crate::limits`).
+    pub limits: crate::limits::Limits,
 }
 
 /// When the agent loads (and the kernel verifies) its programs.
@@ -166,7 +170,9 @@ fn overlay(base: &mut FileConfig, top: FileConfig) {
         keep_tcx_hooks,
         interface_hooks,
         nth_call_capacity,
-        ssh_ports
+        ssh_ports,
+        max_running_experiments,
+        keep_ended_experiments
     );
 }
 
@@ -194,6 +200,8 @@ impl Config {
                 interface_hooks: cli.interface_hooks.clone(),
                 nth_call_capacity: cli.nth_call_capacity,
                 ssh_ports: None,
+                max_running_experiments: None,
+                keep_ended_experiments: None,
             },
         );
         let mut cfg = Self::validate(merged)?;
@@ -206,6 +214,7 @@ impl Config {
     }
 
     fn validate(f: FileConfig) -> Result<Self, ConfigError> {
+        let limits = limits(&f)?;
         let socket = f
             .socket
             .unwrap_or_else(|| "/run/faultline/agent.sock".into());
@@ -303,6 +312,7 @@ impl Config {
             });
         }
         Ok(Self {
+            limits,
             ssh_ports,
             nth_call_capacity,
             probe,
@@ -325,6 +335,31 @@ impl Config {
     pub fn socket_dir(&self) -> Option<&Path> {
         self.socket.parent()
     }
+}
+
+/// `max_running_experiments` (at most the kernel's fault slots) and
+/// `keep_ended_experiments`.
+fn limits(f: &FileConfig) -> Result<crate::limits::Limits, ConfigError> {
+    use crate::limits::{DEFAULT_KEEP_ENDED, DEFAULT_MAX_RUNNING, MAX_KEEP_ENDED};
+    let max_running = f.max_running_experiments.unwrap_or(DEFAULT_MAX_RUNNING);
+    let slots = faultline_common::MAX_FAULTS;
+    if !(1..=slots).contains(&max_running) {
+        return Err(ConfigError::Invalid {
+            key: "max_running_experiments",
+            reason: format!("must be between 1 and {slots} (the kernel's fault slots), got {max_running}"),
+        });
+    }
+    let keep_ended = f.keep_ended_experiments.unwrap_or(DEFAULT_KEEP_ENDED);
+    if keep_ended > MAX_KEEP_ENDED {
+        return Err(ConfigError::Invalid {
+            key: "keep_ended_experiments",
+            reason: format!("must be at most {MAX_KEEP_ENDED}, got {keep_ended}"),
+        });
+    }
+    Ok(crate::limits::Limits {
+        max_running: max_running as usize,
+        keep_ended: keep_ended as usize,
+    })
 }
 
 fn check_comm(c: &str) -> Result<ProtectedName, ConfigError> {
@@ -396,6 +431,29 @@ mod tests {
         assert!(cfg.keep_tcx_hooks);
         assert_eq!(cfg.nth_call_capacity, 8192);
         assert_eq!(cfg.ssh_ports, [22]);
+        assert_eq!(cfg.limits, crate::limits::Limits::default());
+    }
+
+    #[test]
+    fn experiment_limits_from_file_and_bad_values_name_the_key() {
+        let dir = std::env::temp_dir().join(format!("fl-cfg-limits-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.toml");
+        let mut c = cli();
+        c.config = Some(file.clone());
+        std::fs::write(&file, "max_running_experiments = 8\nkeep_ended_experiments = 0\n").unwrap();
+        let l = Config::load(&c).unwrap().limits;
+        assert_eq!((l.max_running, l.keep_ended), (8, 0));
+        for (text, key) in [
+            ("max_running_experiments = 0", "`max_running_experiments`"),
+            ("max_running_experiments = 129", "`max_running_experiments`"),
+            ("keep_ended_experiments = 100001", "`keep_ended_experiments`"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let e = Config::load(&c).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -124,6 +124,17 @@ impl EngineHandle {
         self.records().list(running_only, &*self.counters)
     }
 
+    /// See `Records::walk`: one page's walk, under one read lock.
+    pub fn walk(
+        &self,
+        running_only: bool,
+        after: Option<(SystemTime, &str)>,
+        take: &mut dyn FnMut(ExperimentView) -> bool,
+    ) -> bool {
+        self.records()
+            .walk(running_only, after, &*self.counters, take)
+    }
+
     pub fn running_ids(&self) -> Vec<String> {
         self.records().running_ids()
     }

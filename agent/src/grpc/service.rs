@@ -91,11 +91,9 @@ impl FaultService for FaultServiceImpl {
         &self,
         req: Request<pb::ListExperimentsRequest>,
     ) -> Result<Response<pb::ListExperimentsResponse>, Status> {
-        let list = self.engine.list(req.get_ref().running_only);
-        Ok(Response::new(pb::ListExperimentsResponse {
-            experiments: list.iter().map(experiment_to_proto).collect(),
-            next_page_token: String::new(),
-        }))
+        super::page::list(&self.engine, req.get_ref())
+            .map(Response::new)
+            .map_err(|e| refused("ListExperiments", &e.into()))
     }
 
     async fn stop_experiment(
