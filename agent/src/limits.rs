@@ -18,6 +18,16 @@ pub const MAX_PAGE_BYTES: usize = MAX_RESPONSE_BYTES - (64 << 10);
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
+/// Events the engine's broadcast keeps for subscribers that have not read
+/// them yet. Each is one shared view (`Arc<Event>`), whatever the number of
+/// subscribers; a subscriber that falls this far behind is told `lagged`
+/// and reads the final states again from the records.
+pub const EVENT_BUFFER: usize = 1024;
+/// Encoded events one `WatchEvents` stream queues for its client beyond
+/// what HTTP/2 flow control lets through: a client that stops reading
+/// holds at most this many, and then its stream lags.
+pub const WATCH_QUEUE: usize = 16;
+
 /// An experiment's name, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
 /// Labels per experiment, and a label's key and value in bytes.

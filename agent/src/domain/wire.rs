@@ -294,6 +294,9 @@ pub fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::HostResolver;
@@ -442,8 +445,8 @@ mod tests {
 
     /// A host where every name resolves (or none does), so validation is
     /// tested without root and without the names existing.
-    struct FakeHost {
-        exists: bool,
+    pub(super) struct FakeHost {
+        pub(super) exists: bool,
     }
 
     impl Resolver for FakeHost {

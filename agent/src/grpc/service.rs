@@ -142,7 +142,7 @@ impl FaultService for FaultServiceImpl {
         if !filter.is_empty() && self.engine.view(&filter).is_none() {
             return Err(refused("WatchEvents", &EngineError::NotFound(filter)));
         }
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = mpsc::channel(crate::limits::WATCH_QUEUE);
         tokio::spawn(super::watch::run(self.engine.clone(), filter, period, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
