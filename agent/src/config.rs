@@ -346,7 +346,9 @@ fn limits(f: &FileConfig) -> Result<crate::limits::Limits, ConfigError> {
     if !(1..=slots).contains(&max_running) {
         return Err(ConfigError::Invalid {
             key: "max_running_experiments",
-            reason: format!("must be between 1 and {slots} (the kernel's fault slots), got {max_running}"),
+            reason: format!(
+                "must be between 1 and {slots} (the kernel's fault slots), got {max_running}"
+            ),
         });
     }
     let keep_ended = f.keep_ended_experiments.unwrap_or(DEFAULT_KEEP_ENDED);
@@ -441,13 +443,20 @@ mod tests {
         let file = dir.join("a.toml");
         let mut c = cli();
         c.config = Some(file.clone());
-        std::fs::write(&file, "max_running_experiments = 8\nkeep_ended_experiments = 0\n").unwrap();
+        std::fs::write(
+            &file,
+            "max_running_experiments = 8\nkeep_ended_experiments = 0\n",
+        )
+        .unwrap();
         let l = Config::load(&c).unwrap().limits;
         assert_eq!((l.max_running, l.keep_ended), (8, 0));
         for (text, key) in [
             ("max_running_experiments = 0", "`max_running_experiments`"),
             ("max_running_experiments = 129", "`max_running_experiments`"),
-            ("keep_ended_experiments = 100001", "`keep_ended_experiments`"),
+            (
+                "keep_ended_experiments = 100001",
+                "`keep_ended_experiments`",
+            ),
         ] {
             std::fs::write(&file, text).unwrap();
             let e = Config::load(&c).unwrap_err().to_string();

@@ -172,12 +172,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     kernel.set_protected_comms(&policy.protected_comms)?;
     kernel.set_protected(&policy.protected_pids)?;
     kernel.set_ssh_ports(&cfg.ssh_ports)?;
-    let engine =
-        EngineHandle::new(
-            Engine::new(kernel, policy)
-                .with_journal(journal, cfg.state_dir.clone())
-                .with_limits(cfg.limits),
-        );
+    let engine = EngineHandle::new(
+        Engine::new(kernel, policy)
+            .with_journal(journal, cfg.state_dir.clone())
+            .with_limits(cfg.limits),
+    );
     spawn_task_flags_reader(engine.clone(), agent_cgroup.clone());
     if cfg.probe == ProbeMode::Start {
         spawn_prober(engine.clone());

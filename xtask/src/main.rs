@@ -225,7 +225,9 @@ fn main() -> Result<()> {
 /// A duration such as `90s` or `10m`, in whole seconds.
 fn humantime_secs(s: &str) -> Result<u64, String> {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().map_err(|_| format!("{s:?}: give a number and s, m or h"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: give a number and s, m or h"))?;
     match unit {
         "" | "s" => Ok(n),
         "m" => Ok(n * 60),

@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use faultline_common::MAX_TARGET_PIDS;
 use faultline_proto::v1 as pb;
+use prost::Message as _;
 
 use super::{ExperimentSpec, Resolver, SpecError, Target};
 use crate::{
@@ -145,14 +146,6 @@ fn target(
 /// The size limits (`crate::limits`), before anything else is read: a
 /// refusal names the field and the limit, and never quotes the value.
 fn check_sizes(s: &pb::ExperimentSpec) -> Result<(), SpecError> {
-    use prost::Message as _;
-    let encoded = s.encoded_len();
-    if encoded > MAX_SPEC_BYTES {
-        return Err(inv(
-            "spec",
-            format!("at most {MAX_SPEC_BYTES} bytes encoded, got {encoded}"),
-        ));
-    }
     if s.name.len() > MAX_NAME_BYTES {
         return Err(inv(
             "spec.name",
@@ -173,7 +166,10 @@ fn check_sizes(s: &pb::ExperimentSpec) -> Result<(), SpecError> {
         if k.is_empty() || k.len() > MAX_LABEL_KEY_BYTES {
             return Err(inv(
                 format!("spec.labels[{shown:?}]"),
-                format!("a label key has 1 to {MAX_LABEL_KEY_BYTES} bytes, got {}", k.len()),
+                format!(
+                    "a label key has 1 to {MAX_LABEL_KEY_BYTES} bytes, got {}",
+                    k.len()
+                ),
             ));
         }
         let v = &s.labels[k];
@@ -186,6 +182,14 @@ fn check_sizes(s: &pb::ExperimentSpec) -> Result<(), SpecError> {
                 ),
             ));
         }
+    }
+    // Last, so a long label or name is named as such.
+    let encoded = s.encoded_len();
+    if encoded > MAX_SPEC_BYTES {
+        return Err(inv(
+            "spec",
+            format!("at most {MAX_SPEC_BYTES} bytes encoded, got {encoded}"),
+        ));
     }
     Ok(())
 }

@@ -95,14 +95,16 @@ fn packet_match() -> impl Strategy<Value = Option<pb::PacketMatch>> {
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
         (text(), text(), prob(), small(), text(), text()).prop_map(
-            |(syscall, errno, probability, port, cidr, path)| Kind::SyscallError(pb::SyscallError {
-                syscall,
-                errno,
-                probability,
-                port,
-                cidr,
-                path,
-            })
+            |(syscall, errno, probability, port, cidr, path)| Kind::SyscallError(
+                pb::SyscallError {
+                    syscall,
+                    errno,
+                    probability,
+                    port,
+                    cidr,
+                    path,
+                }
+            )
         ),
         (text(), text(), prob(), big()).prop_map(|(syscall, signal, probability, nth_call)| {
             Kind::SyscallSignal(pb::SyscallSignal {
@@ -214,7 +216,13 @@ fn kind() -> impl Strategy<Value = Kind> {
 
 fn pids() -> impl Strategy<Value = Vec<u32>> {
     prop::collection::vec(
-        prop_oneof![Just(0u32), Just(1), Just(std::process::id()), 2u32..100_000, any::<u32>()],
+        prop_oneof![
+            Just(0u32),
+            Just(1),
+            Just(std::process::id()),
+            2u32..100_000,
+            any::<u32>()
+        ],
         0..4,
     )
 }
