@@ -5,8 +5,17 @@
 //! config); the message sizes are tonic's, on the `FaultService`.
 
 /// Largest request the `FaultService` decodes (tonic's
-/// `max_decoding_message_size`): `ResourceExhausted` beyond.
-pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// `max_decoding_message_size`; tonic answers `OutOfRange` beyond): four
+/// times the largest valid spec (`MAX_SPEC_BYTES`), so a request refused
+/// for its size was never a valid one. A request beyond is refused from its
+/// length prefix, before it is read. Requests within are read whole, a few
+/// copies each while decoded: what many of them at once cost is bounded by
+/// the streams and connections the server accepts (its
+/// `max_concurrent_streams` and connection limit). A limit on calls in
+/// flight in front of tonic does not work: streams waiting for their turn
+/// keep the connection's HTTP/2 window, and those admitted can then never
+/// read their bodies (seen as a deadlock in the hostile suite).
+pub const MAX_REQUEST_BYTES: usize = 256 << 10;
 /// Largest answer it encodes (tonic's `max_encoding_message_size`; tonic
 /// sends without a limit by default). gRPC clients receive at most 4 MiB by
 /// default, so no answer is made that they would refuse.

@@ -25,10 +25,14 @@ use tonic::{Code, transport::Channel};
 
 const CALLS: usize = 10_000;
 const CONNECTIONS: usize = 32;
-/// What the mix may add to the agent's resident memory. Before the limits
-/// it grew by 530 MiB (issue 13); the answers and events it may hold now
-/// are bounded by `limits.rs`.
-const RSS_GROWTH_BOUND_KIB: u64 = 96 * 1024;
+/// What the mix may add to the agent's resident memory: 10,000 calls in
+/// flight at once (about 13 KiB each, measured: HTTP/2 stream state and
+/// tonic's buffers) and 1,250 open streams. Before the limits it grew by
+/// 530 MiB, holding every 1 MB label it accepted (issue 13).
+const RSS_GROWTH_BOUND_KIB: u64 = 192 * 1024;
+/// What a second, identical mix may add: nothing accumulates (experiments,
+/// events and answers are bounded by `limits.rs`), so only allocator noise.
+const RSS_REPEAT_BOUND_KIB: u64 = 64 * 1024;
 const MAX_RUNNING: usize = 8;
 
 /// How the mix reaches the agent. The TCP/mTLS listener adds a variant (and
@@ -203,8 +207,9 @@ fn check(call: Call, r: &Result<(), tonic::Status>) -> Result<(), String> {
             "spec.faults[0].syscall_error.probability",
         ),
         (Call::BigLabel, Err(s)) => named(s, Code::InvalidArgument, "spec.labels[\"big\"]"),
+        // tonic's answer to a request beyond max_decoding_message_size.
         (Call::Oversized, Err(s))
-            if s.code() == Code::ResourceExhausted && s.message().contains("too large") =>
+            if s.code() == Code::OutOfRange && s.message().contains("too large") =>
         {
             Ok(())
         }
@@ -235,131 +240,146 @@ async fn ten_thousand_hostile_calls_get_the_right_codes_and_memory_stays_bounded
     start(&mut c, start_req(spec(&cg, ok()))).await;
     c.stop_all(pb::StopAllRequest {}).await.unwrap();
     let rss_before = rss_kib(agent.pid());
-
-    let mut channels = Vec::new();
-    for i in 0..CONNECTIONS {
-        channels.push(via.channel(i % 4 == 3).await);
-    }
-    let watchers = Arc::new(Mutex::new(Vec::new()));
-    let t0 = Instant::now();
-    let mut tasks = Vec::with_capacity(CALLS);
-    for i in 0..CALLS {
-        let call = MIX[i % MIX.len()];
-        let mut c = FaultServiceClient::new(channels[i % CONNECTIONS].clone());
-        let valid = spec(&cg, ok());
-        let watchers = watchers.clone();
-        tasks.push(tokio::spawn(async move {
-            let r = match call {
-                Call::Valid => c.start_experiment(start_req(valid)).await.map(drop),
-                Call::NanProbability => {
-                    let bad = pb::ExperimentSpec {
-                        faults: vec![syscall_error("connect", "EIO", f64::NAN, 0, "").into()],
-                        ..valid
-                    };
-                    c.start_experiment(start_req(bad)).await.map(drop)
-                }
-                Call::BigLabel | Call::Oversized => {
-                    // 1 MB (the issue's label) fits the 1 MiB request
-                    // limit and is refused by validation; 2 MB is not read.
-                    let n = if call == Call::BigLabel {
-                        1_000_000
-                    } else {
-                        2_000_000
-                    };
-                    let big = pb::ExperimentSpec {
-                        labels: [("big".to_owned(), "x".repeat(n))].into(),
-                        ..valid
-                    };
-                    c.start_experiment(start_req(big)).await.map(drop)
-                }
-                Call::List => c
-                    .list_experiments(pb::ListExperimentsRequest {
-                        page_size: 1000,
-                        ..Default::default()
-                    })
-                    .await
-                    .map(drop),
-                Call::BadPage => c
-                    .list_experiments(pb::ListExperimentsRequest {
-                        page_token: "not-a-token".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map(drop),
-                Call::Watch => c
-                    .watch_events(pb::WatchEventsRequest {
-                        experiment_id: String::new(),
-                        counters_interval_ms: 100,
-                    })
-                    .await
-                    .map(|s| {
-                        // Never read: held open until the mix is over.
-                        watchers.lock().unwrap().push(s.into_inner());
-                    }),
-                Call::Unknown => c
-                    .get_experiment(pb::GetExperimentRequest {
-                        id: "exp-000000000000".into(),
-                    })
-                    .await
-                    .map(drop),
-            };
-            (
-                call,
-                r.map_err(|s| tonic::Status::new(s.code(), s.message().to_owned())),
-            )
-        }));
-    }
-    let mut tally: BTreeMap<(Call, String), usize> = BTreeMap::new();
-    let mut wrong = Vec::new();
-    for t in tasks {
-        let (call, r) = t.await.expect("no call task panicked");
-        let code = r
-            .as_ref()
-            .map_or_else(|s| format!("{:?}", s.code()), |()| "Ok".into());
-        *tally.entry((call, code)).or_default() += 1;
-        if let Err(e) = check(call, &r) {
-            wrong.push(e);
+    let mut rss_after = Vec::new();
+    // Twice: the first shows what 10,000 calls in flight cost, the second
+    // that nothing accumulates from one mix to the next.
+    for round in 1..=2 {
+        let mut channels = Vec::new();
+        for i in 0..CONNECTIONS {
+            channels.push(via.channel(i % 4 == 3).await);
         }
+        let watchers = Arc::new(Mutex::new(Vec::new()));
+        let t0 = Instant::now();
+        let mut tasks = Vec::with_capacity(CALLS);
+        for i in 0..CALLS {
+            let call = MIX[i % MIX.len()];
+            let mut c = FaultServiceClient::new(channels[i % CONNECTIONS].clone());
+            let valid = spec(&cg, ok());
+            let watchers = watchers.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = match call {
+                    Call::Valid => c.start_experiment(start_req(valid)).await.map(drop),
+                    Call::NanProbability => {
+                        let bad = pb::ExperimentSpec {
+                            faults: vec![syscall_error("connect", "EIO", f64::NAN, 0, "").into()],
+                            ..valid
+                        };
+                        c.start_experiment(start_req(bad)).await.map(drop)
+                    }
+                    Call::BigLabel | Call::Oversized => {
+                        // 16 kB is refused by validation (a label value has at
+                        // most 256 bytes); 1 MB (the issue's label) is beyond
+                        // the 256 KiB request limit and refused unread.
+                        let n = if call == Call::BigLabel {
+                            16_000
+                        } else {
+                            1_000_000
+                        };
+                        let big = pb::ExperimentSpec {
+                            labels: [("big".to_owned(), "x".repeat(n))].into(),
+                            ..valid
+                        };
+                        c.start_experiment(start_req(big)).await.map(drop)
+                    }
+                    Call::List => c
+                        .list_experiments(pb::ListExperimentsRequest {
+                            page_size: 1000,
+                            ..Default::default()
+                        })
+                        .await
+                        .map(drop),
+                    Call::BadPage => c
+                        .list_experiments(pb::ListExperimentsRequest {
+                            page_token: "not-a-token".into(),
+                            ..Default::default()
+                        })
+                        .await
+                        .map(drop),
+                    Call::Watch => c
+                        .watch_events(pb::WatchEventsRequest {
+                            experiment_id: String::new(),
+                            counters_interval_ms: 100,
+                        })
+                        .await
+                        .map(|s| {
+                            // Never read: held open until the mix is over.
+                            watchers.lock().unwrap().push(s.into_inner());
+                        }),
+                    Call::Unknown => c
+                        .get_experiment(pb::GetExperimentRequest {
+                            id: "exp-000000000000".into(),
+                        })
+                        .await
+                        .map(drop),
+                };
+                (
+                    call,
+                    r.map_err(|s| tonic::Status::new(s.code(), s.message().to_owned())),
+                )
+            }));
+        }
+        let mut tally: BTreeMap<(Call, String), usize> = BTreeMap::new();
+        let mut wrong = Vec::new();
+        for t in tasks {
+            let (call, r) = t.await.expect("no call task panicked");
+            let code = r
+                .as_ref()
+                .map_or_else(|s| format!("{:?}", s.code()), |()| "Ok".into());
+            *tally.entry((call, code)).or_default() += 1;
+            if let Err(e) = check(call, &r) {
+                wrong.push(e);
+            }
+        }
+        let took = t0.elapsed();
+        // Let the watchers' streams fill while they do not read.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss_during = rss_kib(agent.pid());
+        let held = watchers.lock().unwrap().len();
+        eprintln!(
+            "round {round}: {CALLS} calls over {CONNECTIONS} connections in {took:.2?}: {:.0} calls/s; {held} watchers not reading",
+            CALLS as f64 / took.as_secs_f64()
+        );
+        for ((call, code), n) in &tally {
+            eprintln!("  {call:?} {code}: {n}");
+        }
+        eprintln!(
+            "agent RSS: {} KiB before, {} KiB after the mix (watchers still open), +{} KiB",
+            rss_before,
+            rss_during,
+            rss_during.saturating_sub(rss_before)
+        );
+        assert!(
+            wrong.is_empty(),
+            "{} wrong answers, e.g. {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(5)]
+        );
+        assert_eq!(held, CALLS / MIX.len(), "every watch was answered");
+        assert!(
+            tally.contains_key(&(Call::Valid, "Ok".into())),
+            "some valid starts ran: {tally:?}"
+        );
+        // The agent is still there and answers.
+        assert!(agent.log().contains("serving"), "{}", agent.log());
+        drop(watchers);
+        drop(channels);
+        assert_idle(&agent, &mut c, &idle).await;
+        rss_after.push(rss_during);
     }
-    let took = t0.elapsed();
-    // Let the watchers' streams fill while they do not read.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_during = rss_kib(agent.pid());
-    let held = watchers.lock().unwrap().len();
+    let (first, second) = (rss_after[0], rss_after[1]);
     eprintln!(
-        "{CALLS} calls over {CONNECTIONS} connections in {took:.2?}: {:.0} calls/s; {held} watchers not reading",
-        CALLS as f64 / took.as_secs_f64()
-    );
-    for ((call, code), n) in &tally {
-        eprintln!("  {call:?} {code}: {n}");
-    }
-    eprintln!(
-        "agent RSS: {} KiB before, {} KiB after the mix (watchers still open), +{} KiB",
-        rss_before,
-        rss_during,
-        rss_during.saturating_sub(rss_before)
+        "agent RSS: {rss_before} KiB idle, {first} KiB after the first mix, {second} KiB after the second"
     );
     assert!(
-        wrong.is_empty(),
-        "{} wrong answers, e.g. {:?}",
-        wrong.len(),
-        &wrong[..wrong.len().min(5)]
-    );
-    assert_eq!(held, CALLS / MIX.len(), "every watch was answered");
-    assert!(
-        tally.contains_key(&(Call::Valid, "Ok".into())),
-        "some valid starts ran: {tally:?}"
+        first.saturating_sub(rss_before) < RSS_GROWTH_BOUND_KIB,
+        "agent RSS grew by {} KiB in the first mix (bound {RSS_GROWTH_BOUND_KIB} KiB)",
+        first.saturating_sub(rss_before)
     );
     assert!(
-        rss_during.saturating_sub(rss_before) < RSS_GROWTH_BOUND_KIB,
-        "agent RSS grew by {} KiB (bound {RSS_GROWTH_BOUND_KIB} KiB)",
-        rss_during.saturating_sub(rss_before)
+        second.saturating_sub(first) < RSS_REPEAT_BOUND_KIB,
+        "agent RSS grew by {} KiB more in the second mix (bound {RSS_REPEAT_BOUND_KIB} KiB)",
+        second.saturating_sub(first)
     );
-    // The agent is still there and answers.
-    assert!(agent.log().contains("serving"), "{}", agent.log());
-    drop(watchers);
-    drop(channels);
-    assert_idle(&agent, &mut c, &idle).await;
     // Every ended experiment is still listed, page by page, within the
     // configured number kept.
     let all = list_all(&mut c, false).await;
@@ -508,27 +528,35 @@ async fn random_specs_against_a_real_agent_leave_nothing() {
         Just(pb::fault_spec::Kind::ProcessPause(pb::ProcessPause {})),
     ];
     let cg_path = cg.path_str();
+    // Valid ones too, so that attachments happen and must be undone.
+    let valid = (0.0..=1.0f64, 0u16..=u16::MAX).prop_map(|(p, port)| {
+        vec![
+            syscall_error("connect", "ECONNREFUSED", p, port, "127.0.0.0/8"),
+            packet_loss(p, 0.0, pb::Direction::Both, None),
+        ]
+    });
+    let kinds = prop_oneof![1 => prop::collection::vec(kind, 0..3), 1 => valid];
     let target = prop_oneof![
-        Just(Some(pb::Target {
+        4 => Just(Some(pb::Target {
             cgroup: cg_path.clone(),
             ..Default::default()
         })),
-        text().prop_map(|interface| Some(pb::Target {
+        1 => text().prop_map(|interface| Some(pb::Target {
             interface,
             ..Default::default()
         })),
-        text().prop_map(|cgroup| Some(pb::Target {
+        1 => text().prop_map(|cgroup| Some(pb::Target {
             cgroup,
             ..Default::default()
         })),
-        Just(None),
+        1 => Just(None),
     ];
     let strategy = (
-        text(),
-        prop::collection::vec(kind, 0..3),
+        prop_oneof![3 => "[a-z]{0,12}", 1 => text()],
+        kinds,
         target,
-        prop_oneof![Just(0u64), 1u64..2_000, any::<u64>()],
-        prop::collection::hash_map(text(), text(), 0..3),
+        prop_oneof![1 => Just(0u64), 6 => 1u64..2_000, 1 => any::<u64>()],
+        prop_oneof![3 => Just(std::collections::HashMap::new()), 1 => prop::collection::hash_map(text(), text(), 0..3)],
     );
     let mut runner = TestRunner::new(Config::default());
     let (mut started, mut refused) = (0, BTreeMap::<String, usize>::new());
@@ -547,11 +575,19 @@ async fn random_specs_against_a_real_agent_leave_nothing() {
         match c.start_experiment(req).await {
             Ok(_) => started += 1,
             Err(s) => {
+                // Several huge strings together exceed the request limit.
+                let too_large = s.code() == Code::OutOfRange && s.message().contains("too large");
+                // Valid, but the agent's slots or running limit are full.
+                let full = s.code() == Code::ResourceExhausted;
                 assert!(
-                    matches!(
-                        s.code(),
-                        Code::InvalidArgument | Code::FailedPrecondition | Code::PermissionDenied
-                    ) && s.message().starts_with("spec"),
+                    too_large
+                        || full
+                        || matches!(
+                            s.code(),
+                            Code::InvalidArgument
+                                | Code::FailedPrecondition
+                                | Code::PermissionDenied
+                        ) && s.message().starts_with("spec"),
                     "{:?}: {}",
                     s.code(),
                     s.message()
