@@ -79,19 +79,32 @@ fn start_req(spec: pb::ExperimentSpec) -> pb::StartExperimentRequest {
 
 /// Every experiment, page by page, checking each page's bounds.
 async fn list_all(c: &mut FaultServiceClient<Channel>, running_only: bool) -> Vec<pb::Experiment> {
+    list_pages(c, running_only, 0).await
+}
+
+async fn list_pages(
+    c: &mut FaultServiceClient<Channel>,
+    running_only: bool,
+    page_size: u32,
+) -> Vec<pb::Experiment> {
     let mut out = Vec::new();
     let mut page_token = String::new();
     loop {
         let page = c
             .list_experiments(pb::ListExperimentsRequest {
                 running_only,
-                page_size: 0,
+                page_size,
                 page_token,
             })
             .await
             .unwrap()
             .into_inner();
-        assert!(page.experiments.len() <= 100, "the default page is 100");
+        let size = if page_size == 0 {
+            100
+        } else {
+            page_size as usize
+        };
+        assert!(page.experiments.len() <= size, "a page has at most {size}");
         out.extend(page.experiments);
         if page.next_page_token.is_empty() {
             return out;
@@ -241,6 +254,8 @@ async fn ten_thousand_hostile_calls_get_the_right_codes_and_memory_stays_bounded
     c.stop_all(pb::StopAllRequest {}).await.unwrap();
     let rss_before = rss_kib(agent.pid());
     let mut rss_after = Vec::new();
+    // The warm-up's, then the mixes' valid starts.
+    let mut started = 1;
     // Twice: the first shows what 10,000 calls in flight cost, the second
     // that nothing accumulates from one mix to the next.
     for round in 1..=2 {
@@ -365,6 +380,7 @@ async fn ten_thousand_hostile_calls_get_the_right_codes_and_memory_stays_bounded
         drop(channels);
         assert_idle(&agent, &mut c, &idle).await;
         rss_after.push(rss_during);
+        started += tally.get(&(Call::Valid, "Ok".into())).copied().unwrap_or(0);
     }
     let (first, second) = (rss_after[0], rss_after[1]);
     eprintln!(
@@ -382,14 +398,35 @@ async fn ten_thousand_hostile_calls_get_the_right_codes_and_memory_stays_bounded
     );
     // Every ended experiment is still listed, page by page, within the
     // configured number kept.
+    // Every experiment is listed once, on pages of the default size and on
+    // small pages that the token strings together; a page size beyond the
+    // limit and a forged token are refused naming the field.
     let all = list_all(&mut c, false).await;
-    assert!(
-        !all.is_empty() && all.len() <= 300 + MAX_RUNNING,
-        "{}",
-        all.len()
+    assert_eq!(
+        all.len(),
+        started.min(300),
+        "every started experiment, the ended ones within keep_ended_experiments"
     );
-    let ids: HashSet<&str> = all.iter().map(|e| e.id.as_str()).collect();
-    assert_eq!(ids.len(), all.len(), "no experiment on two pages");
+    let small = list_pages(&mut c, false, 7).await;
+    let ids = |v: &[pb::Experiment]| v.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&small),
+        ids(&all),
+        "small pages give the same experiments in the same order"
+    );
+    let unique: HashSet<String> = ids(&all).into_iter().collect();
+    assert_eq!(unique.len(), all.len(), "no experiment on two pages");
+    let s = c
+        .list_experiments(pb::ListExperimentsRequest {
+            page_size: 1001,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        s.code() == Code::InvalidArgument && s.message().starts_with("page_size"),
+        "{s:?}"
+    );
 }
 
 /// A few hundred random specs (every kind, odd values; targets only this

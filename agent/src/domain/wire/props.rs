@@ -92,7 +92,42 @@ fn packet_match() -> impl Strategy<Value = Option<pb::PacketMatch>> {
 
 /// Every variant of `FaultSpec.kind`, every field of each. A kind added to
 /// the proto without a line here fails `every_kind_is_generated`.
+/// Near-valid faults, so that the accepted side is tested too.
+fn near_valid() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        2 => (
+            prop::sample::select(vec!["connect", "bind", "sendmsg", "getpid"]),
+            prop::sample::select(vec!["ECONNREFUSED", "EIO", "EPERM", "ENOSPC"]),
+            prob(),
+            0u32..70_000,
+            prop::sample::select(vec!["", "127.0.0.0/8", "::1", "10.0.0.0/40"]),
+        )
+            .prop_map(|(syscall, errno, probability, port, cidr)| {
+                Kind::SyscallError(pb::SyscallError {
+                    syscall: syscall.into(),
+                    errno: errno.into(),
+                    probability,
+                    port,
+                    cidr: cidr.into(),
+                    path: String::new(),
+                })
+            }),
+        1 => (prob(), 0i32..4).prop_map(|(probability, direction)| {
+            Kind::PacketLoss(pb::PacketLoss {
+                probability,
+                burst_length: 0.0,
+                direction,
+                r#match: None,
+            })
+        }),
+    ]
+}
+
 fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![1 => near_valid(), 2 => every_kind()]
+}
+
+fn every_kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
         (text(), text(), prob(), small(), text(), text()).prop_map(
             |(syscall, errno, probability, port, cidr, path)| Kind::SyscallError(
@@ -228,6 +263,19 @@ fn pids() -> impl Strategy<Value = Vec<u32>> {
 }
 
 fn target() -> impl Strategy<Value = Option<pb::Target>> {
+    prop_oneof![
+        2 => prop::sample::select(vec![
+            pb::Target { pids: vec![std::process::id()], ..Default::default() },
+            pb::Target { cgroup: "/app".into(), ..Default::default() },
+            pb::Target { interface: "veth0".into(), ..Default::default() },
+            pb::Target { comm: "bash".into(), ..Default::default() },
+        ])
+        .prop_map(Some),
+        3 => any_target(),
+    ]
+}
+
+fn any_target() -> impl Strategy<Value = Option<pb::Target>> {
     prop::option::weighted(
         0.9,
         (
@@ -257,6 +305,7 @@ fn target() -> impl Strategy<Value = Option<pb::Target>> {
 
 fn labels() -> impl Strategy<Value = std::collections::HashMap<String, String>> {
     prop_oneof![
+        4 => Just(std::collections::HashMap::new()),
         4 => prop::collection::hash_map(text(), text(), 0..4),
         1 => prop::collection::hash_map("[a-z]{1,8}", "[a-z]{0,8}", 30..36),
     ]
@@ -264,16 +313,16 @@ fn labels() -> impl Strategy<Value = std::collections::HashMap<String, String>> 
 
 fn spec() -> impl Strategy<Value = pb::ExperimentSpec> {
     (
-        text(),
+        prop_oneof![3 => "[a-z]{0,12}", 1 => text()],
         prop::collection::vec(
             prop::option::weighted(0.95, kind()).prop_map(|kind| pb::FaultSpec { kind }),
             0..4,
         ),
         target(),
-        prop_oneof![Just(0u64), 1u64..10_000_000, any::<u64>()],
+        prop_oneof![1 => Just(0u64), 6 => 1u64..10_000_000, 1 => any::<u64>()],
         any::<bool>(),
         labels(),
-        enumeration(),
+        prop_oneof![4 => 0i32..3, 1 => any::<i32>()],
     )
         .prop_map(
             |(name, faults, target, duration_ms, dry_run, labels, impact)| pb::ExperimentSpec {
@@ -306,6 +355,9 @@ fn out_of_time() -> bool {
     start.elapsed() > max
 }
 
+/// How many cases were accepted, shown at the end of a `cargo xtask fuzz`.
+static ACCEPTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
@@ -320,6 +372,7 @@ proptest! {
         let host = FakeHost { exists };
         match spec_from_proto(Some(&wire), &host) {
             Ok(domain) => {
+                ACCEPTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 prop_assert!(domain.name.len() <= MAX_NAME_BYTES);
                 prop_assert!(domain.labels.len() <= MAX_LABELS);
                 for (k, v) in &domain.labels {
@@ -349,7 +402,7 @@ proptest! {
 fn every_kind_is_generated() {
     use proptest::strategy::ValueTree as _;
     let mut runner = proptest::test_runner::TestRunner::deterministic();
-    let strategy = kind();
+    let strategy = every_kind();
     let mut seen = std::collections::HashSet::new();
     for _ in 0..2000 {
         let k = strategy.new_tree(&mut runner).unwrap().current();
