@@ -52,6 +52,8 @@ struct FileConfig {
     ssh_ports: Option<Vec<u16>>,
     metrics_listen: Option<String>,
     default_lease: Option<String>,
+    max_running_experiments: Option<u32>,
+    keep_ended_experiments: Option<u32>,
 }
 
 /// Command line; every flag also reads an environment variable.
@@ -151,6 +153,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// The lease of an experiment started over TCP that asks for none.
     pub default_lease: Option<Duration>,
+    /// Experiments running at once, and ended ones kept (`crate::limits`).
+    pub limits: crate::limits::Limits,
 }
 
 /// When the agent loads (and the kernel verifies) its programs.
@@ -187,7 +191,9 @@ fn overlay(base: &mut FileConfig, top: FileConfig) {
         nth_call_capacity,
         ssh_ports,
         metrics_listen,
-        default_lease
+        default_lease,
+        max_running_experiments,
+        keep_ended_experiments
     );
 }
 
@@ -217,6 +223,8 @@ impl Config {
                 ssh_ports: None,
                 metrics_listen: cli.metrics_listen.clone(),
                 default_lease: cli.default_lease.clone(),
+                max_running_experiments: None,
+                keep_ended_experiments: None,
             },
         );
         let mut cfg = Self::validate(merged)?;
@@ -229,6 +237,7 @@ impl Config {
     }
 
     fn validate(f: FileConfig) -> Result<Self, ConfigError> {
+        let limits = limits(&f)?;
         let socket = f
             .socket
             .unwrap_or_else(|| "/run/faultline/agent.sock".into());
@@ -342,6 +351,7 @@ impl Config {
         Ok(Self {
             metrics_listen,
             default_lease,
+            limits,
             ssh_ports,
             nth_call_capacity,
             probe,
@@ -387,6 +397,33 @@ fn metrics_addr(value: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> 
         });
     }
     Ok(Some(addr))
+}
+
+/// `max_running_experiments` (at most the kernel's fault slots) and
+/// `keep_ended_experiments`.
+fn limits(f: &FileConfig) -> Result<crate::limits::Limits, ConfigError> {
+    use crate::limits::{DEFAULT_KEEP_ENDED, DEFAULT_MAX_RUNNING, MAX_KEEP_ENDED};
+    let max_running = f.max_running_experiments.unwrap_or(DEFAULT_MAX_RUNNING);
+    let slots = faultline_common::MAX_FAULTS;
+    if !(1..=slots).contains(&max_running) {
+        return Err(ConfigError::Invalid {
+            key: "max_running_experiments",
+            reason: format!(
+                "must be between 1 and {slots} (the kernel's fault slots), got {max_running}"
+            ),
+        });
+    }
+    let keep_ended = f.keep_ended_experiments.unwrap_or(DEFAULT_KEEP_ENDED);
+    if keep_ended > MAX_KEEP_ENDED {
+        return Err(ConfigError::Invalid {
+            key: "keep_ended_experiments",
+            reason: format!("must be at most {MAX_KEEP_ENDED}, got {keep_ended}"),
+        });
+    }
+    Ok(crate::limits::Limits {
+        max_running: max_running as usize,
+        keep_ended: keep_ended as usize,
+    })
 }
 
 fn check_comm(c: &str) -> Result<ProtectedName, ConfigError> {
@@ -459,6 +496,7 @@ mod tests {
         assert_eq!(cfg.nth_call_capacity, 8192);
         assert_eq!(cfg.ssh_ports, [22]);
         assert_eq!(cfg.default_lease, Some(Duration::from_secs(15)));
+        assert_eq!(cfg.limits, crate::limits::Limits::default());
     }
 
     #[test]
@@ -476,6 +514,35 @@ mod tests {
             let e = Config::load(&c).unwrap_err().to_string();
             assert!(e.contains("`default_lease`"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn experiment_limits_from_file_and_bad_values_name_the_key() {
+        let dir = std::env::temp_dir().join(format!("fl-cfg-limits-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.toml");
+        let mut c = cli();
+        c.config = Some(file.clone());
+        std::fs::write(
+            &file,
+            "max_running_experiments = 8\nkeep_ended_experiments = 0\n",
+        )
+        .unwrap();
+        let l = Config::load(&c).unwrap().limits;
+        assert_eq!((l.max_running, l.keep_ended), (8, 0));
+        for (text, key) in [
+            ("max_running_experiments = 0", "`max_running_experiments`"),
+            ("max_running_experiments = 129", "`max_running_experiments`"),
+            (
+                "keep_ended_experiments = 100001",
+                "`keep_ended_experiments`",
+            ),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let e = Config::load(&c).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

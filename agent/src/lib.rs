@@ -20,6 +20,7 @@ pub mod faults;
 pub mod grpc;
 pub mod impact;
 pub mod kernel;
+pub mod limits;
 pub mod metrics;
 pub mod names;
 pub mod procs;

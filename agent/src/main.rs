@@ -173,9 +173,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     kernel.set_protected_comms(&policy.protected_comms)?;
     kernel.set_protected(&policy.protected_pids)?;
     kernel.set_ssh_ports(&cfg.ssh_ports)?;
-    let engine =
-        EngineHandle::new(Engine::new(kernel, policy).with_journal(journal, cfg.state_dir.clone()))
-            .with_default_lease(cfg.default_lease);
+    let engine = EngineHandle::new(
+        Engine::new(kernel, policy)
+            .with_journal(journal, cfg.state_dir.clone())
+            .with_limits(cfg.limits),
+    )
+    .with_default_lease(cfg.default_lease);
     spawn_task_flags_reader(engine.clone(), agent_cgroup.clone());
     if cfg.probe == ProbeMode::Start {
         spawn_prober(engine.clone());

@@ -46,7 +46,11 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(FaultServiceServer::new(FaultServiceImpl::new(engine)));
+        .add_service(
+            FaultServiceServer::new(FaultServiceImpl::new(engine))
+                .max_decoding_message_size(crate::limits::MAX_REQUEST_BYTES)
+                .max_encoding_message_size(crate::limits::MAX_RESPONSE_BYTES),
+        );
 
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let stop = stop_tx.clone();

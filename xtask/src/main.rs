@@ -88,6 +88,19 @@ enum Task {
         #[arg(last = true)]
         bench_args: Vec<OsString>,
     },
+    /// Set up, then run the property test of wire -> domain validation
+    /// (`agent/src/domain/wire/props.rs`) for many more cases than the
+    /// suite's few hundred: arbitrary `ExperimentSpec`s must give a valid
+    /// experiment or `InvalidArgument` naming a field, never a panic.
+    Fuzz {
+        /// Cases to try (PROPTEST_CASES); the suite runs 256.
+        #[arg(long, default_value_t = 100_000)]
+        cases: u32,
+        /// Stop after this long (PROPTEST_MAX_SECS), e.g. 10m, whatever
+        /// the cases.
+        #[arg(long, value_parser = humantime_secs, default_value = "10m")]
+        duration: u64,
+    },
     /// Set up, then run clippy on all targets with warnings denied.
     Clippy,
     /// Check formatting without changing any file.
@@ -193,6 +206,22 @@ fn main() -> Result<()> {
                 .args(names)
                 .args(bench_args))
         }
+        Task::Fuzz { cases, duration } => {
+            setup::run_all()?;
+            run(cargo()
+                .env("PROPTEST_CASES", cases.to_string())
+                .env("PROPTEST_MAX_SECS", duration.to_string())
+                .args([
+                    "test",
+                    "--release",
+                    "-p",
+                    "faultline-agent",
+                    "--lib",
+                    "domain::wire::props",
+                    "--",
+                    "--nocapture",
+                ]))
+        }
         Task::Clippy => {
             setup::run_all()?;
             run(cargo().args([
@@ -219,6 +248,20 @@ fn main() -> Result<()> {
             setup::run_all()?;
             package::caps(set.as_deref())
         }
+    }
+}
+
+/// A duration such as `90s` or `10m`, in whole seconds.
+fn humantime_secs(s: &str) -> Result<u64, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: give a number and s, m or h"))?;
+    match unit {
+        "" | "s" => Ok(n),
+        "m" => Ok(n * 60),
+        "h" => Ok(n * 3600),
+        _ => Err(format!("{s:?}: the unit is s, m or h")),
     }
 }
 

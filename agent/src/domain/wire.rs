@@ -6,9 +6,16 @@ use std::{collections::BTreeMap, time::Duration};
 
 use faultline_common::MAX_TARGET_PIDS;
 use faultline_proto::v1 as pb;
+use prost::Message as _;
 
 use super::{ExperimentSpec, Resolver, SpecError, Target};
-use crate::faults::{self, FaultSpec};
+use crate::{
+    faults::{self, FaultSpec},
+    limits::{
+        MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LABELS, MAX_NAME_BYTES, MAX_SPEC_BYTES,
+        clip,
+    },
+};
 
 const MAX_FAULTS_PER_EXPERIMENT: usize = 16;
 
@@ -136,6 +143,57 @@ fn target(
     Ok(out)
 }
 
+/// The size limits (`crate::limits`), before anything else is read: a
+/// refusal names the field and the limit, and never quotes the value.
+fn check_sizes(s: &pb::ExperimentSpec) -> Result<(), SpecError> {
+    if s.name.len() > MAX_NAME_BYTES {
+        return Err(inv(
+            "spec.name",
+            format!("at most {MAX_NAME_BYTES} bytes, got {}", s.name.len()),
+        ));
+    }
+    if s.labels.len() > MAX_LABELS {
+        return Err(inv(
+            "spec.labels",
+            format!("at most {MAX_LABELS} labels, got {}", s.labels.len()),
+        ));
+    }
+    // In key order, so the field named is the same on every retry.
+    let mut keys: Vec<&String> = s.labels.keys().collect();
+    keys.sort();
+    for k in keys {
+        let shown = clip(k, MAX_LABEL_KEY_BYTES);
+        if k.is_empty() || k.len() > MAX_LABEL_KEY_BYTES {
+            return Err(inv(
+                format!("spec.labels[{shown:?}]"),
+                format!(
+                    "a label key has 1 to {MAX_LABEL_KEY_BYTES} bytes, got {}",
+                    k.len()
+                ),
+            ));
+        }
+        let v = &s.labels[k];
+        if v.len() > MAX_LABEL_VALUE_BYTES {
+            return Err(inv(
+                format!("spec.labels[{shown:?}]"),
+                format!(
+                    "a label value has at most {MAX_LABEL_VALUE_BYTES} bytes, got {}",
+                    v.len()
+                ),
+            ));
+        }
+    }
+    // Last, so a long label or name is named as such.
+    let encoded = s.encoded_len();
+    if encoded > MAX_SPEC_BYTES {
+        return Err(inv(
+            "spec",
+            format!("at most {MAX_SPEC_BYTES} bytes encoded, got {encoded}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Validates a request's spec.
 pub fn spec_from_proto(
     spec: Option<&pb::ExperimentSpec>,
@@ -157,20 +215,7 @@ pub fn spec_from_proto(
             "required: every experiment must be time-boxed",
         ));
     }
-    if s.name.len() > 128 {
-        return Err(inv("spec.name", "at most 128 bytes"));
-    }
-    if s.labels.len() > 32 {
-        return Err(inv("spec.labels", "at most 32 labels"));
-    }
-    for k in s.labels.keys() {
-        if k.is_empty() || k.len() > 63 {
-            return Err(inv(
-                format!("spec.labels[{k:?}]"),
-                "a label key has 1 to 63 bytes",
-            ));
-        }
-    }
+    check_sizes(s)?;
     let faults: Vec<FaultSpec> = s
         .faults
         .iter()
@@ -251,6 +296,9 @@ pub fn spec_to_proto(s: &ExperimentSpec) -> pb::ExperimentSpec {
         } as i32,
     }
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
@@ -401,8 +449,8 @@ mod tests {
 
     /// A host where every name resolves (or none does), so validation is
     /// tested without root and without the names existing.
-    struct FakeHost {
-        exists: bool,
+    pub(super) struct FakeHost {
+        pub(super) exists: bool,
     }
 
     impl Resolver for FakeHost {

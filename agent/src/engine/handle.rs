@@ -33,7 +33,8 @@ pub struct EngineHandle {
     inner: Arc<Mutex<Engine<Kernel>>>,
     records: Arc<RwLock<Records>>,
     counters: Arc<dyn CounterSource + Send + Sync>,
-    events: broadcast::Sender<Event>,
+    /// Shared views: a receiver's copy is a reference count.
+    events: broadcast::Sender<Arc<Event>>,
     /// The last event's sequence number; held while sending, so the
     /// stream's order is the numbers' order.
     seq: Arc<Mutex<u64>>,
@@ -57,7 +58,7 @@ pub(super) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + '
 
 impl EngineHandle {
     pub fn new(engine: Engine<Kernel>) -> Self {
-        let (events, _) = broadcast::channel(4096);
+        let (events, _) = broadcast::channel(crate::limits::EVENT_BUFFER);
         Self {
             records: engine.records(),
             counters: engine.kernel().counter_source(),
@@ -115,7 +116,7 @@ impl EngineHandle {
 
     /// A receiver of every later event, and the sequence number of the
     /// last event before it.
-    pub fn subscribe(&self) -> (broadcast::Receiver<Event>, u64) {
+    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<Event>>, u64) {
         let seq = self.seq();
         (self.events.subscribe(), *seq)
     }
@@ -159,6 +160,17 @@ impl EngineHandle {
         self.records().recent(ended, &*self.counters)
     }
 
+    /// See `Records::walk`: one page's walk, under one read lock.
+    pub fn walk(
+        &self,
+        running_only: bool,
+        after: Option<(SystemTime, &str)>,
+        take: &mut dyn FnMut(ExperimentView) -> bool,
+    ) -> bool {
+        self.records()
+            .walk(running_only, after, &*self.counters, take)
+    }
+
     pub fn running_ids(&self) -> Vec<String> {
         self.records().running_ids()
     }
@@ -183,14 +195,14 @@ impl EngineHandle {
             // either sees the number or finds the event still to come.
             self.write_records().set_end_seq(&experiment.id, *seq);
         }
-        let _ = self.events.send(Event {
+        let _ = self.events.send(Arc::new(Event {
             kind,
             seq: *seq,
             at: SystemTime::now(),
             experiment,
             // Shown as it is in `watch` and by controllers: no controls.
             message: escape_controls(message).into_owned(),
-        });
+        }));
     }
 
     pub async fn start(&self, spec: ExperimentSpec) -> Result<ExperimentView, EngineError> {

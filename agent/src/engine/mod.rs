@@ -155,6 +155,8 @@ pub struct Engine<K: KernelOps> {
     /// directory; detached (every record refused) unless `with_journal`.
     journal: Arc<Journal>,
     state_dir: std::path::PathBuf,
+    /// Experiments running at once, at most (`ResourceExhausted` beyond).
+    max_running: usize,
 }
 
 fn boottime_ns() -> u64 {
@@ -177,7 +179,16 @@ impl<K: KernelOps> Engine<K> {
             agent_pid: std::process::id(),
             journal: Journal::detached(),
             state_dir: std::path::PathBuf::new(),
+            max_running: crate::limits::Limits::default().max_running,
         }
+    }
+
+    /// How many experiments may run at once and how many ended ones are kept.
+    #[must_use]
+    pub fn with_limits(mut self, limits: crate::limits::Limits) -> Self {
+        self.write_records().keep_ended = limits.keep_ended;
+        self.max_running = limits.max_running;
+        self
     }
 
     /// Lets faults do agent-side work, recording it in `journal` (in the
@@ -363,6 +374,13 @@ impl<K: KernelOps> Engine<K> {
         mut origin: Origin,
     ) -> Result<String, EngineError> {
         let host_wide = self.policy.check(&spec, self.agent_pid)?;
+        let running = self.read_records().running_ids().len();
+        if running >= self.max_running {
+            return Err(EngineError::Exhausted(format!(
+                "{running} experiments are running, the most this agent runs at once \
+                 (config `max_running_experiments`); stop one first"
+            )));
+        }
         if self.free.len() < spec.faults.len() {
             return Err(EngineError::Exhausted(format!(
                 "all {MAX_FAULTS} fault slots are in use; stop an experiment first"

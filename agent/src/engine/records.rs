@@ -19,9 +19,6 @@ use crate::{
     worker::{Report, Worker},
 };
 
-/// Finished experiments kept for `GetExperiment`/`ListExperiments`.
-const KEEP_FINISHED: usize = 1000;
-
 #[derive(Clone)]
 pub(super) struct FaultRecord {
     pub slot: Option<u32>,
@@ -79,9 +76,10 @@ pub(super) struct Record {
 }
 
 /// Every experiment, by id.
-#[derive(Default)]
 pub struct Records {
     pub(super) map: BTreeMap<String, Record>,
+    /// Ended experiments kept for `GetExperiment`/`ListExperiments`.
+    pub(super) keep_ended: usize,
     /// Experiments an event stream has announced as running and whose end
     /// it has not passed on yet: never pruned, so a stream that lags can
     /// still deliver their final state. Counted per stream.
@@ -94,6 +92,16 @@ pub struct CatchUp {
     pub ended: Vec<(EventKind, ExperimentView)>,
     /// Running but not announced to the stream yet; now pinned for it.
     pub started: Vec<ExperimentView>,
+}
+
+impl Default for Records {
+    fn default() -> Self {
+        Self {
+            map: BTreeMap::new(),
+            keep_ended: crate::limits::Limits::default().keep_ended,
+            pins: HashMap::new(),
+        }
+    }
 }
 
 impl Records {
@@ -204,6 +212,29 @@ impl Records {
             .collect()
     }
 
+    /// Walks the experiments oldest first (by start, then id), from just
+    /// after `after`, giving each view to `take` until it declines one
+    /// (returns false); true if it declined one, i.e. some remain.
+    pub fn walk(
+        &self,
+        running_only: bool,
+        after: Option<(SystemTime, &str)>,
+        counters: &dyn CounterSource,
+        take: &mut dyn FnMut(ExperimentView) -> bool,
+    ) -> bool {
+        let mut keys: Vec<(SystemTime, &str)> = self
+            .map
+            .values()
+            .filter(|r| !running_only || r.state == State::Running)
+            .map(|r| (r.started_at, r.id.as_str()))
+            .filter(|k| after.is_none_or(|a| *k > a))
+            .collect();
+        keys.sort_unstable();
+        keys.into_iter()
+            .filter_map(|(_, id)| self.view(id, counters))
+            .any(|v| !take(v))
+    }
+
     pub fn running_ids(&self) -> Vec<String> {
         self.map
             .values()
@@ -289,7 +320,7 @@ impl Records {
         }
     }
 
-    /// Forgets the oldest finished experiments beyond `KEEP_FINISHED`,
+    /// Forgets the oldest finished experiments beyond `keep_ended`,
     /// except those an event stream still owes its subscriber.
     pub(super) fn prune(&mut self) {
         let mut finished: Vec<(SystemTime, String)> = self
@@ -298,9 +329,9 @@ impl Records {
             .filter(|r| r.state != State::Running && !self.pins.contains_key(&r.id))
             .map(|r| (r.started_at, r.id.clone()))
             .collect();
-        if finished.len() > KEEP_FINISHED {
+        if finished.len() > self.keep_ended {
             finished.sort();
-            for (_, id) in finished.iter().take(finished.len() - KEEP_FINISHED) {
+            for (_, id) in finished.iter().take(finished.len() - self.keep_ended) {
                 self.map.remove(id);
             }
         }

@@ -3,6 +3,7 @@
 
 pub mod caller;
 mod convert;
+mod page;
 mod service;
 mod status;
 mod watch;

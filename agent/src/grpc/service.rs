@@ -100,11 +100,9 @@ impl FaultService for FaultServiceImpl {
         &self,
         req: Request<pb::ListExperimentsRequest>,
     ) -> Result<Response<pb::ListExperimentsResponse>, Status> {
-        let list = self.engine.list(req.get_ref().running_only);
-        Ok(Response::new(pb::ListExperimentsResponse {
-            experiments: list.iter().map(experiment_to_proto).collect(),
-            next_page_token: String::new(),
-        }))
+        super::page::list(&self.engine, req.get_ref())
+            .map(Response::new)
+            .map_err(|e| refused("ListExperiments", &e.into()))
     }
 
     async fn stop_experiment(
@@ -157,7 +155,7 @@ impl FaultService for FaultServiceImpl {
         if !filter.is_empty() && self.engine.view(&filter).is_none() {
             return Err(refused("WatchEvents", &EngineError::NotFound(filter)));
         }
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = mpsc::channel(crate::limits::WATCH_QUEUE);
         tokio::spawn(super::watch::run(self.engine.clone(), filter, period, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

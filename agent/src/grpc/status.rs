@@ -39,7 +39,8 @@ pub fn refused(method: &'static str, e: &EngineError) -> Status {
         EngineError::Reused(_) => (Code::AlreadyExists, "request_id"),
         EngineError::Kernel(k) => (kernel_code(k), ""),
     };
-    let reason = e.to_string();
+    // A reason may quote the request: never more than a few KiB of it.
+    let reason = crate::limits::clip(&e.to_string(), crate::limits::MAX_REASON_BYTES).into_owned();
     // The reason quotes the request (names, paths, comm): escaped in the log.
     let logged = faultline_proto::text::Escaped(&reason);
     if code == Code::Internal {

@@ -15,16 +15,27 @@ pub async fn list(
     format: OutputFormat,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let experiments = agent
-        .call(|mut c| async move {
-            c.list_experiments(pb::ListExperimentsRequest {
-                running_only,
-                ..Default::default()
+    // Every page, in order: the agent answers at most 1000 (and 4 MiB) at once.
+    let mut experiments = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let token = std::mem::take(&mut page_token);
+        let page = agent
+            .call(|mut c| async move {
+                c.list_experiments(pb::ListExperimentsRequest {
+                    running_only,
+                    page_size: 1000,
+                    page_token: token,
+                })
+                .await
             })
-            .await
-        })
-        .await?
-        .experiments;
+            .await?;
+        experiments.extend(page.experiments);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
     match format {
         OutputFormat::Table => {
             output::write_experiments_table(out, &experiments, output::now_ms())?;
