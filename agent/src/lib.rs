@@ -23,6 +23,7 @@ pub mod kernel;
 pub mod names;
 pub mod procs;
 pub mod qdisc;
+pub mod remote;
 pub mod server;
 pub mod ssh;
 pub mod state;

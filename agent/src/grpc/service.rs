@@ -15,6 +15,7 @@ use super::{
 use crate::{
     domain::{HostResolver, spec_from_proto},
     engine::{EngineError, EngineHandle},
+    remote::audit,
 };
 
 pub struct FaultServiceImpl {
@@ -69,6 +70,7 @@ impl FaultService for FaultServiceImpl {
             .start(spec)
             .await
             .map_err(|e| refused(METHOD, &e))?;
+        audit::ok(&req, METHOD, &view.id, &audit::summary(&view));
         Ok(Response::new(pb::StartExperimentResponse {
             experiment: Some(experiment_to_proto(&view)),
         }))
@@ -109,14 +111,16 @@ impl FaultService for FaultServiceImpl {
             .stop(id)
             .await
             .map_err(|e| refused(METHOD, &e))?;
+        audit::ok(&req, METHOD, &view.id, &audit::summary(&view));
         Ok(Response::new(experiment_to_proto(&view)))
     }
 
     async fn stop_all(
         &self,
-        _req: Request<pb::StopAllRequest>,
+        req: Request<pb::StopAllRequest>,
     ) -> Result<Response<pb::StopAllResponse>, Status> {
         let stopped_ids = self.engine.stop_all("stopped by StopAll").await;
+        audit::ok(&req, "StopAll", &stopped_ids.join(","), "");
         Ok(Response::new(pb::StopAllResponse { stopped_ids }))
     }
 
