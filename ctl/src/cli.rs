@@ -49,15 +49,33 @@ pub struct Cli {
     pub endpoint: Option<String>,
 
     /// CA certificate (PEM) the agent's certificate must chain to (https endpoints).
-    #[arg(long, global = true, help_heading = "Global options", env = "FAULTLINE_TLS_CA", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "FAULTLINE_TLS_CA",
+        value_name = "FILE"
+    )]
     pub tls_ca: Option<PathBuf>,
 
     /// This client's certificate (PEM), e.g. from `faultctl certs issue`.
-    #[arg(long, global = true, help_heading = "Global options", env = "FAULTLINE_TLS_CERT", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "FAULTLINE_TLS_CERT",
+        value_name = "FILE"
+    )]
     pub tls_cert: Option<PathBuf>,
 
     /// The private key (PEM) of --tls-cert.
-    #[arg(long, global = true, help_heading = "Global options", env = "FAULTLINE_TLS_KEY", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "FAULTLINE_TLS_KEY",
+        value_name = "FILE"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// How long the agent gets to answer each call (and to connect), e.g.
@@ -177,11 +195,11 @@ pub fn agent_address(cli: &Cli, matches: &clap::ArgMatches) -> Result<AgentAddre
             match (&cli.tls_ca, &cli.tls_cert, &cli.tls_key) {
                 (Some(ca), Some(cert), Some(key)) => Ok(AgentAddress::Tls(
                     url,
-                    ClientTls {
+                    Box::new(ClientTls {
                         ca: ca.clone(),
                         cert: cert.clone(),
                         key: key.clone(),
-                    },
+                    }),
                 )),
                 _ => Err(format!(
                     "--endpoint {url} needs --tls-ca, --tls-cert and --tls-key (or FAULTLINE_TLS_CA, \

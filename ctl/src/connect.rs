@@ -24,7 +24,7 @@ pub enum AgentAddress {
     /// A URL such as `http://127.0.0.1:50051`.
     Endpoint(String),
     /// An `https://` URL, reached with mutual TLS.
-    Tls(String, ClientTls),
+    Tls(String, Box<ClientTls>),
 }
 
 /// The client side of mutual TLS: the CA the agent's certificate must

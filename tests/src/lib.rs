@@ -26,9 +26,9 @@ mod net;
 mod netns;
 mod probe;
 pub mod procs;
-pub mod tls;
 mod rate;
 mod spec;
+pub mod tls;
 
 use std::{
     path::PathBuf,

@@ -82,11 +82,13 @@ fn audit(agent: &Agent) -> Vec<serde_json::Value> {
 /// the roles file, so only its dates can refuse it).
 fn expired_client(c: &CertDir) {
     c.issue("old", "operator");
-    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(c.path("ca-key.pem")).unwrap())
-        .unwrap();
-    let issuer =
-        rcgen::Issuer::from_ca_cert_pem(&std::fs::read_to_string(c.path("ca.pem")).unwrap(), ca_key)
-            .unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(c.path("ca-key.pem")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(c.path("ca.pem")).unwrap(),
+        ca_key,
+    )
+    .unwrap();
     let mut p = rcgen::CertificateParams::default();
     p.distinguished_name.push(rcgen::DnType::CommonName, "old");
     p.not_before = rcgen::date_time_ymd(2020, 1, 1);
@@ -121,7 +123,10 @@ fn roles_decide_who_may_start_stop_and_stop_all_and_each_call_is_audited() {
     let cg = TestCgroup::new("mtls-roles");
     rt().block_on(async {
         // Who may connect at all.
-        assert!(list_as(&c, addr, None).await.is_err(), "no client certificate was served");
+        assert!(
+            list_as(&c, addr, None).await.is_err(),
+            "no client certificate was served"
+        );
         let unknown = stranger.channel(addr, Some("ops")).await;
         let unknown = match unknown {
             Ok(ch) => FaultServiceClient::new(ch)
@@ -131,10 +136,24 @@ fn roles_decide_who_may_start_stop_and_stop_all_and_each_call_is_audited() {
                 .map_err(|s| s.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        assert!(unknown.is_err(), "a certificate from an unknown CA was served");
-        assert!(list_as(&c, addr, Some("old")).await.is_err(), "an expired certificate was served");
-        assert_eq!(list_as(&c, addr, Some("vic")).await, Ok(0), "the viewer cannot list");
-        assert!(agent.log().contains("TLS handshake refused"), "{}", agent.log());
+        assert!(
+            unknown.is_err(),
+            "a certificate from an unknown CA was served"
+        );
+        assert!(
+            list_as(&c, addr, Some("old")).await.is_err(),
+            "an expired certificate was served"
+        );
+        assert_eq!(
+            list_as(&c, addr, Some("vic")).await,
+            Ok(0),
+            "the viewer cannot list"
+        );
+        assert!(
+            agent.log().contains("TLS handshake refused"),
+            "{}",
+            agent.log()
+        );
 
         let mut vic = client(&c, addr, "vic").await;
         let mut ops = client(&c, addr, "ops").await;
@@ -142,8 +161,14 @@ fn roles_decide_who_may_start_stop_and_stop_all_and_each_call_is_audited() {
         // A viewer cannot start: nothing attached.
         let e = vic.start_experiment(start_req(&cg)).await.unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-        assert!(e.message().contains("vic") && e.message().contains("operator"), "{e:?}");
-        assert!(agent.links().is_empty(), "a refused start attached programs");
+        assert!(
+            e.message().contains("vic") && e.message().contains("operator"),
+            "{e:?}"
+        );
+        assert!(
+            agent.links().is_empty(),
+            "a refused start attached programs"
+        );
         // An operator can: it runs, with its programs attached in the kernel.
         let id = ops
             .start_experiment(start_req(&cg))
@@ -162,11 +187,21 @@ fn roles_decide_who_may_start_stop_and_stop_all_and_each_call_is_audited() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-        let e = ops.stop_all(pb::StopAllRequest::default()).await.unwrap_err();
+        let e = ops
+            .stop_all(pb::StopAllRequest::default())
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-        assert!(e.message().contains("ops") && e.message().contains("admin"), "{e:?}");
+        assert!(
+            e.message().contains("ops") && e.message().contains("admin"),
+            "{e:?}"
+        );
         assert_eq!(state_of(&mut vic, &id).await, running());
-        assert_eq!(agent.links(), links, "a refused stop changed the attachments");
+        assert_eq!(
+            agent.links(),
+            links,
+            "a refused stop changed the attachments"
+        );
         // A bad request by an operator: refused and audited.
         let e = ops
             .stop_experiment(pb::StopExperimentRequest { id: "nope".into() })
@@ -180,7 +215,7 @@ fn roles_decide_who_may_start_stop_and_stop_all_and_each_call_is_audited() {
             .expect("the admin stops all")
             .into_inner()
             .stopped_ids;
-        assert_eq!(stopped, [id.clone()]);
+        assert_eq!(stopped, std::slice::from_ref(&id));
         assert!(agent.links().is_empty(), "StopAll left attachments");
         // An operator starts and stops its own, by faultctl over the veth
         // from inside the namespace.
@@ -199,7 +234,11 @@ fn roles_decide_who_may_start_stop_and_stop_all_and_each_call_is_audited() {
                 .args(args)
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "faultctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "faultctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8(out.stdout).unwrap()
         };
         let started: serde_json::Value = serde_json::from_str(&ctl(&[
@@ -220,7 +259,6 @@ fn roles_decide_who_may_start_stop_and_stop_all_and_each_call_is_audited() {
         assert!(!agent.links().is_empty());
         ctl(&["stop", &id2]);
         assert!(agent.links().is_empty());
-        (id, id2)
     });
     drop(cg);
     // Exactly one entry per mutating call and per refusal, with the identity.
@@ -246,8 +284,19 @@ fn roles_decide_who_may_start_stop_and_stop_all_and_each_call_is_audited() {
     .collect();
     assert_eq!(got, want, "audit log:\n{:#?}", audit(&agent));
     let first_ok = &audit(&agent)[1];
-    assert!(first_ok["peer"].as_str().unwrap().starts_with(&ns.host_ip.to_string()));
-    assert!(first_ok["spec_summary"].as_str().unwrap().contains("connect"), "{first_ok}");
+    assert!(
+        first_ok["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with(&ns.host_ip.to_string())
+    );
+    assert!(
+        first_ok["spec_summary"]
+            .as_str()
+            .unwrap()
+            .contains("connect"),
+        "{first_ok}"
+    );
     assert!(!first_ok["experiment_id"].as_str().unwrap().is_empty());
 }
 
@@ -264,7 +313,12 @@ fn a_non_loopback_listener_without_tls_exits_64_with_the_reason() {
             "no TLS is configured",
         ),
         (
-            vec!["--listen", "127.0.0.1:50051", "--tls-cert", "/nonexistent.pem"],
+            vec![
+                "--listen",
+                "127.0.0.1:50051",
+                "--tls-cert",
+                "/nonexistent.pem",
+            ],
             "`tls_key`",
         ),
     ] {
@@ -278,7 +332,10 @@ fn a_non_loopback_listener_without_tls_exits_64_with_the_reason() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
-        assert!(err.contains(expected) && err.contains("`"), "{args:?}: {err}");
+        assert!(
+            err.contains(expected) && err.contains("`"),
+            "{args:?}: {err}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -322,28 +379,44 @@ fn a_sighup_with_a_new_ca_refuses_old_certificates_and_experiments_go_on() {
             .id;
         let links = agent.links();
         assert!(!links.is_empty());
-        assert!(list_as(&new, addr, Some("ops2")).await.is_err(), "the new CA is not in force yet");
+        assert!(
+            list_as(&new, addr, Some("ops2")).await.is_err(),
+            "the new CA is not in force yet"
+        );
         install(&new);
         agent.signal(Signal::SIGHUP);
         assert!(
-            faultline_tests::wait_for(Duration::from_secs(5), || agent.log().contains("roles reloaded")),
+            faultline_tests::wait_for(Duration::from_secs(5), || agent
+                .log()
+                .contains("roles reloaded")),
             "{}",
             agent.log()
         );
-        assert!(list_as(&old, addr, Some("ops")).await.is_err(), "the old CA's client was served");
+        assert!(
+            list_as(&old, addr, Some("ops")).await.is_err(),
+            "the old CA's client was served"
+        );
         let mut ops2 = client(&new, addr, "ops2").await;
-        assert_eq!(state_of(&mut ops2, &id).await, running(), "the experiment did not survive");
+        assert_eq!(
+            state_of(&mut ops2, &id).await,
+            running(),
+            "the experiment did not survive"
+        );
         assert_eq!(agent.links(), links, "the reload changed the attachments");
         // A broken file: the reload is refused, the configuration in force stays.
         std::fs::write(live.path("ca.pem"), "not a certificate").unwrap();
         agent.signal(Signal::SIGHUP);
         assert!(
-            faultline_tests::wait_for(Duration::from_secs(5), || agent.log().contains("not reloaded")),
+            faultline_tests::wait_for(Duration::from_secs(5), || agent
+                .log()
+                .contains("not reloaded")),
             "{}",
             agent.log()
         );
         assert_eq!(list_as(&new, addr, Some("ops2")).await, Ok(1));
-        ops2.stop_experiment(pb::StopExperimentRequest { id }).await.expect("stop");
+        ops2.stop_experiment(pb::StopExperimentRequest { id })
+            .await
+            .expect("stop");
     });
 }
 
@@ -372,7 +445,10 @@ fn idle(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
             .unwrap_or(1);
         queue == 0 && ss("state syn-recv").trim().is_empty()
     });
-    assert!(accepted, "the agent did not accept {n} connections within 10 s");
+    assert!(
+        accepted,
+        "the agent did not accept {n} connections within 10 s"
+    );
     held
 }
 
@@ -388,12 +464,23 @@ fn idle_connections_do_not_starve_a_real_client_and_the_limit_and_timeout_hold()
         rlim_max: 8192,
     };
     // SAFETY: a plain syscall on a valid struct.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) }, 0);
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) };
+    assert_eq!(rc, 0, "setrlimit");
     let c = CertDir::init(&[]);
     c.issue("vic", "viewer");
     let addr = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let mut args = c.agent_args(addr);
-    args.extend(["--max-connections", "1010", "--tls-handshake-timeout", "8s", "--log", "info,faultline_agent::remote=debug"].map(String::from));
+    args.extend(
+        [
+            "--max-connections",
+            "1010",
+            "--tls-handshake-timeout",
+            "8s",
+            "--log",
+            "info,faultline_agent::remote=debug",
+        ]
+        .map(String::from),
+    );
     let agent = Agent::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
     rt().block_on(async {
         let t0 = Instant::now();
@@ -402,7 +489,10 @@ fn idle_connections_do_not_starve_a_real_client_and_the_limit_and_timeout_hold()
         let t = Instant::now();
         assert_eq!(list_as(&c, addr, Some("vic")).await, Ok(0));
         let served = t.elapsed();
-        assert!(served < Duration::from_millis(100), "served in {served:?} beside 1,000 idle connections");
+        assert!(
+            served < Duration::from_millis(100),
+            "served in {served:?} beside 1,000 idle connections"
+        );
         // At the limit: a new connection is closed at once. (First the
         // served client's connection closes: its channel's task runs here.)
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -413,13 +503,25 @@ fn idle_connections_do_not_starve_a_real_client_and_the_limit_and_timeout_hold()
             r.is_err(),
             "served beyond the connection limit: {r:?}, after {:?}; log:\n{}",
             t0.elapsed(),
-            agent.log().lines().filter(|l| l.contains("limit") || l.contains("accept")).collect::<Vec<_>>().join("\n")
+            agent
+                .log()
+                .lines()
+                .filter(|l| l.contains("limit") || l.contains("accept"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
-        assert!(t.elapsed() < Duration::from_secs(1), "refused only after {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "refused only after {:?}",
+            t.elapsed()
+        );
         // The handshake timeout closes the idle ones: served again.
         let t = Instant::now();
         while list_as(&c, addr, Some("vic")).await.is_err() {
-            assert!(t.elapsed() < Duration::from_secs(15), "the idle connections were never closed");
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "the idle connections were never closed"
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         drop((held, more));

@@ -47,13 +47,16 @@ impl Caller {
     /// The request's caller. A request without one (a server built without
     /// the identity layer, as in some unit tests) is the local root user.
     pub fn of<T>(req: &tonic::Request<T>) -> Self {
-        req.extensions().get::<Self>().cloned().unwrap_or_else(|| Self {
-            identity: "uid:0".into(),
-            role: Some(Role::Admin),
-            peer: req
-                .remote_addr()
-                .map_or_else(|| "unix".into(), |a| a.to_string()),
-            remote: req.remote_addr().is_some(),
-        })
+        req.extensions()
+            .get::<Self>()
+            .cloned()
+            .unwrap_or_else(|| Self {
+                identity: "uid:0".into(),
+                role: Some(Role::Admin),
+                peer: req
+                    .remote_addr()
+                    .map_or_else(|| "unix".into(), |a| a.to_string()),
+                remote: req.remote_addr().is_some(),
+            })
     }
 }

@@ -118,8 +118,15 @@ impl Audit {
             sink.file = None;
             rotate(path);
             match open(path) {
-                Ok((f, size)) => *sink = Sink { file: Some(f), size },
-                Err(err) => tracing::error!(error = %err, path = %path.display(), "cannot reopen the audit log"),
+                Ok((f, size)) => {
+                    *sink = Sink {
+                        file: Some(f),
+                        size,
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, path = %path.display(), "cannot reopen the audit log");
+                }
             }
         }
         if let Some(f) = sink.file.as_mut() {

@@ -203,7 +203,10 @@ mod tests {
         );
         let e = check(Some(&c(None)), start).unwrap_err();
         assert!(e.message().contains("no role"), "{}", e.message());
-        assert_eq!(check(None, start).unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(
+            check(None, start).unwrap_err().code(),
+            Code::Unauthenticated
+        );
         assert!(check(Some(&c(Some(Role::Operator))), start).is_ok());
         assert!(check(Some(&c(Some(Role::Admin))), start).is_ok());
     }

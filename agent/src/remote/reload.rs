@@ -32,7 +32,9 @@ fn reload(settings: &Settings, tls_state: Option<&TlsState>, roles: &RwLock<Arc<
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = cfg;
                 tracing::info!(cert = %files.cert.display(), client_ca = %files.client_ca.display(), "SIGHUP: TLS certificates reloaded");
             }
-            Err(e) => tracing::error!(key = e.key, reason = %e.reason, "SIGHUP: TLS files not reloaded; the previous ones stay in force"),
+            Err(e) => {
+                tracing::error!(key = e.key, reason = %e.reason, "SIGHUP: TLS files not reloaded; the previous ones stay in force");
+            }
         }
     }
     if let Some(path) = &settings.roles {
@@ -43,7 +45,9 @@ fn reload(settings: &Settings, tls_state: Option<&TlsState>, roles: &RwLock<Arc<
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(r);
                 tracing::info!(roles = %path.display(), "SIGHUP: roles reloaded");
             }
-            Err(e) => tracing::error!(error = %e, "SIGHUP: roles not reloaded; the previous ones stay in force"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: roles not reloaded; the previous ones stay in force");
+            }
         }
     }
 }

@@ -122,7 +122,12 @@ impl Roles {
             return Some(Role::Admin);
         }
         let by_group = gids.iter().filter_map(|g| self.gids.get(g).copied());
-        self.uids.get(&uid).copied().into_iter().chain(by_group).max()
+        self.uids
+            .get(&uid)
+            .copied()
+            .into_iter()
+            .chain(by_group)
+            .max()
     }
 
     pub fn socket_group(&self) -> Option<u32> {

@@ -5,8 +5,7 @@
 use std::{path::Path, sync::Arc};
 
 use rustls::{
-    RootCertStore, ServerConfig, crypto::ring::default_provider,
-    server::WebPkiClientVerifier,
+    RootCertStore, ServerConfig, crypto::ring::default_provider, server::WebPkiClientVerifier,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 
@@ -40,7 +39,8 @@ fn certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>,
 
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = certs("tls_cert", &files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| err("tls_key", &files.key, e))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&files.key).map_err(|e| err("tls_key", &files.key, e))?;
     let mut roots = RootCertStore::empty();
     for ca in certs("tls_client_ca", &files.client_ca)? {
         roots

@@ -81,9 +81,17 @@ fn init(dir: &Path, extra: &[String], out: &mut impl Write) -> anyhow::Result<()
     let issuer = Issuer::new(ca, ca_key);
     let agent_cert = agent.signed_by(&agent_key, &issuer)?;
     write(&dir.join("ca.pem"), &ca_cert.pem(), 0o644)?;
-    write(&dir.join("ca-key.pem"), &issuer.key().serialize_pem(), 0o600)?;
+    write(
+        &dir.join("ca-key.pem"),
+        &issuer.key().serialize_pem(),
+        0o600,
+    )?;
     write(&dir.join("agent.pem"), &agent_cert.pem(), 0o644)?;
-    write(&dir.join("agent-key.pem"), &agent_key.serialize_pem(), 0o600)?;
+    write(
+        &dir.join("agent-key.pem"),
+        &agent_key.serialize_pem(),
+        0o600,
+    )?;
     writeln!(
         out,
         "wrote {d}/ca.pem, ca-key.pem, agent.pem, agent-key.pem (agent names: {})\n\
@@ -128,7 +136,11 @@ fn issue(dir: &Path, name: &str, role: &str, out: &mut impl Write) -> anyhow::Re
     let key = KeyPair::generate()?;
     let cert = p.signed_by(&key, &issuer)?;
     write(&dir.join(format!("{name}.pem")), &cert.pem(), 0o644)?;
-    write(&dir.join(format!("{name}-key.pem")), &key.serialize_pem(), 0o600)?;
+    write(
+        &dir.join(format!("{name}-key.pem")),
+        &key.serialize_pem(),
+        0o600,
+    )?;
     record_role(&dir.join("roles.toml"), name, role)?;
     writeln!(
         out,
