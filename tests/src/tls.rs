@@ -140,14 +140,16 @@ pub fn handshaker(ca: &Path, cert: &Path, key: &Path) -> tokio_rustls::TlsConnec
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
 }
 
-/// One full handshake (TCP connect, TLS with the client certificate, and
-/// the server's verdict on it: a byte read back or an orderly close).
-pub async fn handshake(c: &tokio_rustls::TlsConnector, addr: SocketAddr) -> std::io::Result<()> {
+/// A TCP connection and the client's side of a TLS handshake (with TLS
+/// 1.3 the server's verdict on the certificate comes with its first data).
+pub async fn handshake(
+    c: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("a name");
-    let _tls = c.connect(name, tcp).await?;
-    Ok(())
+    c.connect(name, tcp).await
 }
 
 /// A port free on `ip` right now.
