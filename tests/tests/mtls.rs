@@ -528,3 +528,79 @@ fn idle_connections_do_not_starve_a_real_client_and_the_limit_and_timeout_hold()
     });
     drop(agent);
 }
+
+#[test]
+fn on_the_unix_socket_root_is_admin_and_a_configured_group_is_a_viewer() {
+    if skip_in_vm() {
+        return;
+    }
+    require_root().unwrap();
+    let dir = std::env::temp_dir().join(format!("fl-mtls-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let roles = dir.join("roles.toml");
+    std::fs::write(&roles, "[unix_groups]\nnogroup = \"viewer\"\n").unwrap();
+    let agent = Agent::start_with(&["--roles", roles.to_str().unwrap()]);
+    let meta = std::fs::metadata(&agent.socket).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o660,
+        "the socket is not shared with the group"
+    );
+    let nogroup = nix::unistd::Group::from_name("nogroup")
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), nogroup);
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(bin("faultctl"))
+            .arg("--socket")
+            .arg(&agent.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ls = as_nobody(&["ls"]);
+    assert!(
+        ls.status.success(),
+        "the group's viewer cannot list: {}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    let cg = TestCgroup::new("mtls-unix");
+    let inject = as_nobody(&[
+        "inject",
+        "syscall-error",
+        "--cgroup",
+        cg.path.to_str().unwrap(),
+        "--syscall",
+        "connect",
+        "--errno",
+        "ECONNREFUSED",
+        "--duration",
+        "30s",
+    ]);
+    let err = String::from_utf8_lossy(&inject.stderr);
+    assert!(!inject.status.success(), "the viewer started an experiment");
+    assert!(
+        err.contains("permission denied") && err.contains("uid:65534") && err.contains("operator"),
+        "{err}"
+    );
+    assert!(agent.links().is_empty());
+    // Root is admin without any entry.
+    rt().block_on(async {
+        let mut root = agent.client().await;
+        root.stop_all(pb::StopAllRequest::default())
+            .await
+            .expect("root stops all");
+    });
+    let entries = audit(&agent);
+    assert_eq!(entries.len(), 2, "{entries:#?}");
+    assert_eq!(entries[0]["identity"], "uid:65534");
+    assert_eq!(entries[0]["peer"], "unix");
+    assert_eq!(entries[1]["identity"], "uid:0");
+    assert_eq!(entries[1]["outcome"], "ok");
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
