@@ -54,6 +54,13 @@ struct FileConfig {
     default_lease: Option<String>,
     max_running_experiments: Option<u32>,
     keep_ended_experiments: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    roles: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
+    tls_handshake_timeout: Option<String>,
+    max_connections: Option<u32>,
 }
 
 /// Command line; every flag also reads an environment variable.
@@ -70,9 +77,9 @@ pub struct Cli {
     /// Unix socket to serve gRPC on.
     #[arg(long, env = "FAULTLINE_SOCKET")]
     pub socket: Option<PathBuf>,
-    /// Also serve plain gRPC on this loopback TCP address, e.g.
-    /// 127.0.0.1:50051. Needs --insecure-listen: plain TCP has no
-    /// authentication.
+    /// Also serve gRPC on this TCP address, e.g. 127.0.0.1:50051: with
+    /// mutual TLS (--tls-cert, --tls-key, --tls-client-ca) on any address,
+    /// or plain on loopback only with --insecure-listen.
     #[arg(long, env = "FAULTLINE_LISTEN")]
     pub listen: Option<String>,
     /// Accept that --listen serves the root API unauthenticated to anyone
@@ -119,6 +126,28 @@ pub struct Cli {
     /// "off" for none (the in-kernel deadline still holds).
     #[arg(long, env = "FAULTLINE_DEFAULT_LEASE")]
     pub default_lease: Option<String>,
+    /// PEM certificate (chain) the TCP listener presents.
+    #[arg(long, env = "FAULTLINE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FAULTLINE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA(s) client certificates must chain to (required with TLS).
+    #[arg(long, env = "FAULTLINE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Roles file: which client identity, uid or group gets which role
+    /// (`faultctl certs issue` writes it). Reloaded on SIGHUP.
+    #[arg(long, env = "FAULTLINE_ROLES")]
+    pub roles: Option<PathBuf>,
+    /// Audit log (JSON lines; default <state dir>/audit.log).
+    #[arg(long, env = "FAULTLINE_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+    /// How long a TCP client gets to complete the TLS handshake, e.g. 10s.
+    #[arg(long, env = "FAULTLINE_TLS_HANDSHAKE_TIMEOUT")]
+    pub tls_handshake_timeout: Option<String>,
+    /// Open TCP connections at most (handshaking or not); more are closed at once.
+    #[arg(long, env = "FAULTLINE_MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -155,6 +184,8 @@ pub struct Config {
     pub default_lease: Option<Duration>,
     /// Experiments running at once, and ended ones kept (`crate::limits`).
     pub limits: crate::limits::Limits,
+    /// TLS, roles, audit log, connection limits (`remote::settings`).
+    pub remote: crate::remote::settings::Settings,
 }
 
 /// When the agent loads (and the kernel verifies) its programs.
@@ -193,7 +224,14 @@ fn overlay(base: &mut FileConfig, top: FileConfig) {
         metrics_listen,
         default_lease,
         max_running_experiments,
-        keep_ended_experiments
+        keep_ended_experiments,
+        tls_cert,
+        tls_key,
+        tls_client_ca,
+        roles,
+        audit_log,
+        tls_handshake_timeout,
+        max_connections
     );
 }
 
@@ -225,6 +263,13 @@ impl Config {
                 default_lease: cli.default_lease.clone(),
                 max_running_experiments: None,
                 keep_ended_experiments: None,
+                tls_cert: cli.tls_cert.clone(),
+                tls_key: cli.tls_key.clone(),
+                tls_client_ca: cli.tls_client_ca.clone(),
+                roles: cli.roles.clone(),
+                audit_log: cli.audit_log.clone(),
+                tls_handshake_timeout: cli.tls_handshake_timeout.clone(),
+                max_connections: cli.max_connections,
             },
         );
         let mut cfg = Self::validate(merged)?;
@@ -247,6 +292,19 @@ impl Config {
                 reason: "must be an absolute path".into(),
             });
         }
+        let state_dir = f.state_dir.unwrap_or_else(|| "/run/faultline".into());
+        let remote = crate::remote::settings::Settings::validate(
+            crate::remote::settings::Raw {
+                tls_cert: f.tls_cert,
+                tls_key: f.tls_key,
+                tls_client_ca: f.tls_client_ca,
+                roles: f.roles,
+                audit_log: f.audit_log,
+                tls_handshake_timeout: f.tls_handshake_timeout,
+                max_connections: f.max_connections,
+            },
+            &state_dir,
+        )?;
         let listen = match f.listen.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(s) => {
@@ -254,21 +312,22 @@ impl Config {
                     key: "listen",
                     reason: format!("{s:?} is not an address:port"),
                 })?;
-                if !addr.ip().is_loopback() {
+                if remote.tls.is_none() && !addr.ip().is_loopback() {
                     return Err(ConfigError::Invalid {
                         key: "listen",
                         reason: format!(
-                            "{addr} is not a loopback address; plain TCP is loopback-only until TLS is configured"
+                            "{addr} is not a loopback address and no TLS is configured: TCP beyond loopback is \
+                             served only with mutual TLS (tls_cert, tls_key, tls_client_ca)"
                         ),
                     });
                 }
-                if f.insecure_listen != Some(true) {
+                if remote.tls.is_none() && f.insecure_listen != Some(true) {
                     return Err(ConfigError::Invalid {
                         key: "listen",
                         reason: format!(
                             "plain TCP on {addr} has no authentication: any local user or hostNetwork container \
-                             reaching it gets the agent's root API. Use the unix socket (mutual TLS comes with \
-                             remote operation), or accept the risk with `insecure_listen = true` \
+                             reaching it gets the agent's root API. Use the unix socket or mutual TLS \
+                             (tls_cert, tls_key, tls_client_ca), or accept the risk with `insecure_listen = true` \
                              (--insecure-listen, FAULTLINE_INSECURE_LISTEN)"
                         ),
                     });
@@ -359,7 +418,8 @@ impl Config {
             keep_tcx_hooks: f.keep_tcx_hooks.unwrap_or(true),
             socket,
             listen,
-            state_dir: f.state_dir.unwrap_or_else(|| "/run/faultline".into()),
+            state_dir,
+            remote,
             max_duration,
             protected_pids: f.protected_pids.unwrap_or_default(),
             protected_comms,

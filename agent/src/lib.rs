@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod names;
 pub mod procs;
 pub mod qdisc;
+pub mod remote;
 pub mod server;
 pub mod ssh;
 pub mod state;

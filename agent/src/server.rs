@@ -1,14 +1,30 @@
-//! Serving: the unix socket (mode 0600), an optional loopback TCP port, the
-//! standard health service and server reflection.
+//! Serving: the unix socket (mode 0600, or 0660 shared with the roles
+//! file's group), an optional TCP port (mutual TLS, or plain on loopback),
+//! the standard health service and server reflection, all behind the
+//! authorisation layer (`remote::authz`).
 
-use std::{os::unix::fs::PermissionsExt as _, path::Path};
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::Path,
+    sync::{Arc, RwLock},
+};
 
 use faultline_proto::v1::{FILE_DESCRIPTOR_SET, fault_service_server::FaultServiceServer};
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
 
-use crate::{config::Config, engine::EngineHandle, grpc::FaultServiceImpl};
+use crate::{
+    config::Config,
+    engine::EngineHandle,
+    grpc::FaultServiceImpl,
+    remote::{
+        audit::{self, Audit},
+        authz::{AuthorizeLayer, Policy},
+        listen::{self, TcpLimits},
+        roles::Roles,
+        settings::MAX_CONCURRENT_STREAMS,
+    },
+};
 
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -20,6 +36,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("{0}")]
+    Setup(String),
 }
 
 pub async fn serve(
@@ -27,7 +45,23 @@ pub async fn serve(
     engine: EngineHandle,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let unix = bind_unix(&cfg.socket)?;
+    let remote = &cfg.remote;
+    let roles = match &remote.roles {
+        Some(path) => Roles::load(path).map_err(|e| ServeError::Setup(format!("roles: {e}")))?,
+        None => Roles::default(),
+    };
+    let unix = bind_unix(&cfg.socket, roles.socket_group())?;
+    let audit = Audit::open(&remote.audit_log, audit::MAX_BYTES).map_err(|e| {
+        ServeError::Setup(format!(
+            "cannot open the audit log {}: {e}",
+            remote.audit_log.display()
+        ))
+    })?;
+    let roles = Arc::new(RwLock::new(Arc::new(roles)));
+    let policy = Policy {
+        roles: Arc::clone(&roles),
+        audit: Arc::new(audit),
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<FaultServiceServer<FaultServiceImpl>>()
@@ -42,7 +76,9 @@ pub async fn serve(
     let metrics_engine = engine.clone();
     // Outermost, so every answer is counted, refusals included.
     let router = Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .layer(crate::metrics::ApiCallsLayer)
+        .layer(AuthorizeLayer(policy))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
@@ -82,19 +118,40 @@ pub async fn serve(
     tracing::info!(socket = %cfg.socket.display(), "serving faultline.v1 on unix socket");
     let unix_fut = router
         .clone()
-        .serve_with_incoming_shutdown(UnixListenerStream::new(unix), wait(&stop_tx));
+        .serve_with_incoming_shutdown(listen::unix_incoming(unix), wait(&stop_tx));
+    let tls_state = match &remote.tls {
+        Some(files) => Some(Arc::new(RwLock::new(
+            crate::remote::tls::server_config(files)
+                .map_err(|e| ServeError::Setup(format!("`{}`: {}", e.key, e.reason)))?,
+        ))),
+        None => None,
+    };
+    crate::remote::reload::spawn(remote.clone(), tls_state.clone(), roles);
     if let Some(addr) = cfg.listen {
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|e| ServeError::Bind(addr.to_string(), e))?;
-        tracing::warn!(
-            %addr,
-            "serving faultline.v1 on plain TCP (insecure_listen): no TLS and no authentication. Any local \
-             user and any hostNetwork container on this host can reach this port and use the root API: kill \
-             or stop processes, fail root daemons' I/O, blackhole the network, stop every experiment"
-        );
-        let tcp_fut =
-            router.serve_with_incoming_shutdown(TcpListenerStream::new(tcp), wait(&stop_tx));
+        let tcp_fut = if let Some(tls) = tls_state {
+            tracing::info!(%addr, "serving faultline.v1 on TCP with mutual TLS");
+            let limits = TcpLimits {
+                handshake_timeout: remote.handshake_timeout,
+                max_connections: remote.max_connections as usize,
+            };
+            futures::future::Either::Left(router.serve_with_incoming_shutdown(
+                listen::tls_incoming(tcp, tls, limits),
+                wait(&stop_tx),
+            ))
+        } else {
+            tracing::warn!(
+                %addr,
+                "serving faultline.v1 on plain TCP (insecure_listen): no TLS and no authentication. Any local \
+                 user and any hostNetwork container on this host can reach this port and use the root API: kill \
+                 or stop processes, fail root daemons' I/O, blackhole the network, stop every experiment"
+            );
+            futures::future::Either::Right(
+                router.serve_with_incoming_shutdown(listen::insecure_incoming(tcp), wait(&stop_tx)),
+            )
+        };
         tokio::select! {
             (a, b) = async { tokio::join!(unix_fut, tcp_fut) } => { a?; b?; }
             () = grace => tracing::info!("closing connections that did not finish"),
@@ -112,8 +169,9 @@ pub async fn serve(
 /// The umask set at start-up (077) makes the socket the owner's only (0700)
 /// as bind() creates it: a chmod alone, after bind, leaves a moment in which
 /// others can connect. Checked, then narrowed to the 0600 the README names;
-/// a socket others could have reached is not served.
-fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
+/// a socket others could have reached is not served. With a group in the
+/// roles file, it is then shared with that group (0660).
+fn bind_unix(path: &Path, group: Option<u32>) -> Result<UnixListener, ServeError> {
     let err = |e| ServeError::Bind(path.display().to_string(), e);
     let listener = UnixListener::bind(path).map_err(err)?;
     let mode = std::fs::symlink_metadata(path)
@@ -128,5 +186,9 @@ fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
         ))));
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    if let Some(gid) = group {
+        std::os::unix::fs::lchown(path, None, Some(gid)).map_err(err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+    }
     Ok(listener)
 }

@@ -1,6 +1,7 @@
 //! The command line: clap's definition of every subcommand and global flag.
 //! The `inject` subcommands' flags are in [`inject`].
 
+pub mod certs;
 pub mod inject;
 
 use std::{path::PathBuf, time::Duration};
@@ -10,8 +11,12 @@ use clap::{
     parser::ValueSource,
 };
 
-use self::inject::InjectCommand;
-use crate::{connect::AgentAddress, output::OutputFormat, spec};
+use self::{certs::CertsCommand, inject::InjectCommand};
+use crate::{
+    connect::{AgentAddress, ClientTls},
+    output::OutputFormat,
+    spec,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,7 +36,9 @@ pub struct Cli {
     )]
     pub socket: PathBuf,
 
-    /// Reach the agent over TCP instead of the socket, e.g. http://127.0.0.1:50051.
+    /// Reach the agent over TCP instead of the socket: https://HOST:PORT
+    /// (mutual TLS, with --tls-ca, --tls-cert and --tls-key), or
+    /// http://127.0.0.1:PORT (an agent's plain loopback port).
     #[arg(
         long,
         global = true,
@@ -40,6 +47,36 @@ pub struct Cli {
         value_name = "URL"
     )]
     pub endpoint: Option<String>,
+
+    /// CA certificate (PEM) the agent's certificate must chain to (https endpoints).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "FAULTLINE_TLS_CA",
+        value_name = "FILE"
+    )]
+    pub tls_ca: Option<PathBuf>,
+
+    /// This client's certificate (PEM), e.g. from `faultctl certs issue`.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "FAULTLINE_TLS_CERT",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "FAULTLINE_TLS_KEY",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
 
     /// How long the agent gets to answer each call (and to connect), e.g.
     /// 2s; `watch` gives up on an agent silent for 5s plus this long.
@@ -121,6 +158,9 @@ pub enum Command {
         #[arg(long, default_value = "1s", value_parser = parse_interval)]
         interval: Duration,
     },
+    /// Make a development CA and certificates for mutual TLS.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
     Completion {
         /// The shell to complete for.
@@ -164,11 +204,35 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 
 /// `--endpoint` wins over `--socket`, unless `--socket` was typed and the
 /// endpoint only came from `FAULTLINE_ENDPOINT`.
-pub fn agent_address(cli: &Cli, matches: &clap::ArgMatches) -> AgentAddress {
+/// An `https://` endpoint takes all three TLS files.
+pub fn agent_address(cli: &Cli, matches: &clap::ArgMatches) -> Result<AgentAddress, String> {
     let typed = |id| matches.value_source(id) == Some(ValueSource::CommandLine);
-    match &cli.endpoint {
+    let address = match &cli.endpoint {
         Some(url) if typed("endpoint") || !typed("socket") => AgentAddress::Endpoint(url.clone()),
         _ => AgentAddress::Socket(cli.socket.clone()),
+    };
+    let any_tls = cli.tls_ca.is_some() || cli.tls_cert.is_some() || cli.tls_key.is_some();
+    match address {
+        AgentAddress::Endpoint(url) if url.starts_with("https://") => {
+            match (&cli.tls_ca, &cli.tls_cert, &cli.tls_key) {
+                (Some(ca), Some(cert), Some(key)) => Ok(AgentAddress::Tls(
+                    url,
+                    Box::new(ClientTls {
+                        ca: ca.clone(),
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    }),
+                )),
+                _ => Err(format!(
+                    "--endpoint {url} needs --tls-ca, --tls-cert and --tls-key (or FAULTLINE_TLS_CA, \
+                     FAULTLINE_TLS_CERT, FAULTLINE_TLS_KEY): the agent serves TCP only with mutual TLS"
+                )),
+            }
+        }
+        AgentAddress::Endpoint(url) if any_tls && typed("endpoint") => Err(format!(
+            "--tls-ca/--tls-cert/--tls-key need an https:// endpoint, not {url}"
+        )),
+        a => Ok(a),
     }
 }
 
@@ -186,7 +250,11 @@ pub fn parse_cli() -> (Cli, AgentAddress) {
             )
             .exit();
     }
-    let address = agent_address(&cli, &matches);
+    let address = agent_address(&cli, &matches).unwrap_or_else(|e| {
+        command
+            .error(clap::error::ErrorKind::ArgumentConflict, e)
+            .exit()
+    });
     (cli, address)
 }
 

@@ -8,7 +8,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::{
     Code, Status,
-    transport::{Channel, Endpoint, Uri},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri},
 };
 
 /// How often `watch` pings an agent that has sent nothing (HTTP/2
@@ -23,6 +23,34 @@ pub enum AgentAddress {
     Socket(PathBuf),
     /// A URL such as `http://127.0.0.1:50051`.
     Endpoint(String),
+    /// An `https://` URL, reached with mutual TLS.
+    Tls(String, Box<ClientTls>),
+}
+
+/// The client side of mutual TLS: the CA the agent's certificate must
+/// chain to, and this client's certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ClientTls {
+    fn config(&self) -> Result<ClientTlsConfig, ConnectError> {
+        let read = |flag: &'static str, p: &PathBuf| {
+            std::fs::read(p).map_err(|e| ConnectError::Tls {
+                flag,
+                reason: format!("{}: {e}", p.display()),
+            })
+        };
+        Ok(ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("--tls-ca", &self.ca)?))
+            .identity(Identity::from_pem(
+                read("--tls-cert", &self.cert)?,
+                read("--tls-key", &self.key)?,
+            )))
+    }
 }
 
 impl AgentAddress {
@@ -30,7 +58,7 @@ impl AgentAddress {
     fn flag(&self) -> &'static str {
         match self {
             Self::Socket(_) => "--socket",
-            Self::Endpoint(_) => "--endpoint",
+            Self::Endpoint(_) | Self::Tls(..) => "--endpoint",
         }
     }
 }
@@ -39,7 +67,7 @@ impl fmt::Display for AgentAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Socket(path) => write!(f, "{}", path.display()),
-            Self::Endpoint(url) => f.write_str(url),
+            Self::Endpoint(url) | Self::Tls(url, _) => f.write_str(url),
         }
     }
 }
@@ -56,6 +84,8 @@ pub enum ConnectError {
         reason: String,
         flag: &'static str,
     },
+    #[error("{flag}: {reason}")]
+    Tls { flag: &'static str, reason: String },
     #[error(transparent)]
     NoAnswer(#[from] NoAnswer),
 }
@@ -218,6 +248,19 @@ pub async fn connect(address: &AgentAddress, timeout: Duration) -> Result<Agent,
                     .await
                     .map_err(|err| unreachable(address, &err))
             }
+            AgentAddress::Tls(url, tls) => endpoint(url.clone())
+                .map_err(|err| ConnectError::InvalidEndpoint {
+                    url: url.clone(),
+                    reason: innermost_message(&err),
+                })?
+                .tls_config(tls.config()?)
+                .map_err(|err| ConnectError::Tls {
+                    flag: "--tls-cert",
+                    reason: innermost_message(&err),
+                })?
+                .connect()
+                .await
+                .map_err(|err| unreachable(address, &err)),
         }
     };
     let channel = tokio::time::timeout(timeout, connecting)

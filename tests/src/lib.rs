@@ -28,6 +28,7 @@ mod probe;
 pub mod procs;
 mod rate;
 mod spec;
+pub mod tls;
 
 use std::{
     path::PathBuf,
@@ -52,6 +53,7 @@ pub use crate::{
     procs::{children_of, gone, proc_io},
     rate::RateCheck,
     spec::{cgroup_target, experiment, interface_target, pid_target, start},
+    tls::{CertDir, free_port, tls_channel},
 };
 pub use faultline_proto::build::{
     any_packet, bandwidth, blackhole, connect_error, corrupt, dns_error, duplicate, latency,

@@ -16,6 +16,7 @@ use super::{
 use crate::{
     domain::{HostResolver, spec_from_proto},
     engine::{EngineError, EngineHandle, StartOptions, lease, request_ids::RequestId},
+    remote::audit,
 };
 
 pub struct FaultServiceImpl {
@@ -78,6 +79,7 @@ impl FaultService for FaultServiceImpl {
             .start_as(spec, opts)
             .await
             .map_err(|e| refused(METHOD, &e))?;
+        audit::ok(&req, METHOD, &view.id, &audit::summary(&view));
         Ok(Response::new(pb::StartExperimentResponse {
             experiment: Some(experiment_to_proto(&view)),
         }))
@@ -116,14 +118,16 @@ impl FaultService for FaultServiceImpl {
             .stop(id)
             .await
             .map_err(|e| refused(METHOD, &e))?;
+        audit::ok(&req, METHOD, &view.id, &audit::summary(&view));
         Ok(Response::new(experiment_to_proto(&view)))
     }
 
     async fn stop_all(
         &self,
-        _req: Request<pb::StopAllRequest>,
+        req: Request<pb::StopAllRequest>,
     ) -> Result<Response<pb::StopAllResponse>, Status> {
         let stopped_ids = self.engine.stop_all("stopped by StopAll").await;
+        audit::ok(&req, "StopAll", &stopped_ids.join(","), "");
         Ok(Response::new(pb::StopAllResponse { stopped_ids }))
     }
 
@@ -136,7 +140,18 @@ impl FaultService for FaultServiceImpl {
             .ids
             .iter()
             .map(|id| lease_to_proto(id, self.engine.renew(id.trim())))
+            .collect::<Vec<_>>();
+        let renewed: Vec<&str> = leases
+            .iter()
+            .filter(|l| l.renewed)
+            .map(|l| l.id.as_str())
             .collect();
+        audit::ok(
+            &req,
+            "RenewLease",
+            &req.get_ref().ids.join(","),
+            &format!("renewed: {}", renewed.join(",")),
+        );
         Ok(Response::new(pb::RenewLeaseResponse { leases }))
     }
 

@@ -2,6 +2,7 @@
 
 mod apply;
 mod caps;
+mod certs;
 mod completion;
 mod inject;
 mod ls;
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli, address: &AgentAddress) -> anyhow::Result<()> {
         // These two need no agent.
         Command::Completion { shell } => completion::completion(shell, out),
         Command::Man => completion::man(out),
+        Command::Certs(c) => certs::run(c, out),
         Command::Inject(inject) => {
             let experiment = inject.into_experiment()?;
             inject::start(&connect(address).await?, experiment, format, out).await

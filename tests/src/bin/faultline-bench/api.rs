@@ -1,7 +1,8 @@
 //! `api`: GetExperiment / ListExperiments latency from concurrent clients over
 //! the agent's unix socket, alone and while another client starts and stops
 //! experiments that load programs (first use of a group) and attach them
-//! (raw tracepoint, cgroup_skb, TCX on a veth).
+//! (raw tracepoint, cgroup_skb, TCX on a veth); then (`api_tls`) the same
+//! call over mutual TLS from 64 clients, and mTLS handshakes per second.
 
 use std::{
     process::{Command, Stdio},
@@ -195,6 +196,7 @@ pub fn api(_rt: &Runtime) -> anyhow::Result<Vec<String>> {
         println!("  {line}");
         verdicts.push(line);
     }
+    verdicts.extend(crate::api_tls::mtls()?);
     Ok(verdicts)
 }
 

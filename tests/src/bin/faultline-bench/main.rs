@@ -7,7 +7,8 @@
 //! are not failures), 1 when any is, or when a benchmark cannot run.
 //!
 //! activation        StartExperiment returned → first injected connect() error
-//! api               GetExperiment/ListExperiments p50/p99 from 8 clients, alone and while experiments start
+//! api               GetExperiment/ListExperiments p50/p99 from 8 clients, alone and while experiments start;
+//!                   GetExperiment over mTLS from 64 clients (calls/s, p99) beside the unix socket; mTLS handshakes/s
 //! connect-overhead  connect() of a non-target while a connect fault targets another cgroup
 //! getpid-overhead   getpid() of a non-target while the sys_enter tracepoint is attached
 //! impact            pipe ping-pong with the run-queue programs of impact measurement on vs off
@@ -30,6 +31,7 @@
 
 mod activation;
 mod api;
+mod api_tls;
 mod bpfstats;
 mod connect;
 mod getpid;
