@@ -25,6 +25,8 @@ use tonic::{Code, transport::Channel};
 
 const CALLS: usize = 10_000;
 const CONNECTIONS: usize = 32;
+/// For the 1,250 watchers that never read: at most 79 streams on each.
+const WATCH_CONNECTIONS: usize = 16;
 /// What the mix may add to the agent's resident memory: 10,000 calls in
 /// flight at once (about 13 KiB each, measured: HTTP/2 stream state and
 /// tonic's buffers) and 1,250 open streams. Before the limits it grew by
@@ -263,12 +265,25 @@ async fn ten_thousand_hostile_calls_get_the_right_codes_and_memory_stays_bounded
         for i in 0..CONNECTIONS {
             channels.push(via.channel(i % 4 == 3).await);
         }
+        // The streams that are never read get connections of their own:
+        // their unread events fill a connection's HTTP/2 window, which would
+        // stall every other answer on it, and the agent serves at most 128
+        // concurrent streams per connection (more wait for one to end).
+        let mut watch_channels = Vec::new();
+        for _ in 0..WATCH_CONNECTIONS {
+            watch_channels.push(via.channel(false).await);
+        }
         let watchers = Arc::new(Mutex::new(Vec::new()));
         let t0 = Instant::now();
         let mut tasks = Vec::with_capacity(CALLS);
         for i in 0..CALLS {
             let call = MIX[i % MIX.len()];
-            let mut c = FaultServiceClient::new(channels[i % CONNECTIONS].clone());
+            let channel = if call == Call::Watch {
+                &watch_channels[(i / MIX.len()) % WATCH_CONNECTIONS]
+            } else {
+                &channels[i % CONNECTIONS]
+            };
+            let mut c = FaultServiceClient::new(channel.clone());
             let valid = spec(&cg, ok());
             let watchers = watchers.clone();
             tasks.push(tokio::spawn(async move {
