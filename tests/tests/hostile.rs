@@ -1,7 +1,9 @@
-//! Hostile input over the unix socket: 10,000 concurrent calls of every
-//! sort (valid, invalid, oversized, pages, watchers that stop reading) get
-//! the right codes, the agent's memory stays bounded, and nothing is left;
-//! then a few hundred random specs leave nothing behind either.
+//! Hostile input: 10,000 concurrent calls of every sort (valid, invalid,
+//! oversized, pages, watchers that stop reading; over the unix socket and
+//! mutual TLS, as root, an operator and a certificate without a role) and
+//! calls without a client certificate get the right codes, the agent's
+//! memory stays bounded, and nothing is left; then a few hundred random
+//! specs leave nothing behind either.
 #![expect(
     unused_crate_dependencies,
     reason = "each integration test is its own crate; the package's dependencies serve them all"
@@ -9,7 +11,6 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -21,222 +22,11 @@ use proptest::{
     strategy::ValueTree as _,
     test_runner::{Config, TestRunner},
 };
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
-const CALLS: usize = 10_000;
-const CONNECTIONS: usize = 32;
-/// For the 1,250 watchers that never read: at most 79 streams on each.
-const WATCH_CONNECTIONS: usize = 16;
-/// What the mix may add to the agent's resident memory: 10,000 calls in
-/// flight at once (about 13 KiB each, measured: HTTP/2 stream state and
-/// tonic's buffers) and 1,250 open streams. Before the limits it grew by
-/// 530 MiB, holding every 1 MB label it accepted (issue 13).
-const RSS_GROWTH_BOUND_KIB: u64 = 192 * 1024;
-/// What a second, identical mix may add: nothing accumulates (experiments,
-/// events and answers are bounded by `limits.rs`), so only allocator noise.
-const RSS_REPEAT_BOUND_KIB: u64 = 64 * 1024;
-const MAX_RUNNING: usize = 8;
-
-/// How the mix reaches the agent. The TCP/mTLS listener adds a variant (and
-/// its unauthenticated calls) here.
-enum Via {
-    Unix(PathBuf),
-}
-
-impl Via {
-    async fn channel(&self, small_window: bool) -> Channel {
-        match self {
-            Self::Unix(path) if small_window => small_window_channel(path).await.unwrap(),
-            Self::Unix(path) => unix_channel(path).await.unwrap(),
-        }
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
-fn spec(cg: &TestCgroup, fault: pb::fault_spec::Kind) -> pb::ExperimentSpec {
-    pb::ExperimentSpec {
-        name: "hostile".into(),
-        faults: vec![fault.into()],
-        target: Some(cgroup_target(cg)),
-        duration_ms: 3_000,
-        dry_run: true,
-        ..Default::default()
-    }
-}
-
-fn start_req(spec: pb::ExperimentSpec) -> pb::StartExperimentRequest {
-    pb::StartExperimentRequest {
-        spec: Some(spec),
-        ..Default::default()
-    }
-}
-
-/// Every experiment, page by page, checking each page's bounds.
-async fn list_all(c: &mut FaultServiceClient<Channel>, running_only: bool) -> Vec<pb::Experiment> {
-    list_pages(c, running_only, 0).await
-}
-
-async fn list_pages(
-    c: &mut FaultServiceClient<Channel>,
-    running_only: bool,
-    page_size: u32,
-) -> Vec<pb::Experiment> {
-    let mut out = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = c
-            .list_experiments(pb::ListExperimentsRequest {
-                running_only,
-                page_size,
-                page_token,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let size = if page_size == 0 {
-            100
-        } else {
-            page_size as usize
-        };
-        assert!(page.experiments.len() <= size, "a page has at most {size}");
-        out.extend(page.experiments);
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        page_token = page.next_page_token;
-    }
-}
-
-/// The agent holds nothing beyond its idle set.
-async fn assert_idle(agent: &Agent, c: &mut FaultServiceClient<Channel>, idle: &HashSet<u32>) {
-    c.stop_all(pb::StopAllRequest {}).await.unwrap();
-    assert!(
-        list_all(c, true).await.is_empty(),
-        "no experiment is left running"
-    );
-    assert!(
-        wait_for(Duration::from_secs(5), || agent.links().is_empty()),
-        "links left: {:?}",
-        agent.links()
-    );
-    let extra: Vec<u32> = agent
-        .programs()
-        .into_iter()
-        .filter(|p| !idle.contains(p))
-        .collect();
-    assert!(extra.is_empty(), "programs beyond the idle set: {extra:?}");
-}
-
-/// Loads every program group (GetCapabilities) so the idle set is stable.
-async fn idle_set(agent: &Agent, c: &mut FaultServiceClient<Channel>) -> HashSet<u32> {
-    c.get_capabilities(pb::GetCapabilitiesRequest::default())
-        .await
-        .unwrap();
-    agent.programs().into_iter().collect()
-}
-
-fn agent_with_limits() -> (Agent, tempdir::Dir) {
-    let dir = tempdir::Dir::new();
-    let cfg = dir.0.join("limits.toml");
-    std::fs::write(
-        &cfg,
-        format!("max_running_experiments = {MAX_RUNNING}\nkeep_ended_experiments = 300\n"),
-    )
-    .unwrap();
-    let agent = Agent::start_with(&["--config", cfg.to_str().unwrap()]);
-    (agent, dir)
-}
-
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new() -> Self {
-            let d = std::env::temp_dir().join(format!("fl-hostile-{}", std::process::id()));
-            std::fs::create_dir_all(&d).unwrap();
-            Self(d)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-/// What one call of the mix is, and the codes it may get.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Call {
-    Valid,
-    NanProbability,
-    BigLabel,
-    Oversized,
-    List,
-    BadPage,
-    Watch,
-    Unknown,
-}
-
-const MIX: [Call; 8] = [
-    Call::Valid,
-    Call::NanProbability,
-    Call::BigLabel,
-    Call::Oversized,
-    Call::List,
-    Call::BadPage,
-    Call::Watch,
-    Call::Unknown,
-];
-
-fn check(call: Call, r: &Result<(), tonic::Status>) -> Result<(), String> {
-    let named = |s: &tonic::Status, code: Code, field: &str| {
-        if s.code() == code && s.message().starts_with(field) {
-            Ok(())
-        } else {
-            Err(format!(
-                "{call:?}: expected {code:?} naming {field}, got {:?}: {}",
-                s.code(),
-                s.message()
-            ))
-        }
-    };
-    match (call, r) {
-        (Call::Valid | Call::List | Call::Watch, Ok(())) => Ok(()),
-        // More than MAX_RUNNING at once.
-        (Call::Valid, Err(s))
-            if s.code() == Code::ResourceExhausted
-                && s.message().contains("max_running_experiments") =>
-        {
-            Ok(())
-        }
-        (Call::NanProbability, Err(s)) => named(
-            s,
-            Code::InvalidArgument,
-            "spec.faults[0].syscall_error.probability",
-        ),
-        (Call::BigLabel, Err(s)) => named(s, Code::InvalidArgument, "spec.labels[\"big\"]"),
-        // tonic's answer to a request beyond max_decoding_message_size.
-        (Call::Oversized, Err(s))
-            if s.code() == Code::OutOfRange && s.message().contains("too large") =>
-        {
-            Ok(())
-        }
-        (Call::BadPage, Err(s)) => named(s, Code::InvalidArgument, "page_token"),
-        (Call::Unknown, Err(s)) if s.code() == Code::NotFound => Ok(()),
-        (call, r) => Err(format!(
-            "{call:?}: unexpected {:?}",
-            r.as_ref()
-                .map_err(|s| (s.code(), s.message().chars().take(200).collect::<String>()))
-        )),
-    }
-}
+#[path = "hostile/support.rs"]
+mod support;
+use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_hostile_calls_get_the_right_codes_and_memory_stays_bounded() {
@@ -245,8 +35,7 @@ async fn ten_thousand_hostile_calls_get_the_right_codes_and_memory_stays_bounded
         eprintln!("SKIP in the VM: host-only suite");
         return;
     }
-    let (agent, _dir) = agent_with_limits();
-    let via = Via::Unix(agent.socket.clone());
+    let (agent, via, _dir) = agent_with_limits();
     let mut c = agent.client().await;
     let cg = TestCgroup::new("hostile");
     let idle = idle_set(&agent, &mut c).await;
@@ -263,7 +52,8 @@ async fn ten_thousand_hostile_calls_get_the_right_codes_and_memory_stays_bounded
     for round in 1..=2 {
         let mut channels = Vec::new();
         for i in 0..CONNECTIONS {
-            channels.push(via.channel(i % 4 == 3).await);
+            let who = Via::who(i);
+            channels.push((who, via.channel(who, i % 4 == 3).await));
         }
         // The streams that are never read get connections of their own:
         // their unread events fill a connection's HTTP/2 window, which would
@@ -271,17 +61,23 @@ async fn ten_thousand_hostile_calls_get_the_right_codes_and_memory_stays_bounded
         // concurrent streams per connection (more wait for one to end).
         let mut watch_channels = Vec::new();
         for _ in 0..WATCH_CONNECTIONS {
-            watch_channels.push(via.channel(false).await);
+            watch_channels.push(via.channel(Who::Root, false).await);
         }
         let watchers = Arc::new(Mutex::new(Vec::new()));
         let t0 = Instant::now();
         let mut tasks = Vec::with_capacity(CALLS);
         for i in 0..CALLS {
             let call = MIX[i % MIX.len()];
-            let channel = if call == Call::Watch {
-                &watch_channels[(i / MIX.len()) % WATCH_CONNECTIONS]
+            // A whole mix per connection in turn, so every connection (root,
+            // operator, no role) gets every call.
+            let (who, channel) = if call == Call::Watch {
+                (
+                    Who::Root,
+                    &watch_channels[(i / MIX.len()) % WATCH_CONNECTIONS],
+                )
             } else {
-                &channels[i % CONNECTIONS]
+                let (who, channel) = &channels[(i / MIX.len()) % CONNECTIONS];
+                (*who, channel)
             };
             let mut c = FaultServiceClient::new(channel.clone());
             let valid = spec(&cg, ok());
@@ -343,20 +139,33 @@ async fn ten_thousand_hostile_calls_get_the_right_codes_and_memory_stays_bounded
                         .map(drop),
                 };
                 (
+                    who,
                     call,
                     r.map_err(|s| tonic::Status::new(s.code(), s.message().to_owned())),
                 )
             }));
         }
-        let mut tally: BTreeMap<(Call, String), usize> = BTreeMap::new();
+        // Beside the mix: calls over TCP without a client certificate.
+        let strangers: Vec<_> = (0..NO_CERT_CALLS)
+            .map(|_| {
+                let stranger = via.no_certificate();
+                tokio::spawn(stranger.call())
+            })
+            .collect();
+        let mut tally: BTreeMap<(Who, Call, String), usize> = BTreeMap::new();
         let mut wrong = Vec::new();
+        for t in strangers {
+            if let Err(e) = t.await.expect("no stranger task panicked") {
+                wrong.push(e);
+            }
+        }
         for t in tasks {
-            let (call, r) = t.await.expect("no call task panicked");
+            let (who, call, r) = t.await.expect("no call task panicked");
             let code = r
                 .as_ref()
                 .map_or_else(|s| format!("{:?}", s.code()), |()| "Ok".into());
-            *tally.entry((call, code)).or_default() += 1;
-            if let Err(e) = check(call, &r) {
+            *tally.entry((who, call, code)).or_default() += 1;
+            if let Err(e) = check(who, call, &r) {
                 wrong.push(e);
             }
         }
@@ -369,8 +178,9 @@ async fn ten_thousand_hostile_calls_get_the_right_codes_and_memory_stays_bounded
             "round {round}: {CALLS} calls over {CONNECTIONS} connections in {took:.2?}: {:.0} calls/s; {held} watchers not reading",
             CALLS as f64 / took.as_secs_f64()
         );
-        for ((call, code), n) in &tally {
-            eprintln!("  {call:?} {code}: {n}");
+        eprintln!("  {NO_CERT_CALLS} calls without a client certificate: refused at the handshake");
+        for ((who, call, code), n) in &tally {
+            eprintln!("  {who:?} {call:?} {code}: {n}");
         }
         eprintln!(
             "agent RSS: {} KiB before, {} KiB after the mix (watchers still open), +{} KiB",
@@ -386,7 +196,8 @@ async fn ten_thousand_hostile_calls_get_the_right_codes_and_memory_stays_bounded
         );
         assert_eq!(held, CALLS / MIX.len(), "every watch was answered");
         assert!(
-            tally.contains_key(&(Call::Valid, "Ok".into())),
+            tally.contains_key(&(Who::Root, Call::Valid, "Ok".into()))
+                && tally.contains_key(&(Who::Operator, Call::Valid, "Ok".into())),
             "some valid starts ran: {tally:?}"
         );
         // The agent is still there and answers.
@@ -395,7 +206,10 @@ async fn ten_thousand_hostile_calls_get_the_right_codes_and_memory_stays_bounded
         drop(channels);
         assert_idle(&agent, &mut c, &idle).await;
         rss_after.push(rss_during);
-        started += tally.get(&(Call::Valid, "Ok".into())).copied().unwrap_or(0);
+        started += [Who::Root, Who::Operator]
+            .iter()
+            .filter_map(|w| tally.get(&(*w, Call::Valid, "Ok".into())))
+            .sum::<usize>();
     }
     let (first, second) = (rss_after[0], rss_after[1]);
     eprintln!(
