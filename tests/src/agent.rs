@@ -179,6 +179,20 @@ impl Agent {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
 
+    /// The metrics address the agent logged (`--metrics-listen` with port 0).
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        let mut found = None;
+        crate::wait_for(Duration::from_secs(10), || {
+            found = self.log().lines().find_map(|l| {
+                let (_, rest) = l.split_once("serving Prometheus metrics on http://")?;
+                rest.split('/').next()?.parse().ok()
+            });
+            found.is_some()
+        });
+        found
+            .unwrap_or_else(|| panic!("the agent did not log its metrics address:\n{}", self.log()))
+    }
+
     pub async fn client(&self) -> FaultServiceClient<Channel> {
         FaultServiceClient::new(
             unix_channel(&self.socket)

@@ -45,15 +45,15 @@ pub use crate::{
     expect::{capability, expected, in_vm, supported_or_skip},
     loopfs::LoopFs,
     net::{
-        Acceptor, force_receive_buffer, proc_net_counter, receive_numbered, tcp_reachable,
-        tcp_total_retrans, udp_receiver,
+        Acceptor, force_receive_buffer, free_loopback_port, free_port, http_get, proc_net_counter,
+        receive_numbered, tcp_reachable, tcp_total_retrans, udp_receiver,
     },
     netns::TestNetns,
     probe::{ChildGuard, Listener, ProbeResult, ProbeServer, probe, probe_fs, spawn_named},
     procs::{children_of, gone, proc_io},
     rate::RateCheck,
     spec::{cgroup_target, experiment, interface_target, pid_target, start},
-    tls::{CertDir, free_port, tls_channel},
+    tls::{CertDir, tls_channel},
 };
 pub use faultline_proto::build::{
     any_packet, bandwidth, blackhole, connect_error, corrupt, dns_error, duplicate, latency,

@@ -1,9 +1,10 @@
 //! Sockets and counters on the test's side of the traffic: a TCP acceptor,
-//! reachability, numbered UDP datagrams, forced receive buffers and the
-//! counters of /proc/net.
+//! reachability, free ports, a bare HTTP GET, numbered UDP datagrams,
+//! forced receive buffers and the counters of /proc/net.
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     sync::atomic::Ordering,
     time::Duration,
 };
@@ -123,4 +124,33 @@ pub fn tcp_total_retrans(sock: &std::net::TcpStream) -> u32 {
     };
     assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
     info.tcpi_total_retrans
+}
+
+/// A port free on `ip` right now.
+pub fn free_port(ip: IpAddr) -> SocketAddr {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+/// A loopback port free right now.
+pub fn free_loopback_port() -> SocketAddr {
+    free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// A plain HTTP/1.0 GET (the answer ends when the server closes): the
+/// status and the body.
+pub fn http_get(addr: SocketAddr, path_and_query: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_owned()))
 }

@@ -149,6 +149,17 @@ pub fn alive(child: &mut ChildGuard) -> bool {
 }
 
 pub fn reaper_of(agent_pid: u32) -> Option<u32> {
+    // The reaper names itself once it runs, which on a slow (emulated)
+    // machine may be a moment after the agent serves: wait for it.
+    let mut found = None;
+    crate::wait_for(std::time::Duration::from_secs(10), || {
+        found = named_reaper_of(agent_pid);
+        found.is_some()
+    });
+    found
+}
+
+fn named_reaper_of(agent_pid: u32) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

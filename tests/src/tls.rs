@@ -2,7 +2,7 @@
 //! `faultctl certs`, and gRPC channels that present its client certificates.
 
 use std::{
-    net::{IpAddr, SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -150,11 +150,4 @@ pub async fn handshake(
     tcp.set_nodelay(true)?;
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("a name");
     c.connect(name, tcp).await
-}
-
-/// A port free on `ip` right now.
-pub fn free_port(ip: IpAddr) -> SocketAddr {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
 }

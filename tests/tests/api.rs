@@ -340,6 +340,12 @@ async fn stock_grpcio_client_works_over_the_socket() {
 #[tokio::test]
 async fn status_json_of_every_kind_applies_again_unchanged() {
     require_root().unwrap();
+    if in_vm() && !expected("tcx") {
+        eprintln!(
+            "skipped: the round trip is the same code on every kernel; the 6.12 guest runs it with the LSM kinds"
+        );
+        return;
+    }
     let agent = Agent::start();
     let cg = TestCgroup::new("roundtrip");
     let ns = TestNetns::new();

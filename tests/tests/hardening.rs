@@ -18,8 +18,8 @@ use std::{
 
 use faultline_proto::v1 as pb;
 use faultline_tests::{
-    Agent, ChildGuard, bin, connect_error, experiment, in_vm, pid_target, require_root, start,
-    wait_for,
+    Agent, ChildGuard, bin, connect_error, experiment, free_loopback_port, in_vm, pid_target,
+    require_root, start, wait_for,
 };
 use nix::sys::signal::Signal;
 
@@ -116,13 +116,6 @@ fn dry_run(name: &str) -> (pb::StartExperimentRequest, ChildGuard) {
     (req, sleeper)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
 #[tokio::test]
 async fn plain_tcp_needs_the_insecure_opt_in_and_warns_about_it() {
     require_root().unwrap();
@@ -130,7 +123,7 @@ async fn plain_tcp_needs_the_insecure_opt_in_and_warns_about_it() {
         return;
     }
     let dir = TempDir::new("tcp");
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = free_loopback_port().to_string();
     let socket = dir.0.join("agent.sock");
     let state = dir.0.join("state");
     let base = [

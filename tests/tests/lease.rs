@@ -27,20 +27,18 @@ use tokio::{
 };
 use tonic::{Code, transport::Channel};
 
-/// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 /// An agent that also serves TCP on loopback, and that address. The one
 /// place the listener is set up (plain TCP today; mutual TLS once the
 /// agent has it).
 fn tcp_agent() -> (Agent, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let agent = Agent::start_with(&["--listen", &addr.to_string(), "--insecure-listen"]);
+    let addr = free_loopback_port();
+    let agent = Agent::start_with(&[
+        "--listen",
+        &addr.to_string(),
+        "--insecure-listen",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
     (agent, addr)
 }
 
@@ -272,6 +270,12 @@ async fn a_client_whose_link_is_cut_loses_its_experiment_within_the_ttl_and_a_re
         .await
         .unwrap();
     assert!(agent.log().contains("lease expired"), "{}", agent.log());
+    // One lapse (the cut client's; the stopped one had its lease renewed).
+    let (_, metrics) = http_get(agent.metrics_addr(), "/metrics").expect("GET /metrics");
+    assert!(
+        metrics.contains("\nfaultline_lease_expiries_total 1\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -8,8 +8,7 @@
 )]
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -23,23 +22,6 @@ const CONNECTS: u64 = 37;
 /// Calls the test makes that must be refused as `InvalidArgument`.
 const BAD_CALLS: u64 = 3;
 
-/// A plain HTTP/1.0 GET (the answer ends when the server closes): the
-/// status and the body.
-fn http_get(addr: SocketAddr, path_and_query: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((status, body.to_owned()))
-}
-
 fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -49,13 +31,6 @@ fn url_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 /// A Prometheus server on loopback scraping one target every second; killed
@@ -86,7 +61,7 @@ impl Prometheus {
             ),
         )
         .expect("prometheus config");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let addr = free_loopback_port();
         let log = std::fs::File::create(dir.join("prometheus.log")).expect("prometheus log");
         let child = Command::new(exe)
             .arg(format!("--config.file={}", config.display()))
@@ -148,29 +123,11 @@ impl Drop for Prometheus {
     }
 }
 
-/// The metrics address the agent logged (it was asked for port 0).
-fn metrics_addr(agent: &Agent) -> SocketAddr {
-    let mut found = None;
-    wait_for(Duration::from_secs(10), || {
-        found = agent.log().lines().find_map(|l| {
-            let (_, rest) = l.split_once("serving Prometheus metrics on http://")?;
-            rest.split('/').next()?.parse().ok()
-        });
-        found.is_some()
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "the agent did not log its metrics address:\n{}",
-            agent.log()
-        )
-    })
-}
-
 #[tokio::test]
 async fn prometheus_reads_the_agents_own_counters() {
     require_root().unwrap();
     let agent = Agent::start_with(&["--metrics-listen", "127.0.0.1:0"]);
-    let metrics = metrics_addr(&agent);
+    let metrics = agent.metrics_addr();
     let mut client = agent.client().await;
     let cg = TestCgroup::new("metrics");
     let acc = Acceptor::new("127.0.0.1");

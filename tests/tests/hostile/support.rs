@@ -6,7 +6,7 @@ use std::{collections::HashSet, net::SocketAddr, path::PathBuf, time::Duration};
 
 use faultline_proto::v1::{self as pb, fault_service_client::FaultServiceClient};
 use faultline_tests::{
-    tls::{CertDir, free_port, tls_channel},
+    tls::{CertDir, tls_channel},
     *,
 };
 use tonic::{Code, transport::Channel};
@@ -225,7 +225,7 @@ pub fn agent_with_limits() -> (Agent, Via, tempdir::Dir) {
     let text = std::fs::read_to_string(&roles).unwrap();
     let kept: Vec<&str> = text.lines().filter(|l| !l.contains(NO_ROLE)).collect();
     std::fs::write(&roles, kept.join("\n") + "\n").unwrap();
-    let tcp = free_port(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let tcp = free_loopback_port();
     let mut args = vec!["--config".to_owned(), cfg.display().to_string()];
     args.extend(certs.agent_args(tcp));
     let agent = Agent::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
