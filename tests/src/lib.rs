@@ -52,7 +52,7 @@ pub use crate::{
     probe::{ChildGuard, Listener, ProbeResult, ProbeServer, probe, probe_fs, spawn_named},
     procs::{children_of, gone, proc_io},
     rate::RateCheck,
-    spec::{cgroup_target, experiment, interface_target, pid_target, start},
+    spec::{cgroup_target, experiment, interface_target, pid_target, running_experiments, start},
     tls::{CertDir, tls_channel},
 };
 pub use faultline_proto::build::{

@@ -41,6 +41,19 @@ pub fn experiment(
     }
 }
 
+/// The running experiments (the first page: at most 100, enough for a test).
+pub async fn running_experiments(client: &mut FaultServiceClient<Channel>) -> Vec<pb::Experiment> {
+    client
+        .list_experiments(pb::ListExperimentsRequest {
+            running_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("ListExperiments")
+        .into_inner()
+        .experiments
+}
+
 pub async fn start(
     client: &mut FaultServiceClient<Channel>,
     req: pb::StartExperimentRequest,

@@ -323,15 +323,8 @@ async fn a_configured_root_qdisc_is_failed_precondition_naming_the_fault() {
         "the configured qdisc stays: {}",
         root_qdisc(&ns.host_if)
     );
-    let running = c
-        .list_experiments(pb::ListExperimentsRequest {
-            running_only: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(running.experiments.is_empty(), "{running:?}");
+    let running = running_experiments(&mut c).await;
+    assert!(running.is_empty(), "{running:?}");
     let del = Command::new("tc")
         .args(["qdisc", "del", "dev", &ns.host_if, "root"])
         .status()

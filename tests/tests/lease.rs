@@ -358,15 +358,7 @@ async fn the_same_request_id_sent_100_times_concurrently_starts_one_experiment()
     assert_eq!(ids.len(), 1, "100 calls, one id: {ids:?}");
     let id = ids.into_iter().next().unwrap();
     let mut c = agent.client().await;
-    let running = c
-        .list_experiments(pb::ListExperimentsRequest {
-            running_only: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .experiments;
+    let running = running_experiments(&mut c).await;
     assert_eq!(
         running.len(),
         1,

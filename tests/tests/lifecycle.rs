@@ -308,18 +308,8 @@ async fn fifty_concurrent_experiments_all_end_and_leave_nothing() {
         "every experiment ended stopped"
     );
     let mut c = client.clone();
-    let running = c
-        .list_experiments(pb::ListExperimentsRequest {
-            running_only: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        running.experiments.is_empty(),
-        "nothing still running: {running:?}"
-    );
+    let running = running_experiments(&mut c).await;
+    assert!(running.is_empty(), "nothing still running: {running:?}");
     assert!(
         agent.links().is_empty(),
         "no link left behind: {:?}",

@@ -481,18 +481,7 @@ async fn invalid_pressure_specs_name_the_field_and_start_nothing() {
             "{field}: a stressor started"
         );
     }
-    let listed = client
-        .list_experiments(pb::ListExperimentsRequest {
-            running_only: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        listed.experiments.is_empty(),
-        "nothing runs: {:?}",
-        listed.experiments
-    );
+    let listed = running_experiments(&mut client).await;
+    assert!(listed.is_empty(), "nothing runs: {:?}", listed);
     assert!(any_stressor().iter().all(|p| ppid(*p) != Some(agent.pid())));
 }

@@ -441,15 +441,8 @@ async fn a_fault_refused_at_arm_time_rolls_back_the_ones_already_armed() {
         seen.ok, 50,
         "the rolled-back connect fault injects nothing: {seen:?}"
     );
-    let running = c
-        .list_experiments(pb::ListExperimentsRequest {
-            running_only: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut running: Vec<String> = running.experiments.into_iter().map(|e| e.id).collect();
+    let running = running_experiments(&mut c).await;
+    let mut running: Vec<String> = running.into_iter().map(|e| e.id).collect();
     running.sort();
     ids.sort();
     assert_eq!(running, ids, "only the four DNS experiments run");

@@ -56,32 +56,12 @@ pub fn run_all() -> Result<()> {
 }
 
 fn ensure_daemon_packages() -> Result<()> {
-    let mut missing = Vec::new();
-    for &package in DAEMON_APT_PACKAGES {
-        if !dpkg_installed(package)? {
-            missing.push(package);
-        }
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    crate::status("apt packages", &format!("installing {}", missing.join(" ")));
-    if !crate::running_as_root() {
-        bail!(
-            "installing {} needs root: run `sudo cargo xtask setup`",
-            missing.join(" ")
-        );
-    }
-    apt_get_update()?;
-    run(Command::new("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(&missing))?;
+    let installed = install_missing(DAEMON_APT_PACKAGES, &["--no-install-recommends"])?;
     // Only where systemd runs (the package's postinst started the daemon).
-    if std::path::Path::new("/run/systemd/system").exists() {
+    if !installed.is_empty() && std::path::Path::new("/run/systemd/system").exists() {
         run(Command::new("systemctl")
             .args(["disable", "--now"])
-            .args(&missing))?;
+            .args(&installed))?;
     }
     Ok(())
 }
@@ -129,6 +109,12 @@ fn put_cargo_bin_first_on_path() -> Result<()> {
 }
 
 fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
+    install_missing(packages, &[]).map(drop)
+}
+
+/// Installs those of `packages` that are missing (apt-get `extra` flags);
+/// returns the ones it installed.
+fn install_missing<'a>(packages: &[&'a str], extra: &[&str]) -> Result<Vec<&'a str>> {
     let mut missing = Vec::new();
     for &package in packages {
         if !dpkg_installed(package)? {
@@ -137,7 +123,7 @@ fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
     }
     if missing.is_empty() {
         crate::status("apt packages", &format!("present: {}", packages.join(" ")));
-        return Ok(());
+        return Ok(missing);
     }
     crate::status("apt packages", &format!("installing {}", missing.join(" ")));
     if !crate::running_as_root() {
@@ -150,7 +136,9 @@ fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
     run(Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y"])
-        .args(&missing))
+        .args(extra)
+        .args(&missing))?;
+    Ok(missing)
 }
 
 fn dpkg_installed(package: &str) -> Result<bool> {
